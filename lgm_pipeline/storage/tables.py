@@ -1,0 +1,207 @@
+"""The database layout: one ``MetaData`` describing every table of a tenant schema.
+
+Tables carry ``schema=None``; the tenant's schema is applied at execution time with
+``schema_translate_map={None: tenant.schema}`` (see :func:`tenant_options`), so one definition
+serves every tenant and no schema name is ever formatted into SQL by hand.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from lgm_pipeline.tenants.config import Tenant
+
+metadata = sa.MetaData()
+
+_TS = sa.DateTime(timezone=True)
+
+
+def _now() -> sa.TextClause:
+    return sa.text("now()")
+
+
+raw_customers = sa.Table(
+    "raw_customers",
+    metadata,
+    sa.Column("service_date", sa.Date, primary_key=True),
+    sa.Column("customer_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("fetched_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+)
+
+raw_opportunities = sa.Table(
+    "raw_opportunities",
+    metadata,
+    sa.Column("service_date", sa.Date, primary_key=True),
+    sa.Column("opportunity_id", sa.Text, primary_key=True),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("summary_hash", sa.Text, nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+    # When the opportunity details were fetched from the API (the detail cache's age).
+    sa.Column("fetched_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    # The detail cache looks opportunities up by id across dates.
+    sa.Index("ix_raw_opportunities_opportunity_id", "opportunity_id"),
+)
+
+raw_jobs = sa.Table(
+    "raw_jobs",
+    metadata,
+    sa.Column("service_date", sa.Date, primary_key=True),
+    sa.Column("job_id", sa.Text, primary_key=True),
+    sa.Column("opportunity_id", sa.Text, nullable=False),
+    sa.Column("customer_id", sa.Text, nullable=False),
+    sa.Column("job_number", sa.Text, nullable=True),
+    sa.Column("job_type", sa.Integer, nullable=True),
+    sa.Column("confirmed", sa.Boolean, nullable=True),
+    sa.Column("addresses", JSONB, nullable=False),
+    sa.Column("estimated_charges", JSONB, nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("fetched_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+)
+
+journeys = sa.Table(
+    "journeys",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("location_id", sa.Text, nullable=False),
+    sa.Column("service_date", sa.Date, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("smartmoving_status", sa.Integer, nullable=True),
+    sa.Column("smartmoving_status_name", sa.Text, nullable=True),
+    sa.Column("job_number", sa.Text, nullable=True),
+    sa.Column("quote_number", sa.Text, nullable=True),
+    sa.Column("job_type", sa.Integer, nullable=True),
+    sa.Column("job_type_name", sa.Text, nullable=True),
+    sa.Column("title", sa.Text, nullable=True),
+    sa.Column("customer_name", sa.Text, nullable=True),
+    sa.Column("customer_phone", sa.Text, nullable=True),
+    sa.Column("customer_email", sa.Text, nullable=True),
+    sa.Column("start_location", sa.Text, nullable=True),
+    sa.Column("end_location", sa.Text, nullable=True),
+    sa.Column("addresses", JSONB, nullable=False),
+    sa.Column("estimated_cost", sa.Numeric(12, 2), nullable=True),
+    sa.Column("move_size", sa.Text, nullable=True),
+    sa.Column("confirmed", sa.Boolean, nullable=True),
+    sa.Column("booked", sa.Boolean, nullable=False),
+    sa.Column("branch_name", sa.Text, nullable=True),
+    sa.Column("external_ids", JSONB, nullable=False),
+    sa.Column("smartmoving_job_id", sa.Text, nullable=False),
+    sa.Column("raw_payload", JSONB, nullable=False),
+    sa.Column("dq_flags", JSONB, nullable=False),
+    sa.Column("source_fetched_at", _TS, nullable=False),
+    sa.Column("synced_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    # Every partition write and the CRM's day views filter on these two.
+    sa.Index("ix_journeys_service_date_location_id", "service_date", "location_id"),
+)
+
+journeys_quarantine = sa.Table(
+    "journeys_quarantine",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    # NULL: the job's SmartMoving branch is not in the tenants file.
+    sa.Column("location_id", sa.Text, nullable=True),
+    sa.Column("service_date", sa.Date, nullable=True),
+    sa.Column("smartmoving_job_id", sa.Text, nullable=False),
+    sa.Column("job_number", sa.Text, nullable=True),
+    sa.Column("branch_name", sa.Text, nullable=True),
+    # [{rule, column, check, value}, ...]
+    sa.Column("reasons", JSONB, nullable=False),
+    sa.Column("record", JSONB, nullable=False),
+    sa.Column("raw_payload", JSONB, nullable=False),
+    sa.Column("first_seen_at", _TS, nullable=False),
+    sa.Column("last_seen_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Index("ix_journeys_quarantine_service_date_location_id", "service_date", "location_id"),
+)
+
+journey_audit = sa.Table(
+    "journey_audit",
+    metadata,
+    sa.Column("audit_id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("journey_id", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("changed_columns", ARRAY(sa.Text), nullable=False),
+    sa.Column("before", JSONB, nullable=True),
+    sa.Column("after", JSONB, nullable=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("partition_key", sa.Text, nullable=True),
+    sa.Column("at", _TS, nullable=False, server_default=_now()),
+    sa.CheckConstraint("action IN ('insert', 'update', 'delete')", name="ck_journey_audit_action"),
+    sa.Index("ix_journey_audit_journey_id", "journey_id"),
+)
+
+sync_runs = sa.Table(
+    "sync_runs",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("asset", sa.Text, nullable=False),
+    sa.Column("partition_key", sa.Text, nullable=True),
+    sa.Column("service_date", sa.Date, nullable=True),
+    sa.Column("location_id", sa.Text, nullable=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("started_at", _TS, nullable=False),
+    sa.Column("finished_at", _TS, nullable=False),
+    sa.Column("rows_written", sa.Integer, nullable=False),
+    sa.Column("inserted", sa.Integer, nullable=False),
+    sa.Column("updated", sa.Integer, nullable=False),
+    sa.Column("deleted", sa.Integer, nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("api_calls", sa.Integer, nullable=True),
+    sa.Column("api_calls_by_endpoint", JSONB, nullable=True),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Index("ix_sync_runs_asset_date_location", "asset", "service_date", "location_id"),
+)
+
+company = sa.Table(
+    "company",
+    metadata,
+    sa.Column("client_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False, server_default=_now()),
+)
+
+locations = sa.Table(
+    "locations",
+    metadata,
+    sa.Column("location_id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("smartmoving_branch_name", sa.Text, nullable=False),
+    sa.Column("updated_at", _TS, nullable=False, server_default=_now()),
+)
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("applied_at", _TS, nullable=False, server_default=_now()),
+)
+
+#: Asset name (last element of the asset key) -> the table the IO manager stores it in.
+ASSET_TABLES: dict[str, sa.Table] = {
+    "smartmoving_customers": raw_customers,
+    "smartmoving_opportunities": raw_opportunities,
+    "smartmoving_jobs": raw_jobs,
+    "journeys": journeys,
+}
+
+#: Tables with one row per source record and date; pruned by retention, never merged.
+RAW_TABLES: tuple[sa.Table, ...] = (raw_customers, raw_opportunities, raw_jobs)
+
+#: Journey-level tables the CRM filters by branch (row-level security applies to these).
+BRANCH_SCOPED_TABLES: tuple[sa.Table, ...] = (journeys, journeys_quarantine)
+
+
+def tenant_options(tenant: Tenant) -> dict[str, object]:
+    """Execution options that place the schema-less tables in the tenant's schema."""
+    return {"schema_translate_map": {None: tenant.schema}}
