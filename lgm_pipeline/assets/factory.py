@@ -1,0 +1,48 @@
+"""One tenant's Dagster definitions: adding a tenant to tenants.yaml adds its asset groups and nothing else."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lgm_pipeline.assets.automation import (
+    build_fan_out_sensor,
+    build_jobs,
+    build_refresh_schedule,
+    build_retention_schedule,
+)
+from lgm_pipeline.assets.journeys import build_journeys_asset
+from lgm_pipeline.assets.maintenance import build_retention_asset
+from lgm_pipeline.assets.partitions import tenant_partitions
+from lgm_pipeline.assets.raw import build_raw_assets, smartmoving_resource_key
+from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline.tenants import Tenant
+
+
+def smartmoving_resource(tenant: Tenant) -> SmartMovingResource:
+    """The tenant's API settings; the key and base URL are read from the environment at run time."""
+    return SmartMovingResource(
+        base_url=dg.EnvVar(tenant.smartmoving.base_url_env),
+        api_key=dg.EnvVar(tenant.smartmoving.api_key_env),
+        rate_limit_per_minute=tenant.smartmoving.rate_limit_per_minute,
+    )
+
+
+def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
+    partitions = tenant_partitions(tenant)
+    return [
+        *build_raw_assets(tenant, partitions),
+        build_journeys_asset(tenant, partitions),
+        build_retention_asset(tenant),
+    ]
+
+
+def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
+    partitions = tenant_partitions(tenant)
+    raw_job, journeys_job, retention_job = build_jobs(tenant, partitions)
+    return dg.Definitions(
+        assets=tenant_assets(tenant),
+        jobs=[raw_job, journeys_job, retention_job],
+        schedules=[build_refresh_schedule(tenant, raw_job), build_retention_schedule(tenant, retention_job)],
+        sensors=[build_fan_out_sensor(tenant, journeys_job)],
+        resources={smartmoving_resource_key(tenant): smartmoving_resource(tenant)},
+    )

@@ -1,0 +1,153 @@
+"""Normalized truck journeys of one tenant, partitioned by service date x branch, with their checks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from lgm_pipeline.assets.metadata import preview
+from lgm_pipeline.assets.partitions import BRANCH_DIMENSION, DATE_DIMENSION, TenantPartitions
+from lgm_pipeline.assets.raw import IO_MANAGER_KEY, OWNERS
+from lgm_pipeline.quality.rules import RuleResult, Severity, rules_for, validate_journeys
+from lgm_pipeline.tenants import Tenant
+from lgm_pipeline.transform.journeys import normalize_journeys
+
+UNIQUE_IDS_CHECK = "journey_ids_unique"
+DATE_IN_PARTITION_CHECK = "service_date_in_partition"
+
+
+class JourneysConfig(dg.Config):
+    max_quarantine_share: float = 0.05
+    """A blocking rule's check fails with ERROR when it quarantines more than this share of the rows."""
+
+
+def _check_specs(tenant: Tenant, asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    specs = [
+        dg.AssetCheckSpec(
+            rule.name,
+            asset=asset_key,
+            description=f"[{rule.severity.value}] {rule.description}",
+        )
+        for rule in rules_for(tenant)
+    ]
+    specs.append(dg.AssetCheckSpec(UNIQUE_IDS_CHECK, asset=asset_key, description="Journey ids are unique."))
+    specs.append(
+        dg.AssetCheckSpec(
+            DATE_IN_PARTITION_CHECK,
+            asset=asset_key,
+            description="Every journey's service date is the partition's date.",
+        )
+    )
+    return specs
+
+
+def _rule_check(result: RuleResult, total: int, max_share: float) -> dg.AssetCheckResult:
+    share = result.failing_rows / total if total else 0.0
+    blocking = result.rule.severity is Severity.BLOCKING
+    severity = dg.AssetCheckSeverity.ERROR if blocking and share > max_share else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        check_name=result.rule.name,
+        passed=result.failing_rows == 0,
+        severity=severity,
+        metadata={
+            "severity": result.rule.severity.value,
+            "failing_rows": result.failing_rows,
+            "rows_checked": total,
+            "failing_share": round(share, 4),
+            "action": "quarantined" if blocking else "stored with dq_flags",
+            "examples": dg.MetadataValue.json(result.examples),
+        },
+    )
+
+
+def _structural_checks(frame: pd.DataFrame, service_date: dt.date) -> list[dg.AssetCheckResult]:
+    duplicates = frame["id"][frame["id"].duplicated()].unique().tolist()
+    outside = frame.loc[frame["service_date"] != service_date, "job_number"].tolist()
+    return [
+        dg.AssetCheckResult(
+            check_name=UNIQUE_IDS_CHECK,
+            passed=not duplicates,
+            metadata={"duplicate_ids": len(duplicates), "examples": dg.MetadataValue.json(duplicates[:5])},
+        ),
+        dg.AssetCheckResult(
+            check_name=DATE_IN_PARTITION_CHECK,
+            passed=not outside,
+            metadata={"rows_outside": len(outside), "examples": dg.MetadataValue.json(outside[:5])},
+        ),
+    ]
+
+
+def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.AssetsDefinition:
+    asset_key = dg.AssetKey([tenant.key, "journeys"])
+    raw = [dg.AssetKey([tenant.key, name]) for name in ("smartmoving_customers", "smartmoving_opportunities")]
+
+    @dg.asset(
+        key=asset_key,
+        description=(
+            f"{tenant.name}: truck journeys, one row per SmartMoving job, keyed by a stable id, for one service "
+            "date and one branch. Rows failing a blocking rule go to journeys_quarantine with their reasons; "
+            "warning rules are stored as dq_flags. Table journeys (+ journeys_quarantine, journey_audit)."
+        ),
+        group_name=f"{tenant.key}_journeys",
+        partitions_def=partitions.journeys,
+        io_manager_key=IO_MANAGER_KEY,
+        ins={
+            "smartmoving_jobs": dg.AssetIn(dg.AssetKey([tenant.key, "smartmoving_jobs"])),
+            "smartmoving_customers": dg.AssetIn(raw[0]),
+            "smartmoving_opportunities": dg.AssetIn(raw[1]),
+        },
+        check_specs=_check_specs(tenant, asset_key),
+        kinds={"pandas", "postgres"},
+        owners=OWNERS,
+        metadata={"partition_expr": {DATE_DIMENSION: "service_date", BRANCH_DIMENSION: "location_id"}},
+    )
+    def journeys(
+        context: dg.AssetExecutionContext,
+        config: JourneysConfig,
+        smartmoving_jobs: pd.DataFrame,
+        smartmoving_customers: pd.DataFrame,
+        smartmoving_opportunities: pd.DataFrame,
+    ) -> Any:
+        started = time.monotonic()
+        keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+        service_date = dt.date.fromisoformat(keys[DATE_DIMENSION])
+        location_id = keys[BRANCH_DIMENSION]
+
+        normalized = normalize_journeys(
+            tenant,
+            smartmoving_customers,
+            smartmoving_opportunities,
+            smartmoving_jobs,
+            synced_at=dt.datetime.now(dt.UTC),
+            run_id=context.run_id,
+        )
+        normalized = normalized[
+            (normalized["location_id"] == location_id) | normalized["location_id"].isna()
+        ].reset_index(drop=True)
+        outcome = validate_journeys(normalized, tenant)
+        frame = outcome.frame
+        quarantined = frame["quarantine_reasons"].notna()
+        stored = frame[~quarantined]
+        yield dg.Output(
+            frame,
+            metadata={
+                "rows": dg.MetadataValue.int(int((~quarantined).sum())),
+                "quarantined": dg.MetadataValue.int(int(quarantined.sum())),
+                "flagged": dg.MetadataValue.int(int(stored["dq_flags"].map(bool).sum())),
+                "branch": location_id,
+                "service_date": service_date.isoformat(),
+                "rows_by_stage": dg.MetadataValue.json(stored["status"].value_counts().to_dict()),
+                "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
+                "preview": preview(stored, ["job_number", "status", "customer_name", "start_location"]),
+            },
+        )
+        total = len(frame)
+        for result in outcome.results:
+            yield _rule_check(result, total, config.max_quarantine_share)
+        yield from _structural_checks(frame, service_date)
+
+    return journeys

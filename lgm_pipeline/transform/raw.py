@@ -1,0 +1,157 @@
+"""Shaping SmartMoving payloads into the raw tables' rows (one DataFrame per raw asset).
+
+Each raw row keeps the API payload untouched, its fetch time and the run id, so every downstream
+partition can be rebuilt from the database without calling the API again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+CUSTOMER_COLUMNS = ["service_date", "customer_id", "name", "payload", "fetched_at", "run_id"]
+OPPORTUNITY_COLUMNS = [
+    "service_date",
+    "opportunity_id",
+    "customer_id",
+    "summary_hash",
+    "payload",
+    "fetched_at",
+    "run_id",
+]
+JOB_COLUMNS = [
+    "service_date",
+    "job_id",
+    "opportunity_id",
+    "customer_id",
+    "job_number",
+    "job_type",
+    "confirmed",
+    "addresses",
+    "estimated_charges",
+    "payload",
+    "fetched_at",
+    "run_id",
+]
+
+
+def yyyymmdd_to_date(value: Any) -> dt.date | None:
+    """SmartMoving dates are integers like 20261125 (not timestamps)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        text = str(int(value))
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8])) if len(text) == 8 else None
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class OpportunitySummary:
+    """What the customers list says about an opportunity; a change here means refetch details."""
+
+    opportunity_id: str
+    customer_id: str
+    summary_hash: str
+
+
+def _summary_hash(opportunity: Mapping[str, Any]) -> str:
+    jobs = sorted(
+        (str(j.get("id")), j.get("serviceDate") or j.get("jobDate"), j.get("type"))
+        for j in opportunity.get("jobs") or []
+    )
+    material = [opportunity.get("status"), str(opportunity.get("quoteNumber")), jobs]
+    return hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()[:24]
+
+
+def customers_frame(
+    customers: Iterable[Mapping[str, Any]], service_date: dt.date, fetched_at: dt.datetime, run_id: str
+) -> pd.DataFrame:
+    rows = [
+        {
+            "service_date": service_date,
+            "customer_id": str(c["id"]),
+            "name": c.get("name"),
+            "payload": dict(c),
+            "fetched_at": fetched_at,
+            "run_id": run_id,
+        }
+        for c in customers
+    ]
+    return pd.DataFrame(rows, columns=CUSTOMER_COLUMNS)
+
+
+def opportunity_summaries(customers: pd.DataFrame) -> dict[str, OpportunitySummary]:
+    """Every opportunity the customers list shows for the date, with its summary hash."""
+    summaries: dict[str, OpportunitySummary] = {}
+    for customer_id, payload in zip(customers["customer_id"], customers["payload"], strict=True):
+        for opportunity in payload.get("opportunities") or []:
+            if opportunity.get("id") is None:
+                continue
+            oid = str(opportunity["id"])
+            summaries[oid] = OpportunitySummary(oid, customer_id, _summary_hash(opportunity))
+    return summaries
+
+
+def opportunities_frame(
+    details: Mapping[str, Mapping[str, Any]],
+    summaries: Mapping[str, OpportunitySummary],
+    fetched_at: Mapping[str, dt.datetime],
+    service_date: dt.date,
+    run_id: str,
+) -> pd.DataFrame:
+    rows = [
+        {
+            "service_date": service_date,
+            "opportunity_id": oid,
+            "customer_id": summaries[oid].customer_id,
+            "summary_hash": summaries[oid].summary_hash,
+            "payload": dict(payload),
+            "fetched_at": fetched_at[oid],
+            "run_id": run_id,
+        }
+        for oid, payload in details.items()
+    ]
+    return pd.DataFrame(rows, columns=OPPORTUNITY_COLUMNS)
+
+
+def job_date(job: Mapping[str, Any], opportunity: Mapping[str, Any]) -> dt.date | None:
+    """A job's date: its own jobDate, else (a job not yet dated) the opportunity's serviceDate."""
+    return yyyymmdd_to_date(job.get("jobDate")) or yyyymmdd_to_date(opportunity.get("serviceDate"))
+
+
+def jobs_frame(opportunities: pd.DataFrame, service_date: dt.date, run_id: str) -> pd.DataFrame:
+    """One row per job dated ``service_date`` (a multi-day move's other jobs belong to other dates)."""
+    rows: list[dict[str, Any]] = []
+    for opportunity, customer_id, fetched_at in zip(
+        opportunities["payload"], opportunities["customer_id"], opportunities["fetched_at"], strict=True
+    ):
+        for job in opportunity.get("jobs") or []:
+            if job_date(job, opportunity) != service_date or job.get("id") is None:
+                continue
+            job_type = job.get("type")
+            rows.append(
+                {
+                    "service_date": service_date,
+                    "job_id": str(job["id"]),
+                    "opportunity_id": str(opportunity["id"]),
+                    "customer_id": customer_id,
+                    "job_number": job.get("jobNumber"),
+                    "job_type": job_type if isinstance(job_type, int) and not isinstance(job_type, bool) else None,
+                    "confirmed": job.get("confirmed") if isinstance(job.get("confirmed"), bool) else None,
+                    "addresses": [a for a in job.get("jobAddresses") or [] if isinstance(a, str)],
+                    "estimated_charges": list(job.get("estimatedCharges") or []),
+                    "payload": dict(job),
+                    "fetched_at": fetched_at,
+                    "run_id": run_id,
+                }
+            )
+    frame = pd.DataFrame(rows, columns=JOB_COLUMNS)
+    frame["job_type"] = frame["job_type"].astype("Int64")
+    return frame

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import pytest
+
+from lgm_pipeline.quality.rules import Severity, rules_for, validate_journeys
+from lgm_pipeline.tenants import load_tenants
+from lgm_pipeline.transform.journeys import normalize_journeys
+from lgm_pipeline_tests.payloads import job, opportunity, raw_frames
+
+DAY = dt.date(2026, 11, 25)
+TENANT = load_tenants()[0]
+
+
+def _journeys(*opps: dict) -> pd.DataFrame:
+    customers, opportunities, jobs = raw_frames(DAY, list(opps))
+    return normalize_journeys(TENANT, customers, opportunities, jobs, dt.datetime.now(dt.UTC), "run-1")
+
+
+def _failing(frame: pd.DataFrame) -> dict[str, int]:
+    return {r.rule.name: r.failing_rows for r in validate_journeys(frame, TENANT).results}
+
+
+def test_clean_data_passes_every_rule() -> None:
+    outcome = validate_journeys(_journeys(opportunity(DAY), opportunity(DAY, status=10)), TENANT)
+    assert all(r.failing_rows == 0 for r in outcome.results)
+    assert outcome.quarantined == 0
+    assert outcome.frame["dq_flags"].map(len).sum() == 0
+
+
+def test_rule_severities_follow_the_spec() -> None:
+    severities = {r.name: r.severity for r in rules_for(TENANT)}
+    assert severities == {
+        "customer_contact": Severity.WARNING,
+        "job_fields": Severity.BLOCKING,
+        "branch_mapping": Severity.BLOCKING,
+        "financials": Severity.WARNING,
+        "status_mapping": Severity.BLOCKING,
+    }
+
+
+@pytest.mark.parametrize(
+    ("customer", "column"),
+    [
+        ({"emailAddress": None}, "customer_email"),
+        ({"emailAddress": "not-an-email"}, "customer_email"),
+        ({"phoneNumber": "555-0123"}, "customer_phone"),
+        ({"phoneNumber": None}, "customer_phone"),
+        ({"name": "   "}, "customer_name"),
+    ],
+)
+def test_customer_contact_flags_but_keeps_the_journey(customer: dict, column: str) -> None:
+    opp = opportunity(DAY)
+    opp["customer"] |= customer
+    outcome = validate_journeys(_journeys(opp), TENANT)
+    [row] = outcome.frame.to_dict("records")
+    assert row["quarantine_reasons"] is None
+    assert [(f["rule"], f["column"]) for f in row["dq_flags"]] == [("customer_contact", column)]
+
+
+@pytest.mark.parametrize(
+    ("job_overrides", "column"),
+    [({"jobNumber": ""}, "job_number"), ({"type": 77}, "job_type"), ({"type": None}, "job_type")],
+)
+def test_job_fields_quarantine_with_reason(job_overrides: dict, column: str) -> None:
+    outcome = validate_journeys(_journeys(opportunity(DAY, jobs=[job(DAY, 1, **job_overrides)])), TENANT)
+    [row] = outcome.frame.to_dict("records")
+    assert {(r["rule"], r["column"]) for r in row["quarantine_reasons"]} == {("job_fields", column)}
+
+
+def test_unknown_branch_is_quarantined() -> None:
+    outcome = validate_journeys(_journeys(opportunity(DAY, branch="KELOWNA 🇨🇦 - Let's Get Moving")), TENANT)
+    assert outcome.quarantined == 1
+    assert outcome.frame.loc[0, "quarantine_reasons"][0]["rule"] == "branch_mapping"
+
+
+def test_unknown_status_is_quarantined() -> None:
+    assert _failing(_journeys(opportunity(DAY, status=99)))["status_mapping"] == 1
+
+
+def test_financials_negative_or_missing_when_booked_is_a_warning() -> None:
+    negative = opportunity(DAY)
+    negative["estimatedTotal"]["finalTotal"] = -5.0
+    missing = opportunity(DAY, status=4, estimatedTotal=None)
+    lead_without_total = opportunity(DAY, status=0, estimatedTotal=None)
+    outcome = validate_journeys(_journeys(negative, missing, lead_without_total), TENANT)
+    flagged = [bool(f) for f in outcome.frame["dq_flags"]]
+    assert flagged == [True, True, False]
+    assert outcome.quarantined == 0
+
+
+def test_no_row_is_ever_dropped() -> None:
+    bad = [opportunity(DAY, status=99), opportunity(DAY, branch="?"), opportunity(DAY)]
+    frame = _journeys(*bad)
+    assert len(validate_journeys(frame, TENANT).frame) == len(frame) == 3
