@@ -1,0 +1,397 @@
+"""The Starlette application: SmartMoving's ``/v1/api`` plus the simulator's ``/_admin``.
+
+Every ``/v1/api`` request goes through, in order: latency, dropped connection, ``down``, the API
+key, the monthly quota, the per-minute rate limit, injected 5xx, then the endpoint. ``/_admin``
+skips all of it (no key, no faults): it is for tests and operators on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from lgm_pipeline.simulator.config import FaultConfig, SimulatorConfig
+from lgm_pipeline.simulator.world import NotFound, World, from_int_date, to_int_date
+
+STAT_NAMES = (
+    "ping",
+    "customers",
+    "opportunity",
+    "opportunity_jobs",
+    "branches",
+    "rate_limited",
+    "unauthorized",
+    "errors",
+    "dropped",
+    "total",
+)
+DEFAULT_PAGE_SIZE = 50
+MAX_DATE_SPAN_DAYS = 366
+_RATE_WINDOW_SECONDS = 60
+
+
+class BadRequest(ValueError):
+    """A request parameter the real API would refuse with 400."""
+
+
+class DropConnection(Exception):
+    """Raised after the response head is sent, so uvicorn closes the socket mid-response."""
+
+
+class _QuietDrops(logging.Filter):
+    """Keep uvicorn from logging a traceback for every deliberately dropped connection."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], DropConnection))
+
+
+QUIET_DROPS = _QuietDrops()
+
+
+class _DroppedResponse(Response):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")],
+            }
+        )
+        raise DropConnection("connection dropped by fault injection")
+
+
+def _message(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status, headers=headers)
+
+
+class ApiState:
+    """Counters, limits and faults shared by the request handlers; one lock guards them."""
+
+    def __init__(self, world: World, config: SimulatorConfig) -> None:
+        self.world = world
+        self.config = config
+        self.faults = dataclasses.replace(config.faults)
+        self.clock: Callable[[], float] = time.time
+        self._lock = threading.Lock()
+        self._stats: Counter[str] = Counter()
+        self._windows: dict[str, tuple[int, int]] = {}
+        self._monthly: Counter[tuple[str, int, int]] = Counter()
+        self._fault_rng = random.Random(f"faults:{config.seed}")
+        self._injected = 0
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self._stats[name] += 1
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {name: self._stats[name] for name in STAT_NAMES}
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._stats.clear()
+
+    def set_faults(self, faults: FaultConfig) -> None:
+        with self._lock:
+            self.faults = dataclasses.replace(faults)
+
+    def draw_faults(self) -> tuple[bool, int | None]:
+        """(drop the connection?, injected status or None) for the next request.
+
+        Always two draws per request, so the sequence depends only on the request count.
+        """
+        with self._lock:
+            drop_draw, error_draw = self._fault_rng.random(), self._fault_rng.random()
+            drop = drop_draw < self.faults.drop_connection_rate
+            if drop or error_draw >= self.faults.error_rate:
+                return drop, None
+            self._injected += 1
+            return False, 500 if self._injected % 2 else 503
+
+    def admit(self, key: str) -> JSONResponse | None:
+        """Count the call against the key's quota and window, or say why it is refused."""
+        now = self.clock()
+        with self._lock:
+            moment = dt.datetime.fromtimestamp(now, dt.UTC)
+            month = (key, moment.year, moment.month)
+            quota = self.config.monthly_quota
+            if quota is not None and self._monthly[month] >= quota:
+                # The real over-quota answer is undocumented; a 429 with the wait until the
+                # month turns over lets a client tell it from the per-minute throttle.
+                days = calendar.monthrange(moment.year, moment.month)[1]
+                month_end = moment.replace(day=days, hour=0, minute=0, second=0, microsecond=0)
+                wait = (month_end + dt.timedelta(days=1) - moment).total_seconds()
+                return _message(
+                    429,
+                    "Monthly API call quota exceeded",
+                    {"Retry-After": str(max(1, math.ceil(wait))), "X-Quota-Exceeded": "true"},
+                )
+            limit = self.config.rate_limit_per_minute
+            if limit is not None:
+                window = int(now // _RATE_WINDOW_SECONDS)
+                current, used = self._windows.get(key, (window, 0))
+                if current != window:
+                    used = 0
+                if used >= limit:
+                    wait = (window + 1) * _RATE_WINDOW_SECONDS - now
+                    return _message(429, "Too many requests", {"Retry-After": str(max(1, math.ceil(wait)))})
+                self._windows[key] = (window, used + 1)
+            self._monthly[month] += 1
+            return None
+
+
+Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+
+
+def _int_param(params: dict[str, str], name: str, default: int | None) -> int | None:
+    raw = params.get(name.lower())
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise BadRequest(f"The value '{raw}' is not valid for {name}.") from exc
+
+
+def _date_param(params: dict[str, str], name: str) -> int | None:
+    value = _int_param(params, name, None)
+    if value is None:
+        return None
+    try:
+        from_int_date(value)
+    except ValueError as exc:
+        raise BadRequest(f"The value '{value}' is not a valid yyyyMMdd date for {name}.") from exc
+    return value
+
+
+def _bool_param(params: dict[str, str], name: str, default: bool) -> bool:
+    raw = params.get(name.lower())
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    raise BadRequest(f"The value '{raw}' is not valid for {name}.")
+
+
+def create_app(world: World, config: SimulatorConfig) -> Starlette:
+    state = ApiState(world, config)
+
+    def api(name: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            state.count("total")
+            faults = state.faults
+            if faults.latency_ms:
+                await asyncio.sleep(faults.latency_ms / 1000)
+            drop, injected = state.draw_faults()
+            if drop:
+                state.count("dropped")
+                return _DroppedResponse()
+            if faults.down:
+                state.count("errors")
+                return _message(503, "Service Unavailable")
+            key = request.headers.get("x-api-key") or request.query_params.get("api-key")
+            if key != config.api_key:
+                state.count("unauthorized")
+                return _message(401, "Unauthorized: missing or invalid API key")
+            refused = state.admit(key)
+            if refused is not None:
+                state.count("rate_limited")
+                return refused
+            if injected is not None:
+                state.count("errors")
+                return _message(injected, "An unexpected error occurred" if injected == 500 else "Service Unavailable")
+            if name:
+                state.count(name)
+            # ASP.NET binds query parameters case-insensitively; so does this.
+            params = {k.lower(): v for k, v in request.query_params.items()}
+            try:
+                return await handler(request, params)
+            except (BadRequest, NotFound) as exc:
+                return _message(400, str(exc))
+
+        return endpoint
+
+    async def ping(request: Request, params: dict[str, str]) -> Response:
+        return JSONResponse({"message": "pong"})
+
+    async def customers(request: Request, params: dict[str, str]) -> Response:
+        page = _int_param(params, "Page", 1) or 0
+        size = _int_param(params, "PageSize", DEFAULT_PAGE_SIZE) or 0
+        if page < 1:
+            raise BadRequest("Page must be 1 or greater.")
+        if size < 1:
+            raise BadRequest("PageSize must be 1 or greater.")
+        size = min(size, config.max_page_size)
+        first = _date_param(params, "FromServiceDate")
+        last = _date_param(params, "ToServiceDate")
+        include = _bool_param(params, "IncludeOpportunityInfo", first is not None or last is not None)
+        bounds = [d for d in (first, last) if d is not None]
+        if bounds:
+            # A one-sided range generates only its given day; further days are seen once generated.
+            lo, hi = from_int_date(bounds[0]), from_int_date(bounds[-1])
+            if (hi - lo).days > MAX_DATE_SPAN_DAYS:
+                raise BadRequest(f"The service date range may not exceed {MAX_DATE_SPAN_DAYS} days.")
+            if lo <= hi:
+                world.ensure_dates(lo, hi)
+        if page == 1 and config.churn > 0:
+            world.evolve()
+        rows = world.list_customers(first, last, include)
+        return _page(rows, page, size, state.faults)
+
+    async def opportunity(request: Request, params: dict[str, str]) -> Response:
+        return JSONResponse(world.opportunity_detail(request.path_params["id"]))
+
+    async def opportunity_jobs(request: Request, params: dict[str, str]) -> Response:
+        return JSONResponse(world.opportunity_jobs(request.path_params["id"]))
+
+    async def branches(request: Request, params: dict[str, str]) -> Response:
+        return JSONResponse(world.branches())
+
+    async def unknown(request: Request, params: dict[str, str]) -> Response:
+        return _message(404, "Not found")
+
+    routes = [
+        Route("/v1/api/ping", api("ping", ping)),
+        Route("/v1/api/customers", api("customers", customers)),
+        Route("/v1/api/opportunities/{id}", api("opportunity", opportunity)),
+        Route("/v1/api/opportunities/{id}/jobs", api("opportunity_jobs", opportunity_jobs)),
+        Route("/v1/api/branches", api("branches", branches)),
+        Route("/v1/api/{rest:path}", api("", unknown)),
+        *_admin_routes(state),
+    ]
+    app = Starlette(routes=routes)
+    app.state.api = state
+    return app
+
+
+def _page(rows: list[dict[str, Any]], page: int, size: int, faults: FaultConfig) -> Response:
+    total = len(rows)
+    if faults.duplicate_across_pages and total > size:
+        # A customer was inserted ahead of the cursor between pages 1 and 2: the last record of
+        # page 1 slides onto page 2 and is served twice.
+        start = 0 if page == 1 else (page - 1) * size - 1
+        total_pages = 1 + math.ceil((total - size + 1) / size)
+    else:
+        start = (page - 1) * size
+        total_pages = math.ceil(total / size)
+    page_rows = rows[start : start + size]
+    if page in faults.incomplete_pages:
+        for row in page_rows:
+            row.pop("id", None)
+    body = {
+        "pageNumber": page,
+        "pageSize": size,
+        "lastPage": page >= total_pages,
+        "totalPages": total_pages,
+        "totalResults": total,
+        "totalThisPage": len(page_rows),
+        # The live API answers null rather than [] when nothing matches.
+        "pageResults": page_rows if total else None,
+    }
+    if page in faults.malformed_pages:
+        text = json.dumps(body, ensure_ascii=False)
+        return Response(text[: len(text) // 2], media_type="application/json")
+    return JSONResponse(body)
+
+
+def _admin_routes(state: ApiState) -> list[Route]:
+    world = state.world
+
+    def admin(handler: Callable[[dict[str, Any]], Any]) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                if request.method == "POST":
+                    raw = await request.body()
+                    body = json.loads(raw) if raw.strip() else {}
+                    if not isinstance(body, dict):
+                        raise ValueError("expected a JSON object")
+                else:
+                    body = dict(request.query_params)
+                return JSONResponse(handler(body))
+            except NotFound as exc:
+                return _message(404, str(exc))
+            except (ValueError, KeyError, TypeError) as exc:
+                return _message(400, f"{type(exc).__name__}: {exc}")
+
+        return endpoint
+
+    def day(value: Any) -> dt.date:
+        return dt.date.fromisoformat(str(value))
+
+    def reset_stats(body: dict[str, Any]) -> dict[str, int]:
+        state.reset_stats()
+        return state.stats()
+
+    def set_faults(body: dict[str, Any]) -> dict[str, object]:
+        state.set_faults(FaultConfig.from_dict(body))
+        return state.faults.to_dict()
+
+    def evolve(body: dict[str, Any]) -> dict[str, Any]:
+        steps = int(body.get("steps", 1))
+        if steps < 0:
+            raise ValueError("steps must be >= 0")
+        return {"steps": steps, "mutations": world.evolve(steps)}
+
+    def reschedule(body: dict[str, Any]) -> dict[str, Any]:
+        to_date = day(body["to_date"])
+        world.reschedule_job(str(body["job_id"]), to_date)
+        return {"job_id": body["job_id"], "jobDate": to_int_date(to_date)}
+
+    def cancel(body: dict[str, Any]) -> dict[str, Any]:
+        world.cancel_opportunity(str(body["opportunity_id"]))
+        return {"opportunity_id": body["opportunity_id"], "status": 20}
+
+    def rename(body: dict[str, Any]) -> dict[str, Any]:
+        world.rename_customer(str(body["customer_id"]), str(body["name"]))
+        return {"customer_id": body["customer_id"], "name": body["name"]}
+
+    def add(body: dict[str, Any]) -> dict[str, Any]:
+        extra = {"status": int(body["status"])} if body.get("status") is not None else {}
+        return world.add_booking(day(body["service_date"]), body.get("branch_name"), **extra)
+
+    def patch(body: dict[str, Any]) -> dict[str, Any]:
+        world.patch(
+            str(body["opportunity_id"]),
+            opportunity=body.get("opportunity"),
+            customer=body.get("customer"),
+            job=body.get("job"),
+        )
+        return {"opportunity_id": body["opportunity_id"]}
+
+    def opportunities(body: dict[str, Any]) -> list[str]:
+        return world.opportunity_ids_on(day(body["date"]))
+
+    async def faults(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse(state.faults.to_dict())
+        return await admin(set_faults)(request)
+
+    return [
+        Route("/_admin/stats", admin(lambda body: state.stats()), methods=["GET"]),
+        Route("/_admin/stats/reset", admin(reset_stats), methods=["POST"]),
+        Route("/_admin/faults", faults, methods=["GET", "POST"]),
+        Route("/_admin/evolve", admin(evolve), methods=["POST"]),
+        Route("/_admin/reschedule", admin(reschedule), methods=["POST"]),
+        Route("/_admin/cancel", admin(cancel), methods=["POST"]),
+        Route("/_admin/rename", admin(rename), methods=["POST"]),
+        Route("/_admin/add", admin(add), methods=["POST"]),
+        Route("/_admin/patch", admin(patch), methods=["POST"]),
+        Route("/_admin/opportunities", admin(opportunities), methods=["GET"]),
+    ]

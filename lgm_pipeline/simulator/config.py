@@ -1,0 +1,124 @@
+"""Simulator configuration: the world's shape, the API limits and the switchable faults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import TypeVar
+
+# Deliberately not 32 hex characters, so it can never be mistaken for (or scanned as) a real key.
+DEMO_API_KEY = "lgm-simulator-demo-key"
+
+_Num = TypeVar("_Num", int, float)
+
+
+@dataclass
+class FaultConfig:
+    """Failures the simulator injects on ``/v1/api``; replaceable at run time."""
+
+    error_rate: float = 0.0
+    latency_ms: int = 0
+    malformed_pages: list[int] = field(default_factory=list)
+    incomplete_pages: list[int] = field(default_factory=list)
+    drop_connection_rate: float = 0.0
+    duplicate_across_pages: bool = False
+    down: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("error_rate", "drop_connection_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.latency_ms < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> FaultConfig:
+        """Build from JSON; unknown fields are refused so a typo never silently disables a fault."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fault fields {unknown}; known: {sorted(known)}")
+        return cls(
+            error_rate=_number(data, "error_rate", float),
+            latency_ms=_number(data, "latency_ms", int),
+            malformed_pages=_pages(data, "malformed_pages"),
+            incomplete_pages=_pages(data, "incomplete_pages"),
+            drop_connection_rate=_number(data, "drop_connection_rate", float),
+            duplicate_across_pages=_flag(data, "duplicate_across_pages"),
+            down=_flag(data, "down"),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _number(data: dict[str, object], name: str, kind: type[_Num]) -> _Num:
+    value = data.get(name, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        return kind(value)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a number, got {value!r}") from exc
+
+
+def _pages(data: dict[str, object], name: str) -> list[int]:
+    value = data.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in value):
+        raise ValueError(f"{name} must be a list of page numbers, got {value!r}")
+    return list(value)
+
+
+def _flag(data: dict[str, object], name: str) -> bool:
+    value = data.get(name, False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+@dataclass
+class SimulatorConfig:
+    api_key: str = DEMO_API_KEY
+    seed: int = 7
+    customers_per_day: int = 185
+    rate_limit_per_minute: int | None = 120
+    monthly_quota: int | None = None
+    churn: float = 0.03
+    max_page_size: int = 1000
+    branch_names: list[str] | None = None
+    faults: FaultConfig = field(default_factory=FaultConfig)
+
+
+_BOOL_FAULTS = {"duplicate_across_pages", "down"}
+_LIST_FAULTS = {"malformed_pages", "incomplete_pages"}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def parse_fault_options(values: list[str]) -> FaultConfig:
+    """Parse CLI options such as ``error_rate=0.1``, ``malformed_pages=2,3`` or a bare ``down``."""
+    data: dict[str, object] = {}
+    for raw in values:
+        name, sep, value = raw.partition("=")
+        name = name.strip()
+        value = value.strip()
+        if name in _BOOL_FAULTS:
+            if not sep or value.lower() in _TRUE:
+                data[name] = True
+            elif value.lower() in _FALSE:
+                data[name] = False
+            else:
+                raise ValueError(f"fault option {raw!r}: expected true or false")
+        elif not sep or not value:
+            raise ValueError(f"fault option {raw!r}: expected NAME=VALUE")
+        elif name in _LIST_FAULTS:
+            try:
+                data[name] = [int(p) for p in value.split(",") if p.strip()]
+            except ValueError as exc:
+                raise ValueError(f"fault option {raw!r}: expected page numbers like 2,3") from exc
+        else:
+            data[name] = value
+    try:
+        return FaultConfig.from_dict(data)
+    except ValueError as exc:
+        raise ValueError(f"fault options {values}: {exc}") from exc

@@ -1,0 +1,120 @@
+"""Running the simulator: in a background thread for tests, or in the foreground for the CLI."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from types import TracebackType
+
+import httpx
+import uvicorn
+
+from lgm_pipeline.simulator.app import QUIET_DROPS, ApiState, create_app
+from lgm_pipeline.simulator.config import FaultConfig, SimulatorConfig
+from lgm_pipeline.simulator.world import World
+
+_STARTUP_TIMEOUT_SECONDS = 10.0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    # Binding before uvicorn starts is what makes port 0 usable: the free port is known at once.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _server(config: SimulatorConfig, host: str, port: int) -> tuple[uvicorn.Server, ApiState, World]:
+    logging.getLogger("uvicorn.error").addFilter(QUIET_DROPS)
+    world = World(config)
+    app = create_app(world, config)
+    uv_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=1,
+    )
+    return uvicorn.Server(uv_config), app.state.api, world
+
+
+class RunningSimulator:
+    """A simulator serving on loopback from a daemon thread; use as a context manager."""
+
+    def __init__(self, config: SimulatorConfig, port: int = 0) -> None:
+        self.config = config
+        self.api_key = config.api_key
+        self._socket = _bind("127.0.0.1", port)
+        self.port: int = self._socket.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.admin_url = f"http://127.0.0.1:{self.port}/_admin"
+        self._server, self._state, self.world = _server(config, "127.0.0.1", self.port)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name="smartmoving-simulator", daemon=True
+        )
+
+    def _start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + _STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                raise RuntimeError("SmartMoving simulator thread exited during startup")
+            try:
+                if httpx.get(f"{self.admin_url}/stats", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"SmartMoving simulator did not answer within {_STARTUP_TIMEOUT_SECONDS}s")
+
+    def stats(self) -> dict[str, int]:
+        return self._state.stats()
+
+    def reset_stats(self) -> None:
+        self._state.reset_stats()
+
+    def set_faults(self, faults: FaultConfig) -> None:
+        self._state.set_faults(faults)
+
+    @property
+    def faults(self) -> FaultConfig:
+        return self._state.faults
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._socket.close()
+
+    def __enter__(self) -> RunningSimulator:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def start_simulator(config: SimulatorConfig | None = None, port: int = 0) -> RunningSimulator:
+    """Start a simulator on 127.0.0.1 (port 0 picks a free port); returns once it answers."""
+    simulator = RunningSimulator(config or SimulatorConfig(), port)
+    simulator._start()
+    return simulator
+
+
+def serve_forever(config: SimulatorConfig, port: int, host: str = "127.0.0.1") -> None:
+    """Serve in the foreground until Ctrl-C (the ``lgm`` CLI's simulator command)."""
+    sock = _bind(host, port)
+    bound = sock.getsockname()[1]
+    server, _state, _world = _server(config, host, bound)
+    print(f"SmartMoving simulator listening on http://{host}:{bound}/v1 (api key: {config.api_key})", flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

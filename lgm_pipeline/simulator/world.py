@@ -1,0 +1,695 @@
+"""The simulated SmartMoving account: customers, opportunities and jobs, generated and evolved.
+
+Records are stored as plain dicts already in the API's shape, so ``patch`` can inject any raw
+value (an unknown status, a negative total) and the HTTP layer serves it back untouched. Keys
+starting with ``_`` are private bookkeeping and never rendered.
+
+Each service date is generated on first use from ``Random(seed, date)`` alone, so a date holds
+the same records whichever order dates are asked in. Generated records only spill onto the next
+day (multi-day moves, a second opportunity), which is why a query for day D also generates D-1.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import random
+import threading
+import unicodedata
+import uuid
+from collections.abc import Iterable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from lgm_pipeline.simulator.config import SimulatorConfig
+from lgm_pipeline.simulator.reference_data import (
+    CITIES,
+    DEFAULT_UNKNOWN_BRANCH,
+    EMAIL_DOMAINS,
+    FIRST_NAMES,
+    LAST_NAMES,
+    MOVE_SIZES,
+    ODD_NAMES,
+    REFERRAL_SOURCES,
+    SALES_REPS,
+    TAX_RATES,
+    City,
+    city_for_branch,
+)
+from lgm_pipeline.smartmoving.enums import JobType, OpportunityStatus, OpportunityType, PhoneType
+from lgm_pipeline.tenants import TenantConfigError, load_tenants
+
+Record = dict[str, Any]
+
+S = OpportunityStatus
+LEAD_STATUSES = frozenset({S.NEW_LEAD, S.LEAD_IN_PROGRESS, S.OPPORTUNITY})
+_UNPRICED_STATUSES = LEAD_STATUSES | {S.BAD_LEAD}
+_PROGRESSION = {
+    S.NEW_LEAD: S.LEAD_IN_PROGRESS,
+    S.LEAD_IN_PROGRESS: S.OPPORTUNITY,
+    S.OPPORTUNITY: S.BOOKED,
+    S.BOOKED: S.COMPLETED,
+    S.COMPLETED: S.CLOSED,
+}
+_STATUS_WEIGHTS = {
+    S.NEW_LEAD: 5,
+    S.LEAD_IN_PROGRESS: 4,
+    S.OPPORTUNITY: 7,
+    S.BOOKED: 62,
+    S.COMPLETED: 8,
+    S.CLOSED: 5,
+    S.CANCELLED: 4,
+    S.LOST: 4,
+    S.BAD_LEAD: 1,
+}
+_JOB_TYPE_WEIGHTS = {
+    JobType.MOVING: 60,
+    JobType.MOVING_AND_PACKING: 15,
+    JobType.COMMERCIAL: 5,
+    JobType.LOAD_ONLY: 4,
+    JobType.LABOR_ONLY: 4,
+    JobType.UNLOAD_ONLY: 3,
+    JobType.JUNK_REMOVAL: 3,
+    JobType.INNER_HOUSE: 2,
+    JobType.STORAGE_IN_BOUND: 2,
+    JobType.STORAGE_OUT_BOUND: 2,
+}
+_SINGLE_ADDRESS_TYPES = frozenset(
+    {JobType.PACKING, JobType.JUNK_REMOVAL, JobType.INNER_HOUSE, JobType.LABOR_ONLY, JobType.LOAD_ONLY}
+)
+# Job fields served only by /opportunities/{id}/jobs, not inside opportunity details.
+TIMELINE_FIELDS = ("startTimeUtc", "endTimeUtc", "completedAtUtc", "confirmedAtUtc", "closedAtUtc")
+_UNKNOWN_BRANCH_SHARE = 0.01
+_ORDINAL_1970 = dt.date(1970, 1, 1).toordinal()
+_ADDED_QUOTE_BASE = 900_000_000
+
+
+class NotFound(KeyError):
+    """An id the world does not hold; the message is the API's wording."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def to_int_date(day: dt.date) -> int:
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+def from_int_date(value: int) -> dt.date:
+    return dt.date(value // 10000, value // 100 % 100, value % 100)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _money(value: float) -> float:
+    return round(value + 0.0, 2)
+
+
+def _uuid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _weighted(rng: random.Random, weights: dict[Any, int]) -> Any:
+    return rng.choices(list(weights), weights=list(weights.values()))[0]
+
+
+def _public(record: Record, exclude: Iterable[str] = ()) -> Record:
+    skip = set(exclude)
+    return {k: copy.deepcopy(v) for k, v in record.items() if not k.startswith("_") and k not in skip}
+
+
+def default_branch_names() -> list[str]:
+    tenants = load_tenants()
+    lgm = [t for t in tenants if t.key == "lgm"] or list(tenants)
+    names = [b.smartmoving_branch_name for t in lgm for b in t.branches]
+    return [*names, DEFAULT_UNKNOWN_BRANCH]
+
+
+class World:
+    """All simulated data plus the operations that change it; every public method takes the lock."""
+
+    def __init__(self, config: SimulatorConfig | None = None) -> None:
+        self.config = config or SimulatorConfig()
+        self._lock = threading.RLock()
+        self.branch_names = list(self.config.branch_names or default_branch_names())
+        self._branch_weights = self._weigh_branches(self.branch_names)
+        self.customers: dict[str, Record] = {}
+        self.opportunities: dict[str, Record] = {}
+        self._customer_opps: dict[str, list[str]] = {}
+        self._job_opp: dict[str, str] = {}
+        self._dates_of: dict[str, set[int]] = {}
+        self._by_date: dict[int, set[str]] = {}
+        self._generated: set[int] = set()
+        self.evolution_steps = 0
+        self._added_quotes = 0
+        self._admin_adds = 0
+        reps = random.Random(f"reps:{self.config.seed}")
+        self._reps = [{"id": _uuid(reps), "name": name} for name in SALES_REPS]
+        self._branches = self._make_branches()
+
+    @staticmethod
+    def _weigh_branches(names: list[str]) -> list[float]:
+        # Names no tenant configures (the default Kelowna) get ~1% of the work between them, as
+        # in the real account where an unmapped branch shows up only now and then.
+        try:
+            default = default_branch_names()[:-1]
+        except TenantConfigError:  # explicit branch names need no tenants file
+            default = []
+        known = [n for n in names if n in default]
+        if not known:
+            return [1.0] * len(names)
+        unknown_count = len(names) - len(known)
+        unknown_weight = _UNKNOWN_BRANCH_SHARE / unknown_count if unknown_count else 0.0
+        known_weight = (1 - _UNKNOWN_BRANCH_SHARE) / len(known) if unknown_count else 1 / len(known)
+        return [known_weight if n in default else unknown_weight for n in names]
+
+    def _make_branches(self) -> list[Record]:
+        rng = random.Random(f"branches:{self.config.seed}")
+        branches = []
+        for i, name in enumerate(self.branch_names):
+            city = city_for_branch(name)
+            street = f"{rng.randint(100, 9999)} {rng.choice(city.streets)}"
+            postal = f"{rng.choice(city.postal_prefixes)} {rng.randint(0, 9)}{rng.choice('ABCEGHJKLMNPRSTVXY')}"
+            postal += str(rng.randint(0, 9))
+            branches.append(
+                {
+                    "id": _uuid(rng),
+                    "name": name,
+                    "phoneNumber": f"({city.area_codes[0]}) 555-01{i:02d}",
+                    "dispatchLocation": {
+                        "fullAddress": f"{street}, {city.name}, {city.province} {postal}",
+                        "street": street,
+                        "city": city.name,
+                        "state": city.province,
+                        "zip": postal,
+                        "lat": round(city.lat + rng.uniform(-0.03, 0.03), 6),
+                        "lng": round(city.lng + rng.uniform(-0.03, 0.03), 6),
+                    },
+                    "isPrimary": i == 0,
+                }
+            )
+        return branches
+
+    # ---- generation -------------------------------------------------------------------------
+
+    def _quote_stride(self) -> int:
+        per_day = max(1, self.config.customers_per_day) * 2.2
+        return 1000 * max(1, -(-int(per_day) // 1000))
+
+    def ensure_dates(self, first: dt.date, last: dt.date) -> None:
+        """Generate every date a [first, last] query can see (including the day before)."""
+        with self._lock:
+            day = first - dt.timedelta(days=1)
+            while day <= last:
+                if day.toordinal() not in self._generated:
+                    self._generate_day(day)
+                day += dt.timedelta(days=1)
+
+    def _generate_day(self, day: dt.date) -> None:
+        self._generated.add(day.toordinal())
+        rng = random.Random(f"day:{self.config.seed}:{day.toordinal()}")
+        count = round(self.config.customers_per_day * rng.uniform(0.95, 1.05))
+        quote = (day.toordinal() - _ORDINAL_1970) * self._quote_stride() + 100_001
+        for _ in range(count):
+            branch = rng.choices(self.branch_names, weights=self._branch_weights)[0]
+            customer = self._new_customer(rng, city_for_branch(branch))
+            status = _weighted(rng, _STATUS_WEIGHTS)
+            self._new_opportunity(rng, customer, branch, day, quote, status)
+            quote += 1
+            if rng.random() < 0.1:
+                # A second quote for the same household: storage out the next day, or a packing
+                # visit booked separately on the same day.
+                second_day = day + dt.timedelta(days=rng.choice((0, 1)))
+                self._new_opportunity(rng, customer, branch, second_day, quote, _weighted(rng, _STATUS_WEIGHTS))
+                quote += 1
+
+    def _phone(self, rng: random.Random, city: City) -> str:
+        area = rng.choice(city.area_codes)
+        line = f"01{rng.randint(0, 99):02d}"
+        style = rng.random()
+        if style < 0.60:
+            return f"({area}) 555-{line}"
+        if style < 0.75:
+            return f"{area}-555-{line}"
+        if style < 0.85:
+            return f"{area}555{line}"
+        if style < 0.91:
+            return f"+1 {area}.555.{line}"
+        if style < 0.95:
+            return f"{area}-555-{line} ext {rng.randint(1, 99)}"
+        if style < 0.98:
+            return f"555-{line}"
+        return f"+1 ({area}) 555-{line}"
+
+    def _email(self, rng: random.Random, name: str) -> str:
+        ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+        parts = ["".join(ch for ch in p if ch.isalnum()).lower() for p in ascii_name.split()]
+        local = ".".join(p for p in parts if p) or f"customer{rng.randint(100, 99999)}"
+        style = rng.random()
+        if style < 0.05:
+            local = local.upper()
+        elif style < 0.25:
+            local = f"{local}{rng.randint(1, 99)}"
+        email = f"{local}@{rng.choice(EMAIL_DOMAINS)}"
+        return f" {email}" if rng.random() < 0.02 else email
+
+    def _address(self, rng: random.Random, city: City) -> str:
+        number = rng.randint(10, 9999)
+        street = f"{number} {rng.choice(city.streets)}"
+        if rng.random() < 0.25:
+            street = (
+                f"{rng.randint(101, 2505)}-{street}" if rng.random() < 0.6 else f"{street} Unit {rng.randint(1, 40)}"
+            )
+        postal = f"{rng.choice(city.postal_prefixes)} {rng.randint(0, 9)}{rng.choice('ABCEGHJKLMNPRSTVXY')}"
+        postal += str(rng.randint(0, 9))
+        if rng.random() < 0.03:
+            return f"{street}, {city.name}"
+        return f"{street}, {city.name}, {city.province} {postal}"
+
+    def _new_customer(self, rng: random.Random, city: City) -> Record:
+        name = rng.choice(ODD_NAMES) if rng.random() < 0.04 else f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+        phone: str | None = self._phone(rng, city)
+        if rng.random() < 0.03:
+            phone = None if rng.random() < 0.7 else ""
+        email: str | None = self._email(rng, name)
+        if rng.random() < 0.05:
+            email = None if rng.random() < 0.7 else ""
+        secondary = []
+        if rng.random() < 0.15:
+            secondary.append({"phoneNumber": self._phone(rng, city), "phoneType": int(rng.choice(list(PhoneType)))})
+        customer: Record = {
+            "id": _uuid(rng),
+            "name": name,
+            "phoneNumber": phone,
+            "phoneType": int(PhoneType.MOBILE if rng.random() < 0.8 else rng.choice(list(PhoneType))),
+            "emailAddress": email,
+            "address": self._address(rng, city),
+            "secondaryPhoneNumbers": secondary,
+        }
+        self.customers[customer["id"]] = customer
+        self._customer_opps[customer["id"]] = []
+        return customer
+
+    def _charges(self, rng: random.Random, job_type: int, move_volume: int, province: str) -> list[Record]:
+        crew = 2 if move_volume < 600 else rng.choice((3, 4))
+        hours = round(max(2.0, move_volume / 150 + rng.uniform(-1, 2)) * 4) / 4
+        rate = {2: 139.0, 3: 189.0, 4: 229.0}[crew] + rng.choice((0, 10, 20))
+        labour = _money(hours * rate)
+        discount = _money(labour * 0.1) if rng.random() < 0.12 else 0.0
+        charges = [
+            {
+                "name": f"{crew} Movers & Truck",
+                "chargeCategory": "Labor",
+                "description": f"{hours:g} hours at ${rate:.2f}/hour",
+                "subtotal": labour,
+                "discountAmount": discount,
+                "totalCost": _money(labour - discount),
+            },
+            self._flat_charge("Travel Time", "Travel", "Truck travel to and from the job", rate * 0.5),
+            self._flat_charge("Fuel Surcharge", "Fuel", f"{province} fuel surcharge", rng.choice((25.0, 35.0, 45.0))),
+        ]
+        if job_type in (JobType.MOVING_AND_PACKING, JobType.PACKING) or rng.random() < 0.2:
+            materials = _money(rng.uniform(40, 400))
+            charges.append(self._flat_charge("Packing Materials", "Materials", "Boxes, tape, paper", materials))
+        return charges
+
+    @staticmethod
+    def _flat_charge(name: str, category: str, description: str, amount: float) -> Record:
+        amount = _money(amount)
+        return {
+            "name": name,
+            "chargeCategory": category,
+            "description": description,
+            "subtotal": amount,
+            "discountAmount": 0.0,
+            "totalCost": amount,
+        }
+
+    def _price(self, rng: random.Random, opp: Record) -> None:
+        """Give a quoted opportunity its estimate, as happens when a lead is booked."""
+        province = city_for_branch(str(opp["branch"]["name"])).province
+        volume = int(opp["moveSize"]["volume"]) if isinstance(opp.get("moveSize"), dict) else 500
+        subtotal = 0.0
+        for job in opp["jobs"]:
+            job["estimatedCharges"] = self._charges(rng, job["type"], volume, province)
+            subtotal += sum(c["totalCost"] for c in job["estimatedCharges"])
+        subtotal = _money(subtotal)
+        tax = _money(subtotal * TAX_RATES.get(province, 0.13))
+        opp["estimatedTotal"] = {
+            "subtotal": subtotal,
+            "taxableAmount": subtotal,
+            "tax": tax,
+            "finalTotal": _money(subtotal + tax),
+        }
+
+    @staticmethod
+    def _settle(rng: random.Random, opp: Record) -> None:
+        """Record what the crew actually charged: the estimate, give or take an hour."""
+        for job in opp["jobs"]:
+            actual = copy.deepcopy(job["estimatedCharges"])
+            for charge in actual[:1]:
+                factor = rng.uniform(0.85, 1.25)
+                charge["subtotal"] = _money(charge["subtotal"] * factor)
+                charge["totalCost"] = _money(charge["subtotal"] - charge["discountAmount"])
+            job["actualCharges"] = actual
+            job["confirmed"] = True
+
+    def _new_opportunity(
+        self, rng: random.Random, customer: Record, branch_name: str, day: dt.date, quote: int, status: int
+    ) -> Record:
+        city = city_for_branch(branch_name)
+        branch = next((b for b in self._branches if b["name"] == branch_name), None)
+        job_type = _weighted(rng, _JOB_TYPE_WEIGHTS)
+        size_name, size_desc, volume = MOVE_SIZES[-1] if job_type == JobType.COMMERCIAL else rng.choice(MOVE_SIZES[:-1])
+        destination_city = city
+        opportunity_type = OpportunityType.LOCAL
+        if job_type in (JobType.MOVING, JobType.MOVING_AND_PACKING) and rng.random() < 0.12:
+            destination_city = rng.choice([c for c in CITIES.values() if c.name != city.name])
+            same_province = destination_city.province == city.province
+            opportunity_type = OpportunityType.INTRASTATE if same_province else OpportunityType.INTERSTATE
+        created = dt.datetime.combine(
+            day - dt.timedelta(days=rng.randint(1, 75)), dt.time(rng.randint(13, 23), rng.randint(0, 59)), dt.UTC
+        )
+        opp: Record = {
+            "id": _uuid(rng),
+            "quoteNumber": quote,
+            "customer": None,  # rendered from the customer record, keeping this key's position
+            "branch": {"name": branch_name, "phoneNumber": branch["phoneNumber"] if branch else None},
+            "type": int(job_type),
+            "opportunityType": int(opportunity_type),
+            "serviceDate": to_int_date(day),
+            "status": int(status),
+            "leadStatus": int(status) if status in LEAD_STATUSES else None,
+            "moveSize": {"name": size_name, "description": size_desc, "volume": volume},
+            "volume": volume,
+            "weight": volume * 7,
+            "estimatedTotal": None,
+            "salesAssignee": None if status == S.NEW_LEAD and rng.random() < 0.5 else dict(rng.choice(self._reps)),
+            "referralSource": rng.choice(REFERRAL_SOURCES) if rng.random() < 0.9 else None,
+            "createdAtUtc": _iso(created),
+            "jobs": [],
+            "_customer_id": customer["id"],
+            "_tz": city.timezone,
+        }
+        job_days = [(day, job_type)]
+        if rng.random() < 0.07:
+            # A multi-day move: packing (or loading) the first day, the move itself the next.
+            first_type = JobType.PACKING if rng.random() < 0.6 else JobType.LOAD_ONLY
+            job_days = [(day, first_type), (day + dt.timedelta(days=1), job_type)]
+        origin = customer["address"] if rng.random() < 0.8 else self._address(rng, city)
+        destination = self._address(rng, destination_city)
+        for n, (job_day, jtype) in enumerate(job_days, start=1):
+            if rng.random() < 0.015:
+                addresses: list[str] = []
+            elif jtype in _SINGLE_ADDRESS_TYPES:
+                addresses = [origin]
+            elif jtype == JobType.UNLOAD_ONLY:
+                addresses = [destination]
+            elif rng.random() < 0.05:
+                addresses = [origin, self._address(rng, city), destination]
+            else:
+                addresses = [origin, destination]
+            job: Record = {
+                "id": _uuid(rng),
+                "jobNumber": f"{quote}-{n}",
+                "jobDate": to_int_date(job_day),
+                "type": int(jtype),
+                "confirmed": status in (S.BOOKED, S.COMPLETED, S.CLOSED) and rng.random() < 0.85,
+                "jobAddresses": addresses,
+                "estimatedCharges": [],
+                "actualCharges": [],
+                "_start_minute": rng.choice(range(7 * 60, 13 * 60 + 1, 30)),
+                "_minutes": rng.choice(range(180, 600, 15)),
+            }
+            opp["jobs"].append(job)
+            self._job_opp[job["id"]] = opp["id"]
+        if status not in _UNPRICED_STATUSES:
+            self._price(rng, opp)
+        if status in (S.COMPLETED, S.CLOSED):
+            self._settle(rng, opp)
+        for job in opp["jobs"]:
+            self._stamp(opp, job)
+        self.opportunities[opp["id"]] = opp
+        self._customer_opps[customer["id"]].append(opp["id"])
+        self._reindex(opp["id"])
+        return opp
+
+    @staticmethod
+    def _stamp(opp: Record, job: Record) -> None:
+        """(Re)derive the job's timeline from its date and the opportunity's status."""
+        job_date = job.get("jobDate")
+        if not isinstance(job_date, int):
+            return
+        try:
+            start_local = dt.datetime.combine(from_int_date(job_date), dt.time()) + dt.timedelta(
+                minutes=job.get("_start_minute", 480)
+            )
+        except ValueError:
+            return
+        start = start_local.replace(tzinfo=ZoneInfo(opp.get("_tz", "America/Toronto")))
+        end = start + dt.timedelta(minutes=job.get("_minutes", 240))
+        try:
+            created = dt.datetime.strptime(str(opp.get("createdAtUtc")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        except ValueError:  # patched to something hostile
+            created = start
+        status = opp.get("status")
+        job["startTimeUtc"] = _iso(start)
+        job["endTimeUtc"] = _iso(end)
+        job["confirmedAtUtc"] = _iso(min(created + dt.timedelta(days=1), start)) if job.get("confirmed") else None
+        job["completedAtUtc"] = _iso(end) if status in (S.COMPLETED, S.CLOSED) else None
+        job["closedAtUtc"] = _iso(end + dt.timedelta(days=1, hours=2)) if status == S.CLOSED else None
+
+    def _reindex(self, opp_id: str) -> None:
+        opp = self.opportunities[opp_id]
+        dates = {opp.get("serviceDate")} | {j.get("jobDate") for j in opp.get("jobs", []) if isinstance(j, dict)}
+        new = {d for d in dates if isinstance(d, int) and not isinstance(d, bool)}
+        old = self._dates_of.get(opp_id, set())
+        for d in old - new:
+            self._by_date[d].discard(opp_id)
+        for d in new - old:
+            self._by_date.setdefault(d, set()).add(opp_id)
+        self._dates_of[opp_id] = new
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def branches(self) -> list[Record]:
+        with self._lock:
+            return copy.deepcopy(self._branches)
+
+    def opportunity_ids_on(self, day: dt.date) -> list[str]:
+        with self._lock:
+            self.ensure_dates(day, day)
+            ids = self._by_date.get(to_int_date(day), set())
+            return [i for i in self.opportunities if i in ids]
+
+    def list_customers(self, first: int | None, last: int | None, include_opportunities: bool) -> list[Record]:
+        """Customers with an opportunity touching [first, last] (bounds are yyyyMMdd), by name."""
+        with self._lock:
+            if first is None and last is None:
+                touching = {cid: list(opps) for cid, opps in self._customer_opps.items()}
+            else:
+                lo = first if first is not None else 0
+                hi = last if last is not None else 99_999_999
+                opp_ids = set().union(*(ids for d, ids in self._by_date.items() if lo <= d <= hi))
+                touching = {}
+                for opp_id in self.opportunities:
+                    if opp_id in opp_ids:
+                        touching.setdefault(self.opportunities[opp_id]["_customer_id"], []).append(opp_id)
+            rows = []
+            for cid, opp_ids_of in touching.items():
+                row = _public(self.customers[cid])
+                if include_opportunities:
+                    row["opportunities"] = [self._summary(self.opportunities[o]) for o in opp_ids_of]
+                rows.append(row)
+        rows.sort(key=lambda r: (_sort_name(r.get("name")), str(r.get("id"))))
+        return rows
+
+    @staticmethod
+    def _summary(opp: Record) -> Record:
+        quote = opp.get("quoteNumber")
+        jobs = [j for j in opp.get("jobs", []) if isinstance(j, dict)]
+        return {
+            "id": opp.get("id"),
+            "quoteNumber": None if quote is None else str(quote),
+            "status": opp.get("status"),
+            "jobs": [
+                {
+                    "id": j.get("id"),
+                    "jobNumber": j.get("jobNumber"),
+                    "serviceDate": j.get("jobDate"),
+                    "type": j.get("type"),
+                }
+                for j in jobs
+            ],
+        }
+
+    def _opportunity(self, opp_id: str) -> Record:
+        opp = self.opportunities.get(opp_id)
+        if opp is None:
+            raise NotFound("Opportunity not found")
+        return opp
+
+    def opportunity_detail(self, opp_id: str) -> Record:
+        with self._lock:
+            opp = self._opportunity(opp_id)
+            detail = _public(opp)
+            customer = self.customers[opp["_customer_id"]]
+            detail["customer"] = {
+                k: copy.deepcopy(customer.get(k)) for k in ("id", "name", "emailAddress", "phoneNumber", "phoneType")
+            }
+            detail["jobs"] = [
+                _public(j, exclude=TIMELINE_FIELDS) if isinstance(j, dict) else j for j in opp.get("jobs", [])
+            ]
+            return detail
+
+    def opportunity_jobs(self, opp_id: str) -> list[Record]:
+        with self._lock:
+            opp = self._opportunity(opp_id)
+            fields = ("id", "type", "jobNumber", "jobDate", *TIMELINE_FIELDS)
+            return [{k: copy.deepcopy(j.get(k)) for k in fields} for j in opp.get("jobs", []) if isinstance(j, dict)]
+
+    # ---- mutations --------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> tuple[Record, Record]:
+        opp_id = self._job_opp.get(job_id)
+        if opp_id is None:
+            raise NotFound("Job not found")
+        opp = self.opportunities[opp_id]
+        return opp, next(j for j in opp["jobs"] if isinstance(j, dict) and j.get("id") == job_id)
+
+    def _customer(self, customer_id: str) -> Record:
+        customer = self.customers.get(customer_id)
+        if customer is None:
+            raise NotFound("Customer not found")
+        return customer
+
+    def reschedule_job(self, job_id: str, to_date: dt.date) -> None:
+        """Move a job; the opportunity's service date follows its first job."""
+        with self._lock:
+            opp, job = self._job(job_id)
+            job["jobDate"] = to_int_date(to_date)
+            if opp["jobs"] and opp["jobs"][0] is job:
+                opp["serviceDate"] = job["jobDate"]
+            self._stamp(opp, job)
+            self._reindex(opp["id"])
+
+    def cancel_opportunity(self, opportunity_id: str) -> None:
+        with self._lock:
+            opp = self._opportunity(opportunity_id)
+            self._set_status(opp, S.CANCELLED)
+
+    def rename_customer(self, customer_id: str, name: str) -> None:
+        with self._lock:
+            self._customer(customer_id)["name"] = name
+
+    def add_booking(
+        self, service_date: dt.date, branch_name: str | None = None, status: int = S.BOOKED
+    ) -> dict[str, Any]:
+        """A new customer with one opportunity on ``service_date``; returns the new ids."""
+        with self._lock:
+            self.ensure_dates(service_date, service_date)
+            self._admin_adds += 1
+            rng = random.Random(f"add:{self.config.seed}:{self._admin_adds}")
+            return self._book(rng, service_date, branch_name, status)
+
+    def _book(self, rng: random.Random, day: dt.date, branch_name: str | None, status: int) -> dict[str, Any]:
+        branch = branch_name or rng.choices(self.branch_names, weights=self._branch_weights)[0]
+        self._added_quotes += 1
+        customer = self._new_customer(rng, city_for_branch(branch))
+        opp = self._new_opportunity(rng, customer, branch, day, _ADDED_QUOTE_BASE + self._added_quotes, status)
+        return {"customer_id": customer["id"], "opportunity_id": opp["id"], "job_ids": [j["id"] for j in opp["jobs"]]}
+
+    def patch(
+        self,
+        opportunity_id: str,
+        opportunity: dict[str, Any] | None = None,
+        customer: dict[str, Any] | None = None,
+        job: dict[str, Any] | None = None,
+    ) -> None:
+        """Shallow-merge raw values, unchecked, so tests can serve hostile data."""
+        with self._lock:
+            opp = self._opportunity(opportunity_id)
+            if job is not None:
+                if "id" not in job:
+                    raise ValueError("job patch needs the job's id")
+                owner, target = self._job(str(job["id"]))
+                if owner is not opp:
+                    raise NotFound("Job not found")
+            opp.update(copy.deepcopy({k: v for k, v in (opportunity or {}).items() if k not in ("id", "jobs")}))
+            self.customers[opp["_customer_id"]].update(
+                copy.deepcopy({k: v for k, v in (customer or {}).items() if k != "id"})
+            )
+            if job is not None:
+                target.update(copy.deepcopy({k: v for k, v in job.items() if k != "id"}))
+            self._reindex(opportunity_id)
+
+    def _set_status(self, opp: Record, status: int, rng: random.Random | None = None) -> None:
+        rng = rng or random.Random(f"status:{self.config.seed}:{opp['id']}:{status}")
+        if status == S.BOOKED and opp.get("estimatedTotal") is None:
+            self._price(rng, opp)
+        if status == S.COMPLETED:
+            self._settle(rng, opp)
+        if status == S.BOOKED:
+            for job in opp["jobs"]:
+                job["confirmed"] = rng.random() < 0.5
+        if status in (S.CANCELLED, S.LOST):
+            for job in opp["jobs"]:
+                job["confirmed"] = False
+        opp["status"] = int(status)
+        opp["leadStatus"] = int(status) if status in LEAD_STATUSES else None
+        for job in opp["jobs"]:
+            self._stamp(opp, job)
+
+    def evolve(self, steps: int = 1) -> list[str]:
+        """Let time pass: each step mutates ``churn`` x (opportunities) opportunities.
+
+        Returns a line per mutation, for logs and tests.
+        """
+        log: list[str] = []
+        with self._lock:
+            for _ in range(steps):
+                self.evolution_steps += 1
+                rng = random.Random(f"evolve:{self.config.seed}:{self.evolution_steps}")
+                ids = list(self.opportunities)
+                if not ids or self.config.churn <= 0:
+                    continue
+                count = min(len(ids), max(1, round(self.config.churn * len(ids))))
+                for opp_id in rng.sample(ids, count):
+                    log.append(self._mutate(rng, self.opportunities[opp_id]))
+        return log
+
+    def _mutate(self, rng: random.Random, opp: Record) -> str:
+        kind = rng.choices(("progress", "reschedule", "cancel", "contact", "book"), weights=(40, 15, 10, 20, 15))[0]
+        status = opp.get("status")
+        if kind == "progress" and status in _PROGRESSION:
+            new = _PROGRESSION[status]
+            self._set_status(opp, new, rng)
+            return f"status {opp['id']} {status}->{int(new)}"
+        if kind == "cancel" and status in (*LEAD_STATUSES, S.BOOKED):
+            self._set_status(opp, S.CANCELLED, rng)
+            return f"cancel {opp['id']}"
+        jobs = [j for j in opp.get("jobs", []) if isinstance(j, dict) and isinstance(j.get("jobDate"), int)]
+        if kind == "reschedule" and jobs:
+            job = rng.choice(jobs)
+            to_date = from_int_date(job["jobDate"]) + dt.timedelta(days=rng.choice((-1, 1)))
+            self.reschedule_job(job["id"], to_date)
+            return f"reschedule {job['id']} -> {to_int_date(to_date)}"
+        if kind == "book" and isinstance(opp.get("serviceDate"), int):
+            ids = self._book(rng, from_int_date(opp["serviceDate"]), None, S.BOOKED)
+            return f"book {ids['opportunity_id']} on {opp['serviceDate']}"
+        customer = self.customers[opp["_customer_id"]]
+        city = city_for_branch(str(opp.get("branch", {}).get("name", "")))
+        if rng.random() < 0.5:
+            customer["emailAddress"] = self._email(rng, str(customer.get("name", "")))
+            return f"email {customer['id']}"
+        customer["phoneNumber"] = self._phone(rng, city)
+        return f"phone {customer['id']}"
+
+
+def _sort_name(name: object) -> str:
+    # SmartMoving sorts like SQL Server's case- and accent-insensitive collation: "Émilie" near "Emma".
+    text = name if isinstance(name, str) else "" if name is None else str(name)
+    decomposed = unicodedata.normalize("NFKD", text.strip().casefold())
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
