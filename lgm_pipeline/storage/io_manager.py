@@ -1,0 +1,102 @@
+"""``PostgresIOManager``: assets <-> tenant tables, one partition per transaction.
+
+Asset keys are ``[<tenant key>, ..., <asset name>]``; the tenant picks the schema and the asset
+name picks the table (:data:`tables.ASSET_TABLES`). Daily partition keys ("YYYY-MM-DD") map to
+``service_date``; multi-partition keys with dimensions ``date`` and ``branch`` map to
+``(service_date, location_id)``; unpartitioned assets own the whole table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.storage.tables import ASSET_TABLES
+from lgm_pipeline.storage.writes import PartitionScope, read_frame, write_frame
+from lgm_pipeline.tenants.config import Tenant, get_tenant
+
+#: MultiPartitionsDefinition dimension names of the per-branch assets.
+DATE_DIMENSION = "date"
+BRANCH_DIMENSION = "branch"
+
+
+def _tenant_and_table(asset_key: dg.AssetKey) -> tuple[Tenant, sa.Table, str]:
+    path = asset_key.path
+    name = path[-1]
+    if len(path) < 2:
+        raise dg.DagsterInvariantViolationError(
+            f"asset {asset_key.to_user_string()}: key must start with the tenant key"
+        )
+    if name not in ASSET_TABLES:
+        raise dg.DagsterInvariantViolationError(
+            f"asset {asset_key.to_user_string()}: PostgresIOManager stores only {sorted(ASSET_TABLES)}"
+        )
+    return get_tenant(path[0]), ASSET_TABLES[name], name
+
+
+def partition_scope(key: str, partitions_def: dg.PartitionsDefinition | None) -> PartitionScope:
+    """The rows a partition key owns: a daily key, or a (date, branch) multi-partition key."""
+    if not isinstance(key, dg.MultiPartitionKey) and isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        key = partitions_def.get_partition_key_from_str(key)
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+        if set(dims) != {DATE_DIMENSION, BRANCH_DIMENSION}:
+            raise dg.DagsterInvariantViolationError(
+                f"partition {key}: expected dimensions {DATE_DIMENSION!r} and {BRANCH_DIMENSION!r}, got {sorted(dims)}"
+            )
+        return PartitionScope(
+            key=str(key),
+            service_date=dt.date.fromisoformat(dims[DATE_DIMENSION]),
+            location_id=dims[BRANCH_DIMENSION],
+        )
+    return PartitionScope(key=str(key), service_date=dt.date.fromisoformat(key))
+
+
+class PostgresIOManager(dg.ConfigurableIOManager):
+    """Stores the SmartMoving raw assets and ``journeys`` in the tenant's PostgreSQL schema."""
+
+    postgres: PostgresResource
+
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
+        if not isinstance(obj, pd.DataFrame):
+            raise dg.DagsterInvariantViolationError(
+                f"asset {context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj).__name__}"
+            )
+        tenant, table, name = _tenant_and_table(context.asset_key)
+        scope = (
+            partition_scope(context.partition_key, context.asset_partitions_def)
+            if context.has_partition_key
+            else PartitionScope()
+        )
+        result = write_frame(
+            self.postgres.ensure_tenant(tenant),
+            tenant,
+            table,
+            obj,
+            scope=scope,
+            run_id=context.run_id,
+            asset=name,
+        )
+        context.add_output_metadata(
+            {
+                "table": f"{tenant.schema}.{result.table}",
+                "rows": result.rows,
+                "inserted": result.inserted,
+                "updated": result.updated,
+                "deleted": result.deleted,
+                "quarantined": result.quarantined,
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> pd.DataFrame:
+        tenant, table, _ = _tenant_and_table(context.asset_key)
+        scopes = (
+            [partition_scope(k, context.asset_partitions_def) for k in context.asset_partition_keys]
+            if context.has_asset_partitions
+            else None
+        )
+        return read_frame(self.postgres.ensure_tenant(tenant), tenant, table, scopes)

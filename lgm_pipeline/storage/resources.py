@@ -1,0 +1,117 @@
+"""``PostgresResource``: the database as a Dagster resource, and the queries assets need.
+
+It has no configuration on purpose: the URL (which may hold a password) is resolved at run time
+from ``LGM_DATABASE_URL`` or the embedded server, so it never appears in Dagster config or UI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from lgm_pipeline.storage import database
+from lgm_pipeline.storage.migrations import migrate
+from lgm_pipeline.storage.tables import RAW_TABLES, journeys, raw_opportunities, sync_runs, tenant_options
+from lgm_pipeline.tenants.config import Tenant
+
+# (database URL, tenant) pairs migrated by this process; a tenant edited in config is a new key.
+_migrated: set[tuple[str, Tenant]] = set()
+_migrate_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class CachedDetail:
+    """The newest stored details of an opportunity (any service date)."""
+
+    summary_hash: str
+    fetched_at: dt.datetime
+    payload: dict[str, Any]
+    service_date: dt.date
+
+
+class PostgresResource(dg.ConfigurableResource):
+    """The tenant databases. Migrations run once per process and tenant, on first use."""
+
+    def engine(self) -> Engine:
+        return database.shared_engine(database.database_url())
+
+    def ensure_tenant(self, tenant: Tenant) -> Engine:
+        """The engine, after applying the tenant's pending migrations (once per process)."""
+        url = database.database_url()
+        engine = database.shared_engine(url)
+        with _migrate_lock:
+            if (url, tenant) not in _migrated:
+                migrate(engine, tenant)
+                _migrated.add((url, tenant))
+        return engine
+
+    def cached_opportunity_details(self, tenant: Tenant, ids: Iterable[str]) -> dict[str, CachedDetail]:
+        """For each known id, the most recently fetched details across all service dates."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        t = raw_opportunities
+        stmt = (
+            sa.select(t.c.opportunity_id, t.c.summary_hash, t.c.fetched_at, t.c.payload, t.c.service_date)
+            .where(t.c.opportunity_id.in_(wanted))
+            .distinct(t.c.opportunity_id)
+            .order_by(t.c.opportunity_id, t.c.fetched_at.desc(), t.c.service_date.desc())
+        )
+        with self.ensure_tenant(tenant).connect() as conn:
+            rows = conn.execution_options(**tenant_options(tenant)).execute(stmt).all()
+        return {r.opportunity_id: CachedDetail(r.summary_hash, r.fetched_at, r.payload, r.service_date) for r in rows}
+
+    def prune_history(self, tenant: Tenant, keep_days: int, today: dt.date) -> dict[str, int]:
+        """Delete raw rows of service dates before ``today - keep_days`` and older sync runs.
+
+        ``journeys`` (the CRM's data) and the audit trail are never touched.
+        """
+        if keep_days < 0:
+            raise ValueError("keep_days must be >= 0")
+        cutoff = today - dt.timedelta(days=keep_days)
+        cutoff_at = dt.datetime.combine(cutoff, dt.time(), tzinfo=tenant.tz)
+        deleted: dict[str, int] = {}
+        with self.ensure_tenant(tenant).begin() as conn:
+            conn = conn.execution_options(**tenant_options(tenant))
+            for table in RAW_TABLES:
+                deleted[table.name] = conn.execute(table.delete().where(table.c.service_date < cutoff)).rowcount
+            deleted[sync_runs.name] = conn.execute(
+                sync_runs.delete().where(sync_runs.c.finished_at < cutoff_at)
+            ).rowcount
+        return deleted
+
+    def latest_sync_status(self, tenant: Tenant) -> list[dict[str, Any]]:
+        """The latest ``journeys`` write per (location_id, service_date), newest dates first."""
+        s = sync_runs
+        latest = (
+            sa.select(
+                s.c.location_id,
+                s.c.service_date,
+                s.c.partition_key,
+                s.c.run_id,
+                s.c.status,
+                s.c.rows_written,
+                s.c.inserted,
+                s.c.updated,
+                s.c.deleted,
+                s.c.quarantined,
+                s.c.api_calls,
+                s.c.finished_at,
+                (sa.func.now() - s.c.finished_at).label("age"),
+            )
+            .where(s.c.asset == journeys.name)
+            .distinct(s.c.location_id, s.c.service_date)
+            .order_by(s.c.location_id, s.c.service_date, s.c.finished_at.desc(), s.c.id.desc())
+            .subquery()
+        )
+        stmt = sa.select(latest).order_by(latest.c.service_date.desc(), latest.c.location_id)
+        with self.ensure_tenant(tenant).connect() as conn:
+            rows = conn.execution_options(**tenant_options(tenant)).execute(stmt).mappings().all()
+        return [dict(r) for r in rows]

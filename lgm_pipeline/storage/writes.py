@@ -1,0 +1,488 @@
+"""Partition writes and reads: COPY into a staging table, then set-based SQL in one transaction.
+
+Every write is one transaction: stage the frame (COPY, streamed in chunks), take an advisory
+lock on the partition, then replace (raw tables) or merge (``journeys``), write the audit trail
+and the ``sync_runs`` row. A failure or a killed connection anywhere leaves the previous rows.
+Identifiers come from :mod:`tables` and the validated tenant config and are quoted; values only
+travel as COPY data or bound parameters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection, Engine
+
+from lgm_pipeline.storage.access import quote_ident
+from lgm_pipeline.storage.tables import (
+    journey_audit,
+    journeys,
+    journeys_quarantine,
+    sync_runs,
+    tenant_options,
+)
+from lgm_pipeline.tenants.config import Tenant
+
+#: Rows converted and sent to COPY at a time: bounds the extra memory beyond the frame itself.
+CHUNK_ROWS = 10_000
+
+#: Extra column of the ``journeys`` frame: None for valid rows, a non-empty list of
+#: ``{rule, column, check, value}`` dicts for rows that go to ``journeys_quarantine``.
+QUARANTINE_REASONS = "quarantine_reasons"
+
+#: Columns not compared when deciding whether a journey changed: they move on every sync.
+VOLATILE_JOURNEY_COLUMNS = frozenset({"id", "synced_at", "run_id", "source_fetched_at"})
+
+#: Left out of audit before/after images (still listed in changed_columns): the source payload
+#: is kept in ``raw_jobs`` and would multiply the audit table's size for no extra information.
+AUDIT_IMAGE_EXCLUDED = frozenset({"raw_payload"})
+
+
+class FrameError(ValueError):
+    """The DataFrame does not fit the table or the partition being written."""
+
+
+@dataclass(frozen=True)
+class PartitionScope:
+    """The slice of a table one partition owns; ``None`` fields do not restrict."""
+
+    key: str | None = None  # Dagster's partition key string, recorded for humans
+    service_date: dt.date | None = None
+    location_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    table: str
+    rows: int
+    inserted: int
+    updated: int
+    deleted: int
+    quarantined: int
+
+
+# --- DataFrame -> COPY rows ----------------------------------------------------------------
+
+
+def _is_null(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    return isinstance(value, float) and math.isnan(value)
+
+
+def _to_json(value: Any) -> str:
+    # default=str: payloads may carry datetimes or Decimals; their text form is what the API sent.
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _to_date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+def _converter(column: sa.Column[Any], series: pd.Series) -> Callable[[Any], Any] | None:
+    """What each non-null value needs before COPY's text format, or None if it goes as is."""
+    if isinstance(column.type, JSONB):
+        return _to_json
+    if isinstance(column.type, sa.Date):
+        return _to_date
+    # Integers held in a float column (NaN forces float64) would be sent as "3.0".
+    if isinstance(column.type, sa.Integer) and not pd.api.types.is_integer_dtype(series.dtype):
+        return int
+    if isinstance(column.type, sa.Boolean) and not pd.api.types.is_bool_dtype(series.dtype):
+        return bool
+    return None
+
+
+def _column_values(column: sa.Column[Any], series: pd.Series) -> list[Any]:
+    convert = _converter(column, series)
+    values = series.tolist()
+    if convert is None:
+        return [None if _is_null(v) else v for v in values]
+    return [None if _is_null(v) else convert(v) for v in values]
+
+
+def _copy_rows(
+    df: pd.DataFrame, columns: Sequence[sa.Column[Any]], constants: Mapping[str, Any]
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The frame as COPY rows, CHUNK_ROWS at a time (only one chunk is converted at once)."""
+    for start in range(0, len(df), CHUNK_ROWS):
+        chunk = df.iloc[start : start + CHUNK_ROWS]
+        lists = [
+            [constants[c.name]] * len(chunk) if c.name in constants else _column_values(c, chunk[c.name])
+            for c in columns
+        ]
+        yield list(zip(*lists, strict=True))
+
+
+# --- staging -----------------------------------------------------------------------------
+
+
+def _stage_columns(table: sa.Table) -> list[sa.Column[Any]]:
+    columns = [sa.Column(c.name, c.type) for c in table.columns]
+    if table is journeys:
+        columns.append(sa.Column(QUARANTINE_REASONS, JSONB))
+    return columns
+
+
+def _check_frame_columns(df: pd.DataFrame, table: sa.Table, constants: Mapping[str, Any]) -> None:
+    expected = {c.name for c in _stage_columns(table)}
+    missing = sorted(expected - set(df.columns) - set(constants))
+    unknown = sorted(set(df.columns) - expected)
+    if missing or unknown:
+        raise FrameError(f"frame for {table.name}: missing columns {missing}, unknown columns {unknown}")
+
+
+def _stage(conn: Connection, table: sa.Table, df: pd.DataFrame, constants: Mapping[str, Any]) -> str:
+    """COPY the frame into a constraint-free temp table dropped at commit; returns its name."""
+    columns = _stage_columns(table)
+    stage = f"pg_temp.{quote_ident(conn, 'lgm_stage_' + table.name)}"
+    column_ddl = ", ".join(f"{quote_ident(conn, c.name)} {c.type.compile(conn.dialect)}" for c in columns)
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {stage} ({column_ddl}) ON COMMIT DROP")
+    column_list = ", ".join(quote_ident(conn, c.name) for c in columns)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {stage} ({column_list}) FROM STDIN") as copy:
+        for rows in _copy_rows(df, columns, constants):
+            for row in rows:
+                copy.write_row(row)
+    # Temp tables are never auto-analyzed; without statistics the merge joins plan blind.
+    conn.exec_driver_sql(f"ANALYZE {stage}")
+    return stage
+
+
+# --- shared SQL pieces -------------------------------------------------------------------
+
+
+def _qualified(conn: Connection, tenant: Tenant, table: sa.Table) -> str:
+    return f"{quote_ident(conn, tenant.schema)}.{quote_ident(conn, table.name)}"
+
+
+def _scope_sql(
+    scope: PartitionScope, alias: str, *, null_location_included: bool = False, nulls_included: bool = False
+) -> str:
+    """Predicate selecting the scope's rows (``:service_date``/``:location_id`` bound).
+
+    ``null_location_included``: rows of unknown branches belong to every branch of the date.
+    ``nulls_included``: a NULL date or branch does not put a row outside the scope.
+    """
+    parts = ["TRUE"]
+    for column, param in (("service_date", scope.service_date), ("location_id", scope.location_id)):
+        if param is None:
+            continue
+        test = f"{alias}.{column} = :{column}"
+        if nulls_included or (null_location_included and column == "location_id"):
+            test = f"({test} OR {alias}.{column} IS NULL)"
+        parts.append(test)
+    return " AND ".join(parts)
+
+
+def _scope_params(scope: PartitionScope) -> dict[str, Any]:
+    return {"service_date": scope.service_date, "location_id": scope.location_id}
+
+
+def _lock_partition(conn: Connection, tenant: Tenant, table: sa.Table, scope: PartitionScope) -> None:
+    key = f"{tenant.schema}.{table.name}.{scope.service_date or '*'}.{scope.location_id or '*'}"
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+
+
+def _count(conn: Connection, sql: str, params: Mapping[str, Any]) -> int:
+    return int(conn.execute(sa.text(sql), dict(params)).scalar_one())
+
+
+def _record_sync_run(
+    conn: Connection,
+    tenant: Tenant,
+    *,
+    asset: str,
+    scope: PartitionScope,
+    run_id: str,
+    started_at: dt.datetime,
+    result: WriteResult,
+    attrs: Mapping[str, Any],
+) -> None:
+    conn.execution_options(**tenant_options(tenant)).execute(
+        sync_runs.insert().values(
+            asset=asset,
+            partition_key=scope.key,
+            service_date=scope.service_date,
+            location_id=scope.location_id,
+            run_id=run_id,
+            started_at=started_at,
+            finished_at=sa.func.clock_timestamp(),
+            rows_written=result.rows,
+            inserted=result.inserted,
+            updated=result.updated,
+            deleted=result.deleted,
+            quarantined=result.quarantined,
+            api_calls=attrs.get("api_calls"),
+            api_calls_by_endpoint=attrs.get("api_calls_by_endpoint"),
+            status="success",
+        )
+    )
+
+
+# --- raw tables: replace the partition ---------------------------------------------------
+
+
+def _delete_scope(conn: Connection, target: str, scope: PartitionScope) -> int:
+    return conn.execute(
+        sa.text(f"DELETE FROM {target} t WHERE {_scope_sql(scope, 't')}"), _scope_params(scope)
+    ).rowcount
+
+
+def _insert_from_stage(conn: Connection, target: str, stage: str, table: sa.Table) -> int:
+    columns = ", ".join(quote_ident(conn, c.name) for c in table.columns)
+    return conn.exec_driver_sql(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage}").rowcount
+
+
+def _replace_partition(
+    conn: Connection, tenant: Tenant, table: sa.Table, stage: str, scope: PartitionScope, rows: int
+) -> WriteResult:
+    outside = _count(conn, f"SELECT count(*) FROM {stage} s WHERE NOT ({_scope_sql(scope, 's')})", _scope_params(scope))
+    if outside:
+        raise FrameError(f"{outside} row(s) of the {table.name} frame lie outside partition {scope.key}")
+    target = _qualified(conn, tenant, table)
+    _lock_partition(conn, tenant, table, scope)
+    deleted = _delete_scope(conn, target, scope)
+    inserted = _insert_from_stage(conn, target, stage, table)
+    return WriteResult(table.name, rows, inserted=inserted, updated=0, deleted=deleted, quarantined=0)
+
+
+# --- journeys: merge by id, with audit and quarantine -----------------------------------
+
+
+def _image(row_json: str, columns: str) -> str:
+    """The jsonb object of only ``columns`` (a text[] expression) taken from ``row_json``."""
+    return f"(SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each({row_json}) e WHERE e.key = ANY({columns}))"
+
+
+def _merge_journeys(
+    conn: Connection, tenant: Tenant, stage: str, scope: PartitionScope, rows: int, run_id: str
+) -> WriteResult:
+    q = lambda name: quote_ident(conn, name)  # noqa: E731
+    target = _qualified(conn, tenant, journeys)
+    quarantine = _qualified(conn, tenant, journeys_quarantine)
+    audit = _qualified(conn, tenant, journey_audit)
+    params = {**_scope_params(scope), "run_id": run_id, "partition_key": scope.key}
+
+    problems = conn.execute(
+        sa.text(
+            f"""
+            SELECT
+              count(*) FILTER (WHERE s.{q(QUARANTINE_REASONS)} IS NULL AND NOT ({_scope_sql(scope, "s")})),
+              count(*) FILTER (WHERE s.{q(QUARANTINE_REASONS)} IS NOT NULL
+                               AND (jsonb_typeof(s.{q(QUARANTINE_REASONS)}) <> 'array'
+                                    OR jsonb_array_length(s.{q(QUARANTINE_REASONS)}) = 0)),
+              count(*) FILTER (WHERE s.{q(QUARANTINE_REASONS)} IS NOT NULL
+                               AND NOT ({_scope_sql(scope, "s", nulls_included=True)}))
+            FROM {stage} s
+            """
+        ),
+        params,
+    ).one()
+    if any(problems):
+        raise FrameError(
+            f"journeys frame for partition {scope.key}: {problems[0]} valid row(s) outside the partition, "
+            f"{problems[1]} quarantine_reasons not a non-empty list, "
+            f"{problems[2]} quarantined row(s) of another date or branch"
+        )
+
+    _lock_partition(conn, tenant, journeys, scope)
+    valid = f"s.{q(QUARANTINE_REASONS)} IS NULL"
+    audit_columns = "journey_id, action, changed_columns, before, after, run_id, partition_key"
+    excluded_from_image = "ARRAY[" + ", ".join(f"'{c}'" for c in sorted(AUDIT_IMAGE_EXCLUDED)) + "]"
+
+    # Rows of this partition no longer in it (deleted or moved elsewhere in SmartMoving), and
+    # ids quarantined now wherever they were: out of journeys, each with an audit row.
+    deleted = conn.execute(
+        sa.text(
+            f"""
+            WITH gone AS (
+              DELETE FROM {target} j
+              WHERE ({_scope_sql(scope, "j")}
+                     AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = j.id AND {valid}))
+                 OR j.id IN (SELECT s.id FROM {stage} s WHERE NOT ({valid}))
+              RETURNING j.*
+            )
+            INSERT INTO {audit} ({audit_columns})
+            SELECT g.id, 'delete', '{{}}', to_jsonb(g) - {excluded_from_image}, NULL, :run_id, :partition_key
+            FROM gone g
+            """
+        ),
+        params,
+    ).rowcount
+
+    columns = [c.name for c in journeys.columns]
+    compared = [c for c in columns if c not in VOLATILE_JOURNEY_COLUMNS]
+    column_list = ", ".join(q(c) for c in columns)
+    changed = "array_remove(ARRAY[{}], NULL)".format(
+        ", ".join(f"CASE WHEN u.{q(c)} IS DISTINCT FROM b.{q(c)} THEN '{c}' END" for c in compared)
+    )
+    # One statement: `before` reads the snapshot taken before the upsert, so the audit gets the
+    # old values of exactly the columns that changed. ON CONFLICT moves a job rescheduled into
+    # this partition from another one; the WHERE leaves unchanged rows and stale rebuilds alone.
+    counts = conn.execute(
+        sa.text(
+            f"""
+            WITH incoming AS (SELECT {column_list} FROM {stage} s WHERE {valid}),
+            before AS (SELECT j.* FROM {target} j WHERE j.id IN (SELECT id FROM incoming)),
+            upserted AS (
+              INSERT INTO {target} AS j ({column_list}) SELECT {column_list} FROM incoming
+              ON CONFLICT (id) DO UPDATE SET
+                {", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in columns if c != "id")}
+              WHERE ({", ".join(f"j.{q(c)}" for c in compared)})
+                    IS DISTINCT FROM ({", ".join(f"EXCLUDED.{q(c)}" for c in compared)})
+                AND EXCLUDED.source_fetched_at >= j.source_fetched_at
+              RETURNING j.*
+            ),
+            changes AS (
+              SELECT u.id, b.id IS NULL AS is_insert, {changed} AS changed,
+                     to_jsonb(u) - {excluded_from_image} AS new_row,
+                     to_jsonb(b) - {excluded_from_image} AS old_row
+              FROM upserted u LEFT JOIN before b ON b.id = u.id
+            ),
+            audited AS (
+              INSERT INTO {audit} ({audit_columns})
+              SELECT id,
+                     CASE WHEN is_insert THEN 'insert' ELSE 'update' END,
+                     CASE WHEN is_insert THEN '{{}}'::text[] ELSE changed END,
+                     CASE WHEN is_insert THEN NULL ELSE {_image("old_row", "changed")} END,
+                     CASE WHEN is_insert THEN new_row ELSE {_image("new_row", "changed")} END,
+                     :run_id, :partition_key
+              FROM changes
+              RETURNING action
+            )
+            SELECT count(*) FILTER (WHERE action = 'insert'), count(*) FILTER (WHERE action = 'update')
+            FROM audited
+            """
+        ),
+        params,
+    ).one()
+
+    # An id valid now (in any partition) leaves quarantine; this partition's quarantine is
+    # replaced by the frame's quarantined rows. Rows of unknown branches (location_id NULL)
+    # belong to every branch partition of the date, which all write them identically.
+    conn.execute(
+        sa.text(f"DELETE FROM {quarantine} qr USING {stage} s WHERE s.id = qr.id AND {valid}"),
+        params,
+    )
+    conn.execute(
+        sa.text(
+            f"""
+            DELETE FROM {quarantine} qr
+            WHERE {_scope_sql(scope, "qr", null_location_included=True)}
+              AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = qr.id AND NOT ({valid}))
+            """
+        ),
+        params,
+    )
+    quarantined = conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {quarantine} AS qr (id, client_id, location_id, service_date, smartmoving_job_id,
+                job_number, branch_name, reasons, record, raw_payload, first_seen_at, last_seen_at, run_id)
+            SELECT s.id, coalesce(s.client_id, :client_id), s.location_id,
+                   coalesce(s.service_date, CAST(:service_date AS date)), s.smartmoving_job_id,
+                   s.job_number, s.branch_name, s.{q(QUARANTINE_REASONS)},
+                   to_jsonb(s) - ARRAY['{QUARANTINE_REASONS}', 'raw_payload'], s.raw_payload,
+                   now(), now(), s.run_id
+            FROM {stage} s WHERE NOT ({valid})
+            ON CONFLICT (id) DO UPDATE SET
+              client_id = EXCLUDED.client_id, location_id = EXCLUDED.location_id,
+              service_date = EXCLUDED.service_date, smartmoving_job_id = EXCLUDED.smartmoving_job_id,
+              job_number = EXCLUDED.job_number, branch_name = EXCLUDED.branch_name,
+              reasons = EXCLUDED.reasons, record = EXCLUDED.record, raw_payload = EXCLUDED.raw_payload,
+              last_seen_at = EXCLUDED.last_seen_at, run_id = EXCLUDED.run_id
+            """
+        ),
+        {**params, "client_id": tenant.client_id},
+    ).rowcount
+    return WriteResult(
+        journeys.name, rows, inserted=counts[0], updated=counts[1], deleted=deleted, quarantined=quarantined
+    )
+
+
+# --- entry points ------------------------------------------------------------------------
+
+
+def write_frame(
+    engine: Engine,
+    tenant: Tenant,
+    table: sa.Table,
+    df: pd.DataFrame,
+    *,
+    scope: PartitionScope,
+    run_id: str,
+    asset: str,
+) -> WriteResult:
+    """Write ``df`` as partition ``scope`` of ``table`` (replace, or merge for ``journeys``).
+
+    Every row gets ``run_id`` (the writing run is the one source of that fact, whatever the
+    frame says); the scope's ``service_date``/``location_id`` fill those columns when the frame
+    lacks them; every other column of the table must be present. ``df.attrs`` may carry
+    ``api_calls`` and ``api_calls_by_endpoint`` for the ``sync_runs`` row.
+    """
+    constants: dict[str, Any] = {"run_id": run_id}
+    if scope.service_date is not None and "service_date" not in df.columns:
+        constants["service_date"] = scope.service_date
+    if scope.location_id is not None and "location_id" in table.columns and "location_id" not in df.columns:
+        constants["location_id"] = scope.location_id
+    _check_frame_columns(df, table, constants)
+    if table is journeys and (df["id"].isna().any() or df["id"].duplicated().any()):
+        raise FrameError("journeys frame: id must be present and unique")
+
+    started_at = dt.datetime.now(dt.UTC)
+    with engine.begin() as conn:
+        stage = _stage(conn, table, df, constants)
+        if table is journeys:
+            result = _merge_journeys(conn, tenant, stage, scope, len(df), run_id)
+        else:
+            result = _replace_partition(conn, tenant, table, stage, scope, len(df))
+        _record_sync_run(
+            conn,
+            tenant,
+            asset=asset,
+            scope=scope,
+            run_id=run_id,
+            started_at=started_at,
+            result=result,
+            attrs=df.attrs,
+        )
+    return result
+
+
+def read_frame(
+    engine: Engine, tenant: Tenant, table: sa.Table, scopes: Sequence[PartitionScope] | None
+) -> pd.DataFrame:
+    """Rows of the given partitions (``None``: the whole table), ordered by primary key.
+
+    JSONB columns come back as Python objects, dates as ``datetime.date``; no rows gives an
+    empty frame with the table's columns.
+    """
+    stmt = sa.select(table).order_by(*table.primary_key.columns)
+    if scopes is not None:
+        conditions = []
+        for scope in scopes:
+            parts = [sa.true()]
+            if scope.service_date is not None:
+                parts.append(table.c.service_date == scope.service_date)
+            if scope.location_id is not None:
+                parts.append(table.c.location_id == scope.location_id)
+            conditions.append(sa.and_(*parts))
+        stmt = stmt.where(sa.or_(sa.false(), *conditions))
+    with engine.connect() as conn:
+        result = conn.execution_options(**tenant_options(tenant)).execute(stmt)
+        columns = list(result.keys())
+        rows = result.all()
+    return pd.DataFrame.from_records(rows, columns=columns)

@@ -1,0 +1,152 @@
+"""The journeys merge: idempotence, audit, reschedules, quarantine, stale rebuilds."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from lgm_pipeline_tests.storage.conftest import (
+    CALGARY,
+    DAY,
+    FETCHED_AT,
+    NEXT_DAY,
+    TORONTO,
+    Writer,
+    journey_key,
+    journey_row,
+    journeys_frame,
+)
+
+
+def _rows(engine: Engine, sql: str, **params: object) -> list[sa.Row]:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).all()
+
+
+def test_rerun_is_idempotent(writer: Writer, engine: Engine) -> None:
+    df = journeys_frame([journey_row(str(i)) for i in range(5)])
+    first = writer.journeys(df, run_id="run-1")
+    assert (first["inserted"], first["updated"], first["deleted"]) == (5, 0, 0)
+    before = _rows(engine, "SELECT * FROM tenant_lgm.journeys ORDER BY id")
+    audit_before = _rows(engine, "SELECT count(*) FROM tenant_lgm.journey_audit")[0][0]
+
+    second = writer.journeys(df.assign(run_id="run-2", synced_at=FETCHED_AT + dt.timedelta(hours=1)), run_id="run-2")
+    assert (second["inserted"], second["updated"], second["deleted"], second["rows"]) == (0, 0, 0, 5)
+    assert _rows(engine, "SELECT * FROM tenant_lgm.journeys ORDER BY id") == before
+    assert _rows(engine, "SELECT count(*) FROM tenant_lgm.journey_audit")[0][0] == audit_before == 5
+    runs = _rows(engine, "SELECT run_id, inserted, updated FROM tenant_lgm.sync_runs ORDER BY id")
+    assert [tuple(r) for r in runs] == [("run-1", 5, 0), ("run-2", 0, 0)]
+
+
+def test_audit_records_inserts_updates_deletes(writer: Writer, engine: Engine) -> None:
+    writer.journeys(journeys_frame([journey_row("a"), journey_row("b"), journey_row("c")]), run_id="run-1")
+    changed = journey_row(
+        "a", customer_phone="+1 403 555 0199", estimated_cost=1500, source_fetched_at=FETCHED_AT + dt.timedelta(hours=1)
+    )
+    result = writer.journeys(journeys_frame([changed, journey_row("b"), journey_row("d")]), run_id="run-2")
+    assert (result["inserted"], result["updated"], result["deleted"]) == (1, 1, 1)
+
+    audit = {
+        (r.journey_id, r.action): r
+        for r in _rows(engine, "SELECT * FROM tenant_lgm.journey_audit WHERE run_id = 'run-2'")
+    }
+    assert set(audit) == {("jrn_a", "update"), ("jrn_c", "delete"), ("jrn_d", "insert")}
+    update = audit["jrn_a", "update"]
+    assert sorted(update.changed_columns) == ["customer_phone", "estimated_cost"]
+    assert update.before == {"customer_phone": "+1 403 555 0100", "estimated_cost": 1234.5}
+    assert update.after == {"customer_phone": "+1 403 555 0199", "estimated_cost": 1500.0}
+    assert update.partition_key == str(journey_key())
+    assert audit["jrn_c", "delete"].before["customer_name"] == "Jane Doe"
+    assert audit["jrn_d", "insert"].after["id"] == "jrn_d"
+    assert "raw_payload" not in audit["jrn_d", "insert"].after
+
+
+def test_stale_rebuild_does_not_move_a_job_back(writer: Writer, engine: Engine) -> None:
+    newer = FETCHED_AT + dt.timedelta(hours=2)
+    writer.journeys(journeys_frame([journey_row("a", customer_name="New", source_fetched_at=newer)]))
+    result = writer.journeys(journeys_frame([journey_row("a", customer_name="Old")]))
+    assert result["updated"] == 0
+    assert _rows(engine, "SELECT customer_name FROM tenant_lgm.journeys")[0][0] == "New"
+
+
+def _reschedule(writer: Writer, engine: Engine, order: list[str]) -> None:
+    writer.journeys(journeys_frame([journey_row("a"), journey_row("keep")]), key=journey_key(DAY))
+    later = FETCHED_AT + dt.timedelta(hours=1)
+    moved = journey_row("a", service_date=NEXT_DAY, location_id=TORONTO, source_fetched_at=later)
+    frames = {
+        "old": (journeys_frame([journey_row("keep")]), journey_key(DAY)),
+        "new": (journeys_frame([moved]), journey_key(NEXT_DAY, TORONTO)),
+    }
+    for which in order:
+        writer.journeys(frames[which][0], key=frames[which][1])
+    rows = _rows(engine, "SELECT id, service_date, location_id FROM tenant_lgm.journeys ORDER BY id")
+    assert [tuple(r) for r in rows] == [("jrn_a", NEXT_DAY, TORONTO), ("jrn_keep", DAY, CALGARY)]
+
+
+def test_reschedule_old_partition_first(writer: Writer, engine: Engine) -> None:
+    _reschedule(writer, engine, ["old", "new"])
+    actions = _rows(engine, "SELECT action FROM tenant_lgm.journey_audit WHERE journey_id = 'jrn_a' ORDER BY audit_id")
+    assert [a for (a,) in actions] == ["insert", "delete", "insert"]
+
+
+def test_reschedule_new_partition_first(writer: Writer, engine: Engine) -> None:
+    _reschedule(writer, engine, ["new", "old"])
+    update = _rows(
+        engine, "SELECT changed_columns FROM tenant_lgm.journey_audit WHERE journey_id = 'jrn_a' AND action = 'update'"
+    )
+    assert sorted(update[0][0]) == ["location_id", "service_date"]
+
+
+REASON = [{"rule": "booked_needs_cost", "column": "estimated_cost", "check": "not_null", "value": None}]
+
+
+def test_quarantine_lifecycle(writer: Writer, engine: Engine) -> None:
+    unknown_branch = journey_row(
+        "x",
+        location_id=None,
+        branch_name="REGINA - Let's Get Moving",
+        quarantine_reasons=[{"rule": "known_branch", "column": "branch_name", "check": "isin", "value": "REGINA"}],
+    )
+    bad = journey_row("b", estimated_cost=None, quarantine_reasons=REASON)
+    result = writer.journeys(journeys_frame([journey_row("a"), bad, unknown_branch]), run_id="run-1")
+    assert (result["inserted"], result["quarantined"]) == (1, 2)
+    q = {r.id: r for r in _rows(engine, "SELECT * FROM tenant_lgm.journeys_quarantine")}
+    assert set(q) == {"jrn_b", "jrn_x"}
+    assert q["jrn_b"].reasons == REASON
+    assert q["jrn_b"].record["estimated_cost"] is None and "raw_payload" not in q["jrn_b"].record
+    assert q["jrn_x"].location_id is None and q["jrn_x"].service_date == DAY
+
+    # Every branch partition of the date writes the unknown-branch row the same way.
+    writer.journeys(journeys_frame([unknown_branch]), key=journey_key(DAY, TORONTO), run_id="run-2")
+    again = _rows(engine, "SELECT id, first_seen_at, last_seen_at, run_id FROM tenant_lgm.journeys_quarantine")
+    by_id = {r.id: r for r in again}
+    assert set(by_id) == {"jrn_b", "jrn_x"}
+    assert by_id["jrn_x"].first_seen_at == q["jrn_x"].first_seen_at
+    assert by_id["jrn_x"].run_id == "run-2"
+
+    # b is fixed (leaves quarantine), a turns bad (leaves journeys, audited as a delete).
+    fixed = journey_row("b", source_fetched_at=FETCHED_AT + dt.timedelta(hours=1))
+    a_bad = journey_row("a", estimated_cost=None, quarantine_reasons=REASON)
+    result = writer.journeys(journeys_frame([a_bad, fixed, unknown_branch]), run_id="run-3")
+    assert (result["inserted"], result["deleted"], result["quarantined"]) == (1, 1, 2)
+    assert [r.id for r in _rows(engine, "SELECT id FROM tenant_lgm.journeys")] == ["jrn_b"]
+    assert sorted(r.id for r in _rows(engine, "SELECT id FROM tenant_lgm.journeys_quarantine")) == ["jrn_a", "jrn_x"]
+
+    # A partition without quarantined rows empties its share of the quarantine.
+    writer.journeys(journeys_frame([journey_row("a"), fixed]), run_id="run-4")
+    assert _rows(engine, "SELECT count(*) FROM tenant_lgm.journeys_quarantine")[0][0] == 0
+
+
+def test_load_input_returns_requested_partitions(writer: Writer) -> None:
+    writer.journeys(journeys_frame([journey_row("a")]), key=journey_key(DAY, CALGARY))
+    writer.journeys(journeys_frame([journey_row("t", location_id=TORONTO)]), key=journey_key(DAY, TORONTO))
+    from lgm_pipeline_tests.storage.conftest import JOURNEY_PARTITIONS
+
+    df = writer.read("journeys", [str(journey_key(DAY, TORONTO))], JOURNEY_PARTITIONS)
+    assert df["id"].tolist() == ["jrn_t"]
+    assert df.loc[0, "addresses"][0]["city"] == "Calgary"
+    assert df.loc[0, "service_date"] == DAY
+    assert isinstance(df, pd.DataFrame)
