@@ -16,7 +16,8 @@ Behaviour worth knowing when writing tests against it:
   ``{"message": "Monthly API call quota exceeded"}``, ``X-Quota-Exceeded: true`` and a
   ``Retry-After`` of the seconds until the next calendar month (UTC).
 * ``pageResults`` is ``null`` (not ``[]``) when nothing matches, as seen live.
-* Date ranges over 366 days are refused with 400 (a simulator limit, to bound generation).
+* Date ranges over 366 days are refused with 400 (a simulator limit, to bound generation:
+  about 30 ms a day, so a first query over a whole year takes some 10-15 s).
 * ``/_admin`` (no key, no faults, no latency) inspects and mutates the world: see ``app.py``.
 """
 

@@ -252,8 +252,7 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
                 world.ensure_dates(lo, hi)
         if page == 1 and config.churn > 0:
             world.evolve()
-        rows = world.list_customers(first, last, include)
-        return _page(rows, page, size, state.faults)
+        return _page(world, (first, last, include), page, size, state.faults)
 
     async def opportunity(request: Request, params: dict[str, str]) -> Response:
         return JSONResponse(world.opportunity_detail(request.path_params["id"]))
@@ -281,17 +280,18 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
     return app
 
 
-def _page(rows: list[dict[str, Any]], page: int, size: int, faults: FaultConfig) -> Response:
-    total = len(rows)
+def _page(
+    world: World, query: tuple[int | None, int | None, bool], page: int, size: int, faults: FaultConfig
+) -> Response:
+    # A customer inserted ahead of the cursor between pages 1 and 2 slides the last record of
+    # page 1 onto page 2, where it is served twice.
+    shifted = faults.duplicate_across_pages and page > 1
+    start = (page - 1) * size - (1 if shifted else 0)
+    total, page_rows = world.list_customers(*query, offset=start, limit=size)
     if faults.duplicate_across_pages and total > size:
-        # A customer was inserted ahead of the cursor between pages 1 and 2: the last record of
-        # page 1 slides onto page 2 and is served twice.
-        start = 0 if page == 1 else (page - 1) * size - 1
         total_pages = 1 + math.ceil((total - size + 1) / size)
     else:
-        start = (page - 1) * size
         total_pages = math.ceil(total / size)
-    page_rows = rows[start : start + size]
     if page in faults.incomplete_pages:
         for row in page_rows:
             row.pop("id", None)

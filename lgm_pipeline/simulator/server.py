@@ -116,5 +116,8 @@ def serve_forever(config: SimulatorConfig, port: int, host: str = "127.0.0.1") -
     print(f"SmartMoving simulator listening on http://{host}:{bound}/v1 (api key: {config.api_key})", flush=True)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully, then re-raises the signal; Ctrl-C is the normal way out.
+        pass
     finally:
         sock.close()

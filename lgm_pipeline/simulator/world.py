@@ -389,6 +389,7 @@ class World:
             "salesAssignee": None if status == S.NEW_LEAD and rng.random() < 0.5 else dict(rng.choice(self._reps)),
             "referralSource": rng.choice(REFERRAL_SOURCES) if rng.random() < 0.9 else None,
             "createdAtUtc": _iso(created),
+            "_created": created,
             "jobs": [],
             "_customer_id": customer["id"],
             "_tz": city.timezone,
@@ -450,10 +451,7 @@ class World:
             return
         start = start_local.replace(tzinfo=ZoneInfo(opp.get("_tz", "America/Toronto")))
         end = start + dt.timedelta(minutes=job.get("_minutes", 240))
-        try:
-            created = dt.datetime.strptime(str(opp.get("createdAtUtc")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-        except ValueError:  # patched to something hostile
-            created = start
+        created = opp["_created"]
         status = opp.get("status")
         job["startTimeUtc"] = _iso(start)
         job["endTimeUtc"] = _iso(end)
@@ -484,8 +482,19 @@ class World:
             ids = self._by_date.get(to_int_date(day), set())
             return [i for i in self.opportunities if i in ids]
 
-    def list_customers(self, first: int | None, last: int | None, include_opportunities: bool) -> list[Record]:
-        """Customers with an opportunity touching [first, last] (bounds are yyyyMMdd), by name."""
+    def list_customers(
+        self,
+        first: int | None,
+        last: int | None,
+        include_opportunities: bool,
+        offset: int = 0,
+        limit: int | None = None,
+    ) -> tuple[int, list[Record]]:
+        """(total, rows[offset:offset+limit]) of the customers with an opportunity touching
+        [first, last] (yyyyMMdd; None = open), ordered by name then id.
+
+        Only the requested slice is rendered, so paging a year-long range stays cheap.
+        """
         with self._lock:
             if first is None and last is None:
                 touching = {cid: list(opps) for cid, opps in self._customer_opps.items()}
@@ -497,14 +506,14 @@ class World:
                 for opp_id in self.opportunities:
                     if opp_id in opp_ids:
                         touching.setdefault(self.opportunities[opp_id]["_customer_id"], []).append(opp_id)
+            order = sorted(touching, key=lambda cid: (_sort_name(self.customers[cid].get("name")), cid))
             rows = []
-            for cid, opp_ids_of in touching.items():
+            for cid in order[offset : None if limit is None else offset + limit]:
                 row = _public(self.customers[cid])
                 if include_opportunities:
-                    row["opportunities"] = [self._summary(self.opportunities[o]) for o in opp_ids_of]
+                    row["opportunities"] = [self._summary(self.opportunities[o]) for o in touching[cid]]
                 rows.append(row)
-        rows.sort(key=lambda r: (_sort_name(r.get("name")), str(r.get("id"))))
-        return rows
+            return len(order), rows
 
     @staticmethod
     def _summary(opp: Record) -> Record:

@@ -15,7 +15,7 @@ NEXT = dt.date(2026, 3, 3)
 
 def _snapshot(world: World, first: dt.date, last: dt.date) -> list[dict[str, Any]]:
     world.ensure_dates(first, last)
-    rows = world.list_customers(int(first.strftime("%Y%m%d")), int(last.strftime("%Y%m%d")), True)
+    _total, rows = world.list_customers(int(first.strftime("%Y%m%d")), int(last.strftime("%Y%m%d")), True)
     details = [world.opportunity_detail(o["id"]) for r in rows for o in r["opportunities"]]
     return [*rows, *details]
 
