@@ -123,3 +123,19 @@ def test_admin_stats_and_faults(simulator: RunningSimulator, api: httpx.Client, 
     assert admin.get("/faults").json()["down"] is True  # admin is never faulted
     admin.post("/faults", json={})
     assert api.get("/api/ping").status_code == 200
+
+
+def test_hostile_patches_do_not_break_evolution_or_listing() -> None:
+    world = World(SimulatorConfig(customers_per_day=20, churn=1.0))
+    world.ensure_dates(DAY, DAY)
+    for opp_id in list(world.opportunities)[:10]:
+        job_id = world.opportunity_detail(opp_id)["jobs"][0]["id"]
+        world.patch(
+            opp_id,
+            opportunity={"branch": None, "status": 3, "serviceDate": "soon", "moveSize": None},
+            customer={"name": None, "emailAddress": 5},
+            job={"id": job_id, "jobDate": None, "type": 77},
+        )
+    assert world.evolve(3)
+    total, rows = world.list_customers(20260301, 20260304, True)
+    assert total == len(rows) > 0
