@@ -21,7 +21,8 @@ CALGARY = "loc_lgm_calgary_001"
 TORONTO = "loc_lgm_toronto_001"
 FETCHED_AT = dt.datetime(2026, 11, 25, 6, 0, tzinfo=dt.UTC)
 
-DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01")
+# end_offset: the sync window reaches today and tomorrow, which have not ended yet.
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_offset=2)
 JOURNEY_PARTITIONS = dg.MultiPartitionsDefinition(
     {"date": DAILY, "branch": dg.StaticPartitionsDefinition([CALGARY, TORONTO])}
 )
