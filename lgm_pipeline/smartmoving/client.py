@@ -1,0 +1,433 @@
+"""Synchronous, thread-safe client for the SmartMoving public API v1.
+
+The key travels only in the ``x-api-key`` header (never the ``api-key`` query form, because httpx
+logs request URLs at INFO), and no message, log line or repr built here includes it.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import date
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from lgm_pipeline.smartmoving.errors import (
+    AuthenticationError,
+    AuthorizationError,
+    DeadlineExceededError,
+    MalformedPayloadError,
+    NotFoundError,
+    QuotaExhaustedError,
+    SmartMovingError,
+    UpstreamUnavailableError,
+)
+from lgm_pipeline.smartmoving.ratelimit import TokenBucket
+
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+_REDACTED = "[redacted]"
+_MAX_MESSAGE_CHARS = 200
+
+
+def service_date_param(day: date) -> int:
+    """SmartMoving takes dates as integers yyyyMMdd."""
+    return day.year * 10000 + day.month * 100 + day.day
+
+
+class _Cancelled(Exception):
+    """A sibling request in the same batch failed; this worker stops quietly."""
+
+
+@dataclass
+class _Operation:
+    """One top-level call: it owns the deadline shared by every request it makes."""
+
+    name: str
+    deadline: float | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class SmartMovingClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        page_size: int = 500,
+        max_concurrency: int = 4,
+        rate_limit_per_minute: int | None = 120,
+        rate_limit_headroom: float = 0.9,
+        max_retries: int = 5,
+        backoff_base_seconds: float = 0.5,
+        backoff_max_seconds: float = 30.0,
+        timeout_seconds: float = 30.0,
+        deadline_seconds: float | None = 900.0,
+        transport: httpx.BaseTransport | None = None,
+        logger: logging.Logger | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not api_key:
+            raise ValueError("SmartMoving API key is empty")
+        if page_size < 1 or max_concurrency < 1 or max_retries < 0:
+            raise ValueError("page_size and max_concurrency must be >= 1, max_retries >= 0")
+        self.base_url = base_url.rstrip("/")
+        self.page_size = page_size
+        self.max_concurrency = max_concurrency
+        self.max_retries = max_retries
+        self.backoff_base_seconds = backoff_base_seconds
+        self.backoff_max_seconds = backoff_max_seconds
+        self.timeout_seconds = timeout_seconds
+        self.deadline_seconds = deadline_seconds
+        self.calls: collections.Counter[str] = collections.Counter()
+        self._api_key = api_key
+        self._log = logger or logging.getLogger(__name__)
+        self._sleep = sleep
+        self._clock = clock
+        self._random = random.Random()
+        self._lock = threading.Lock()
+        self._bucket = (
+            None
+            if rate_limit_per_minute is None
+            else TokenBucket.for_limit(rate_limit_per_minute, rate_limit_headroom, clock=clock, sleep=sleep)
+        )
+        self._http = httpx.Client(
+            base_url=f"{self.base_url}/api",
+            headers={"x-api-key": api_key, "accept": "application/json"},
+            timeout=timeout_seconds,
+            transport=transport,
+            limits=httpx.Limits(max_connections=max(10, max_concurrency * 2)),
+        )
+
+    def __repr__(self) -> str:
+        return f"SmartMovingClient(base_url={self.base_url!r})"
+
+    def __enter__(self) -> SmartMovingClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def ping(self) -> float:
+        """Round trip of the successful ping attempt, in seconds (retries and waits excluded)."""
+        _, elapsed = self._request(self._operation("ping"), "ping", "/ping", expect_json=False)
+        return elapsed
+
+    def iter_customer_pages(self, from_date: date, to_date: date) -> Iterator[tuple[int, list[dict]]]:
+        """Customers with service dates in [from_date, to_date], one page at a time, until lastPage."""
+        yield from self._iter_customer_pages(self._operation("customers"), from_date, to_date)
+
+    def list_customers(self, from_date: date, to_date: date) -> list[dict]:
+        """Every customer of the date range, with opportunity info, each id once."""
+        by_id: dict[str, dict] = {}
+        for page, records in self._iter_customer_pages(self._operation("customers"), from_date, to_date):
+            for record in records:
+                customer_id = record["id"]
+                if customer_id in by_id:
+                    # Pages are ordered by name and the data moves under us, so a customer can
+                    # slide onto the next page; the later copy is the fresher one.
+                    self._log.warning(
+                        "SmartMoving customers: customer %s seen again on page %d, keeping the later copy",
+                        customer_id,
+                        page,
+                    )
+                    del by_id[customer_id]
+                by_id[customer_id] = record
+        return list(by_id.values())
+
+    def get_opportunity(self, opportunity_id: str) -> dict:
+        return self._get_opportunity(self._operation("opportunity"), opportunity_id)
+
+    def get_opportunities(self, ids: Sequence[str]) -> dict[str, dict]:
+        """Details for each id, ``max_concurrency`` at a time, all under one rate budget and deadline."""
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return {}
+        op = self._operation("opportunities")
+        started = self._clock()
+        results: dict[str, dict] = {}
+        workers = min(self.max_concurrency, len(unique))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smartmoving") as pool:
+            futures = {pool.submit(self._get_opportunity, op, oid): oid for oid in unique}
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+            except BaseException:
+                # Stop the siblings before they spend more quota on a batch that already failed.
+                op.cancel.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        self._log.info(
+            "SmartMoving opportunities: fetched %d details in %.0f ms",
+            len(unique),
+            (self._clock() - started) * 1000,
+        )
+        return {oid: results[oid] for oid in unique}
+
+    def get_opportunity_jobs(self, opportunity_id: str) -> list[dict]:
+        op = self._operation("opportunity_jobs")
+        jobs = self._list_resource(op, "opportunity_jobs", f"/opportunities/{_segment(opportunity_id)}/jobs")
+        for index, job in enumerate(jobs):
+            if not isinstance(job, dict) or not job.get("id"):
+                raise MalformedPayloadError("opportunity_jobs", None, f"[{index}].id", "job without id")
+        return jobs
+
+    def list_branches(self) -> list[dict]:
+        return self._list_resource(self._operation("branches"), "branches", "/branches")
+
+    # ---- internals --------------------------------------------------------------------------
+
+    def _operation(self, name: str) -> _Operation:
+        deadline = None if self.deadline_seconds is None else self._clock() + self.deadline_seconds
+        return _Operation(name, deadline)
+
+    def _iter_customer_pages(self, op: _Operation, from_date: date, to_date: date) -> Iterator[tuple[int, list[dict]]]:
+        page = 1
+        while True:
+            params = {
+                "Page": page,
+                "PageSize": self.page_size,
+                "FromServiceDate": service_date_param(from_date),
+                "ToServiceDate": service_date_param(to_date),
+                "IncludeOpportunityInfo": "true",
+            }
+            envelope, elapsed = self._request(op, "customers", "/customers", params=params, page=page)
+            records, last_page = _unwrap_page(envelope, "customers", page)
+            for index, record in enumerate(records):
+                if not isinstance(record, dict) or not record.get("id"):
+                    raise MalformedPayloadError("customers", page, f"pageResults[{index}].id", "customer without id")
+            self._log_page("customers", page, len(records), elapsed)
+            yield page, records
+            if last_page:
+                return
+            if not records:
+                # An empty page that is not the last would have us page forever.
+                raise MalformedPayloadError("customers", page, "lastPage", "false on an empty page")
+            page += 1
+
+    def _list_resource(self, op: _Operation, endpoint: str, path: str) -> list[dict]:
+        """A list endpoint that may answer a plain array or the paging envelope (both are seen)."""
+        items: list[dict] = []
+        page = 1
+        while True:
+            params = {"Page": page, "PageSize": self.page_size}
+            body, elapsed = self._request(op, endpoint, path, params=params, page=page)
+            if isinstance(body, list):
+                self._log_page(endpoint, page, len(body), elapsed)
+                return body
+            records, last_page = _unwrap_page(body, endpoint, page)
+            self._log_page(endpoint, page, len(records), elapsed)
+            items.extend(records)
+            if last_page:
+                return items
+            if not records:
+                raise MalformedPayloadError(endpoint, page, "lastPage", "false on an empty page")
+            page += 1
+
+    def _get_opportunity(self, op: _Operation, opportunity_id: str) -> dict:
+        endpoint = "opportunity"
+        detail, elapsed = self._request(op, endpoint, f"/opportunities/{_segment(opportunity_id)}")
+        if not isinstance(detail, dict):
+            raise MalformedPayloadError(endpoint, None, "body", f"expected an object, got {type(detail).__name__}")
+        if not detail.get("id"):
+            raise MalformedPayloadError(endpoint, None, "id", f"opportunity {opportunity_id}")
+        if str(detail["id"]).lower() != opportunity_id.lower():
+            raise MalformedPayloadError(endpoint, None, "id", f"asked for {opportunity_id}, got {detail['id']}")
+        jobs = detail.get("jobs")
+        if not isinstance(jobs, list):
+            raise MalformedPayloadError(endpoint, None, "jobs", f"opportunity {opportunity_id}: not a list")
+        for index, job in enumerate(jobs):
+            if not isinstance(job, dict) or not job.get("id"):
+                raise MalformedPayloadError(endpoint, None, f"jobs[{index}].id", f"opportunity {opportunity_id}")
+        self._log.debug("SmartMoving opportunity %s: %d jobs, %.0f ms", opportunity_id, len(jobs), elapsed * 1000)
+        return detail
+
+    def _log_page(self, endpoint: str, page: int, records: int, elapsed: float) -> None:
+        self._log.info("SmartMoving %s page %d: %d records in %.0f ms", endpoint, page, records, elapsed * 1000)
+
+    def _count(self, endpoint: str) -> None:
+        with self._lock:
+            self.calls[endpoint] += 1
+
+    def _remaining(self, op: _Operation) -> float | None:
+        if op.deadline is None:
+            return None
+        remaining = op.deadline - self._clock()
+        if remaining <= 0:
+            raise self._deadline_error(op)
+        return remaining
+
+    def _deadline_error(self, op: _Operation) -> DeadlineExceededError:
+        return DeadlineExceededError(
+            f"SmartMoving {op.name} did not finish within its {self.deadline_seconds:g} s deadline"
+        )
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, base * 2**attempt], capped, so parallel retries spread out."""
+        ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2**attempt)
+        return self._random.uniform(0.0, ceiling)
+
+    def _redact(self, text: str) -> str:
+        # Server text is echoed into messages; a misbehaving server or proxy could echo the key.
+        return text.replace(self._api_key, _REDACTED)[:_MAX_MESSAGE_CHARS]
+
+    def _request(
+        self,
+        op: _Operation,
+        endpoint: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        page: int | None = None,
+        expect_json: bool = True,
+    ) -> tuple[Any, float]:
+        """GET with retries; returns the decoded body and the seconds the successful attempt took."""
+        attempt = 0
+        json_retried = False
+        while True:
+            if op.cancel.is_set():
+                raise _Cancelled
+            remaining = self._remaining(op)
+            if self._bucket is not None and not self._bucket.acquire(timeout=remaining):
+                raise self._deadline_error(op)
+            remaining = self._remaining(op)
+            timeout = self.timeout_seconds if remaining is None else min(self.timeout_seconds, remaining)
+            self._count(endpoint)
+            started = self._clock()
+            retry_after: float | None = None
+            try:
+                response = self._http.get(path, params=params, timeout=timeout)
+            except httpx.TransportError as exc:
+                # Only the class name and httpx's own short text: never the request or its headers.
+                problem = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}"
+            else:
+                elapsed = self._clock() - started
+                status = response.status_code
+                if 200 <= status < 300:
+                    if not expect_json:
+                        return response.text, elapsed
+                    try:
+                        return response.json(), elapsed
+                    except ValueError:
+                        if json_retried:
+                            raise MalformedPayloadError(endpoint, page, "body", "invalid JSON") from None
+                        json_retried = True
+                        problem = "invalid JSON on HTTP 200"
+                else:
+                    message = self._redact(_error_message(response))
+                    self._raise_for_final_status(response, message)
+                    problem = f"HTTP {status}" + (f" ({message})" if message else "")
+                    retry_after = _retry_after_seconds(response)
+            attempt += 1
+            if attempt > self.max_retries:
+                raise UpstreamUnavailableError(
+                    f"SmartMoving unavailable after {attempt} attempts: {endpoint}: {problem}"
+                )
+            wait = self._backoff(attempt - 1)
+            if retry_after is not None:
+                wait = max(wait, retry_after)
+                if self._bucket is not None:
+                    # The throttle is per key: every thread of this client must hold off, not just this one.
+                    self._bucket.pause(wait)
+            remaining = self._remaining(op)
+            if remaining is not None and wait > remaining:
+                raise self._deadline_error(op)
+            self._log.warning(
+                "SmartMoving %s%s: %s; retry %d of %d in %.2f s",
+                endpoint,
+                "" if page is None else f" page {page}",
+                problem,
+                attempt,
+                self.max_retries,
+                wait,
+            )
+            self._sleep(wait)
+
+    def _raise_for_final_status(self, response: httpx.Response, message: str) -> None:
+        """Raise for answers that retrying cannot change; return for retryable ones."""
+        status = response.status_code
+        if status == 401:
+            raise AuthenticationError("SmartMoving rejected the API key (401)")
+        if status == 403:
+            raise AuthorizationError(
+                f"SmartMoving refused access to {response.request.url.path} (403)" + (f": {message}" if message else "")
+            )
+        if status == 429 and (
+            "quota" in message.lower() or response.headers.get("x-quota-exceeded", "").lower() == "true"
+        ):
+            raise QuotaExhaustedError(
+                "SmartMoving call quota exhausted for this key (429)" + (f": {message}" if message else "")
+            )
+        if status == 400 and "not found" in message.lower():
+            raise NotFoundError(f"SmartMoving: {message} ({response.request.url.path})")
+        if status not in RETRYABLE_STATUSES:
+            raise SmartMovingError(
+                f"SmartMoving answered HTTP {status} for {response.request.url.path}"
+                + (f": {message}" if message else "")
+            )
+
+
+def _segment(value: str) -> str:
+    """An id as one path segment, so a stray '/' or '?' cannot reach another resource."""
+    return quote(str(value), safe="")
+
+
+def _unwrap_page(envelope: Any, endpoint: str, page: int) -> tuple[list[dict], bool]:
+    if not isinstance(envelope, dict):
+        raise MalformedPayloadError(
+            endpoint, page, "body", f"expected the paging envelope, got {type(envelope).__name__}"
+        )
+    if "pageResults" not in envelope:
+        raise MalformedPayloadError(endpoint, page, "pageResults", "missing")
+    records = envelope["pageResults"]
+    if records is None:
+        records = []
+    elif not isinstance(records, list):
+        raise MalformedPayloadError(endpoint, page, "pageResults", f"expected a list, got {type(records).__name__}")
+    last_page = envelope.get("lastPage")
+    if not isinstance(last_page, bool):
+        raise MalformedPayloadError(endpoint, page, "lastPage", "missing or not a boolean")
+    return records, last_page
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The ``message`` of a JSON error body, else the start of the text body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return body["message"]
+    return response.text.strip()
+
+
+def _retry_after_seconds(response: httpx.Response) -> float | None:
+    raw = response.headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        # The HTTP-date form is allowed but SmartMoving sends seconds; fall back to plain backoff.
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None

@@ -1,0 +1,53 @@
+"""Errors raised by the SmartMoving client.
+
+Every message is written by this package, never copied from an httpx exception or a request, so
+no message can carry the API key; server-provided text is redacted by the client before use.
+"""
+
+from __future__ import annotations
+
+
+class SmartMovingError(Exception):
+    """Base class: anything the SmartMoving client refuses to paper over."""
+
+
+class AuthenticationError(SmartMovingError):
+    """The API key was rejected (401). Retrying cannot help."""
+
+
+class AuthorizationError(SmartMovingError):
+    """The key is valid but not allowed to call this endpoint (403), e.g. Basic tier on premium."""
+
+
+class QuotaExhaustedError(SmartMovingError):
+    """The key's call quota is spent; retrying would only burn what is left of it."""
+
+
+class UpstreamUnavailableError(SmartMovingError):
+    """SmartMoving kept failing (5xx, 429, timeouts, dropped connections) after every retry."""
+
+
+class DeadlineExceededError(SmartMovingError):
+    """A top-level operation ran past its total time budget."""
+
+
+class NotFoundError(SmartMovingError):
+    """The API answered that the record does not exist (SmartMoving uses 400 for this)."""
+
+
+class MalformedPayloadError(SmartMovingError):
+    """The API answered 200 with a body the client cannot trust: invalid JSON or a missing field."""
+
+    def __init__(self, endpoint: str, page: int | None, field: str, detail: str = "") -> None:
+        self.endpoint = endpoint
+        self.page = page
+        self.field = field
+        self.detail = detail
+        where = f"{endpoint} page {page}" if page is not None else endpoint
+        message = f"malformed SmartMoving payload from {where}: field {field!r}"
+        super().__init__(f"{message} ({detail})" if detail else message)
+
+    def __reduce__(self) -> tuple[type[MalformedPayloadError], tuple[str, int | None, str, str]]:
+        # The default reduce replays args=(message,), which does not fit this __init__; Dagster
+        # pickles errors across process boundaries.
+        return (type(self), (self.endpoint, self.page, self.field, self.detail))

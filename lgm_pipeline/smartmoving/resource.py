@@ -1,0 +1,42 @@
+"""Dagster resource handing out configured SmartMoving clients."""
+
+from __future__ import annotations
+
+import logging
+
+import dagster as dg
+from pydantic import Field
+
+from lgm_pipeline.smartmoving.client import SmartMovingClient
+
+
+class SmartMovingResource(dg.ConfigurableResource):
+    """SmartMoving connection settings for one tenant.
+
+    ``api_key`` is given as ``dg.EnvVar(...)``: Dagster then stores only the variable's name in
+    run config and resolves the value at run time. ``repr=False`` keeps the resolved value out of
+    the resource's repr, which Dagster and user code can log.
+    """
+
+    base_url: str = Field(description="API root, e.g. https://api-public.smartmoving.com/v1")
+    api_key: str = Field(repr=False, description="SmartMoving API key; pass dg.EnvVar, never a literal")
+    page_size: int = 500
+    max_concurrency: int = 4
+    rate_limit_per_minute: int | None = Field(
+        default=120, description="Server throttle per key; None turns the client-side budget off"
+    )
+    max_retries: int = 5
+    deadline_seconds: float = 900.0
+
+    def get_client(self, logger: logging.Logger | None = None) -> SmartMovingClient:
+        """A new client; the caller closes it (``with resource.get_client() as client:``)."""
+        return SmartMovingClient(
+            self.base_url,
+            self.api_key,
+            page_size=self.page_size,
+            max_concurrency=self.max_concurrency,
+            rate_limit_per_minute=self.rate_limit_per_minute,
+            max_retries=self.max_retries,
+            deadline_seconds=self.deadline_seconds,
+            logger=logger,
+        )

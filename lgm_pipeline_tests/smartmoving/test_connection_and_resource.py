@@ -1,0 +1,72 @@
+"""check_connection reports instead of raising; the Dagster resource keeps the key out of reprs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dagster as dg
+import httpx
+import pytest
+
+from lgm_pipeline.smartmoving.client import SmartMovingClient
+from lgm_pipeline.smartmoving.connection import check_connection
+from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline_tests.smartmoving.conftest import TEST_KEY
+
+MakeClient = Callable[..., SmartMovingClient]
+
+
+def test_connection_ok_lists_branch_names(make_client: MakeClient) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/ping"):
+            return httpx.Response(200, text="")
+        return httpx.Response(200, json=[{"id": "1", "name": "Toronto"}, {"id": "2", "name": "Ottawa"}])
+
+    report = check_connection(make_client(handler))
+    assert report.ok and report.key_valid and report.error is None
+    assert report.branches == ["Toronto", "Ottawa"]
+    assert report.latency_ms is not None and report.latency_ms >= 0
+
+
+def test_connection_with_bad_key_is_reported_not_raised(make_client: MakeClient) -> None:
+    report = check_connection(make_client(lambda request: httpx.Response(401)))
+    assert (report.ok, report.key_valid, report.branches) == (False, False, [])
+    assert report.error == "SmartMoving rejected the API key (401)"
+
+
+def test_connection_when_unreachable_cannot_judge_the_key(make_client: MakeClient) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    report = check_connection(make_client(handler, max_retries=1))
+    assert (report.ok, report.key_valid, report.latency_ms) == (False, None, None)
+    assert report.error is not None and "unavailable after 2 attempts" in report.error
+
+
+def test_resource_resolves_env_var_and_hides_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGM_TEST_SMARTMOVING_KEY", TEST_KEY)
+    resource = SmartMovingResource(
+        base_url="https://sm.example.test/v1",
+        api_key=dg.EnvVar("LGM_TEST_SMARTMOVING_KEY"),
+        page_size=250,
+        rate_limit_per_minute=None,
+    )
+    seen: dict[str, object] = {}
+
+    @dg.asset
+    def probe(smartmoving: SmartMovingResource) -> None:
+        seen["repr"] = repr(smartmoving)
+        seen["str"] = str(smartmoving)
+        with smartmoving.get_client() as client:
+            seen["client"] = repr(client)
+            seen["page_size"] = client.page_size
+            seen["limited"] = client._bucket is not None
+            seen["resolved"] = client._api_key == TEST_KEY
+
+    result = dg.materialize([probe], resources={"smartmoving": resource})
+    assert result.success
+    assert seen["resolved"] is True
+    assert (seen["page_size"], seen["limited"]) == (250, False)
+    assert seen["client"] == "SmartMovingClient(base_url='https://sm.example.test/v1')"
+    for text in (seen["repr"], seen["str"], repr(resource)):
+        assert TEST_KEY not in str(text)
