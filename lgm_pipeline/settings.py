@@ -13,7 +13,6 @@ DATABASE_URL_ENV = "LGM_DATABASE_URL"
 TEST_DATABASE_URL_ENV = "LGM_TEST_DATABASE_URL"
 HOME_ENV = "LGM_HOME"
 DAGSTER_STORAGE_URL_ENV = "LGM_DAGSTER_STORAGE_URL"
-DAGSTER_DATABASE_NAME = "dagster"
 
 
 def lgm_home() -> Path:
@@ -23,3 +22,19 @@ def lgm_home() -> Path:
 
 def configured_database_url() -> str | None:
     return os.environ.get(DATABASE_URL_ENV) or None
+
+
+RATE_LIMIT_OVERRIDE_ENV = "LGM_SMARTMOVING_RATE_LIMIT"
+
+
+def smartmoving_rate_limit(tenant_default: int) -> int | None:
+    """Client-side SmartMoving budget: ``LGM_SMARTMOVING_RATE_LIMIT`` ("off" or calls/min) over the tenant's."""
+    value = (os.environ.get(RATE_LIMIT_OVERRIDE_ENV) or "").strip().lower()
+    if not value:
+        return tenant_default
+    if value == "off":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{RATE_LIMIT_OVERRIDE_ENV} must be 'off' or a whole number, not {value!r}") from None

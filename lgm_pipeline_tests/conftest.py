@@ -53,5 +53,6 @@ def database_url(postgres_server_url: str, monkeypatch: pytest.MonkeyPatch, tmp_
 
         shared_engine.cache_clear()
         with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for database in (name, f"{name}_dagster"):  # the second one exists once `lgm` ran
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         admin.dispose()

@@ -13,8 +13,11 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from lgm_pipeline.assets.partitions import TenantPartitions, journey_partition_key
+from lgm_pipeline.assets.partitions import journey_partition_key
 from lgm_pipeline.tenants import Tenant
+
+#: Raw runs carrying this tag had their journeys rebuilt by the caller (``lgm sync``); the sensor skips them.
+JOURNEYS_HANDLED_TAG = "lgm/journeys_handled_by"
 
 REFRESH_CRON = "0 */2 * * *"
 RETENTION_CRON = "30 3 * * *"
@@ -28,17 +31,15 @@ def journeys_job_name(tenant: Tenant) -> str:
     return f"{tenant.key}_journeys"
 
 
-def build_jobs(tenant: Tenant, partitions: TenantPartitions) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
+def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
     raw = dg.define_asset_job(
         raw_job_name(tenant),
         selection=dg.AssetSelection.groups(f"{tenant.key}_raw"),
-        partitions_def=partitions.service_date,
         description="Pull one service date from SmartMoving into the raw tables.",
     )
     journeys = dg.define_asset_job(
         journeys_job_name(tenant),
         selection=dg.AssetSelection.assets(dg.AssetKey([tenant.key, "journeys"])),
-        partitions_def=partitions.journeys,
         description="Rebuild one date x branch partition of journeys from the raw tables (no API call).",
     )
     retention = dg.define_asset_job(
@@ -99,7 +100,8 @@ def build_fan_out_sensor(tenant: Tenant, journeys_job: dg.UnresolvedAssetJobDefi
         )
         for record in result.records:
             day = record.partition_key
-            if day is None:
+            run = context.instance.get_run_by_id(record.run_id)
+            if day is None or (run is not None and JOURNEYS_HANDLED_TAG in run.tags):
                 continue
             for location_id in tenant.location_ids:
                 yield dg.RunRequest(

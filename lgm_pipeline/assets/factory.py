@@ -14,6 +14,7 @@ from lgm_pipeline.assets.journeys import build_journeys_asset
 from lgm_pipeline.assets.maintenance import build_retention_asset
 from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.assets.raw import build_raw_assets, smartmoving_resource_key
+from lgm_pipeline.settings import smartmoving_rate_limit
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.tenants import Tenant
 
@@ -23,7 +24,7 @@ def smartmoving_resource(tenant: Tenant) -> SmartMovingResource:
     return SmartMovingResource(
         base_url=dg.EnvVar(tenant.smartmoving.base_url_env),
         api_key=dg.EnvVar(tenant.smartmoving.api_key_env),
-        rate_limit_per_minute=tenant.smartmoving.rate_limit_per_minute,
+        rate_limit_per_minute=smartmoving_rate_limit(tenant.smartmoving.rate_limit_per_minute),
     )
 
 
@@ -37,8 +38,7 @@ def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
 
 
 def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
-    partitions = tenant_partitions(tenant)
-    raw_job, journeys_job, retention_job = build_jobs(tenant, partitions)
+    raw_job, journeys_job, retention_job = build_jobs(tenant)
     return dg.Definitions(
         assets=tenant_assets(tenant),
         jobs=[raw_job, journeys_job, retention_job],

@@ -1,7 +1,5 @@
 """Normalized truck journeys of one tenant, partitioned by service date x branch, with their checks."""
 
-from __future__ import annotations
-
 import datetime as dt
 import time
 from typing import Any
@@ -135,7 +133,7 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         yield dg.Output(
             frame,
             metadata={
-                "rows": dg.MetadataValue.int(int((~quarantined).sum())),
+                "journeys": dg.MetadataValue.int(int((~quarantined).sum())),
                 "quarantined": dg.MetadataValue.int(int(quarantined.sum())),
                 "flagged": dg.MetadataValue.int(int(stored["dq_flags"].map(bool).sum())),
                 "branch": location_id,

@@ -1,7 +1,5 @@
 """Housekeeping assets: retention of raw payloads and sync history (never journeys)."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from lgm_pipeline.assets.raw import OWNERS

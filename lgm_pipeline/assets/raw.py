@@ -4,8 +4,6 @@ The customers list is pulled once per date (never per branch); opportunity detai
 opportunity, and only when the list summary changed or the cached copy is older than allowed.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import time
 from collections import Counter

@@ -14,7 +14,7 @@ from functools import cache
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from lgm_pipeline.settings import DAGSTER_DATABASE_NAME, configured_database_url, lgm_home
+from lgm_pipeline.settings import configured_database_url, lgm_home
 
 log = logging.getLogger(__name__)
 _embedded_lock = threading.Lock()
@@ -49,13 +49,18 @@ def sqlalchemy_url(url: str, database: str | None = None) -> URL:
     return parsed.set(database=database) if database else parsed
 
 
+def dagster_database_name(url: str) -> str:
+    """Dagster's own database on the same server: ``<application database>_dagster``."""
+    return f"{make_url(url).database or 'postgres'}_dagster"
+
+
 def dagster_storage_url(url: str) -> str:
-    """Dagster's own storage: the ``dagster`` database of the same server, through psycopg2.
+    """Dagster's own storage (runs, events, schedules) through psycopg2, beside the application database.
 
     dagster-postgres issues ``NOTIFY run_events, $1`` style statements that psycopg 3 rejects,
     so its URL must name psycopg2 explicitly.
     """
-    parsed = make_url(url).set(drivername="postgresql+psycopg2", database=DAGSTER_DATABASE_NAME)
+    parsed = make_url(url).set(drivername="postgresql+psycopg2", database=dagster_database_name(url))
     return parsed.render_as_string(hide_password=False)
 
 

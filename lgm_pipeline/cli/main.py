@@ -1,0 +1,187 @@
+"""``lgm``: the command line of lgm-pipeline.
+
+lgm up                 embedded PostgreSQL + simulator (if needed), one full sync, then the Dagster UI
+lgm sync               what the schedule does, headless, in one process; non-zero exit on failure
+lgm status             last sync per tenant and branch
+lgm simulator          the SmartMoving simulator alone
+lgm check-connection   ping SmartMoving, report latency, key validity and branches
+lgm db migrate | grant-reader
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from lgm_pipeline.cli.runtime import SetupError, lgm_runtime, project_file
+from lgm_pipeline.tenants import TenantConfigError, load_tenants
+from lgm_pipeline.tenants.config import get_tenant
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def _sync(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from lgm_pipeline.definitions import build_definitions
+    from lgm_pipeline.sync import format_report, run_sync
+
+    defs = build_definitions()
+    instance = dg.DagsterInstance.get()
+    ok = True
+    tenants = [get_tenant(args.tenant)] if args.tenant else list(load_tenants())
+    for tenant in tenants:
+        report = run_sync(defs, tenant, instance, args.date or None, args.branch or None, progress=_progress)
+        print(format_report(report))
+        ok = ok and report.ok
+    return 0 if ok else 1
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    with lgm_runtime():
+        return _sync(args)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    with lgm_runtime() as runtime:
+        print("Syncing today and tomorrow before starting the UI...", file=sys.stderr)
+        args.date, args.branch, args.tenant = None, None, None
+        sync_status = _sync(args)
+        if sync_status:
+            print("The first sync had failures (see above); the UI shows the failed runs.", file=sys.stderr)
+        command = ["dagster", "dev", "-w", str(project_file("workspace.yaml")), "-h", args.host, "-p", str(args.port)]
+        print(f"Dagster UI: http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
+        print(f"Data: PostgreSQL {runtime.dagster_home.parent}", file=sys.stderr)
+        process = subprocess.Popen(command, start_new_session=True)
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            # dagster dev runs in its own session: forward the interrupt to its whole group and wait,
+            # so the webserver, daemon and run workers exit before the database is stopped.
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+            print("Stopped.", file=sys.stderr)
+            return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from lgm_pipeline.status import format_status, tenant_status
+
+    with lgm_runtime(smartmoving=False, say=False):
+        for tenant in load_tenants():
+            print(format_status(tenant_status(tenant)))
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from lgm_pipeline.simulator import SimulatorConfig, parse_fault_options, serve_forever
+
+    config = SimulatorConfig(
+        seed=args.seed,
+        customers_per_day=args.customers_per_day,
+        rate_limit_per_minute=None if args.rate_limit <= 0 else args.rate_limit,
+        faults=parse_fault_options(args.fault or []),
+        **({"api_key": args.api_key} if args.api_key else {}),
+    )
+    serve_forever(config, port=args.port)
+    return 0
+
+
+def cmd_check_connection(args: argparse.Namespace) -> int:
+    from lgm_pipeline.assets.factory import smartmoving_resource
+    from lgm_pipeline.smartmoving.connection import check_connection
+
+    ok = True
+    with lgm_runtime():
+        for tenant in load_tenants():
+            resource = smartmoving_resource(tenant)
+            with resource.get_client() as client:
+                report = check_connection(client)
+            status = "ok" if report.ok else f"FAILED: {report.error}"
+            print(f"{tenant.key}: {status}")
+            print(f"  latency {report.latency_ms} ms, key valid: {report.key_valid}")
+            print(f"  branches: {', '.join(report.branches) or '-'}")
+            ok = ok and report.ok
+    return 0 if ok else 1
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from lgm_pipeline.storage.access import grant_reader
+    from lgm_pipeline.storage.resources import PostgresResource
+
+    with lgm_runtime(smartmoving=False, say=False):
+        postgres = PostgresResource()
+        if args.db_command == "migrate":
+            for tenant in load_tenants():
+                print(f"{tenant.key}: schema {tenant.schema} up to date")
+            return 0
+        tenant = get_tenant(args.tenant)
+        password = os.environ.get(args.password_env) if args.password_env else getpass.getpass("Password: ")
+        if not password:
+            raise SetupError("an empty password is not accepted")
+        grant_reader(postgres.engine(), tenant, args.login, password)
+        print(f"{args.login} can now read schema {tenant.schema} (read-only)")
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lgm", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="sync once, then serve the Dagster UI and daemon until Ctrl-C")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=3000)
+    up.set_defaults(func=cmd_up)
+
+    sync = commands.add_parser("sync", help="sync the window (default: today and tomorrow, all branches)")
+    sync.add_argument("--date", action="append", type=dt.date.fromisoformat, help="YYYY-MM-DD (repeatable)")
+    sync.add_argument("--branch", action="append", help="location id, e.g. loc_lgm_calgary_001 (repeatable)")
+    sync.add_argument("--tenant", help="only this tenant key")
+    sync.set_defaults(func=cmd_sync)
+
+    commands.add_parser("status", help="last sync per tenant and branch").set_defaults(func=cmd_status)
+
+    sim = commands.add_parser("simulator", help="serve the SmartMoving simulator on loopback")
+    sim.add_argument("--port", type=int, default=8765)
+    sim.add_argument("--api-key", help="key to accept (default: the documented demo key)")
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--customers-per-day", type=int, default=185)
+    sim.add_argument("--rate-limit", type=int, default=120, help="requests per minute per key; 0 = off")
+    sim.add_argument("--fault", action="append", help="e.g. error_rate=0.1, latency_ms=200, down (repeatable)")
+    sim.set_defaults(func=cmd_simulator)
+
+    commands.add_parser("check-connection", help="ping SmartMoving").set_defaults(func=cmd_check_connection)
+
+    db = commands.add_parser("db", help="database administration")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("migrate", help="apply pending migrations for every tenant")
+    grant = db_commands.add_parser("grant-reader", help="create or update a read-only login for a tenant's CRM")
+    grant.add_argument("--tenant", required=True)
+    grant.add_argument("--login", required=True)
+    grant.add_argument("--password-env", help="read the password from this environment variable (else prompt)")
+    db.set_defaults(func=cmd_db)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (SetupError, TenantConfigError, ValueError) as error:
+        print(f"lgm: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

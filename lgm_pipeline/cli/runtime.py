@@ -1,0 +1,112 @@
+"""What every ``lgm`` command sets up first: PostgreSQL, the Dagster home, SmartMoving settings.
+
+- ``LGM_DATABASE_URL`` unset: the embedded PostgreSQL under ``$LGM_HOME`` is started (or reused) and
+  its URL exported, so the Dagster webserver, daemon and run workers started from here use it too.
+- Dagster's instance storage goes to the ``dagster`` database of the same server (``dagster.yaml``).
+- A tenant with neither its SmartMoving base URL nor its key in the environment syncs from a
+  simulator started here, and we say so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lgm_pipeline.settings import (
+    DAGSTER_STORAGE_URL_ENV,
+    DATABASE_URL_ENV,
+    RATE_LIMIT_OVERRIDE_ENV,
+    lgm_home,
+    smartmoving_rate_limit,
+)
+from lgm_pipeline.storage.database import (
+    dagster_database_name,
+    dagster_storage_url,
+    database_url,
+    ensure_database,
+    redacted,
+)
+from lgm_pipeline.tenants import Tenant, load_tenants
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SetupError(RuntimeError):
+    """Configuration the user must fix; the message says what and how."""
+
+
+@dataclass
+class Runtime:
+    database_url: str
+    dagster_home: Path
+    simulated_tenants: list[str] = field(default_factory=list)
+
+
+def project_file(name: str) -> Path:
+    path = PROJECT_ROOT / name
+    if not path.exists():
+        raise SetupError(f"{name} not found next to the package ({PROJECT_ROOT}); install with `pip install -e .`")
+    return path
+
+
+def _prepare_dagster_home() -> Path:
+    if os.environ.get("DAGSTER_HOME"):
+        return Path(os.environ["DAGSTER_HOME"])
+    home = lgm_home() / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(project_file("dagster.yaml"), home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
+def _smartmoving_settings(tenant: Tenant, stack: ExitStack, say: bool) -> bool:
+    """Returns True when the tenant is served by a local simulator."""
+    url_env, key_env = tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env
+    has_url, has_key = bool(os.environ.get(url_env)), bool(os.environ.get(key_env))
+    if has_url and has_key:
+        return False
+    if has_url != has_key:
+        missing = key_env if has_url else url_env
+        raise SetupError(f"tenant {tenant.key}: {missing} is not set (set both {url_env} and {key_env}, or neither)")
+    from lgm_pipeline.simulator import SimulatorConfig, start_simulator
+
+    # The built-in simulator is for seeing data flow in a minute: no throttle on either side, unless the
+    # user asked for a client budget (then the simulator enforces the tenant's real limit too).
+    os.environ.setdefault(RATE_LIMIT_OVERRIDE_ENV, "off")
+    limit = smartmoving_rate_limit(tenant.smartmoving.rate_limit_per_minute)
+    simulator = stack.enter_context(start_simulator(SimulatorConfig(rate_limit_per_minute=limit)))
+    os.environ[url_env] = simulator.base_url
+    os.environ[key_env] = simulator.api_key
+    if say:
+        print(
+            f"No SmartMoving settings for tenant {tenant.key} ({url_env}/{key_env}): "
+            f"syncing from the built-in simulator at {simulator.base_url}",
+            file=sys.stderr,
+        )
+    return True
+
+
+@contextmanager
+def lgm_runtime(*, smartmoving: bool = True, say: bool = True) -> Iterator[Runtime]:
+    """Database, Dagster home and (optionally) SmartMoving settings for the duration of a command."""
+    with ExitStack() as stack:
+        url = database_url()
+        os.environ[DATABASE_URL_ENV] = url
+        ensure_database(url, dagster_database_name(url))
+        os.environ[DAGSTER_STORAGE_URL_ENV] = dagster_storage_url(url)
+        runtime = Runtime(database_url=url, dagster_home=_prepare_dagster_home())
+        if say:
+            print(f"PostgreSQL: {redacted(url)}", file=sys.stderr)
+        if smartmoving:
+            runtime.simulated_tenants = [t.key for t in load_tenants() if _smartmoving_settings(t, stack, say)]
+        from lgm_pipeline.storage.resources import PostgresResource
+
+        postgres = PostgresResource()
+        for tenant in load_tenants():
+            postgres.ensure_tenant(tenant)
+        yield runtime

@@ -1,0 +1,71 @@
+"""``lgm status``: the old system's sync status, in the terminal, read from ``sync_runs``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from lgm_pipeline.assets.metadata import CYCLES_PER_DAY
+from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.storage.tables import sync_runs, tenant_options
+from lgm_pipeline.tenants import Tenant
+
+#: A branch whose latest journeys write is older than this is reported stale (two missed cycles ~ 2h30).
+STALE_AFTER = dt.timedelta(hours=2, minutes=30)
+
+
+@dataclass
+class TenantStatus:
+    tenant: Tenant
+    branches: list[dict[str, Any]]
+    api_calls_today: int
+    projected_monthly_calls: int
+
+
+def tenant_status(tenant: Tenant, postgres: PostgresResource | None = None) -> TenantStatus:
+    postgres = postgres or PostgresResource()
+    rows = postgres.latest_sync_status(tenant)
+    day_start = dt.datetime.combine(tenant.today(), dt.time(), tzinfo=tenant.tz)
+    with postgres.ensure_tenant(tenant).connect() as conn:
+        calls_today = (
+            conn.execution_options(**tenant_options(tenant))
+            .execute(
+                sa.select(sa.func.coalesce(sa.func.sum(sync_runs.c.api_calls), 0)).where(
+                    sync_runs.c.started_at >= day_start
+                )
+            )
+            .scalar_one()
+        )
+    now = dt.datetime.now(dt.UTC)
+    elapsed_share = max((now - day_start).total_seconds() / 86400, 1 / CYCLES_PER_DAY)
+    projected = int(calls_today / elapsed_share * 30) if calls_today else 0
+    return TenantStatus(tenant, rows, int(calls_today), projected)
+
+
+def format_status(status: TenantStatus) -> str:
+    tenant = status.tenant
+    quota = tenant.smartmoving.monthly_call_quota
+    lines = [f"{tenant.name} ({tenant.key}, schema {tenant.schema})"]
+    if not status.branches:
+        lines.append("  never synced: run `lgm sync`")
+    else:
+        lines.append(
+            f"  {'date':<12}{'branch':<32}{'age':>9}{'rows':>6}{'ins':>5}{'upd':>5}{'del':>5}{'quar.':>6}  state"
+        )
+        for row in status.branches:
+            age: dt.timedelta = row["age"]
+            minutes = int(age.total_seconds() // 60)
+            state = "STALE" if age > STALE_AFTER else row["status"]
+            lines.append(
+                f"  {row['service_date'].isoformat():<12}{row['location_id']:<32}{minutes:>7}m"
+                f"{row['rows_written']:>6}{row['inserted']:>5}{row['updated']:>5}{row['deleted']:>5}"
+                f"{row['quarantined']:>6}  {state}"
+            )
+    lines.append(
+        f"  API calls today {status.api_calls_today}; projected this month {status.projected_monthly_calls} "
+        f"of {quota} ({status.projected_monthly_calls / quota:.0%} of quota)"
+    )
+    return "\n".join(lines)

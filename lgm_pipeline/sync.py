@@ -1,0 +1,162 @@
+"""A full sync in one process: what the schedule and the fan-out sensor do, run headless.
+
+Used by ``lgm sync`` and ``lgm up``. Runs go through the Dagster instance like any other run, so
+they show in the UI; the raw runs are tagged so the fan-out sensor does not rebuild journeys again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from lgm_pipeline.assets.automation import JOURNEYS_HANDLED_TAG, journeys_job_name, raw_job_name
+from lgm_pipeline.assets.partitions import journey_partition_key
+from lgm_pipeline.tenants import Tenant
+
+
+@dataclass
+class BranchResult:
+    service_date: dt.date
+    location_id: str
+    success: bool
+    rows: int = 0
+    quarantined: int = 0
+    flagged: int = 0
+    checks_passed: int = 0
+    checks_warned: int = 0
+    checks_failed: int = 0
+    failed_checks: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class SyncReport:
+    tenant: Tenant
+    dates: list[dt.date]
+    branches: list[BranchResult] = field(default_factory=list)
+    raw_failures: dict[dt.date, str] = field(default_factory=dict)
+    api_calls: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.raw_failures and all(b.success for b in self.branches)
+
+    @property
+    def total_api_calls(self) -> int:
+        return sum(self.api_calls.values())
+
+
+Progress = Callable[[str], None]
+
+
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
+            return event.step_failure_data.error.message.strip().splitlines()[0]
+    return "run failed"
+
+
+def _add_api_calls(report: SyncReport, result: dg.ExecuteInProcessResult) -> None:
+    for event in result.get_asset_materialization_events():
+        calls = event.materialization.metadata.get("api_calls_by_endpoint")
+        for endpoint, count in (calls.value if calls else {}).items():  # type: ignore[union-attr]
+            report.api_calls[endpoint] = report.api_calls.get(endpoint, 0) + int(count)
+
+
+def _branch_result(day: dt.date, location_id: str, result: dg.ExecuteInProcessResult) -> BranchResult:
+    branch = BranchResult(day, location_id, success=result.success)
+    if not result.success:
+        branch.error = _failure_text(result)
+        return branch
+    for event in result.get_asset_materialization_events():
+        metadata = event.materialization.metadata
+        branch.rows = int(metadata["journeys"].value)  # type: ignore[arg-type]
+        branch.quarantined = int(metadata["quarantined"].value)  # type: ignore[arg-type]
+        branch.flagged = int(metadata["flagged"].value)  # type: ignore[arg-type]
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.passed:
+            branch.checks_passed += 1
+            continue
+        branch.failed_checks.append(evaluation.check_name)
+        if evaluation.severity == dg.AssetCheckSeverity.WARN:
+            branch.checks_warned += 1
+        else:
+            branch.checks_failed += 1
+    return branch
+
+
+def run_sync(
+    defs: dg.Definitions,
+    tenant: Tenant,
+    instance: dg.DagsterInstance,
+    dates: Sequence[dt.date] | None = None,
+    location_ids: Sequence[str] | None = None,
+    progress: Progress = lambda _: None,
+    run_config: dict | None = None,
+) -> SyncReport:
+    """Pull each date once, then rebuild journeys for each (date, branch)."""
+    started = time.monotonic()
+    dates = list(dates or tenant.sync_window())
+    unknown = sorted(set(location_ids or ()) - set(tenant.location_ids))
+    if unknown:
+        raise ValueError(f"unknown branch(es) {unknown}; configured: {tenant.location_ids}")
+    branches = list(location_ids or tenant.location_ids)
+    report = SyncReport(tenant, dates)
+    raw_job = defs.resolve_job_def(raw_job_name(tenant))
+    journeys_job = defs.resolve_job_def(journeys_job_name(tenant))
+    for day in dates:
+        progress(f"{tenant.key} {day}: pulling customers and opportunity details from SmartMoving")
+        raw = raw_job.execute_in_process(
+            partition_key=day.isoformat(),
+            instance=instance,
+            raise_on_error=False,
+            tags={JOURNEYS_HANDLED_TAG: "lgm-sync"},
+            run_config=run_config,
+        )
+        _add_api_calls(report, raw)
+        if not raw.success:
+            report.raw_failures[day] = _failure_text(raw)
+            progress(f"{tenant.key} {day}: FAILED {report.raw_failures[day]}")
+            continue
+        progress(f"{tenant.key} {day}: {report.total_api_calls} API calls so far")
+        for location_id in branches:
+            result = journeys_job.execute_in_process(
+                partition_key=journey_partition_key(day.isoformat(), location_id),
+                instance=instance,
+                raise_on_error=False,
+            )
+            branch = _branch_result(day, location_id, result)
+            report.branches.append(branch)
+            state = "ok" if branch.success else f"FAILED {branch.error}"
+            progress(
+                f"{tenant.key} {day} {location_id}: {branch.rows} journeys, {branch.quarantined} quarantined, {state}"
+            )
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def format_report(report: SyncReport) -> str:
+    lines = [
+        f"{report.tenant.name} ({report.tenant.key}): {', '.join(d.isoformat() for d in report.dates)}",
+        f"{'date':<12}{'branch':<32}{'rows':>6}{'quar.':>7}{'flag.':>7}{'checks ok/warn/fail':>21}  status",
+    ]
+    for b in report.branches:
+        checks = f"{b.checks_passed}/{b.checks_warned}/{b.checks_failed}"
+        status = "ok" if b.success else f"FAILED: {b.error}"
+        lines.append(
+            f"{b.service_date.isoformat():<12}{b.location_id:<32}{b.rows:>6}{b.quarantined:>7}{b.flagged:>7}"
+            f"{checks:>21}  {status}"
+        )
+    for day, error in report.raw_failures.items():
+        lines.append(f"{day.isoformat():<12}{'(all branches)':<32}{'':>41}  FAILED: {error}")
+    calls = ", ".join(f"{k}={v}" for k, v in sorted(report.api_calls.items())) or "none"
+    lines.append(
+        f"rows {sum(b.rows for b in report.branches)}, quarantined {sum(b.quarantined for b in report.branches)}, "
+        f"API calls {report.total_api_calls} ({calls}), {report.duration_s:.1f} s"
+    )
+    return "\n".join(lines)

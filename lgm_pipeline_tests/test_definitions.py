@@ -1,0 +1,78 @@
+"""The code location loads, and its shape is what the UI and the schedule rely on."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from lgm_pipeline.definitions import build_definitions, defs
+from lgm_pipeline.tenants import load_tenants
+from lgm_pipeline.tenants.config import parse_tenants
+
+
+def test_definitions_are_loadable() -> None:
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_asset_specs_snapshot() -> None:
+    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    assert sorted(specs) == [
+        "lgm/history_retention",
+        "lgm/journeys",
+        "lgm/smartmoving_customers",
+        "lgm/smartmoving_jobs",
+        "lgm/smartmoving_opportunities",
+    ]
+    for spec in specs.values():
+        assert spec.description, spec.key
+        assert spec.owners == ["team:data-engineering"]
+    journeys = specs["lgm/journeys"]
+    assert isinstance(journeys.partitions_def, dg.MultiPartitionsDefinition)
+    assert {d.name for d in journeys.partitions_def.partitions_defs} == {"date", "branch"}
+    assert journeys.group_name == "lgm_journeys"
+    assert {"pandas", "postgres"} <= set(journeys.kinds)
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert checks == {
+        "customer_contact",
+        "job_fields",
+        "branch_mapping",
+        "financials",
+        "status_mapping",
+        "journey_ids_unique",
+        "service_date_in_partition",
+    }
+
+
+def test_api_key_is_an_env_var_not_a_value() -> None:
+    resource = defs.resources["smartmoving_lgm"]
+    assert isinstance(resource.api_key, dg.EnvVar) and resource.api_key.env_var_name == "SMARTMOVING_API_KEY"
+
+
+def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch) -> None:
+    import yaml
+
+    from lgm_pipeline.tenants import config as tenants_config
+
+    lgm = yaml.safe_load(tenants_config.DEFAULT_TENANTS_FILE.read_text())["tenants"][0]
+    acme = {
+        **lgm,
+        "key": "acme",
+        "client_id": "clm_acme",
+        "name": "Acme Movers",
+        "timezone": "America/Vancouver",
+        "smartmoving": {"api_key_env": "ACME_SM_KEY", "base_url_env": "ACME_SM_URL"},
+        "branches": [{"location_id": "loc_acme_1", "name": "One", "smartmoving_branch_name": "ONE"}],
+    }
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump({"tenants": [lgm, acme]}))
+    monkeypatch.setenv(tenants_config.TENANTS_FILE_ENV, str(path))
+    assert [t.key for t in load_tenants()] == ["lgm", "acme"]
+    two = build_definitions()
+    keys = {k.to_user_string() for k in two.resolve_all_asset_keys()}
+    assert {"acme/journeys", "lgm/journeys"} <= keys
+    assert {s.name for s in two.schedules} == {
+        "lgm_every_2_hours",
+        "lgm_daily_retention",
+        "acme_every_2_hours",
+        "acme_daily_retention",
+    }
+    assert parse_tenants({"tenants": [acme]})[0].schema == "tenant_acme"
