@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,15 +71,9 @@ class WriteResult:
 # --- DataFrame -> COPY rows ----------------------------------------------------------------
 
 
-def _is_null(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _to_json(value: Any) -> str:
-    # default=str: payloads may carry datetimes or Decimals; their text form is what the API sent.
-    return json.dumps(value, ensure_ascii=False, default=str)
+#: One encoder for every value: ``json.dumps`` with options builds a new encoder per call.
+#: default=str: payloads may carry datetimes or Decimals; their text form is what the API sent.
+_to_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
 
 
 def _to_date(value: Any) -> dt.date:
@@ -106,11 +99,13 @@ def _converter(column: sa.Column[Any], series: pd.Series) -> Callable[[Any], Any
 
 
 def _column_values(column: sa.Column[Any], series: pd.Series) -> list[Any]:
+    """The column as Python values for COPY; NaN, None, pd.NA and NaT become NULL."""
     convert = _converter(column, series)
+    nulls = series.isna().to_numpy()  # element-wise: a list or dict cell is not null
     values = series.tolist()
     if convert is None:
-        return [None if _is_null(v) else v for v in values]
-    return [None if _is_null(v) else convert(v) for v in values]
+        return [None if null else v for v, null in zip(values, nulls, strict=True)] if nulls.any() else values
+    return [None if null else convert(v) for v, null in zip(values, nulls, strict=True)]
 
 
 def _copy_rows(
@@ -326,50 +321,59 @@ def _merge_journeys(
     columns = [c.name for c in journeys.columns]
     compared = [c for c in columns if c not in VOLATILE_JOURNEY_COLUMNS]
     column_list = ", ".join(q(c) for c in columns)
+    set_all = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in columns if c != "id")
+
+    def differs(new: str) -> str:
+        return "({}) IS DISTINCT FROM ({})".format(
+            ", ".join(f"j.{q(c)}" for c in compared), ", ".join(f"{new}.{q(c)}" for c in compared)
+        )
+
     changed = "array_remove(ARRAY[{}], NULL)".format(
-        ", ".join(f"CASE WHEN u.{q(c)} IS DISTINCT FROM b.{q(c)} THEN '{c}' END" for c in compared)
+        ", ".join(f"CASE WHEN j.{q(c)} IS DISTINCT FROM old.{q(c)} THEN '{c}' END" for c in compared)
     )
-    # One statement: `before` reads the snapshot taken before the upsert, so the audit gets the
-    # old values of exactly the columns that changed. ON CONFLICT moves a job rescheduled into
-    # this partition from another one; the WHERE leaves unchanged rows and stale rebuilds alone.
-    counts = conn.execute(
+    # Existing ids whose content changed, wherever they are: a job rescheduled into this
+    # partition moves here. The self-join `old` reads the statement's snapshot, i.e. the values
+    # before the update, so the audit gets exactly the changed columns' old and new values.
+    # Unchanged rows and stale rebuilds (older source_fetched_at) are not touched at all.
+    updated = conn.execute(
         sa.text(
             f"""
-            WITH incoming AS (SELECT {column_list} FROM {stage} s WHERE {valid}),
-            before AS (SELECT j.* FROM {target} j WHERE j.id IN (SELECT id FROM incoming)),
-            upserted AS (
-              INSERT INTO {target} AS j ({column_list}) SELECT {column_list} FROM incoming
-              ON CONFLICT (id) DO UPDATE SET
-                {", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in columns if c != "id")}
-              WHERE ({", ".join(f"j.{q(c)}" for c in compared)})
-                    IS DISTINCT FROM ({", ".join(f"EXCLUDED.{q(c)}" for c in compared)})
-                AND EXCLUDED.source_fetched_at >= j.source_fetched_at
-              RETURNING j.*
-            ),
-            changes AS (
-              SELECT u.id, b.id IS NULL AS is_insert, {changed} AS changed,
-                     to_jsonb(u) - {excluded_from_image} AS new_row,
-                     to_jsonb(b) - {excluded_from_image} AS old_row
-              FROM upserted u LEFT JOIN before b ON b.id = u.id
-            ),
-            audited AS (
-              INSERT INTO {audit} ({audit_columns})
-              SELECT id,
-                     CASE WHEN is_insert THEN 'insert' ELSE 'update' END,
-                     CASE WHEN is_insert THEN '{{}}'::text[] ELSE changed END,
-                     CASE WHEN is_insert THEN NULL ELSE {_image("old_row", "changed")} END,
-                     CASE WHEN is_insert THEN new_row ELSE {_image("new_row", "changed")} END,
-                     :run_id, :partition_key
-              FROM changes
-              RETURNING action
+            WITH changed AS (
+              UPDATE {target} j SET {", ".join(f"{q(c)} = s.{q(c)}" for c in columns if c != "id")}
+              FROM {stage} s JOIN {target} old ON old.id = s.id
+              WHERE j.id = s.id AND {valid} AND {differs("s")} AND s.source_fetched_at >= j.source_fetched_at
+              RETURNING j.id, {changed} AS columns,
+                        to_jsonb(j) - {excluded_from_image} AS new_row,
+                        to_jsonb(old) - {excluded_from_image} AS old_row
             )
-            SELECT count(*) FILTER (WHERE action = 'insert'), count(*) FILTER (WHERE action = 'update')
-            FROM audited
+            INSERT INTO {audit} ({audit_columns})
+            SELECT id, 'update', columns, {_image("old_row", "columns")}, {_image("new_row", "columns")},
+                   :run_id, :partition_key
+            FROM changed
             """
         ),
         params,
-    ).one()
-
+    ).rowcount
+    # New ids. ON CONFLICT covers another partition's write inserting the same id meanwhile
+    # (a job moving between them), with the same change and staleness rules as above.
+    inserted = conn.execute(
+        sa.text(
+            f"""
+            WITH added AS (
+              INSERT INTO {target} AS j ({column_list})
+              SELECT {column_list} FROM {stage} s
+              WHERE {valid} AND NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.id)
+              ON CONFLICT (id) DO UPDATE SET {set_all}
+              WHERE {differs("EXCLUDED")} AND EXCLUDED.source_fetched_at >= j.source_fetched_at
+              RETURNING j.*
+            )
+            INSERT INTO {audit} ({audit_columns})
+            SELECT a.id, 'insert', '{{}}', NULL, to_jsonb(a) - {excluded_from_image}, :run_id, :partition_key
+            FROM added a
+            """
+        ),
+        params,
+    ).rowcount
     # An id valid now (in any partition) leaves quarantine; this partition's quarantine is
     # replaced by the frame's quarantined rows. Rows of unknown branches (location_id NULL)
     # belong to every branch partition of the date, which all write them identically.
@@ -409,7 +413,7 @@ def _merge_journeys(
         {**params, "client_id": tenant.client_id},
     ).rowcount
     return WriteResult(
-        journeys.name, rows, inserted=counts[0], updated=counts[1], deleted=deleted, quarantined=quarantined
+        journeys.name, rows, inserted=inserted, updated=updated, deleted=deleted, quarantined=quarantined
     )
 
 

@@ -1,0 +1,236 @@
+"""Load benchmark: the IO manager's COPY + merge against naive per-row INSERTs.
+
+Run on purpose, not in CI::
+
+    python bench/load_benchmark.py --rows 10000 1000000
+
+Both paths write the same generated ``journeys`` frame (one date/branch partition) into their
+own fresh tenant schema of the ``lgm_bench`` database on the server of ``LGM_DATABASE_URL`` (or
+the embedded one); both times include the Python-side conversion (JSON encoding). COPY + merge
+is the production path (staging, merge, audit rows, sync_runs); per-row is psycopg's
+``executemany`` of a single-row INSERT with no merge and no audit, i.e. less work.
+Per-row runs only up to ``--per-row-max`` rows (100k by default) because it gets slow.
+Each case runs in its own process so its peak RSS (``getrusage``) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lgm_pipeline.storage.database import create_engine, database_url, ensure_database
+from lgm_pipeline.storage.migrations import migrate
+from lgm_pipeline.storage.tables import journeys
+from lgm_pipeline.storage.writes import PartitionScope, write_frame
+from lgm_pipeline.tenants.config import Tenant, parse_tenants
+
+BENCH_DATABASE = "lgm_bench"
+RESULTS = Path(__file__).with_name("results") / "load.json"
+SERVICE_DATE = dt.date(2026, 11, 25)
+LOCATION = "loc_bench_001"
+
+
+def _tenant(key: str) -> Tenant:
+    document = {
+        "tenants": [
+            {
+                "key": key,
+                "client_id": f"clm_{key}",
+                "name": "Benchmark Movers",
+                "timezone": "America/Toronto",
+                "first_service_date": "2026-01-01",
+                "smartmoving": {"api_key_env": "BENCH_API_KEY", "base_url_env": "BENCH_BASE_URL"},
+                "branches": [{"location_id": LOCATION, "name": "Bench", "smartmoving_branch_name": "BENCH"}],
+            }
+        ]
+    }
+    return parse_tenants(document)[0]
+
+
+def _frame(rows: int) -> pd.DataFrame:
+    """``rows`` realistic journeys, built column-wise (a list of row dicts would double the memory)."""
+    fetched = dt.datetime(2026, 11, 25, 6, 0, tzinfo=dt.UTC)
+    ids = [f"{i:08d}" for i in range(rows)]
+    columns: dict[str, Any] = {
+        "id": [f"jrn_{i}" for i in ids],
+        "client_id": "clm_bench",
+        "location_id": LOCATION,
+        "service_date": SERVICE_DATE,
+        "status": ["MORNING_PREP" if n % 7 else "COMPLETED" for n in range(rows)],
+        "smartmoving_status": 3,
+        "smartmoving_status_name": "Booked",
+        "job_number": [f"J-{i}" for i in ids],
+        "quote_number": [f"Q-{i}" for i in ids],
+        "job_type": 1,
+        "job_type_name": "Moving",
+        "title": "2 bedroom apartment",
+        "customer_name": [f"Customer {i} O'Brien" for i in ids],
+        "customer_phone": "+1 403 555 0100",
+        "customer_email": [f"c{i}@example.com" for i in ids],
+        "start_location": "123 Main St SW, Calgary, AB",
+        "end_location": "45 Elbow Dr, Calgary, AB",
+        "addresses": [
+            [{"type": "origin", "line1": f"{n} Main St SW"}, {"type": "destination", "line1": "45 Elbow Dr"}]
+            for n in range(rows)
+        ],
+        "estimated_cost": [1000 + (n % 500) + 0.5 for n in range(rows)],
+        "move_size": "2 Bedroom",
+        "confirmed": True,
+        "booked": True,
+        "branch_name": "BENCH",
+        "external_ids": [{"smartmoving_job_id": i, "smartmoving_opportunity_id": f"opp_{i}"} for i in ids],
+        "smartmoving_job_id": ids,
+        "raw_payload": [
+            {"id": i, "jobNumber": f"J-{i}", "notes": "Piano on the 2nd floor, elevator booked 9-11", "crew": 3}
+            for i in ids
+        ],
+        "dq_flags": [[] for _ in range(rows)],
+        "source_fetched_at": fetched,
+        "synced_at": fetched,
+        "run_id": "bench",
+        "quarantine_reasons": None,
+    }
+    return pd.DataFrame(columns)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _copy_merge(url: str, df: pd.DataFrame) -> dict[str, Any]:
+    tenant = _tenant("bench_copy")
+    engine = create_engine(url)
+    migrate(engine, tenant)
+    scope = PartitionScope(key=f"{LOCATION}|{SERVICE_DATE}", service_date=SERVICE_DATE, location_id=LOCATION)
+    started = time.perf_counter()
+    result = write_frame(engine, tenant, journeys, df, scope=scope, run_id="bench-1", asset="journeys")
+    seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    rerun = write_frame(engine, tenant, journeys, df, scope=scope, run_id="bench-2", asset="journeys")
+    rerun_seconds = time.perf_counter() - started
+    engine.dispose()
+    assert result.inserted == len(df) and rerun.updated == 0
+    return {"seconds": seconds, "rerun_unchanged_seconds": rerun_seconds}
+
+
+def _per_row(url: str, df: pd.DataFrame) -> dict[str, Any]:
+    tenant = _tenant("bench_row")
+    engine = create_engine(url)
+    migrate(engine, tenant)
+    names = [c.name for c in journeys.columns]
+    json_columns = {"addresses", "external_ids", "raw_payload", "dq_flags"}
+    column_list = ", ".join(f'"{n}"' for n in names)
+    statement = f'INSERT INTO "{tenant.schema}"."journeys" ({column_list}) VALUES ({", ".join(["%s"] * len(names))})'
+    started = time.perf_counter()
+    with engine.begin() as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.executemany(
+            statement,
+            (
+                tuple(
+                    json.dumps(v, ensure_ascii=False) if n in json_columns else v
+                    for n, v in zip(names, row, strict=True)
+                )
+                for row in df[names].itertuples(index=False, name=None)
+            ),
+        )
+    seconds = time.perf_counter() - started
+    engine.dispose()
+    return {"seconds": seconds}
+
+
+def _case(method: str, rows: int, url: str) -> dict[str, Any]:
+    df = _frame(rows)
+    frame_rss = _peak_rss_mb()
+    timing = (_copy_merge if method == "copy_merge" else _per_row)(url, df)
+    return {
+        "method": method,
+        "rows": rows,
+        **timing,
+        "rows_per_second": rows / timing["seconds"],
+        "peak_rss_mb_after_frame": frame_rss,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _reset(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for key in ("bench_copy", "bench_row"):
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "tenant_{key}" CASCADE')
+    engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, nargs="+", default=[10_000], help="frame sizes (max 1,000,000)")
+    parser.add_argument("--per-row-max", type=int, default=100_000, help="largest size run per-row too")
+    args = parser.parse_args(argv)
+    if any(not 0 < n <= 1_000_000 for n in args.rows):
+        parser.error("--rows must be between 1 and 1,000,000")
+
+    server = database_url()
+    ensure_database(server, BENCH_DATABASE)
+    url = create_engine(server, BENCH_DATABASE).url.render_as_string(hide_password=False)
+    spawn = multiprocessing.get_context("spawn")
+    results: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    for rows in args.rows:
+        methods = ["copy_merge"] + (["per_row"] if rows <= args.per_row_max else [])
+        if rows > args.per_row_max:
+            skipped.append(rows)
+        for method in methods:
+            _reset(url)
+            with spawn.Pool(1) as pool:
+                results.append(pool.apply(_case, (method, rows, url)))
+    _reset(url)
+
+    print(f"{'rows':>9} {'method':<11} {'seconds':>8} {'rows/s':>10} {'RSS frame MB':>13} {'peak RSS MB':>12}")
+    for r in results:
+        print(
+            f"{r['rows']:>9,} {r['method']:<11} {r['seconds']:>8.2f} {r['rows_per_second']:>10,.0f} "
+            f"{r['peak_rss_mb_after_frame']:>13,.0f} {r['peak_rss_mb']:>12,.0f}"
+        )
+    ratios = {}
+    for rows in args.rows:
+        by_method = {r["method"]: r for r in results if r["rows"] == rows}
+        if "per_row" in by_method:
+            ratios[rows] = by_method["copy_merge"]["rows_per_second"] / by_method["per_row"]["rows_per_second"]
+            print(f"{rows:>9,} rows: COPY+merge is {ratios[rows]:.1f}x the per-row rate")
+        rerun = by_method["copy_merge"]["rerun_unchanged_seconds"]
+        print(f"{rows:>9,} rows: unchanged rerun (merge finds nothing to do) {rerun:.2f}s")
+    if skipped:
+        print(f"per-row INSERT not run for {skipped} rows (> --per-row-max {args.per_row_max:,})")
+    print(
+        "COPY+merge includes staging, merge, one audit row per insert and the sync_runs row; "
+        "per-row is plain INSERTs only."
+    )
+
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "measured_at": dt.datetime.now(dt.UTC).isoformat(),
+                "python": sys.version.split()[0],
+                "results": results,
+                "copy_merge_to_per_row_ratio": {str(k): v for k, v in ratios.items()},
+                "per_row_skipped_for_rows": skipped,
+            },
+            indent=2,
+        )
+    )
+    print(f"written {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
