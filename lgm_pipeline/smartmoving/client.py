@@ -58,6 +58,13 @@ class _Operation:
 
 
 class SmartMovingClient:
+    """One API key's client, safe to share between threads.
+
+    Every attempt, retries included, takes a token from the rate budget and counts in ``calls``.
+    ``deadline_seconds`` bounds each public call as a whole (all pages, all details, all waits).
+    ``max_retries`` counts retries, so a request is attempted at most ``max_retries + 1`` times.
+    """
+
     def __init__(
         self,
         base_url: str,
