@@ -50,6 +50,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return _sync(args)
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     with lgm_runtime() as runtime:
         print("Syncing today and tomorrow before starting the UI...", file=sys.stderr)
@@ -57,10 +62,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         sync_status = _sync(args)
         if sync_status:
             print("The first sync had failures (see above); the UI shows the failed runs.", file=sys.stderr)
-        command = ["dagster", "dev", "-w", str(project_file("workspace.yaml")), "-h", args.host, "-p", str(args.port)]
+        command = [sys.executable, "-m", "dagster", "dev", "-w", str(project_file("workspace.yaml")), "-h", args.host, "-p", str(args.port)]
         print(f"Dagster UI: http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
         print(f"Data: PostgreSQL {runtime.dagster_home.parent}", file=sys.stderr)
-        process = subprocess.Popen(command, start_new_session=True)
+        # Shells and supervisors may start us with SIGINT/SIGTERM ignored; Ctrl-C and `kill` must still stop us.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        process = subprocess.Popen(command, start_new_session=True, preexec_fn=_default_signals)
         try:
             return process.wait()
         except KeyboardInterrupt:

