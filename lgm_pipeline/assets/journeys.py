@@ -121,7 +121,7 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
             smartmoving_opportunities,
             smartmoving_jobs,
             synced_at=dt.datetime.now(dt.UTC),
-            run_id=context.run_id,
+            run_id=context.run.run_id,
         )
         normalized = normalized[
             (normalized["location_id"] == location_id) | normalized["location_id"].isna()

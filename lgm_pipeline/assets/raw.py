@@ -95,7 +95,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         with resource.get_client(logger=context.log) as client:
             customers = _call_api(client.list_customers, service_date, service_date)
             calls = Counter(client.calls)
-        frame = customers_frame(customers, service_date, dt.datetime.now(dt.UTC), context.run_id)
+        frame = customers_frame(customers, service_date, dt.datetime.now(dt.UTC), context.run.run_id)
         opportunities = sum(len(c.get("opportunities") or []) for c in customers)
         return dg.Output(
             attach_api_calls(frame, calls),
@@ -160,7 +160,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         if vanished:
             context.log.warning(f"{len(vanished)} listed opportunities no longer exist in SmartMoving: {vanished[:5]}")
 
-        frame = opportunities_frame(details, summaries, fetched_at, service_date, context.run_id)
+        frame = opportunities_frame(details, summaries, fetched_at, service_date, context.run.run_id)
         branches = pd.Series([(p.get("branch") or {}).get("name") for p in frame["payload"]], dtype=object)
         return dg.Output(
             attach_api_calls(frame, calls),
@@ -189,7 +189,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         context: dg.AssetExecutionContext, smartmoving_opportunities: pd.DataFrame
     ) -> dg.Output[pd.DataFrame]:
         service_date = dt.date.fromisoformat(context.partition_key)
-        frame = jobs_frame(smartmoving_opportunities, service_date, context.run_id)
+        frame = jobs_frame(smartmoving_opportunities, service_date, context.run.run_id)
         return dg.Output(
             frame,
             metadata={
