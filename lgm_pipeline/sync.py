@@ -57,7 +57,13 @@ Progress = Callable[[str], None]
 def _failure_text(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return event.step_failure_data.error.message.strip().splitlines()[0]
+            error = event.step_failure_data.error
+            text = error.message.strip().splitlines()[0]
+            # Once a RetryPolicy gives up, Dagster's message is only "Exceeded max_retries of N";
+            # the reason (e.g. "SmartMoving unavailable after 6 attempts") is in its cause.
+            if error.cause is not None and text.startswith("Exceeded max_retries"):
+                return f"{error.cause.message.strip().splitlines()[0]} ({text})"
+            return text
     return "run failed"
 
 

@@ -39,6 +39,7 @@ def test_asset_specs_snapshot() -> None:
         "status_mapping",
         "journey_ids_unique",
         "service_date_in_partition",
+        "journeys_freshness",
     }
 
 
@@ -72,7 +73,9 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
     assert {s.name for s in two.schedules} == {
         "lgm_every_2_hours",
         "lgm_daily_retention",
+        "lgm_journeys_freshness",
         "acme_every_2_hours",
         "acme_daily_retention",
+        "acme_journeys_freshness",
     }
     assert parse_tenants({"tenants": [acme]})[0].schema == "tenant_acme"

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from lgm_pipeline.assets.freshness import FRESHNESS_CHECK
 from lgm_pipeline.assets.partitions import journey_partition_key
 from lgm_pipeline.tenants import Tenant
 
@@ -39,7 +40,9 @@ def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
     )
     journeys = dg.define_asset_job(
         journeys_job_name(tenant),
-        selection=dg.AssetSelection.assets(dg.AssetKey([tenant.key, "journeys"])),
+        # Only the per-partition checks: the freshness check spans every branch and runs on its own schedule.
+        selection=dg.AssetSelection.assets(dg.AssetKey([tenant.key, "journeys"]))
+        - dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey([tenant.key, "journeys"]), FRESHNESS_CHECK)),
         description="Rebuild one date x branch partition of journeys from the raw tables (no API call).",
     )
     retention = dg.define_asset_job(

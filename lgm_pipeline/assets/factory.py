@@ -10,6 +10,7 @@ from lgm_pipeline.assets.automation import (
     build_refresh_schedule,
     build_retention_schedule,
 )
+from lgm_pipeline.assets.freshness import build_freshness_check, build_freshness_schedule
 from lgm_pipeline.assets.journeys import build_journeys_asset
 from lgm_pipeline.assets.maintenance import build_retention_asset
 from lgm_pipeline.assets.partitions import tenant_partitions
@@ -39,10 +40,17 @@ def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
 
 def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
     raw_job, journeys_job, retention_job = build_jobs(tenant)
+    freshness_check = build_freshness_check(tenant)
+    freshness_job, freshness_schedule = build_freshness_schedule(tenant, freshness_check)
     return dg.Definitions(
         assets=tenant_assets(tenant),
-        jobs=[raw_job, journeys_job, retention_job],
-        schedules=[build_refresh_schedule(tenant, raw_job), build_retention_schedule(tenant, retention_job)],
+        asset_checks=[freshness_check],
+        jobs=[raw_job, journeys_job, retention_job, freshness_job],
+        schedules=[
+            build_refresh_schedule(tenant, raw_job),
+            build_retention_schedule(tenant, retention_job),
+            freshness_schedule,
+        ],
         sensors=[build_fan_out_sensor(tenant, journeys_job)],
         resources={smartmoving_resource_key(tenant): smartmoving_resource(tenant)},
     )

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from lgm_pipeline.assets.freshness import JOURNEYS_FRESHNESS_POLICY
 from lgm_pipeline.assets.metadata import preview
 from lgm_pipeline.assets.partitions import BRANCH_DIMENSION, DATE_DIMENSION, TenantPartitions
 from lgm_pipeline.assets.raw import IO_MANAGER_KEY, OWNERS
@@ -101,6 +102,7 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         check_specs=_check_specs(tenant, asset_key),
         kinds={"pandas", "postgres"},
         owners=OWNERS,
+        freshness_policy=JOURNEYS_FRESHNESS_POLICY,
         metadata={"partition_expr": {DATE_DIMENSION: "service_date", BRANCH_DIMENSION: "location_id"}},
     )
     def journeys(
