@@ -58,12 +58,16 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             error = event.step_failure_data.error
+            # Dagster wraps some failures in its own errors ("Exceeded max_retries of N" once a
+            # RetryPolicy gives up, "Error occurred while handling output ..." from the IO manager);
+            # the reason a user can act on is the first cause that is not Dagster's.
+            wrappers = []
+            while error.cause is not None and error.cls_name.startswith(("Dagster", "RetryRequested")):
+                wrappers.append(error.message.strip().splitlines()[0])
+                error = error.cause
             text = error.message.strip().splitlines()[0]
-            # Once a RetryPolicy gives up, Dagster's message is only "Exceeded max_retries of N";
-            # the reason (e.g. "SmartMoving unavailable after 6 attempts") is in its cause.
-            if error.cause is not None and text.startswith("Exceeded max_retries"):
-                return f"{error.cause.message.strip().splitlines()[0]} ({text})"
-            return text
+            retries = [w for w in wrappers if w.startswith("Exceeded max_retries")]
+            return f"{text} ({retries[0]})" if retries else text
     return "run failed"
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
@@ -22,9 +21,9 @@ from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.simulator import RunningSimulator
 from lgm_pipeline.smartmoving.client import SmartMovingClient
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.sync import SyncReport, run_sync
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline_tests.assets.conftest import instance, simulator, tenant, window  # noqa: F401
 
 CALGARY = "loc_lgm_calgary_001"
