@@ -87,14 +87,20 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
+#: ``journeys.estimated_cost`` is numeric(12, 2): a larger amount would fail the whole partition's
+#: write. Such an amount is not a real estimate; it is left out (the payload keeps it verbatim) and
+#: the financials rule flags the booked journey for its missing cost.
+MAX_MONEY = 10**10
+
+
 def _as_money(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
     try:
         amount = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    return round(amount, 2) if amount == amount and abs(amount) != float("inf") else None
+    return round(amount, 2) if amount == amount and abs(amount) < MAX_MONEY else None
 
 
 def _journey_row(

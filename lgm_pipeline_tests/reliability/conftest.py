@@ -123,18 +123,26 @@ def snapshot(engine: sa.Engine, tenant: Tenant) -> dict[str, dict]:  # noqa: F81
     return {r["id"]: {k: v for k, v in r.items() if k not in volatile} for r in journeys_rows(engine, tenant)}
 
 
+def _int_date(value: object) -> dt.date | None:
+    try:
+        return dt.datetime.strptime(str(value), "%Y%m%d").date() if isinstance(value, int) else None
+    except ValueError:
+        return None
+
+
 def listed_job_ids(sim: RunningSimulator, day: dt.date, branch_name: str | None = None) -> set[str]:
-    """Every job the simulator serves as dated ``day`` (optionally of one SmartMoving branch)."""
+    """Every job the simulator serves as dated ``day`` (optionally of one SmartMoving branch).
+
+    A job's date is its ``jobDate``; a job without a valid one is on its opportunity's service date.
+    """
     ids = set()
     for oid in sim.world.opportunity_ids_on(day):
         detail = sim.world.opportunity_detail(oid)
-        branch = (detail.get("branch") or {}).get("name") if isinstance(detail.get("branch"), dict) else None
+        branch = detail["branch"].get("name") if isinstance(detail.get("branch"), dict) else None
         if branch_name is not None and branch != branch_name:
             continue
         for job in detail["jobs"]:
-            if job.get("jobDate") == int(day.strftime("%Y%m%d")) or (
-                job.get("jobDate") is None and detail.get("serviceDate") == int(day.strftime("%Y%m%d"))
-            ):
+            if (_int_date(job.get("jobDate")) or _int_date(detail.get("serviceDate"))) == day:
                 ids.add(job["id"])
     return ids
 

@@ -193,7 +193,7 @@ def test_overlapping_runs_of_one_partition_are_serialized(
         thread.join(timeout=SUBPROCESS_DEADLINE_S)
     assert [r.success for r in results] == [True, True]
     assert len(holding) == 2
-    (_, first_start, first_end), (_, second_start, _) = sorted(holding, key=lambda h: h[1])
+    (_, _, first_end), (_, second_start, _) = sorted(holding, key=lambda h: h[1])
     assert second_start >= first_end  # the second writer waited for the first to commit
 
     rows = journeys_rows(db, tenant, "location_id = :l", l=CALGARY)
