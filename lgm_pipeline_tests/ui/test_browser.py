@@ -84,7 +84,7 @@ def _text(dom: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", without_code))
 
 
-def test_journeys_asset_page_shows_description_checks_and_latest_partition(lgm_up: LgmUp, browse: Browse) -> None:
+def test_journeys_asset_page_shows_description_sensor_and_latest_partition(lgm_up: LgmUp, browse: Browse) -> None:
     text = _text(browse(lgm_up.url("assets/lgm/journeys"), "--dump-dom").decode(errors="replace"))
     assert "lgm / journeys" in text
     assert "truck journeys, one row per SmartMoving job" in text  # the asset's description
