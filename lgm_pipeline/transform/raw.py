@@ -62,9 +62,14 @@ class OpportunitySummary:
 
 
 def _summary_hash(opportunity: Mapping[str, Any]) -> str:
+    # Sorted by their JSON text: the values are whatever the API sent (None next to an int would
+    # make plain tuple comparison raise).
     jobs = sorted(
-        (str(j.get("id")), j.get("serviceDate") or j.get("jobDate"), j.get("type"))
-        for j in opportunity.get("jobs") or []
+        (
+            (str(j.get("id")), j.get("serviceDate") or j.get("jobDate"), j.get("type"))
+            for j in opportunity.get("jobs") or []
+        ),
+        key=lambda job: json.dumps(job, default=str),
     )
     material = [opportunity.get("status"), str(opportunity.get("quoteNumber")), jobs]
     return hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()[:24]
