@@ -14,7 +14,6 @@ from functools import cache
 from pathlib import Path
 
 import psutil
-
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 

@@ -16,12 +16,17 @@ import sqlalchemy as sa
 
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import ASSET_TABLES
-from lgm_pipeline.storage.writes import PartitionScope, read_frame, write_frame
+from lgm_pipeline.storage.writes import BranchRows, PartitionScope, read_frame, write_frame
 from lgm_pipeline.tenants.config import Tenant, get_tenant
 
 #: MultiPartitionsDefinition dimension names of the per-branch assets.
 DATE_DIMENSION = "date"
 BRANCH_DIMENSION = "branch"
+
+#: Input metadata (``dg.AssetIn(metadata={BRANCH_ROWS: True})``) of a branch-partitioned asset
+#: reading a date-partitioned raw asset: load only the rows its branch can use
+#: (:class:`writes.BranchRows`) instead of the whole date's payloads for every branch.
+BRANCH_ROWS = "lgm/branch_rows_only"
 
 
 def _tenant_and_table(asset_key: dg.AssetKey) -> tuple[Tenant, sa.Table, str]:
@@ -99,4 +104,17 @@ class PostgresIOManager(dg.ConfigurableIOManager):
             if context.has_asset_partitions
             else None
         )
-        return read_frame(self.postgres.ensure_tenant(tenant), tenant, table, scopes)
+        return read_frame(self.postgres.ensure_tenant(tenant), tenant, table, scopes, _branch_rows(context, tenant))
+
+
+def _branch_rows(context: dg.InputContext, tenant: Tenant) -> BranchRows | None:
+    """The consumer's branch, when its input asks for branch rows only and it runs for one branch."""
+    if not context.definition_metadata.get(BRANCH_ROWS) or not context.has_partition_key:
+        return None
+    key = context.partition_key
+    dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else {}
+    location_id = dims.get(BRANCH_DIMENSION)
+    if location_id is None:
+        return None  # not one branch: read everything, which is always correct
+    others = sorted(name for name, b in tenant.branch_by_smartmoving_name().items() if b.location_id != location_id)
+    return BranchRows(tuple(others))

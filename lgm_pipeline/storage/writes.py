@@ -25,6 +25,9 @@ from lgm_pipeline.storage.tables import (
     journey_audit,
     journeys,
     journeys_quarantine,
+    raw_customers,
+    raw_jobs,
+    raw_opportunities,
     sync_runs,
     tenant_options,
 )
@@ -56,6 +59,21 @@ class PartitionScope:
     key: str | None = None  # Dagster's partition key string, recorded for humans
     service_date: dt.date | None = None
     location_id: str | None = None
+
+
+@dataclass(frozen=True)
+class BranchRows:
+    """Narrows a raw read to the rows one branch partition can use (``read_frame(branch=...)``).
+
+    Left out: rows tied to an opportunity whose SmartMoving branch name is another configured
+    branch's. Everything else stays, notably rows of unknown or missing branches, which every
+    branch partition of the date quarantines. It is a superset of the branch's rows (names are
+    compared after ``btrim``, which trims less than Python's ``strip``), so the consumer still
+    filters after normalizing. Why: each of a date's branch partitions read and normalized the
+    whole date's payloads, i.e. all of them once per branch.
+    """
+
+    other_branch_names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -305,9 +323,15 @@ def _merge_journeys(
             f"""
             WITH gone AS (
               DELETE FROM {target} j
-              WHERE ({_scope_sql(scope, "j")}
-                     AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = j.id AND {valid}))
-                 OR j.id IN (SELECT s.id FROM {stage} s WHERE NOT ({valid}))
+              WHERE j.id IN (
+                -- A UNION, not an OR: each side plans as a (spillable) join; an OR of the two
+                -- turns the anti-join into a per-row subplan, quadratic on large partitions.
+                SELECT p.id FROM {target} p
+                WHERE {_scope_sql(scope, "p")}
+                  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = p.id AND {valid})
+                UNION ALL
+                SELECT s.id FROM {stage} s WHERE NOT ({valid})
+              )
               RETURNING j.*
             )
             INSERT INTO {audit} ({audit_columns})
@@ -466,15 +490,52 @@ def write_frame(
     return result
 
 
+def _of_other_branch(opportunity: sa.FromClause, branch: BranchRows) -> sa.ColumnElement[bool]:
+    name = sa.func.btrim(opportunity.c.payload["branch"]["name"].astext)
+    # NULL (no branch, or not an object) is "not another branch's": the row stays.
+    return sa.func.coalesce(name.in_(branch.other_branch_names), sa.false())
+
+
+def _branch_condition(table: sa.Table, branch: BranchRows) -> sa.ColumnElement[bool]:
+    """Rows of ``table`` not tied to another configured branch (see :class:`BranchRows`)."""
+    opportunities = raw_opportunities.alias("o")
+    if table is raw_opportunities:
+        return sa.not_(_of_other_branch(table, branch))
+
+    def job_kept(job: sa.FromClause) -> sa.ColumnElement[bool]:
+        # A job whose opportunity is missing on that date stays: its branch is unknown.
+        return ~sa.exists().where(
+            opportunities.c.service_date == job.c.service_date,
+            opportunities.c.opportunity_id == job.c.opportunity_id,
+            _of_other_branch(opportunities, branch),
+        )
+
+    if table is raw_jobs:
+        return job_kept(table)
+    if table is raw_customers:
+        # Customers are only looked up by the jobs' customer ids.
+        jobs = raw_jobs.alias("j")
+        return sa.exists().where(
+            jobs.c.service_date == table.c.service_date, jobs.c.customer_id == table.c.customer_id, job_kept(jobs)
+        )
+    raise ValueError(f"branch-scoped reads are for the raw tables, not {table.name}")
+
+
 def read_frame(
-    engine: Engine, tenant: Tenant, table: sa.Table, scopes: Sequence[PartitionScope] | None
+    engine: Engine,
+    tenant: Tenant,
+    table: sa.Table,
+    scopes: Sequence[PartitionScope] | None,
+    branch: BranchRows | None = None,
 ) -> pd.DataFrame:
     """Rows of the given partitions (``None``: the whole table), ordered by primary key.
 
     JSONB columns come back as Python objects, dates as ``datetime.date``; no rows gives an
-    empty frame with the table's columns.
+    empty frame with the table's columns. ``branch`` narrows a raw table to one branch's rows.
     """
     stmt = sa.select(table).order_by(*table.primary_key.columns)
+    if branch is not None:
+        stmt = stmt.where(_branch_condition(table, branch))
     if scopes is not None:
         conditions = []
         for scope in scopes:
