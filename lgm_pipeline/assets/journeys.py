@@ -12,6 +12,7 @@ from lgm_pipeline.assets.metadata import preview
 from lgm_pipeline.assets.partitions import BRANCH_DIMENSION, DATE_DIMENSION, TenantPartitions
 from lgm_pipeline.assets.raw import IO_MANAGER_KEY, OWNERS
 from lgm_pipeline.quality.rules import RuleResult, Severity, rules_for, validate_journeys
+from lgm_pipeline.storage.io_manager import BRANCH_ROWS
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.journeys import normalize_journeys
 
@@ -83,6 +84,7 @@ def _structural_checks(frame: pd.DataFrame, service_date: dt.date) -> list[dg.As
 def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.AssetsDefinition:
     asset_key = dg.AssetKey([tenant.key, "journeys"])
     raw = [dg.AssetKey([tenant.key, name]) for name in ("smartmoving_customers", "smartmoving_opportunities")]
+    branch_rows = {BRANCH_ROWS: True}
 
     @dg.asset(
         key=asset_key,
@@ -94,10 +96,11 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         group_name=f"{tenant.key}_journeys",
         partitions_def=partitions.journeys,
         io_manager_key=IO_MANAGER_KEY,
+        # Each branch partition loads only the raw rows its branch can use (plus unknown branches).
         ins={
-            "smartmoving_jobs": dg.AssetIn(dg.AssetKey([tenant.key, "smartmoving_jobs"])),
-            "smartmoving_customers": dg.AssetIn(raw[0]),
-            "smartmoving_opportunities": dg.AssetIn(raw[1]),
+            "smartmoving_jobs": dg.AssetIn(dg.AssetKey([tenant.key, "smartmoving_jobs"]), metadata=branch_rows),
+            "smartmoving_customers": dg.AssetIn(raw[0], metadata=branch_rows),
+            "smartmoving_opportunities": dg.AssetIn(raw[1], metadata=branch_rows),
         },
         check_specs=_check_specs(tenant, asset_key),
         kinds={"pandas", "postgres"},
