@@ -169,6 +169,10 @@ def _stage(conn: Connection, table: sa.Table, df: pd.DataFrame, constants: Mappi
         for rows in _copy_rows(df, columns, constants):
             for row in rows:
                 copy.write_row(row)
+    # The merge probes the stage by id; with the index a misestimate (e.g. a target table just
+    # loaded and not yet analyzed) costs index lookups instead of a quadratic nested loop.
+    if table is journeys:
+        conn.exec_driver_sql(f"CREATE INDEX ON {stage} (id)")
     # Temp tables are never auto-analyzed; without statistics the merge joins plan blind.
     conn.exec_driver_sql(f"ANALYZE {stage}")
     return stage
