@@ -121,7 +121,9 @@ def _journey_row(
     branch_name = _clean_text((opportunity.get("branch") or {}).get("name"))
     branch = branches.get(branch_name) if branch_name else None
     addresses = list(job.get("addresses") or [])
-    customer_name = _clean_text(opp_customer.get("name")) or _clean_text(customer.get("name"))
+    # The customers list is pulled every cycle while opportunity details may come from the cache:
+    # contact fields prefer the list, so a rename or a fixed email shows at the next sync.
+    customer_name = _clean_text(customer.get("name")) or _clean_text(opp_customer.get("name"))
     job_number = _clean_text(job.get("job_number"))
     move_size = opportunity.get("moveSize") or {}
     quote = opportunity.get("quoteNumber")
@@ -139,8 +141,8 @@ def _journey_row(
         "job_type_name": job_type_name,
         "title": " - ".join(p for p in (job_type_name or "Job", customer_name, job_number) if p),
         "customer_name": customer_name,
-        "customer_phone": normalize_phone(opp_customer.get("phoneNumber") or customer.get("phoneNumber")),
-        "customer_email": _clean_text(opp_customer.get("emailAddress") or customer.get("emailAddress")),
+        "customer_phone": normalize_phone(customer.get("phoneNumber") or opp_customer.get("phoneNumber")),
+        "customer_email": _clean_text(customer.get("emailAddress") or opp_customer.get("emailAddress")),
         "start_location": addresses[0] if addresses else None,
         "end_location": addresses[-1] if len(addresses) > 1 else None,
         "addresses": addresses,

@@ -154,3 +154,21 @@ def test_rules_become_check_results(defs, tenant, instance, db, window, simulato
 
     assert {"status_mapping", "job_fields", "customer_contact"} <= set(branch.failed_checks)
     assert "financials" not in branch.failed_checks
+
+
+def test_contact_change_shows_next_cycle_without_refetching_details(defs, tenant, instance, db, simulator) -> None:
+    assert run_sync(defs, tenant, instance).ok
+    row = _journeys(db, tenant)[0]
+    simulator.world.rename_customer(row["external_ids"]["smartmoving_customer_id"], "Siobhán Ní Bhriain")
+    warm = run_sync(defs, tenant, instance)
+    assert warm.ok and warm.api_calls.get("opportunity", 0) == 0
+    [renamed] = _journeys(db, tenant, "id = :i", i=row["id"])
+    assert renamed["customer_name"] == "Siobhán Ní Bhriain"
+    with db.connect() as conn:
+        audit = conn.execute(
+            sa.text(
+                f"SELECT changed_columns FROM {tenant.schema}.journey_audit WHERE journey_id = :i AND action = 'update'"
+            ),
+            {"i": row["id"]},
+        ).scalar_one()
+    assert "customer_name" in audit
