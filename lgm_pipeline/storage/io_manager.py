@@ -14,14 +14,11 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
+from lgm_pipeline.assets.partitions import BRANCH_DIMENSION, DATE_DIMENSION
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import ASSET_TABLES
 from lgm_pipeline.storage.writes import BranchRows, PartitionScope, read_frame, write_frame
 from lgm_pipeline.tenants.config import Tenant, get_tenant
-
-#: MultiPartitionsDefinition dimension names of the per-branch assets.
-DATE_DIMENSION = "date"
-BRANCH_DIMENSION = "branch"
 
 #: Input metadata (``dg.AssetIn(metadata={BRANCH_ROWS: True})``) of a branch-partitioned asset
 #: reading a date-partitioned raw asset: load only the rows its branch can use

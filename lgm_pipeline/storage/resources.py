@@ -14,6 +14,7 @@ from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.engine import Engine
 
 from lgm_pipeline.storage import database
@@ -107,7 +108,7 @@ class PostgresResource(dg.ConfigurableResource):
                 (sa.func.now() - s.c.finished_at).label("age"),
             )
             .where(s.c.asset == journeys.name)
-            .distinct(s.c.location_id, s.c.service_date)
+            .ext(distinct_on(s.c.location_id, s.c.service_date))
             .order_by(s.c.location_id, s.c.service_date, s.c.finished_at.desc(), s.c.id.desc())
             .subquery()
         )
