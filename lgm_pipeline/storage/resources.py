@@ -62,7 +62,7 @@ class PostgresResource(dg.ConfigurableResource):
         stmt = (
             sa.select(t.c.opportunity_id, t.c.summary_hash, t.c.fetched_at, t.c.payload, t.c.service_date)
             .where(t.c.opportunity_id.in_(wanted))
-            .distinct(t.c.opportunity_id)
+            .ext(distinct_on(t.c.opportunity_id))
             .order_by(t.c.opportunity_id, t.c.fetched_at.desc(), t.c.service_date.desc())
         )
         with self.ensure_tenant(tenant).connect() as conn:
