@@ -7,9 +7,15 @@ Run on purpose, not in CI::
 Both paths write the same generated ``journeys`` frame (one date/branch partition) into their
 own fresh tenant schema of the ``lgm_bench`` database on the server of ``LGM_DATABASE_URL`` (or
 the embedded one); both times include the Python-side conversion (JSON encoding). COPY + merge
-is the production path (staging, merge, audit rows, sync_runs); per-row is psycopg's
-``executemany`` of a single-row INSERT with no merge and no audit, i.e. less work.
-Per-row runs only up to ``--per-row-max`` rows (100k by default) because it gets slow.
+is the production path (staging, merge, audit rows, sync_runs). Two baselines do less work
+(plain INSERTs, no merge, no audit), each in one transaction:
+
+- ``per_row``: one INSERT executed per row, one round trip each: what a loader writing row by
+  row does (the old system's storage step);
+- ``executemany``: psycopg 3's ``executemany`` of the same INSERT, which pipelines the
+  statements (no wait per row): in effect a batch insert, shown for reference.
+
+The baselines run only up to ``--per-row-max`` rows (100k by default) because they get slow.
 Each case runs in its own process so its peak RSS (``getrusage``) is its own.
 """
 
@@ -123,6 +129,14 @@ def _copy_merge(url: str, df: pd.DataFrame) -> dict[str, Any]:
 
 
 def _per_row(url: str, df: pd.DataFrame) -> dict[str, Any]:
+    return _plain_inserts(url, df, pipelined=False)
+
+
+def _executemany(url: str, df: pd.DataFrame) -> dict[str, Any]:
+    return _plain_inserts(url, df, pipelined=True)
+
+
+def _plain_inserts(url: str, df: pd.DataFrame, *, pipelined: bool) -> dict[str, Any]:
     tenant = _tenant("bench_row")
     engine = create_engine(url)
     migrate(engine, tenant)
@@ -133,16 +147,17 @@ def _per_row(url: str, df: pd.DataFrame) -> dict[str, Any]:
     started = time.perf_counter()
     with engine.begin() as conn:
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(
-            statement,
-            (
-                tuple(
-                    json.dumps(v, ensure_ascii=False) if n in json_columns else v
-                    for n, v in zip(names, row, strict=True)
-                )
-                for row in df[names].itertuples(index=False, name=None)
-            ),
+        rows = (
+            tuple(
+                json.dumps(v, ensure_ascii=False) if n in json_columns else v for n, v in zip(names, row, strict=True)
+            )
+            for row in df[names].itertuples(index=False, name=None)
         )
+        if pipelined:
+            cursor.executemany(statement, rows)
+        else:
+            for row in rows:
+                cursor.execute(statement, row)
     seconds = time.perf_counter() - started
     engine.dispose()
     return {"seconds": seconds}
@@ -151,7 +166,7 @@ def _per_row(url: str, df: pd.DataFrame) -> dict[str, Any]:
 def _case(method: str, rows: int, url: str) -> dict[str, Any]:
     df = _frame(rows)
     frame_rss = _peak_rss_mb()
-    timing = (_copy_merge if method == "copy_merge" else _per_row)(url, df)
+    timing = {"copy_merge": _copy_merge, "per_row": _per_row, "executemany": _executemany}[method](url, df)
     return {
         "method": method,
         "rows": rows,
@@ -185,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     skipped: list[int] = []
     for rows in args.rows:
-        methods = ["copy_merge"] + (["per_row"] if rows <= args.per_row_max else [])
+        methods = ["copy_merge"] + (["per_row", "executemany"] if rows <= args.per_row_max else [])
         if rows > args.per_row_max:
             skipped.append(rows)
         for method in methods:
@@ -194,25 +209,29 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(pool.apply(_case, (method, rows, url)))
     _reset(url)
 
-    print(f"{'rows':>9} {'method':<11} {'seconds':>8} {'rows/s':>10} {'RSS frame MB':>13} {'peak RSS MB':>12}")
+    print(f"{'rows':>9} {'method':<12} {'seconds':>8} {'rows/s':>10} {'RSS frame MB':>13} {'peak RSS MB':>12}")
     for r in results:
         print(
-            f"{r['rows']:>9,} {r['method']:<11} {r['seconds']:>8.2f} {r['rows_per_second']:>10,.0f} "
+            f"{r['rows']:>9,} {r['method']:<12} {r['seconds']:>8.2f} {r['rows_per_second']:>10,.0f} "
             f"{r['peak_rss_mb_after_frame']:>13,.0f} {r['peak_rss_mb']:>12,.0f}"
         )
-    ratios = {}
+    ratios: dict[int, float] = {}
+    pipelined: dict[int, float] = {}
     for rows in args.rows:
         by_method = {r["method"]: r for r in results if r["rows"] == rows}
         if "per_row" in by_method:
             ratios[rows] = by_method["copy_merge"]["rows_per_second"] / by_method["per_row"]["rows_per_second"]
             print(f"{rows:>9,} rows: COPY+merge is {ratios[rows]:.1f}x the per-row rate")
+        if "executemany" in by_method:
+            pipelined[rows] = by_method["copy_merge"]["rows_per_second"] / by_method["executemany"]["rows_per_second"]
+            print(f"{rows:>9,} rows: COPY+merge is {pipelined[rows]:.1f}x the pipelined executemany rate")
         rerun = by_method["copy_merge"]["rerun_unchanged_seconds"]
         print(f"{rows:>9,} rows: unchanged rerun (merge finds nothing to do) {rerun:.2f}s")
     if skipped:
         print(f"per-row INSERT not run for {skipped} rows (> --per-row-max {args.per_row_max:,})")
     print(
         "COPY+merge includes staging, merge, one audit row per insert and the sync_runs row; "
-        "per-row is plain INSERTs only."
+        "the baselines are plain INSERTs only."
     )
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -223,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 "python": sys.version.split()[0],
                 "results": results,
                 "copy_merge_to_per_row_ratio": {str(k): v for k, v in ratios.items()},
+                "copy_merge_to_executemany_ratio": {str(k): v for k, v in pipelined.items()},
                 "per_row_skipped_for_rows": skipped,
             },
             indent=2,
