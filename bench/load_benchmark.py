@@ -12,6 +12,8 @@ is the production path (staging, merge, audit rows, sync_runs). Two baselines do
 
 - ``per_row``: one INSERT executed per row, one round trip each: what a loader writing row by
   row does (the old system's storage step);
+- ``per_row_commit``: the same, committing each row (autocommit), as a loader that saves
+  record by record does;
 - ``executemany``: psycopg 3's ``executemany`` of the same INSERT, which pipelines the
   statements (no wait per row): in effect a batch insert, shown for reference.
 
@@ -132,13 +134,17 @@ def _per_row(url: str, df: pd.DataFrame) -> dict[str, Any]:
     return _plain_inserts(url, df, pipelined=False)
 
 
+def _per_row_commit(url: str, df: pd.DataFrame) -> dict[str, Any]:
+    return _plain_inserts(url, df, pipelined=False, autocommit=True)
+
+
 def _executemany(url: str, df: pd.DataFrame) -> dict[str, Any]:
     return _plain_inserts(url, df, pipelined=True)
 
 
-def _plain_inserts(url: str, df: pd.DataFrame, *, pipelined: bool) -> dict[str, Any]:
+def _plain_inserts(url: str, df: pd.DataFrame, *, pipelined: bool, autocommit: bool = False) -> dict[str, Any]:
     tenant = _tenant("bench_row")
-    engine = create_engine(url)
+    engine = create_engine(url, **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}))
     migrate(engine, tenant)
     names = [c.name for c in journeys.columns]
     json_columns = {"addresses", "external_ids", "raw_payload", "dq_flags"}
@@ -166,7 +172,12 @@ def _plain_inserts(url: str, df: pd.DataFrame, *, pipelined: bool) -> dict[str, 
 def _case(method: str, rows: int, url: str) -> dict[str, Any]:
     df = _frame(rows)
     frame_rss = _peak_rss_mb()
-    timing = {"copy_merge": _copy_merge, "per_row": _per_row, "executemany": _executemany}[method](url, df)
+    timing = {
+        "copy_merge": _copy_merge,
+        "per_row": _per_row,
+        "per_row_commit": _per_row_commit,
+        "executemany": _executemany,
+    }[method](url, df)
     return {
         "method": method,
         "rows": rows,
@@ -200,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     skipped: list[int] = []
     for rows in args.rows:
-        methods = ["copy_merge"] + (["per_row", "executemany"] if rows <= args.per_row_max else [])
+        methods = ["copy_merge"] + (["per_row", "per_row_commit", "executemany"] if rows <= args.per_row_max else [])
         if rows > args.per_row_max:
             skipped.append(rows)
         for method in methods:
@@ -209,19 +220,25 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(pool.apply(_case, (method, rows, url)))
     _reset(url)
 
-    print(f"{'rows':>9} {'method':<12} {'seconds':>8} {'rows/s':>10} {'RSS frame MB':>13} {'peak RSS MB':>12}")
+    print(f"{'rows':>9} {'method':<15} {'seconds':>8} {'rows/s':>10} {'RSS frame MB':>13} {'peak RSS MB':>12}")
     for r in results:
         print(
-            f"{r['rows']:>9,} {r['method']:<12} {r['seconds']:>8.2f} {r['rows_per_second']:>10,.0f} "
+            f"{r['rows']:>9,} {r['method']:<15} {r['seconds']:>8.2f} {r['rows_per_second']:>10,.0f} "
             f"{r['peak_rss_mb_after_frame']:>13,.0f} {r['peak_rss_mb']:>12,.0f}"
         )
     ratios: dict[int, float] = {}
     pipelined: dict[int, float] = {}
+    committed: dict[int, float] = {}
     for rows in args.rows:
         by_method = {r["method"]: r for r in results if r["rows"] == rows}
         if "per_row" in by_method:
             ratios[rows] = by_method["copy_merge"]["rows_per_second"] / by_method["per_row"]["rows_per_second"]
             print(f"{rows:>9,} rows: COPY+merge is {ratios[rows]:.1f}x the per-row rate")
+        if "per_row_commit" in by_method:
+            committed[rows] = (
+                by_method["copy_merge"]["rows_per_second"] / by_method["per_row_commit"]["rows_per_second"]
+            )
+            print(f"{rows:>9,} rows: COPY+merge is {committed[rows]:.1f}x the per-row-with-commit rate")
         if "executemany" in by_method:
             pipelined[rows] = by_method["copy_merge"]["rows_per_second"] / by_method["executemany"]["rows_per_second"]
             print(f"{rows:>9,} rows: COPY+merge is {pipelined[rows]:.1f}x the pipelined executemany rate")
@@ -242,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 "python": sys.version.split()[0],
                 "results": results,
                 "copy_merge_to_per_row_ratio": {str(k): v for k, v in ratios.items()},
+                "copy_merge_to_per_row_commit_ratio": {str(k): v for k, v in committed.items()},
                 "copy_merge_to_executemany_ratio": {str(k): v for k, v in pipelined.items()},
                 "per_row_skipped_for_rows": skipped,
             },
