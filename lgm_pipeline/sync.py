@@ -125,7 +125,8 @@ def run_sync(
             partition_key=day.isoformat(),
             instance=instance,
             raise_on_error=False,
-            tags={JOURNEYS_HANDLED_TAG: "lgm-sync"},
+            # Only a pull followed here by every branch may tell the fan-out sensor to skip it.
+            tags={JOURNEYS_HANDLED_TAG: "lgm-sync"} if set(branches) == set(tenant.location_ids) else None,
             run_config=run_config,
         )
         _add_api_calls(report, raw)

@@ -17,7 +17,6 @@ from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.smartmoving.errors import (
     AuthenticationError,
     AuthorizationError,
-    NotFoundError,
     QuotaExhaustedError,
     SmartMovingError,
 )
@@ -141,19 +140,11 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                     fetched_at[oid] = cached.fetched_at
         reused = len(details)
         to_fetch = [oid for oid in summaries if oid not in details]
-        vanished: list[str] = []
         with resource.get_client(logger=context.log) as client:
-            try:
-                fetched = _call_api(client.get_opportunities, to_fetch)
-            except NotFoundError:
-                # Deleted in SmartMoving between the list and the details: fetch one by one, skip the gone.
-                fetched = {}
-                for oid in to_fetch:
-                    try:
-                        fetched[oid] = _call_api(client.get_opportunity, oid)
-                    except NotFoundError:
-                        vanished.append(oid)
+            fetched = _call_api(client.get_opportunities, to_fetch)
             calls = Counter(client.calls)
+        # Deleted in SmartMoving between the list and the details: its journeys leave with the next merge.
+        vanished = [oid for oid in to_fetch if oid not in fetched]
         for oid, payload in fetched.items():
             details[oid] = payload
             fetched_at[oid] = now

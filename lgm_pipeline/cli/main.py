@@ -62,7 +62,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         sync_status = _sync(args)
         if sync_status:
             print("The first sync had failures (see above); the UI shows the failed runs.", file=sys.stderr)
-        command = [sys.executable, "-m", "dagster", "dev", "-w", str(project_file("workspace.yaml")), "-h", args.host, "-p", str(args.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            str(project_file("workspace.yaml")),
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+        ]
         print(f"Dagster UI: http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
         print(f"Data: PostgreSQL {runtime.dagster_home.parent}", file=sys.stderr)
         # Shells and supervisors may start us with SIGINT/SIGTERM ignored; Ctrl-C and `kill` must still stop us.
@@ -107,14 +118,19 @@ def cmd_simulator(args: argparse.Namespace) -> int:
 
 
 def cmd_check_connection(args: argparse.Namespace) -> int:
+    import dagster as dg
+
     from lgm_pipeline.assets.factory import smartmoving_resource
     from lgm_pipeline.smartmoving.connection import check_connection
 
     ok = True
     with lgm_runtime():
         for tenant in load_tenants():
-            resource = smartmoving_resource(tenant)
-            with resource.get_client() as client:
+            # build_resources resolves the EnvVars, as a run would; outside it they are only names.
+            with (
+                dg.build_resources({"smartmoving": smartmoving_resource(tenant)}) as resources,
+                resources.smartmoving.get_client() as client,
+            ):
                 report = check_connection(client)
             status = "ok" if report.ok else f"FAILED: {report.error}"
             print(f"{tenant.key}: {status}")

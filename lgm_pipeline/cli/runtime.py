@@ -64,31 +64,40 @@ def _prepare_dagster_home() -> Path:
     return home
 
 
-def _smartmoving_settings(tenant: Tenant, stack: ExitStack, say: bool) -> bool:
-    """Returns True when the tenant is served by a local simulator."""
+def _needs_simulator(tenant: Tenant) -> bool:
     url_env, key_env = tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env
     has_url, has_key = bool(os.environ.get(url_env)), bool(os.environ.get(key_env))
-    if has_url and has_key:
-        return False
     if has_url != has_key:
         missing = key_env if has_url else url_env
         raise SetupError(f"tenant {tenant.key}: {missing} is not set (set both {url_env} and {key_env}, or neither)")
+    return not has_url
+
+
+def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool) -> list[str]:
+    """A simulator for each tenant without SmartMoving settings; returns their keys."""
+    simulated = [t for t in tenants if _needs_simulator(t)]
+    if not simulated:
+        return []
     from lgm_pipeline.simulator import SimulatorConfig, start_simulator
 
     # The built-in simulator is for seeing data flow in a minute: no throttle on either side, unless the
-    # user asked for a client budget (then the simulator enforces the tenant's real limit too).
-    os.environ.setdefault(RATE_LIMIT_OVERRIDE_ENV, "off")
-    limit = smartmoving_rate_limit(tenant.smartmoving.rate_limit_per_minute)
-    simulator = stack.enter_context(start_simulator(SimulatorConfig(rate_limit_per_minute=limit)))
-    os.environ[url_env] = simulator.base_url
-    os.environ[key_env] = simulator.api_key
-    if say:
-        print(
-            f"No SmartMoving settings for tenant {tenant.key} ({url_env}/{key_env}): "
-            f"syncing from the built-in simulator at {simulator.base_url}",
-            file=sys.stderr,
-        )
-    return True
+    # user asked for a client budget (then the simulator enforces it too). The override is process-wide,
+    # so it is only defaulted when no tenant talks to the real API.
+    if len(simulated) == len(tenants):
+        os.environ.setdefault(RATE_LIMIT_OVERRIDE_ENV, "off")
+    for tenant in simulated:
+        limit = smartmoving_rate_limit(tenant.smartmoving.rate_limit_per_minute)
+        simulator = stack.enter_context(start_simulator(SimulatorConfig(rate_limit_per_minute=limit)))
+        url_env, key_env = tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env
+        os.environ[url_env] = simulator.base_url
+        os.environ[key_env] = simulator.api_key
+        if say:
+            print(
+                f"No SmartMoving settings for tenant {tenant.key} ({url_env}/{key_env}): "
+                f"syncing from the built-in simulator at {simulator.base_url}",
+                file=sys.stderr,
+            )
+    return [t.key for t in simulated]
 
 
 @contextmanager
@@ -103,7 +112,7 @@ def lgm_runtime(*, smartmoving: bool = True, say: bool = True) -> Iterator[Runti
         if say:
             print(f"PostgreSQL: {redacted(url)}", file=sys.stderr)
         if smartmoving:
-            runtime.simulated_tenants = [t.key for t in load_tenants() if _smartmoving_settings(t, stack, say)]
+            runtime.simulated_tenants = _start_simulators(list(load_tenants()), stack, say)
         from lgm_pipeline.storage.resources import PostgresResource
 
         postgres = PostgresResource()

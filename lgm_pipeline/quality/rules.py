@@ -23,6 +23,7 @@ PLAUSIBLE_EMAIL = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
 NOT_BLANK = r"\S"
 
 
+CONTACT_COLUMNS = frozenset({"customer_name", "customer_phone", "customer_email"})
 WIDE_CHECK_COLUMNS = {"estimated_cost_present_when_booked": "estimated_cost"}
 
 
@@ -128,6 +129,13 @@ def _short(value: Any) -> Any:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _masked(column: str, value: Any) -> Any:
+    """Examples go to Dagster metadata, which every UI user sees: no customer contact details there."""
+    if column in CONTACT_COLUMNS and isinstance(value, str) and value:
+        return f"{value[0]}*** ({len(value)} chars)"
+    return value
+
+
 def _failures(rule: Rule, frame: pd.DataFrame) -> dict[Any, list[dict[str, Any]]]:
     """Row index -> the reasons this rule fails it (one per column and check)."""
     try:
@@ -162,7 +170,12 @@ def validate_journeys(frame: pd.DataFrame, tenant: Tenant) -> ValidationOutcome:
         for index, reasons in failures.items():
             target[index].extend(reasons)
         examples = [
-            {"job_number": _short(frame.at[i, "job_number"]), **{k: r[k] for k in ("column", "check", "value")}}
+            {
+                "job_number": _short(frame.at[i, "job_number"]),
+                "column": r["column"],
+                "check": r["check"],
+                "value": _masked(r["column"], r["value"]),
+            }
             for i, reasons in list(failures.items())[:5]
             for r in reasons[:1]
         ]

@@ -166,7 +166,11 @@ class SmartMovingClient:
         return self._get_opportunity(self._operation("opportunity"), opportunity_id)
 
     def get_opportunities(self, ids: Sequence[str]) -> dict[str, dict]:
-        """Details for each id, ``max_concurrency`` at a time, all under one rate budget and deadline."""
+        """Details for each id, ``max_concurrency`` at a time, all under one rate budget and deadline.
+
+        An id SmartMoving no longer knows (deleted between the list and the details) is left out of
+        the result rather than failing the batch; the caller compares with what it asked for.
+        """
         unique = list(dict.fromkeys(ids))
         if not unique:
             return {}
@@ -178,7 +182,10 @@ class SmartMovingClient:
             futures = {pool.submit(self._get_opportunity, op, oid): oid for oid in unique}
             try:
                 for future in as_completed(futures):
-                    results[futures[future]] = future.result()
+                    try:
+                        results[futures[future]] = future.result()
+                    except NotFoundError:
+                        self._log.warning("SmartMoving opportunity %s no longer exists", futures[future])
             except BaseException:
                 # Stop the siblings before they spend more quota on a batch that already failed.
                 op.cancel.set()
@@ -186,10 +193,10 @@ class SmartMovingClient:
                 raise
         self._log.info(
             "SmartMoving opportunities: fetched %d details in %.0f ms",
-            len(unique),
+            len(results),
             (self._clock() - started) * 1000,
         )
-        return {oid: results[oid] for oid in unique}
+        return {oid: results[oid] for oid in unique if oid in results}
 
     def get_opportunity_jobs(self, opportunity_id: str) -> list[dict]:
         op = self._operation("opportunity_jobs")
@@ -324,6 +331,9 @@ class SmartMovingClient:
             retry_after: float | None = None
             try:
                 response = self._http.get(path, params=params, timeout=timeout)
+            except httpx.UnsupportedProtocol as exc:
+                # A configuration mistake (base URL without http/https): retrying cannot help.
+                raise SmartMovingError(f"SmartMoving base URL is not usable: {self._redact(str(exc))}") from None
             except httpx.TransportError as exc:
                 # Only the class name and httpx's own short text: never the request or its headers.
                 problem = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}"

@@ -95,3 +95,13 @@ def test_no_row_is_ever_dropped() -> None:
     bad = [opportunity(DAY, status=99), opportunity(DAY, branch="?"), opportunity(DAY)]
     frame = _journeys(*bad)
     assert len(validate_journeys(frame, TENANT).frame) == len(frame) == 3
+
+
+def test_check_examples_do_not_expose_contact_details() -> None:
+    opp = opportunity(DAY)
+    opp["customer"] |= {"emailAddress": "zoe.at.example.com"}
+    outcome = validate_journeys(_journeys(opp), TENANT)
+    [contact] = [r for r in outcome.results if r.rule.name == "customer_contact"]
+    assert contact.examples and "zoe.at.example.com" not in str(contact.examples)
+    # the stored flag keeps the value for whoever fixes the record in SmartMoving
+    assert outcome.frame.loc[0, "dq_flags"][0]["value"] == "zoe.at.example.com"

@@ -527,3 +527,24 @@ def test_key_never_appears_in_logs_messages_or_reprs(make_client: MakeClient, ca
     assert len(caplog.records) > 10
     leaks = [text for text in texts if TEST_KEY in text]
     assert leaks == []
+
+
+def test_opportunity_deleted_since_the_list_is_left_out_not_fatal(make_client: MakeClient) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        oid = request.url.path.rsplit("/", 1)[-1]
+        if oid == "gone":
+            return httpx.Response(400, json={"message": "Opportunity not found"})
+        return httpx.Response(200, json={"id": oid, "jobs": []})
+
+    client = make_client(handler)
+    details = client.get_opportunities(["a", "gone", "b"])
+    assert sorted(details) == ["a", "b"]
+    assert client.calls["opportunity"] == 3  # one call each, no retry of the missing one
+
+
+def test_base_url_without_scheme_fails_at_once(fake_time) -> None:
+    client = SmartMovingClient("SMARTMOVING_BASE_URL", TEST_KEY, rate_limit_per_minute=None, sleep=fake_time.sleep)
+    with pytest.raises(SmartMovingError, match="base URL is not usable"):
+        client.ping()
+    assert fake_time.sleeps == []
+    client.close()

@@ -1,0 +1,47 @@
+"""The `lgm` commands as an operator runs them (in process; the database is the test's own)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lgm_pipeline.cli.main import main
+from lgm_pipeline.simulator import SimulatorConfig, start_simulator
+
+
+@pytest.fixture
+def simulator_env(monkeypatch: pytest.MonkeyPatch):
+    with start_simulator(SimulatorConfig(rate_limit_per_minute=None, churn=0.0, customers_per_day=20)) as sim:
+        monkeypatch.setenv("SMARTMOVING_BASE_URL", sim.base_url)
+        monkeypatch.setenv("SMARTMOVING_API_KEY", sim.api_key)
+        yield sim
+
+
+def test_check_connection_reports_latency_and_branches(database_url, simulator_env, capsys) -> None:
+    assert main(["check-connection"]) == 0
+    out = capsys.readouterr().out
+    assert "lgm: ok" in out and "key valid: True" in out
+    assert "CALGARY" in out
+    assert simulator_env.api_key not in out
+
+
+def test_check_connection_with_a_wrong_key_says_so(database_url, simulator_env, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SMARTMOVING_API_KEY", "a-wrong-key")
+    assert main(["check-connection"]) == 1
+    out = capsys.readouterr().out
+    assert "key valid: False" in out and "a-wrong-key" not in out
+
+
+def test_sync_one_branch_then_status(database_url, simulator_env, monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("LGM_SMARTMOVING_RATE_LIMIT", "off")
+    assert main(["sync", "--branch", "loc_lgm_calgary_001"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("loc_lgm_calgary_001") == 2 and "loc_lgm_toronto_001" not in out
+    assert main(["status"]) == 0
+    status = capsys.readouterr().out
+    assert "loc_lgm_calgary_001" in status and "never synced" not in status
+
+
+def test_sync_with_an_unknown_branch_is_a_clear_error(database_url, simulator_env, capsys) -> None:
+    assert main(["sync", "--branch", "loc_nowhere"]) == 2
+    assert "unknown branch" in capsys.readouterr().err
