@@ -315,7 +315,10 @@ def _merge_journeys(
             f"{problems[2]} quarantined row(s) of another date or branch"
         )
 
-    _lock_partition(conn, tenant, journeys, scope)
+    # One journeys writer per tenant at a time, not per partition: a merge also moves rows of other
+    # partitions (a job rescheduled or re-branched), and a concurrent merge of the partition the row
+    # left could otherwise delete it after this one moved it. Merges take well under a second.
+    _lock_partition(conn, tenant, journeys, PartitionScope())
     valid = f"s.{q(QUARANTINE_REASONS)} IS NULL"
     audit_columns = "journey_id, action, changed_columns, before, after, run_id, partition_key"
     excluded_from_image = "ARRAY[" + ", ".join(f"'{c}'" for c in sorted(AUDIT_IMAGE_EXCLUDED)) + "]"

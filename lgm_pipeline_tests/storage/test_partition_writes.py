@@ -16,7 +16,9 @@ from lgm_pipeline_tests.storage.conftest import (
     DAILY,
     DAY,
     NEXT_DAY,
+    TORONTO,
     Writer,
+    journey_key,
     journey_row,
     journeys_frame,
     raw_job_row,
@@ -170,3 +172,22 @@ def test_concurrent_writers_of_one_partition_are_serialized(writer: Writer, engi
     assert len(runs) == 1, runs
     assert runs[0][1] == len(frames[runs[0][0]])
     assert written == 2
+
+
+def test_journeys_writes_of_different_partitions_wait_for_each_other(writer: Writer, engine: Engine) -> None:
+    # A merge moves rows of other partitions (a job re-branched or rescheduled); were two partitions'
+    # merges to interleave, the one a job left could delete it just after the other moved it.
+    from lgm_pipeline.storage.tables import journeys
+    from lgm_pipeline.tenants import load_tenants
+
+    finished = threading.Event()
+    frame = journeys_frame([journey_row("moved", location_id=TORONTO)])
+    with engine.begin() as conn:
+        writes._lock_partition(conn, load_tenants()[0], journeys, writes.PartitionScope())  # a Calgary merge
+        thread = threading.Thread(target=lambda: (writer.journeys(frame, journey_key(branch=TORONTO)), finished.set()))
+        thread.start()
+        assert not finished.wait(1.0), "a Toronto merge ran while a Calgary merge held the tenant's journeys"
+    thread.join(timeout=30)
+    assert finished.is_set()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT location_id FROM tenant_lgm.journeys")).scalars().all() == [TORONTO]
