@@ -41,8 +41,10 @@ API_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EX
 class OpportunityDetailsConfig(dg.Config):
     force_refresh: bool = False
     """Fetch every opportunity's details again, ignoring the cache."""
-    detail_max_age_hours: float = 6.0
-    """Cached details younger than this are reused while the list summary is unchanged."""
+    detail_max_age_hours: float = 24.0
+    """Cached details younger than this are reused while the list summary is unchanged. A day keeps a month of
+    2-hour cycles (one full detail refresh a day, ~425 calls for LGM, plus the changed ones) inside the Basic
+    tier's 20,000 calls; changes the list summary does not show (an address) wait at most this long."""
 
 
 def smartmoving_resource_key(tenant: Tenant) -> str:

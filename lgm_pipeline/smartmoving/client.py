@@ -39,6 +39,9 @@ _REDACTED = "[redacted]"
 _MAX_MESSAGE_CHARS = 200
 
 
+_request_log = logging.getLogger(__name__)
+
+
 def service_date_param(day: date) -> int:
     """SmartMoving takes dates as integers yyyyMMdd."""
     return day.year * 10000 + day.month * 100 + day.day
@@ -273,7 +276,8 @@ class SmartMovingClient:
         for index, job in enumerate(jobs):
             if not isinstance(job, dict) or not job.get("id"):
                 raise MalformedPayloadError(endpoint, None, f"jobs[{index}].id", f"opportunity {opportunity_id}")
-        self._log.debug("SmartMoving opportunity %s: %d jobs, %.0f ms", opportunity_id, len(jobs), elapsed * 1000)
+        # One line per detail call would flood a run's event log (hundreds per date): Python logging only.
+        _request_log.debug("SmartMoving opportunity %s: %d jobs, %.0f ms", opportunity_id, len(jobs), elapsed * 1000)
         return detail
 
     def _log_page(self, endpoint: str, page: int, records: int, elapsed: float) -> None:
