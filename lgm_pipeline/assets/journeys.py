@@ -45,7 +45,7 @@ def _check_specs(tenant: Tenant, asset_key: dg.AssetKey) -> list[dg.AssetCheckSp
     return specs
 
 
-def _rule_check(result: RuleResult, total: int, max_share: float) -> dg.AssetCheckResult:
+def _rule_check(result: RuleResult, total: int, max_share: float, partition: str) -> dg.AssetCheckResult:
     share = result.failing_rows / total if total else 0.0
     blocking = result.rule.severity is Severity.BLOCKING
     severity = dg.AssetCheckSeverity.ERROR if blocking and share > max_share else dg.AssetCheckSeverity.WARN
@@ -54,6 +54,7 @@ def _rule_check(result: RuleResult, total: int, max_share: float) -> dg.AssetChe
         passed=result.failing_rows == 0,
         severity=severity,
         metadata={
+            "partition": partition,
             "severity": result.rule.severity.value,
             "failing_rows": result.failing_rows,
             "rows_checked": total,
@@ -64,19 +65,27 @@ def _rule_check(result: RuleResult, total: int, max_share: float) -> dg.AssetChe
     )
 
 
-def _structural_checks(frame: pd.DataFrame, service_date: dt.date) -> list[dg.AssetCheckResult]:
+def _structural_checks(frame: pd.DataFrame, service_date: dt.date, partition: str) -> list[dg.AssetCheckResult]:
     duplicates = frame["id"][frame["id"].duplicated()].unique().tolist()
     outside = frame.loc[frame["service_date"] != service_date, "job_number"].tolist()
     return [
         dg.AssetCheckResult(
             check_name=UNIQUE_IDS_CHECK,
             passed=not duplicates,
-            metadata={"duplicate_ids": len(duplicates), "examples": dg.MetadataValue.json(duplicates[:5])},
+            metadata={
+                "partition": partition,
+                "duplicate_ids": len(duplicates),
+                "examples": dg.MetadataValue.json(duplicates[:5]),
+            },
         ),
         dg.AssetCheckResult(
             check_name=DATE_IN_PARTITION_CHECK,
             passed=not outside,
-            metadata={"rows_outside": len(outside), "examples": dg.MetadataValue.json(outside[:5])},
+            metadata={
+                "partition": partition,
+                "rows_outside": len(outside),
+                "examples": dg.MetadataValue.json(outside[:5]),
+            },
         ),
     ]
 
@@ -135,6 +144,11 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         frame = outcome.frame
         quarantined = frame["quarantine_reasons"].notna()
         stored = frame[~quarantined]
+        # Checks are per asset, not per partition (partitioned checks are preview in 1.13): each result
+        # names its partition.
+        partition = f"{service_date.isoformat()} / {location_id}"
+        # Before the Output: the IO manager refuses a frame these fail, and the UI should still show which.
+        yield from _structural_checks(frame, service_date, partition)
         yield dg.Output(
             frame,
             metadata={
@@ -145,12 +159,10 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
                 "service_date": service_date.isoformat(),
                 "rows_by_stage": dg.MetadataValue.json(stored["status"].value_counts().to_dict()),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
-                "preview": preview(stored, ["job_number", "status", "customer_name", "start_location"]),
+                "preview": preview(stored, ["job_number", "status", "job_type_name", "estimated_cost"]),
             },
         )
-        total = len(frame)
         for result in outcome.results:
-            yield _rule_check(result, total, config.max_quarantine_share)
-        yield from _structural_checks(frame, service_date)
+            yield _rule_check(result, len(frame), config.max_quarantine_share, partition)
 
     return journeys

@@ -172,3 +172,28 @@ def test_contact_change_shows_next_cycle_without_refetching_details(defs, tenant
             {"i": row["id"]},
         ).scalar_one()
     assert "customer_name" in audit
+
+
+def test_quarantine_share_over_the_limit_turns_the_check_red(defs, tenant, instance, window, simulator) -> None:
+    today = window[0]
+    bad = simulator.world.add_booking(today, "CALGARY 🇨🇦 - Let's Get Moving", 4)
+    simulator.world.patch(bad["opportunity_id"], opportunity={"status": 99})
+    assert run_sync(defs, tenant, instance, dates=[today], location_ids=["loc_lgm_calgary_001"]).ok
+    key = journey_partition_key(today.isoformat(), "loc_lgm_calgary_001")
+
+    def status_check(max_share: float) -> dg.AssetCheckEvaluation:
+        result = dg.materialize(
+            tenant_assets(tenant),
+            partition_key=key,
+            instance=instance,
+            resources=defs.resources,
+            selection=[dg.AssetKey([tenant.key, "journeys"])],
+            run_config={"ops": {"lgm__journeys": {"config": {"max_quarantine_share": max_share}}}},
+        )
+        [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == "status_mapping"]
+        return evaluation
+
+    tolerated, exceeded = status_check(0.5), status_check(0.0)
+    assert not tolerated.passed and tolerated.severity == dg.AssetCheckSeverity.WARN
+    assert not exceeded.passed and exceeded.severity == dg.AssetCheckSeverity.ERROR
+    assert exceeded.metadata["partition"].value == f"{today.isoformat()} / loc_lgm_calgary_001"
