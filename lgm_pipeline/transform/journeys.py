@@ -14,41 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from lgm_pipeline.storage.tables import journeys as journeys_table
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.mappings import JOB_TYPE_NAMES, STATUS_MAPPING
 
-JOURNEY_COLUMNS = [
-    "id",
-    "client_id",
-    "location_id",
-    "service_date",
-    "status",
-    "smartmoving_status",
-    "smartmoving_status_name",
-    "job_number",
-    "quote_number",
-    "job_type",
-    "job_type_name",
-    "title",
-    "customer_name",
-    "customer_phone",
-    "customer_email",
-    "start_location",
-    "end_location",
-    "addresses",
-    "estimated_cost",
-    "move_size",
-    "confirmed",
-    "booked",
-    "branch_name",
-    "external_ids",
-    "smartmoving_job_id",
-    "raw_payload",
-    "dq_flags",
-    "source_fetched_at",
-    "synced_at",
-    "run_id",
-]
+JOURNEY_COLUMNS = [c.name for c in journeys_table.columns]  # one definition, in storage.tables
 
 _EXTENSION_RE = re.compile(r"\s*(?:ext\.?|x|#)\s*\d+\s*$", re.IGNORECASE)
 _NANP_RE = re.compile(r"^[2-9]\d{2}[2-9]\d{6}$")

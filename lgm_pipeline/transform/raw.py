@@ -15,30 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-CUSTOMER_COLUMNS = ["service_date", "customer_id", "name", "payload", "fetched_at", "run_id"]
-OPPORTUNITY_COLUMNS = [
-    "service_date",
-    "opportunity_id",
-    "customer_id",
-    "summary_hash",
-    "payload",
-    "fetched_at",
-    "run_id",
-]
-JOB_COLUMNS = [
-    "service_date",
-    "job_id",
-    "opportunity_id",
-    "customer_id",
-    "job_number",
-    "job_type",
-    "confirmed",
-    "addresses",
-    "estimated_charges",
-    "payload",
-    "fetched_at",
-    "run_id",
-]
+from lgm_pipeline.storage.tables import raw_customers, raw_jobs, raw_opportunities
+
+# The frames' columns are the tables' columns: one definition, in storage.tables.
+CUSTOMER_COLUMNS = [c.name for c in raw_customers.columns]
+OPPORTUNITY_COLUMNS = [c.name for c in raw_opportunities.columns]
+JOB_COLUMNS = [c.name for c in raw_jobs.columns]
 
 
 def yyyymmdd_to_date(value: Any) -> dt.date | None:
