@@ -8,13 +8,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from lgm_pipeline.assets.freshness import STALE_AFTER
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import sync_runs, tenant_options
 from lgm_pipeline.tenants import Tenant
-
-#: A branch whose latest journeys write is older than this is reported stale (two missed cycles ~ 2h30).
-STALE_AFTER = dt.timedelta(hours=2, minutes=30)
 
 
 @dataclass

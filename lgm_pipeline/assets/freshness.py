@@ -1,7 +1,7 @@
 """Is every branch's ``journeys`` data recent? The freshness policy and the check that enforces it.
 
 The 2-hour schedule rewrites each (date, branch) partition of the sync window every cycle; a
-branch whose latest write is older than :data:`~lgm_pipeline.status.STALE_AFTER` (two missed
+branch whose latest write is older than :data:`STALE_AFTER` (two missed
 cycles) is stale. Dagster's ``FreshnessPolicy`` shows this on the asset in the UI, but it is
 evaluated per asset, not per branch, and only by the daemon; the ``journeys_freshness`` check
 reads ``sync_runs`` (the same rows ``lgm status`` shows) and fails naming the stale branches.
@@ -13,10 +13,12 @@ from typing import Any
 
 import dagster as dg
 
-from lgm_pipeline.status import STALE_AFTER
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
 
+#: A branch whose latest journeys write is older than this is stale (two missed cycles ~ 2h30);
+#: the check, the policy and ``lgm status`` all use it.
+STALE_AFTER = dt.timedelta(hours=2, minutes=30)
 FRESHNESS_CHECK = "journeys_freshness"
 FRESHNESS_CRON = "*/30 * * * *"
 

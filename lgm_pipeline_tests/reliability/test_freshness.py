@@ -7,9 +7,9 @@ import datetime as dt
 import dagster as dg
 import pytest
 
-from lgm_pipeline.assets.freshness import JOURNEYS_FRESHNESS_POLICY, stale_branches
+from lgm_pipeline.assets.freshness import JOURNEYS_FRESHNESS_POLICY, STALE_AFTER, stale_branches
 from lgm_pipeline.definitions import defs as production_defs
-from lgm_pipeline.status import STALE_AFTER, format_status, tenant_status
+from lgm_pipeline.status import format_status, tenant_status
 from lgm_pipeline_tests.reliability.conftest import CALGARY, age_sync_runs, freshness_evaluation
 
 pytestmark = pytest.mark.e2e
