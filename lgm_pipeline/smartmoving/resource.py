@@ -26,6 +26,8 @@ class SmartMovingResource(dg.ConfigurableResource):
         default=120, description="Server throttle per key; None turns the client-side budget off"
     )
     max_retries: int = 5
+    backoff_base_seconds: float = 0.5
+    backoff_max_seconds: float = 30.0
     deadline_seconds: float = 900.0
 
     def get_client(self, logger: logging.Logger | None = None) -> SmartMovingClient:
@@ -37,6 +39,8 @@ class SmartMovingResource(dg.ConfigurableResource):
             max_concurrency=self.max_concurrency,
             rate_limit_per_minute=self.rate_limit_per_minute,
             max_retries=self.max_retries,
+            backoff_base_seconds=self.backoff_base_seconds,
+            backoff_max_seconds=self.backoff_max_seconds,
             deadline_seconds=self.deadline_seconds,
             logger=logger,
         )

@@ -8,18 +8,15 @@ millisecond backoff and a 50 ms step-retry delay, so each fault ends by itself i
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from typing import Any
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
-from pydantic import Field
 
 from lgm_pipeline.assets import factory, raw
 from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.simulator import RunningSimulator
-from lgm_pipeline.smartmoving.client import SmartMovingClient
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.sync import SyncReport, run_sync
@@ -32,27 +29,6 @@ CALGARY_SM = "CALGARY 🇨🇦 - Let's Get Moving"
 PAGE_SIZE = 25
 #: Step retries stay on (a fault must survive them, or be refused by them), only the delay shrinks.
 FAST_STEP_RETRIES = dg.RetryPolicy(max_retries=2, delay=0.05)
-
-
-class FastSmartMovingResource(SmartMovingResource):
-    """The production resource with the client's backoff shrunk to milliseconds."""
-
-    backoff_base_seconds: float = Field(default=0.01)
-    backoff_max_seconds: float = Field(default=0.05)
-
-    def get_client(self, logger: logging.Logger | None = None) -> SmartMovingClient:
-        return SmartMovingClient(
-            self.base_url,
-            self.api_key,
-            page_size=self.page_size,
-            max_concurrency=self.max_concurrency,
-            rate_limit_per_minute=self.rate_limit_per_minute,
-            max_retries=self.max_retries,
-            backoff_base_seconds=self.backoff_base_seconds,
-            backoff_max_seconds=self.backoff_max_seconds,
-            deadline_seconds=self.deadline_seconds,
-            logger=logger,
-        )
 
 
 @pytest.fixture
@@ -85,9 +61,12 @@ def defs(
             "page_size": PAGE_SIZE,
             "max_retries": 4,
             "deadline_seconds": 60.0,
+            # the production backoff (0.5 s doubling to 30 s) shrunk to milliseconds
+            "backoff_base_seconds": 0.01,
+            "backoff_max_seconds": 0.05,
             **resource_overrides,
         }
-        return FastSmartMovingResource(**settings)
+        return SmartMovingResource(**settings)
 
     monkeypatch.setattr(factory, "smartmoving_resource", fast_resource)
     monkeypatch.setattr(raw, "API_RETRY_POLICY", FAST_STEP_RETRIES)
