@@ -92,9 +92,17 @@ def _alive(process: psutil.Process) -> bool:
 
 
 @pytest.mark.stops_lgm_up
+def _command(process: psutil.Process) -> str:
+    """A child's command line; a run worker that just finished may already be a zombie."""
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:
+        return f"<pid {process.pid} exited>"
+
+
 def test_ctrl_c_stops_lgm_up_and_every_process_it_started(lgm_up: LgmUp) -> None:
     tree = psutil.Process(lgm_up.process.pid).children(recursive=True)
-    commands = " ".join(" ".join(p.cmdline()) for p in tree)
+    commands = " ".join(_command(p) for p in tree)
     assert "dagster_webserver" in commands and "dagster._daemon" in commands, commands
 
     started = time.monotonic()
@@ -110,6 +118,6 @@ def test_ctrl_c_stops_lgm_up_and_every_process_it_started(lgm_up: LgmUp) -> None
     while alive and time.monotonic() < deadline:
         time.sleep(0.5)
         alive = [p for p in alive if _alive(p)]
-    assert not alive, [" ".join(p.cmdline()) for p in alive]
+    assert not alive, [_command(p) for p in alive]
     with pytest.raises(httpx.TransportError):  # nothing listens on the port any more
         httpx.get(lgm_up.url("server_info"), timeout=2)
