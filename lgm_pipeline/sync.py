@@ -15,6 +15,7 @@ import dagster as dg
 
 from lgm_pipeline.assets.automation import JOURNEYS_HANDLED_TAG, journeys_job_name, raw_job_name
 from lgm_pipeline.assets.partitions import journey_partition_key
+from lgm_pipeline.assets.raw import STOP_CYCLE
 from lgm_pipeline.tenants import Tenant
 
 
@@ -69,6 +70,14 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
             retries = [w for w in wrappers if w.startswith("Exceeded max_retries")]
             return f"{text} ({retries[0]})" if retries else text
     return "run failed"
+
+
+def _stops_cycle(result: dg.ExecuteInProcessResult) -> bool:
+    for event in result.all_events:
+        failure = event.step_failure_data if event.is_step_failure else None
+        if failure and failure.user_failure_data and failure.user_failure_data.metadata.get(STOP_CYCLE):
+            return True
+    return False
 
 
 def _add_api_calls(report: SyncReport, result: dg.ExecuteInProcessResult) -> None:
@@ -133,6 +142,11 @@ def run_sync(
         if not raw.success:
             report.raw_failures[day] = _failure_text(raw)
             progress(f"{tenant.key} {day}: FAILED {report.raw_failures[day]}")
+            if _stops_cycle(raw):
+                # A rejected key or an exhausted quota: the other dates would only spend calls failing.
+                for later in dates[dates.index(day) + 1 :]:
+                    report.raw_failures[later] = f"not pulled, cycle stopped: {report.raw_failures[day]}"
+                break
             continue
         progress(f"{tenant.key} {day}: {report.total_api_calls} API calls so far")
         for location_id in branches:

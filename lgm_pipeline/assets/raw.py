@@ -51,9 +51,13 @@ def smartmoving_resource_key(tenant: Tenant) -> str:
     return f"smartmoving_{tenant.key}"
 
 
+#: Failure metadata telling ``lgm sync`` not to pull the cycle's other dates (they would fail the same way).
+STOP_CYCLE = "lgm/stop_cycle"
+
+
 def _fail_fast(error: SmartMovingError) -> dg.Failure:
     """A bad key or an exhausted quota will not heal by retrying the step: fail once, clearly."""
-    return dg.Failure(description=str(error), allow_retries=False)
+    return dg.Failure(description=str(error), allow_retries=False, metadata={STOP_CYCLE: True})
 
 
 def _call_api(func: Any, *args: Any) -> Any:

@@ -182,7 +182,7 @@ class SmartMovingClient:
         results: dict[str, dict] = {}
         workers = min(self.max_concurrency, len(unique))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smartmoving") as pool:
-            futures = {pool.submit(self._get_opportunity, op, oid): oid for oid in unique}
+            futures = {pool.submit(self._get_opportunity_or_stop, op, oid): oid for oid in unique}
             try:
                 for future in as_completed(futures):
                     try:
@@ -260,6 +260,17 @@ class SmartMovingClient:
             if not records:
                 raise MalformedPayloadError(endpoint, page, "lastPage", "false on an empty page")
             page += 1
+
+    def _get_opportunity_or_stop(self, op: _Operation, opportunity_id: str) -> dict:
+        """In a batch, a fatal answer (bad key, quota, upstream down) stops the siblings at once,
+        before they spend more quota, rather than when the caller gets round to the failure."""
+        try:
+            return self._get_opportunity(op, opportunity_id)
+        except NotFoundError:
+            raise
+        except SmartMovingError:
+            op.cancel.set()
+            raise
 
     def _get_opportunity(self, op: _Operation, opportunity_id: str) -> dict:
         endpoint = "opportunity"

@@ -152,10 +152,11 @@ def test_quota_exhausted_stops_early_and_resumes_after_reset(defs, tenant, insta
     assert not report.ok and report.branches == []
     for day in window:
         assert "SmartMoving call quota exhausted for this key (429)" in report.raw_failures[day]
+    assert report.raw_failures[window[1]].startswith("not pulled, cycle stopped")
     stats = simulator.stats()
-    # Once refused, nothing is retried: at most the in-flight detail requests and one call for the
-    # next date are refused, and no step is retried by Dagster.
-    assert 1 <= stats["rate_limited"] <= 6
+    # Once refused, nothing is retried and the cycle stops: only the detail requests already in
+    # flight (the client's max_concurrency, 4) are refused, and no step is retried by Dagster.
+    assert 1 <= stats["rate_limited"] <= 4
     for run in instance.get_runs():
         assert not instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY).records
     assert journeys_rows(db, tenant) == []
