@@ -145,17 +145,40 @@ class SmartMovingClient:
 
     def iter_customer_pages(self, from_date: date, to_date: date) -> Iterator[tuple[int, list[dict]]]:
         """Customers with service dates in [from_date, to_date], one page at a time, until lastPage."""
-        yield from self._iter_customer_pages(self._operation("customers"), from_date, to_date)
+        for page, records, _ in self._iter_customer_pages(self._operation("customers"), from_date, to_date):
+            yield page, records
 
     def list_customers(self, from_date: date, to_date: date) -> list[dict]:
-        """Every customer of the date range, with opportunity info, each id once."""
+        """Every customer of the date range, with opportunity info, each id once.
+
+        Pages are offsets into a list ordered by name: a customer removed or renamed while we page
+        shifts the rest, and one customer can fall between two pages unseen. Its journeys would then
+        be deleted by the merge, so a pull that received fewer customers than the list's
+        ``totalResults`` is done again, and fails (previous data kept) if it is short twice.
+        """
+        for attempt in (1, 2):
+            customers, total = self._pull_customers(from_date, to_date)
+            if total is None or len(customers) >= total:
+                return customers
+            self._log.warning(
+                "SmartMoving customers: received %d of the %d listed (the list changed while paging)%s",
+                len(customers),
+                total,
+                "; pulling again" if attempt == 1 else "",
+            )
+        raise SmartMovingError(
+            f"SmartMoving customers list kept changing while paging: received {len(customers)} of {total}"
+        )
+
+    def _pull_customers(self, from_date: date, to_date: date) -> tuple[list[dict], int | None]:
         by_id: dict[str, dict] = {}
-        for page, records in self._iter_customer_pages(self._operation("customers"), from_date, to_date):
+        total: int | None = None
+        for page, records, listed in self._iter_customer_pages(self._operation("customers"), from_date, to_date):
+            total = listed
             for record in records:
                 customer_id = record["id"]
                 if customer_id in by_id:
-                    # Pages are ordered by name and the data moves under us, so a customer can
-                    # slide onto the next page; the later copy is the fresher one.
+                    # A customer can slide onto the next page as the data moves; the later copy is fresher.
                     self._log.warning(
                         "SmartMoving customers: customer %s seen again on page %d, keeping the later copy",
                         customer_id,
@@ -163,7 +186,7 @@ class SmartMovingClient:
                     )
                     del by_id[customer_id]
                 by_id[customer_id] = record
-        return list(by_id.values())
+        return list(by_id.values()), total
 
     def get_opportunity(self, opportunity_id: str) -> dict:
         return self._get_opportunity(self._operation("opportunity"), opportunity_id)
@@ -218,7 +241,10 @@ class SmartMovingClient:
         deadline = None if self.deadline_seconds is None else self._clock() + self.deadline_seconds
         return _Operation(name, deadline)
 
-    def _iter_customer_pages(self, op: _Operation, from_date: date, to_date: date) -> Iterator[tuple[int, list[dict]]]:
+    def _iter_customer_pages(
+        self, op: _Operation, from_date: date, to_date: date
+    ) -> Iterator[tuple[int, list[dict], int | None]]:
+        """(page, records, the envelope's totalResults when it is a whole number)."""
         page = 1
         while True:
             params = {
@@ -234,7 +260,8 @@ class SmartMovingClient:
                 if not isinstance(record, dict) or not record.get("id"):
                     raise MalformedPayloadError("customers", page, f"pageResults[{index}].id", "customer without id")
             self._log_page("customers", page, len(records), elapsed)
-            yield page, records
+            total = envelope.get("totalResults")
+            yield page, records, total if isinstance(total, int) and not isinstance(total, bool) else None
             if last_page:
                 return
             if not records:

@@ -23,7 +23,7 @@ from lgm_pipeline.smartmoving.errors import (
     SmartMovingError,
     UpstreamUnavailableError,
 )
-from lgm_pipeline_tests.smartmoving.conftest import TEST_KEY, FakeTime, envelope
+from lgm_pipeline_tests.smartmoving.conftest import TEST_KEY, FakeTime, Handler, envelope
 
 MakeClient = Callable[..., SmartMovingClient]
 DAY = date(2026, 11, 25)
@@ -548,3 +548,34 @@ def test_base_url_without_scheme_fails_at_once(fake_time) -> None:
         client.ping()
     assert fake_time.sleeps == []
     client.close()
+
+
+def _paged(pulls: list[list[list[dict]]], total: int) -> tuple[Handler, list[int]]:
+    """Serves pull after pull (each a list of pages); every envelope claims ``total`` customers."""
+    served: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["Page"])
+        if page == 1:
+            served.append(1)
+        pages = pulls[min(len(served), len(pulls)) - 1]
+        body = envelope(pages[page - 1], page, page == len(pages)) | {"totalResults": total}
+        return httpx.Response(200, json=body)
+
+    return handler, served
+
+
+def test_customer_lost_between_pages_is_pulled_again(make_client: MakeClient) -> None:
+    a, b, c, d = ({"id": x, "name": x} for x in "abcd")
+    # First pull: c was renamed while we paged and fell between page 1 and page 2.
+    handler, pulls = _paged([[[a, b], [d]], [[a, b], [c, d]]], total=4)
+    customers = make_client(handler).list_customers(date(2026, 11, 25), date(2026, 11, 25))
+    assert sorted(x["id"] for x in customers) == ["a", "b", "c", "d"]
+    assert len(pulls) == 2
+
+
+def test_list_short_twice_fails_instead_of_dropping_a_customer(make_client: MakeClient) -> None:
+    a, b, d = ({"id": x, "name": x} for x in "abd")
+    handler, _ = _paged([[[a, b], [d]]], total=4)
+    with pytest.raises(SmartMovingError, match="received 3 of 4"):
+        make_client(handler).list_customers(date(2026, 11, 25), date(2026, 11, 25))
