@@ -15,7 +15,6 @@ BRANCH_DIMENSION = "branch"
 @dataclass(frozen=True)
 class TenantPartitions:
     service_date: dg.DailyPartitionsDefinition
-    branch: dg.StaticPartitionsDefinition
     journeys: dg.MultiPartitionsDefinition
 
 
@@ -28,7 +27,6 @@ def tenant_partitions(tenant: Tenant) -> TenantPartitions:
     branch = dg.StaticPartitionsDefinition(tenant.location_ids)
     return TenantPartitions(
         service_date=service_date,
-        branch=branch,
         journeys=dg.MultiPartitionsDefinition({DATE_DIMENSION: service_date, BRANCH_DIMENSION: branch}),
     )
 

@@ -56,7 +56,7 @@ def _default_signals() -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    with lgm_runtime() as runtime:
+    with lgm_runtime() as dagster_home:
         print("Syncing today and tomorrow before starting the UI...", file=sys.stderr)
         args.date, args.branch, args.tenant = None, None, None
         sync_status = _sync(args)
@@ -75,7 +75,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             str(args.port),
         ]
         print(f"Dagster UI: http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
-        print(f"Data: PostgreSQL {runtime.dagster_home.parent}", file=sys.stderr)
+        print(f"Dagster home: {dagster_home}", file=sys.stderr)
         # Shells and supervisors may start us with SIGINT/SIGTERM ignored; Ctrl-C and `kill` must still stop us.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -14,7 +14,6 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from lgm_pipeline.settings import (
@@ -38,13 +37,6 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 class SetupError(RuntimeError):
     """Configuration the user must fix; the message says what and how."""
-
-
-@dataclass
-class Runtime:
-    database_url: str
-    dagster_home: Path
-    simulated_tenants: list[str] = field(default_factory=list)
 
 
 def project_file(name: str) -> Path:
@@ -73,11 +65,11 @@ def _needs_simulator(tenant: Tenant) -> bool:
     return not has_url
 
 
-def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool) -> list[str]:
-    """A simulator for each tenant without SmartMoving settings; returns their keys."""
+def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool) -> None:
+    """A simulator for each tenant without SmartMoving settings."""
     simulated = [t for t in tenants if _needs_simulator(t)]
     if not simulated:
-        return []
+        return
     from lgm_pipeline.simulator import SimulatorConfig, start_simulator
 
     # The built-in simulator is for seeing data flow in a minute: no throttle on either side, unless the
@@ -97,25 +89,26 @@ def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool) -> lis
                 f"syncing from the built-in simulator at {simulator.base_url}",
                 file=sys.stderr,
             )
-    return [t.key for t in simulated]
 
 
 @contextmanager
-def lgm_runtime(*, smartmoving: bool = True, say: bool = True) -> Iterator[Runtime]:
-    """Database, Dagster home and (optionally) SmartMoving settings for the duration of a command."""
+def lgm_runtime(*, smartmoving: bool = True, say: bool = True) -> Iterator[Path]:
+    """Database, Dagster home and (optionally) SmartMoving settings for the duration of a command.
+
+    Yields the Dagster home directory."""
     with ExitStack() as stack:
         url = database_url()
         os.environ[DATABASE_URL_ENV] = url
         ensure_database(url, dagster_database_name(url))
         os.environ[DAGSTER_STORAGE_URL_ENV] = dagster_storage_url(url)
-        runtime = Runtime(database_url=url, dagster_home=_prepare_dagster_home())
+        dagster_home = _prepare_dagster_home()
         if say:
             print(f"PostgreSQL: {redacted(url)}", file=sys.stderr)
         if smartmoving:
-            runtime.simulated_tenants = _start_simulators(list(load_tenants()), stack, say)
+            _start_simulators(list(load_tenants()), stack, say)
         from lgm_pipeline.storage.resources import PostgresResource
 
         postgres = PostgresResource()
         for tenant in load_tenants():
             postgres.ensure_tenant(tenant)
-        yield runtime
+        yield dagster_home

@@ -35,7 +35,7 @@ CLOCK_SETTING = "lgm.clock"
 class Migration:
     version: int
     description: str
-    apply: Callable[[Connection, Tenant], None]
+    apply: Callable[[Connection, Tenant], object]  # a return value (e.g. views replaced) is ignored
 
 
 def _create_tables(conn: Connection, tenant: Tenant) -> None:
@@ -91,13 +91,9 @@ def sync_views(conn: Connection, tenant: Tenant) -> list[str]:
     return replaced
 
 
-def _create_views(conn: Connection, tenant: Tenant) -> None:
-    sync_views(conn, tenant)
-
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
-    Migration(2, "day views (today, tomorrow, active)", _create_views),
+    Migration(2, "day views (today, tomorrow, active)", sync_views),
     Migration(3, "reader/writer roles, grants, row-level security", apply_access),
 )
 

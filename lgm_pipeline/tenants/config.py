@@ -69,12 +69,6 @@ class Tenant:
     def branch_by_smartmoving_name(self) -> dict[str, Branch]:
         return {b.smartmoving_branch_name: b for b in self.branches}
 
-    def branch(self, location_id: str) -> Branch:
-        for b in self.branches:
-            if b.location_id == location_id:
-                return b
-        raise KeyError(f"tenant {self.key!r} has no branch {location_id!r}")
-
     def today(self, now: dt.datetime | None = None) -> dt.date:
         now = now or dt.datetime.now(dt.UTC)
         return now.astimezone(self.tz).date()
