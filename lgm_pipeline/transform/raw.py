@@ -30,7 +30,7 @@ def yyyymmdd_to_date(value: Any) -> dt.date | None:
     try:
         text = str(int(value))
         return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8])) if len(text) == 8 else None
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity, which json.loads accepts
         return None
 
 

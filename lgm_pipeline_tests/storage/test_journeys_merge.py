@@ -60,8 +60,29 @@ def test_audit_records_inserts_updates_deletes(writer: Writer, engine: Engine) -
     assert update.after == {"customer_phone": "+1 403 555 0199", "estimated_cost": 1500.0}
     assert update.partition_key == str(journey_key())
     assert audit["jrn_c", "delete"].before["customer_name"] == "Jane Doe"
-    assert audit["jrn_d", "insert"].after["id"] == "jrn_d"
-    assert "raw_payload" not in audit["jrn_d", "insert"].after
+    insert = audit["jrn_d", "insert"]
+    assert (insert.changed_columns, insert.before, insert.after) == ([], None, None)
+
+
+def test_audit_history_gives_back_the_inserted_row(writer: Writer, engine: Engine) -> None:
+    """Inserts carry no image: the current row with the updates' before images undone is it."""
+    writer.journeys(journeys_frame([journey_row("a")]), run_id="run-1")
+    image = "to_jsonb(j) - ARRAY['synced_at', 'run_id', 'source_fetched_at']"
+    (as_inserted,) = _rows(engine, f"SELECT {image} FROM tenant_lgm.journeys j")[0]
+    for hours, changes in enumerate(
+        [{"customer_phone": "+1 403 555 0199"}, {"customer_phone": "+1 403 555 0142", "title": "Studio"}], start=1
+    ):
+        later = FETCHED_AT + dt.timedelta(hours=hours)
+        frame = journeys_frame([journey_row("a", source_fetched_at=later, **changes)])
+        writer.journeys(frame, run_id=f"run-{hours + 1}")
+
+    (row,) = _rows(engine, f"SELECT {image} FROM tenant_lgm.journeys j")[0]
+    assert row != as_inserted
+    undo = _rows(engine, "SELECT before FROM tenant_lgm.journey_audit WHERE action = 'update' ORDER BY audit_id DESC")
+    assert len(undo) == 2
+    for (before,) in undo:
+        row |= before
+    assert row == as_inserted
 
 
 def test_stale_rebuild_does_not_move_a_job_back(writer: Writer, engine: Engine) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
@@ -76,6 +78,17 @@ def test_hostile_values_round_trip_verbatim(writer: Writer, engine: Engine) -> N
     with engine.connect() as conn:
         name, raw = conn.execute(sa.text("SELECT customer_name, raw_payload FROM tenant_lgm.journeys")).one()
     assert (name, raw) == (HOSTILE, payload)
+
+
+def test_payload_values_json_barely_carries_are_stored_not_refused(writer: Writer, engine: Engine) -> None:
+    """json.loads accepts NaN, Infinity and 70-bit integers; a JSONB column must still take them."""
+    payload = {"big": 2**70, "nan": float("nan"), "inf": float("inf"), 7: "int key", "amount": Decimal("1.10")}
+    fetched = dt.datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=ZoneInfo("America/Edmonton"))
+    writer.journeys(journeys_frame([journey_row("1", raw_payload=payload, source_fetched_at=fetched)]))
+    with engine.connect() as conn:
+        raw, stored_at = conn.execute(sa.text("SELECT raw_payload, source_fetched_at FROM tenant_lgm.journeys")).one()
+    assert raw == {"big": 2**70, "nan": None, "inf": None, "7": "int key", "amount": "1.10"}
+    assert stored_at == fetched
 
 
 def test_frame_checks_name_the_problem(writer: Writer) -> None:

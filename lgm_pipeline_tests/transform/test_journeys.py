@@ -38,6 +38,7 @@ def test_yyyymmdd_integers_are_dates_not_timestamps() -> None:
     assert yyyymmdd_to_date(20261125) == DAY
     assert yyyymmdd_to_date(1764028800) is None  # a unix timestamp is not a service date
     assert yyyymmdd_to_date(None) is None
+    assert yyyymmdd_to_date(float("inf")) is None  # json.loads reads Infinity
 
 
 def test_booked_job_becomes_a_journey_with_branch_addresses_and_cost() -> None:
