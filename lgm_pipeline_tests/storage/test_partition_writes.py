@@ -52,6 +52,16 @@ def test_replace_touches_only_its_partition_and_reruns_identically(writer: Write
     assert _jobs(engine) == expected
 
 
+def test_a_raw_write_leaves_planner_statistics_for_the_journeys_read(writer: Writer, engine: Engine) -> None:
+    """Without them, the first journeys read after a large first load planned nested loops (minutes)."""
+    writer.raw("smartmoving_jobs", _frame(["1", "2", "3"]), DAY)
+    with engine.connect() as conn:
+        analyzed = conn.execute(
+            sa.text("SELECT attname FROM pg_stats WHERE schemaname = 'tenant_lgm' AND tablename = 'raw_jobs'")
+        ).scalars()
+        assert {"service_date", "customer_id", "opportunity_id"} <= set(analyzed)
+
+
 def test_load_input_reads_requested_dates_with_python_types(writer: Writer) -> None:
     writer.raw("smartmoving_jobs", _frame(["1"], job_type=None, confirmed=None), DAY)
     writer.raw("smartmoving_jobs", _frame(["9"], NEXT_DAY), NEXT_DAY)
