@@ -43,6 +43,10 @@ CHUNK_ROWS = 10_000
 #: ``{rule, column, check, value}`` dicts for rows that go to ``journeys_quarantine``.
 QUARANTINE_REASONS = "quarantine_reasons"
 
+#: A raw write inserting more rows than this share of what the table's statistics count
+#: analyzes the table itself (autovacuum would, but a minute or more later).
+STALE_STATISTICS_SHARE = 0.2
+
 #: Columns not compared when deciding whether a journey changed: they move on every sync.
 VOLATILE_JOURNEY_COLUMNS = frozenset({"id", "synced_at", "run_id", "source_fetched_at"})
 
@@ -92,9 +96,17 @@ class WriteResult:
 # --- DataFrame -> COPY rows ----------------------------------------------------------------
 
 
-#: default=str: payloads may carry datetimes or Decimals; their text form is what the API sent.
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
 _stdlib_to_json = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
+def _json_default(value: Any) -> Any:
+    """What orjson cannot encode itself, as the standard encoder would write it.
+
+    Float subclasses (numpy.float64) stay numbers, as ``json`` writes them; anything else, e.g.
+    datetimes or Decimals, is its text form, which is what the API sent.
+    """
+    return float(value) if isinstance(value, float) else str(value)
 
 
 def to_json(value: Any) -> str:
@@ -106,7 +118,7 @@ def to_json(value: Any) -> str:
     ``json.loads`` (hence an API response) accepts them.
     """
     try:
-        return orjson.dumps(value, default=str, option=_ORJSON_OPTIONS).decode()
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS).decode()
     except orjson.JSONEncodeError:
         return _stdlib_to_json(_non_finite_as_null(value))
 
@@ -134,7 +146,7 @@ def _json_texts(values: list[Any]) -> list[str]:
     """Each value's JSON text: one orjson pass, per-value fallback only if orjson refuses one."""
     dumps = orjson.dumps
     try:
-        return [dumps(v, default=str, option=_ORJSON_OPTIONS).decode() for v in values]
+        return [dumps(v, default=_json_default, option=_ORJSON_OPTIONS).decode() for v in values]
     except orjson.JSONEncodeError:
         return [to_json(v) for v in values]
 
@@ -149,7 +161,7 @@ def _present_values(column: sa.Column[Any], series: pd.Series) -> list[Any]:
     """The (non-null) values of ``series`` in the form COPY's text format takes for ``column``."""
     if isinstance(column.type, JSONB):
         return _json_texts(series.tolist())
-    if isinstance(column.type, sa.DateTime) and isinstance(series.dtype, pd.DatetimeTZDtype):
+    if isinstance(column.type, sa.DateTime) and column.type.timezone and isinstance(series.dtype, pd.DatetimeTZDtype):
         return _timestamp_texts(series)
     if isinstance(column.type, sa.Date):
         return [_to_date(v) for v in series.tolist()]
@@ -220,8 +232,8 @@ def _stage(conn: Connection, table: sa.Table, df: pd.DataFrame, constants: Mappi
     # Temp tables are never auto-analyzed; without statistics the merge joins plan blind. Only the
     # columns the merge filters and joins on: sampling the JSONB columns cost 0.5 s per 100k rows.
     keys = ["id", "service_date", "location_id"] + ([QUARANTINE_REASONS] if table is journeys else [])
-    analyzed = ", ".join(quote_ident(conn, c) for c in keys if any(c == column.name for column in columns))
-    conn.exec_driver_sql(f"ANALYZE {stage} ({analyzed})")
+    analyzed = [quote_ident(conn, c) for c in keys if any(c == column.name for column in columns)]
+    conn.exec_driver_sql(f"ANALYZE {stage} ({', '.join(analyzed)})" if analyzed else f"ANALYZE {stage}")
     return stage
 
 
@@ -310,6 +322,23 @@ def _insert_from_stage(conn: Connection, target: str, stage: str, table: sa.Tabl
     return conn.exec_driver_sql(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage}").rowcount
 
 
+def _analyze_if_unknown(conn: Connection, target: str, table: sa.Table, inserted: int) -> None:
+    """ANALYZE ``table`` when its statistics cannot describe what was just written.
+
+    The journeys run reads raw rows seconds after they are written, joining the three raw tables;
+    on tables autovacuum had not analyzed yet (a first load, a backfill) the planner chose nested
+    loops that took minutes at 100x volume. Only then: ANALYZE holds a lock that queues other
+    writers of the table until commit. The non-JSONB columns only: the joins use those, and
+    sampling payloads is the slow part.
+    """
+    known = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": target})
+    rows_known = known.scalar_one()
+    if rows_known >= 0 and inserted <= STALE_STATISTICS_SHARE * rows_known:
+        return
+    analyzed = ", ".join(quote_ident(conn, c.name) for c in table.columns if not isinstance(c.type, JSONB))
+    conn.exec_driver_sql(f"ANALYZE {target} ({analyzed})")
+
+
 def _replace_partition(
     conn: Connection, tenant: Tenant, table: sa.Table, stage: str, scope: PartitionScope, rows: int
 ) -> WriteResult:
@@ -320,12 +349,7 @@ def _replace_partition(
     _lock_partition(conn, tenant, table, scope)
     deleted = _delete_scope(conn, target, scope)
     inserted = _insert_from_stage(conn, target, stage, table)
-    # The journeys run reads these rows seconds later, joining the three raw tables; on tables
-    # autovacuum has not analyzed yet (a first load) the planner chose nested loops that took
-    # minutes at 100x volume. The non-JSONB columns only: that is what the joins use, and
-    # sampling payloads is the slow part.
-    analyzed = ", ".join(quote_ident(conn, c.name) for c in table.columns if not isinstance(c.type, JSONB))
-    conn.exec_driver_sql(f"ANALYZE {target} ({analyzed})")
+    _analyze_if_unknown(conn, target, table, inserted)
     return WriteResult(table.name, rows, inserted=inserted, updated=0, deleted=deleted, quarantined=0)
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from lgm_pipeline.storage.tables import journeys as journeys_table
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.mappings import JOB_TYPE_NAMES, STATUS_MAPPING
+from lgm_pipeline.transform.raw import enum_code
 
 JOURNEY_COLUMNS = [c.name for c in journeys_table.columns]  # one definition, in storage.tables
 
@@ -48,13 +49,9 @@ def _clean_text(value: Any) -> str | None:
 
 
 def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
-    return None
+        value = int(value)
+    return enum_code(value)
 
 
 #: ``journeys.estimated_cost`` is numeric(12, 2): a larger amount would fail the whole partition's

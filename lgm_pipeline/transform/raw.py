@@ -23,6 +23,22 @@ OPPORTUNITY_COLUMNS = [c.name for c in raw_opportunities.columns]
 JOB_COLUMNS = [c.name for c in raw_jobs.columns]
 
 
+#: Enum codes land in PostgreSQL ``integer`` columns: a larger value would fail the whole write.
+_INTEGER_RANGE = range(-(2**31), 2**31)
+
+
+def enum_code(value: Any) -> int | None:
+    """An integer enum code, or None for anything else (bool, text, out of range).
+
+    Integral floats count: a raw integer column read back with a NULL in it is float64.
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in _INTEGER_RANGE:
+        return value
+    return None
+
+
 def yyyymmdd_to_date(value: Any) -> dt.date | None:
     """SmartMoving dates are integers like 20261125 (not timestamps)."""
     if value is None or isinstance(value, bool):
@@ -122,7 +138,6 @@ def jobs_frame(opportunities: pd.DataFrame, service_date: dt.date, run_id: str) 
         for job in opportunity.get("jobs") or []:
             if job_date(job, opportunity) != service_date or job.get("id") is None:
                 continue
-            job_type = job.get("type")
             rows.append(
                 {
                     "service_date": service_date,
@@ -130,7 +145,7 @@ def jobs_frame(opportunities: pd.DataFrame, service_date: dt.date, run_id: str) 
                     "opportunity_id": str(opportunity["id"]),
                     "customer_id": customer_id,
                     "job_number": job.get("jobNumber"),
-                    "job_type": job_type if isinstance(job_type, int) and not isinstance(job_type, bool) else None,
+                    "job_type": enum_code(job.get("type")),
                     "confirmed": job.get("confirmed") if isinstance(job.get("confirmed"), bool) else None,
                     "addresses": [a for a in job.get("jobAddresses") or [] if isinstance(a, str)],
                     "estimated_charges": list(job.get("estimatedCharges") or []),

@@ -80,6 +80,8 @@ def test_hostile_values_are_stored_verbatim_flagged_or_quarantined(
     string_money = book.add(opportunity={"estimatedTotal": {"finalTotal": "NaN"}})
     unknown_status = book.add(opportunity={"status": 99})
     unknown_type = book.add(job={"type": 77})
+    huge_status = book.add(opportunity={"status": 2**40})  # beyond the integer column
+    huge_type = book.add(job={"type": 2**40})
     unknown_branch = book.add(branch="ATLANTIS 🌊 - Let's Get Moving")
     dup_a = book.add(job={"jobNumber": "DUP-0001"})
     dup_b = book.add(job={"jobNumber": "DUP-0001"})
@@ -134,6 +136,8 @@ def test_hostile_values_are_stored_verbatim_flagged_or_quarantined(
 
     assert reasons(unknown_status) == {("status_mapping", "smartmoving_status")}
     assert reasons(unknown_type) == {("job_fields", "job_type")}
+    assert reasons(huge_status) == {("status_mapping", "smartmoving_status")}
+    assert reasons(huge_type) == {("job_fields", "job_type")}
     assert reasons(whitespace_job_number) == {("job_fields", "job_number")}
     assert reasons(unknown_branch) == {("branch_mapping", "location_id")}
     assert held[unknown_branch]["branch_name"] == "ATLANTIS 🌊 - Let's Get Moving"

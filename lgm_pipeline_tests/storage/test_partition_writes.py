@@ -7,6 +7,7 @@ import threading
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -92,13 +93,25 @@ def test_hostile_values_round_trip_verbatim(writer: Writer, engine: Engine) -> N
 
 def test_payload_values_json_barely_carries_are_stored_not_refused(writer: Writer, engine: Engine) -> None:
     """json.loads accepts NaN, Infinity and 70-bit integers; a JSONB column must still take them."""
-    payload = {"big": 2**70, "nan": float("nan"), "inf": float("inf"), 7: "int key", "amount": Decimal("1.10")}
+    payloads = {
+        # orjson encodes these itself
+        "1": {"nan": float("nan"), "inf": float("inf"), 7: "int key", "amount": Decimal("1.10")},
+        # orjson refuses the whole value: the standard encoder's fallback must agree with it
+        "2": {"big": 2**70, "nan": float("nan"), 7: "int key", "amount": Decimal("1.10")},
+    }
     fetched = dt.datetime(2026, 11, 25, 1, 2, 3, 456789, tzinfo=ZoneInfo("America/Edmonton"))
-    writer.journeys(journeys_frame([journey_row("1", raw_payload=payload, source_fetched_at=fetched)]))
+    rows = [journey_row(job, raw_payload=payload, source_fetched_at=fetched) for job, payload in payloads.items()]
+    writer.journeys(journeys_frame(rows))
     with engine.connect() as conn:
-        raw, stored_at = conn.execute(sa.text("SELECT raw_payload, source_fetched_at FROM tenant_lgm.journeys")).one()
-    assert raw == {"big": 2**70, "nan": None, "inf": None, "7": "int key", "amount": "1.10"}
-    assert stored_at == fetched
+        sql = "SELECT smartmoving_job_id, raw_payload, source_fetched_at FROM tenant_lgm.journeys"
+        stored = conn.execute(sa.text(sql))
+        by_job = {job: (raw, at) for job, raw, at in stored}
+    assert by_job["1"] == ({"nan": None, "inf": None, "7": "int key", "amount": "1.10"}, fetched)
+    assert by_job["2"] == ({"big": 2**70, "nan": None, "7": "int key", "amount": "1.10"}, fetched)
+
+
+def test_json_for_jsonb_keeps_numpy_floats_numbers() -> None:
+    assert writes.to_json({"x": np.float64(1.5), "n": np.float64("nan")}) == '{"x":1.5,"n":null}'
 
 
 def test_frame_checks_name_the_problem(writer: Writer) -> None:

@@ -76,6 +76,18 @@ def test_unknown_branch_and_status_are_carried_not_raised() -> None:
     assert row["status"] is None and row["smartmoving_status"] == 99
 
 
+def test_job_types_survive_a_null_type_elsewhere_in_the_date() -> None:
+    """Read back from PostgreSQL, an integer column with a NULL in it is float64 (1.0, NaN)."""
+    typed, untyped = 501, 502
+    opps = [opportunity(DAY, jobs=[job(DAY, typed)]), opportunity(DAY, jobs=[job(DAY, untyped, type=None)])]
+    customers, opportunities, jobs = raw_frames(DAY, opps)
+    jobs["job_type"] = jobs["job_type"].astype("float64")  # as the IO manager's read returns it
+    frame = normalize_journeys(TENANT, customers, opportunities, jobs, dt.datetime.now(dt.UTC), "run-1")
+    by_number = {r["job_number"]: r for r in frame.to_dict("records")}
+    assert by_number["501-1"]["job_type"] == 1 and by_number["501-1"]["job_type_name"] == "Moving"
+    assert by_number["502-1"]["job_type"] is None
+
+
 def test_job_without_address_has_no_locations() -> None:
     quote = 4242
     [row] = _normalize([opportunity(DAY, jobs=[job(DAY, quote, jobAddresses=[])])])
