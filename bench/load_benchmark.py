@@ -5,7 +5,7 @@ Run on purpose, not in CI::
     python bench/load_benchmark.py --rows 10000 100000 1000000 --repeat 3
 
 Both paths write the same generated ``journeys`` frame (one date/branch partition) into their
-own fresh tenant schema of the ``lgm_bench`` database on the server of ``LGM_DATABASE_URL`` (or
+own fresh tenant schema of a new ``lgm_bench_load`` database on the server of ``LGM_DATABASE_URL`` (or
 the embedded one); both times include the Python-side conversion (JSON encoding). COPY + merge
 is the production path (staging, merge, audit rows, sync_runs). Two baselines do less work
 (plain INSERTs, no merge, no audit), each in one transaction:
@@ -33,26 +33,25 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
-import json
 import multiprocessing
-import resource
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 import pandas as pd
 import sqlalchemy as sa
+from _common import fresh_database, peak_rss_mib, write_result
 from sqlalchemy.engine import Engine
 
-from lgm_pipeline.storage.database import create_engine, database_url, ensure_database
+from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.storage.migrations import migrate
 from lgm_pipeline.storage.tables import journeys
 from lgm_pipeline.storage.writes import PartitionScope, to_json, write_frame
 from lgm_pipeline.tenants.config import Tenant, parse_tenants
 
-BENCH_DATABASE = "lgm_bench"
-RESULTS = Path(__file__).with_name("results") / "load.json"
 SERVICE_DATE = dt.date(2026, 11, 25)
 LOCATION = "loc_bench_001"
 #: Method -> how the ratio line names it.
@@ -125,10 +124,6 @@ def _frame(rows: int) -> pd.DataFrame:
         "quarantine_reasons": None,
     }
     return pd.DataFrame(columns)
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _copy_merge(url: str, df: pd.DataFrame) -> dict[str, Any]:
@@ -209,7 +204,7 @@ def _plain_inserts(url: str, df: pd.DataFrame, *, pipelined: bool, autocommit: b
 
 def _case(method: str, rows: int, url: str) -> dict[str, Any]:
     df = _frame(rows)
-    frame_rss = _peak_rss_mb()
+    frame_rss = peak_rss_mib()
     timing = {
         "copy_merge": _copy_merge,
         "per_row": _per_row,
@@ -223,7 +218,7 @@ def _case(method: str, rows: int, url: str) -> dict[str, Any]:
         **timing,
         "rows_per_second": rows / timing["seconds"],
         "peak_rss_mb_after_frame": frame_rss,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mib(),
     }
 
 
@@ -249,6 +244,29 @@ def _checkpoint(engine: Engine) -> None:
         print("CHECKPOINT not permitted for this user: cases may pay for each other's writes", file=sys.stderr)
 
 
+def _measure(url: str, sizes: list[int], per_row_max: int, repeat: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """Every case at every size, ``repeat`` times each: the median runs and the sizes per-row skipped."""
+    spawn = multiprocessing.get_context("spawn")
+    results: list[dict[str, Any]] = []
+    skipped: list[int] = []
+    for rows in sizes:
+        methods = ["copy_merge", "copy_floor"]
+        methods += ["per_row", "per_row_commit", "executemany"] if rows <= per_row_max else []
+        if rows > per_row_max:
+            skipped.append(rows)
+        for method in methods:
+            runs = []
+            for _ in range(repeat):
+                _reset(url)
+                with spawn.Pool(1) as pool:
+                    runs.append(pool.apply(_case, (method, rows, url)))
+            # The median run: on a shared 2-core machine single runs vary by a third or more.
+            median = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+            results.append({**median, "seconds_of_each_run": [r["seconds"] for r in runs]})
+    _reset(url)
+    return results, skipped
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000], help="frame sizes (max 1,000,000)")
@@ -260,27 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
 
-    server = database_url()
-    ensure_database(server, BENCH_DATABASE)
-    url = create_engine(server, BENCH_DATABASE).url.render_as_string(hide_password=False)
-    spawn = multiprocessing.get_context("spawn")
-    results: list[dict[str, Any]] = []
-    skipped: list[int] = []
-    for rows in args.rows:
-        methods = ["copy_merge", "copy_floor"]
-        methods += ["per_row", "per_row_commit", "executemany"] if rows <= args.per_row_max else []
-        if rows > args.per_row_max:
-            skipped.append(rows)
-        for method in methods:
-            runs = []
-            for _ in range(args.repeat):
-                _reset(url)
-                with spawn.Pool(1) as pool:
-                    runs.append(pool.apply(_case, (method, rows, url)))
-            # The median run: on a shared 2-core machine single runs vary by a third or more.
-            median = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
-            results.append({**median, "seconds_of_each_run": [r["seconds"] for r in runs]})
-    _reset(url)
+    with fresh_database("load") as url:
+        results, skipped = _measure(url, args.rows, args.per_row_max, args.repeat)
 
     print(f"{'rows':>9} {'method':<15} {'seconds':>8} {'rows/s':>10} {'RSS frame MB':>13} {'peak RSS MB':>12}")
     for r in results:
@@ -310,20 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         "the baselines are plain INSERTs only."
     )
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "measured_at": dt.datetime.now(dt.UTC).isoformat(),
-                "python": sys.version.split()[0],
-                "results": results,
-                "baseline_seconds_over_copy_merge": ratios,
-                "per_row_skipped_for_rows": skipped,
-            },
-            indent=2,
-        )
+    path = write_result(
+        "load",
+        {"results": results, "baseline_seconds_over_copy_merge": ratios, "per_row_skipped_for_rows": skipped},
     )
-    print(f"written {RESULTS}")
+    print(f"written {path}")
     return 0
 
 
