@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from lgm_pipeline.assets.automation import JOURNEYS_HANDLED_TAG, journeys_job_name, raw_job_name
+from lgm_pipeline.assets.automation import JOURNEYS_HANDLED_TAG, journeys_job_name, range_tags, raw_job_name
 from lgm_pipeline.assets.partitions import journey_partition_key
 from lgm_pipeline.assets.raw import STOP_CYCLE
 from lgm_pipeline.tenants import Tenant
@@ -81,7 +81,12 @@ def _stops_cycle(result: dg.ExecuteInProcessResult) -> bool:
 
 
 def _add_api_calls(report: SyncReport, result: dg.ExecuteInProcessResult) -> None:
+    counted: set[dg.AssetKey] = set()
     for event in result.get_asset_materialization_events():
+        # A range run records one materialization per date, each with the run's (shared) calls.
+        if event.asset_key in counted:
+            continue
+        counted.add(event.asset_key)  # type: ignore[arg-type]
         calls = event.materialization.metadata.get("api_calls_by_endpoint")
         for endpoint, count in (calls.value if calls else {}).items():  # type: ignore[union-attr]
             report.api_calls[endpoint] = report.api_calls.get(endpoint, 0) + int(count)
@@ -109,6 +114,17 @@ def _branch_result(day: dt.date, location_id: str, result: dg.ExecuteInProcessRe
     return branch
 
 
+def consecutive_blocks(dates: Sequence[dt.date]) -> list[list[dt.date]]:
+    """Sorted, de-duplicated dates in runs of consecutive days (each is one raw run)."""
+    blocks: list[list[dt.date]] = []
+    for day in sorted(set(dates)):
+        if blocks and day - blocks[-1][-1] == dt.timedelta(days=1):
+            blocks[-1].append(day)
+        else:
+            blocks.append([day])
+    return blocks
+
+
 def run_sync(
     defs: dg.Definitions,
     tenant: Tenant,
@@ -128,27 +144,29 @@ def run_sync(
     report = SyncReport(tenant, dates)
     raw_job = defs.resolve_job_def(raw_job_name(tenant))
     journeys_job = defs.resolve_job_def(journeys_job_name(tenant))
-    for day in dates:
-        progress(f"{tenant.key} {day}: pulling customers and opportunity details from SmartMoving")
+    pulled: list[dt.date] = []
+    for block in consecutive_blocks(dates):
+        label = block[0].isoformat() if len(block) == 1 else f"{block[0]}..{block[-1]}"
+        progress(f"{tenant.key} {label}: pulling customers and opportunity details from SmartMoving")
+        # Only a pull followed here by every branch may tell the fan-out sensor to skip it.
+        tags = {JOURNEYS_HANDLED_TAG: "lgm-sync"} if set(branches) == set(tenant.location_ids) else {}
         raw = raw_job.execute_in_process(
-            partition_key=day.isoformat(),
-            instance=instance,
-            raise_on_error=False,
-            # Only a pull followed here by every branch may tell the fan-out sensor to skip it.
-            tags={JOURNEYS_HANDLED_TAG: "lgm-sync"} if set(branches) == set(tenant.location_ids) else None,
-            run_config=run_config,
+            instance=instance, raise_on_error=False, tags={**tags, **range_tags(block)}, run_config=run_config
         )
         _add_api_calls(report, raw)
         if not raw.success:
-            report.raw_failures[day] = _failure_text(raw)
-            progress(f"{tenant.key} {day}: FAILED {report.raw_failures[day]}")
+            for day in block:
+                report.raw_failures[day] = _failure_text(raw)
+            progress(f"{tenant.key} {label}: FAILED {_failure_text(raw)}")
             if _stops_cycle(raw):
                 # A rejected key or an exhausted quota: the other dates would only spend calls failing.
-                for later in dates[dates.index(day) + 1 :]:
-                    report.raw_failures[later] = f"not pulled, cycle stopped: {report.raw_failures[day]}"
+                for later in dates[dates.index(block[-1]) + 1 :]:
+                    report.raw_failures[later] = f"not pulled, cycle stopped: {_failure_text(raw)}"
                 break
             continue
-        progress(f"{tenant.key} {day}: {report.total_api_calls} API calls so far")
+        pulled.extend(block)
+        progress(f"{tenant.key} {label}: {report.total_api_calls} API calls so far")
+    for day in pulled:
         for location_id in branches:
             result = journeys_job.execute_in_process(
                 partition_key=journey_partition_key(day.isoformat(), location_id),

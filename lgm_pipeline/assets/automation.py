@@ -1,6 +1,8 @@
-"""What runs without anyone clicking: the 2-hour refresh and the fan-out to branch partitions.
+"""What runs without anyone clicking: the 2-hour refresh, the daily catch-up and the fan-out.
 
-The schedule pulls the raw assets for today and tomorrow (tenant timezone). A sensor watches
+The schedule pulls the raw assets for today and tomorrow (tenant timezone) in one run over the
+two dates (one date-range list call). Once a day the catch-up pulls the tenant's last
+``catch_up_days`` service dates the same way, so past jobs reach Completed and Closed. A sensor watches
 ``smartmoving_jobs`` materializations and requests every branch partition of ``journeys`` for that
 date, so the 12 date x branch partitions are rebuilt from the fresh pull. (A sensor rather than
 declarative automation: eager conditions only cover the latest time partition, and we need two.)
@@ -12,6 +14,7 @@ import datetime as dt
 from collections.abc import Iterator
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.assets.freshness import FRESHNESS_CHECK
 from lgm_pipeline.assets.partitions import journey_partition_key
@@ -22,6 +25,7 @@ JOURNEYS_HANDLED_TAG = "lgm/journeys_handled_by"
 
 REFRESH_CRON = "0 */2 * * *"
 RETENTION_CRON = "30 3 * * *"
+CATCH_UP_CRON = "15 4 * * *"  # after the evening's jobs are closed in SmartMoving, before the day starts
 
 
 def raw_job_name(tenant: Tenant) -> str:
@@ -53,11 +57,79 @@ def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
     return raw, journeys, retention
 
 
+def range_tags(dates: list[dt.date]) -> dict[str, str]:
+    """Tags that make one run cover ``dates`` (consecutive) of the date-partitioned raw assets."""
+    return {
+        ASSET_PARTITION_RANGE_START_TAG: min(dates).isoformat(),
+        ASSET_PARTITION_RANGE_END_TAG: max(dates).isoformat(),
+    }
+
+
 def window_run_requests(tenant: Tenant, now: dt.datetime) -> list[dg.RunRequest]:
-    return [
-        dg.RunRequest(run_key=f"{day.isoformat()}@{now.isoformat()}", partition_key=day.isoformat())
-        for day in tenant.sync_window(now)
-    ]
+    window = tenant.sync_window(now)
+    return [dg.RunRequest(run_key=f"window@{now.isoformat()}", tags=range_tags(window))]
+
+
+def catch_up_run_config(tenant: Tenant) -> dict:
+    """Details are refetched when the list shows a change (a status, a reschedule), not for age.
+
+    Why: past dates change rarely, and refetching every past opportunity's details daily would
+    cost ~1,400 calls a day at LGM's volume, most of the Basic tier's 20,000 a month.
+    """
+    max_age = 24.0 * (tenant.catch_up_days + 1)
+    op = f"{tenant.key}__smartmoving_opportunities"
+    return {"ops": {op: {"config": {"detail_max_age_hours": max_age}}}}
+
+
+def catch_up_dates(tenant: Tenant, today: dt.date) -> list[dt.date]:
+    days = [today - dt.timedelta(days=n) for n in range(tenant.catch_up_days, 0, -1)]
+    return [d for d in days if d >= tenant.first_service_date]
+
+
+def build_catch_up_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"{tenant.key}_daily_catch_up",
+        cron_schedule=CATCH_UP_CRON,
+        job=raw_job,
+        execution_timezone=tenant.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            f"Refresh the last {tenant.catch_up_days} service dates once a day, so jobs whose date has passed "
+            "reach Completed and Closed (details refetched only where the customers list shows a change)."
+        ),
+    )
+    def catch_up(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
+        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        dates = catch_up_dates(tenant, tenant.today(now))
+        if not dates:
+            return dg.SkipReason(f"catch_up_days is {tenant.catch_up_days} or no past date is a partition yet")
+        return [
+            dg.RunRequest(
+                run_key=f"catch-up@{now.isoformat()}", tags=range_tags(dates), run_config=catch_up_run_config(tenant)
+            )
+        ]
+
+    return catch_up
+
+
+def branches_job_name(tenant: Tenant) -> str:
+    return f"{tenant.key}_smartmoving_branches"
+
+
+def build_branches_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
+    job = dg.define_asset_job(
+        branches_job_name(tenant),
+        selection=dg.AssetSelection.assets(dg.AssetKey([tenant.key, "smartmoving_branches"])),
+        description="Pull SmartMoving's branches (dispatch addresses): one API call.",
+    )
+    schedule = dg.ScheduleDefinition(
+        name=f"{tenant.key}_daily_branches",
+        cron_schedule=CATCH_UP_CRON,
+        job=job,
+        execution_timezone=tenant.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
+    return job, schedule
 
 
 def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 
 from lgm_pipeline.assets.automation import (
+    build_branches_schedule,
+    build_catch_up_schedule,
     build_fan_out_sensor,
     build_jobs,
     build_refresh_schedule,
@@ -14,7 +16,7 @@ from lgm_pipeline.assets.freshness import build_freshness_check, build_freshness
 from lgm_pipeline.assets.journeys import build_journeys_asset
 from lgm_pipeline.assets.maintenance import build_retention_asset
 from lgm_pipeline.assets.partitions import tenant_partitions
-from lgm_pipeline.assets.raw import build_raw_assets, smartmoving_resource_key
+from lgm_pipeline.assets.raw import build_branches_asset, build_raw_assets, smartmoving_resource_key
 from lgm_pipeline.settings import smartmoving_rate_limit
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.tenants import Tenant
@@ -33,6 +35,7 @@ def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
     partitions = tenant_partitions(tenant)
     return [
         *build_raw_assets(tenant, partitions),
+        build_branches_asset(tenant),
         build_journeys_asset(tenant, partitions),
         build_retention_asset(tenant),
     ]
@@ -42,12 +45,15 @@ def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
     raw_job, journeys_job, retention_job = build_jobs(tenant)
     freshness_check = build_freshness_check(tenant)
     freshness_job, freshness_schedule = build_freshness_schedule(tenant, freshness_check)
+    branches_job, branches_schedule = build_branches_schedule(tenant)
     return dg.Definitions(
         assets=tenant_assets(tenant),
         asset_checks=[freshness_check],
-        jobs=[raw_job, journeys_job, retention_job, freshness_job],
+        jobs=[raw_job, journeys_job, retention_job, freshness_job, branches_job],
         schedules=[
             build_refresh_schedule(tenant, raw_job),
+            build_catch_up_schedule(tenant, raw_job),
+            branches_schedule,
             build_retention_schedule(tenant, retention_job),
             freshness_schedule,
         ],

@@ -13,8 +13,9 @@ from lgm_pipeline.assets.partitions import BRANCH_DIMENSION, DATE_DIMENSION, Ten
 from lgm_pipeline.assets.raw import IO_MANAGER_KEY, OWNERS
 from lgm_pipeline.quality.rules import RuleResult, Severity, rules_for, validate_journeys
 from lgm_pipeline.storage.io_manager import BRANCH_ROWS
+from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.journeys import normalize_journeys
+from lgm_pipeline.transform.journeys import is_journey, normalize_journeys
 
 UNIQUE_IDS_CHECK = "journey_ids_unique"
 DATE_IN_PARTITION_CHECK = "service_date_in_partition"
@@ -112,6 +113,7 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
             "smartmoving_opportunities": dg.AssetIn(raw[1], metadata=branch_rows),
         },
         check_specs=_check_specs(tenant, asset_key),
+        required_resource_keys={"postgres"},
         kinds={"pandas", "postgres"},
         owners=OWNERS,
         freshness_policy=JOURNEYS_FRESHNESS_POLICY,
@@ -140,6 +142,12 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         normalized = normalized[
             (normalized["location_id"] == location_id) | normalized["location_id"].isna()
         ].reset_index(drop=True)
+        # Leads and jobs never booked are sales' business, not a truck's: they are neither journeys
+        # nor checked as such; once a journey exists, every later status (a cancellation) updates it.
+        postgres: PostgresResource = context.resources.postgres
+        work = is_journey(normalized, postgres.existing_journey_ids(tenant, normalized["id"]))
+        not_booked = int((~work).sum())
+        normalized = normalized[work].reset_index(drop=True)
         outcome = validate_journeys(normalized, tenant)
         frame = outcome.frame
         quarantined = frame["quarantine_reasons"].notna()
@@ -155,14 +163,15 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
                 "journeys": dg.MetadataValue.int(int((~quarantined).sum())),
                 "quarantined": dg.MetadataValue.int(int(quarantined.sum())),
                 "flagged": dg.MetadataValue.int(int(stored["dq_flags"].map(bool).sum())),
+                "not_booked_skipped": dg.MetadataValue.int(not_booked),
                 "branch": location_id,
                 "service_date": service_date.isoformat(),
                 "rows_by_stage": dg.MetadataValue.json(stored["status"].value_counts().to_dict()),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
-                "preview": preview(stored, ["job_number", "status", "job_type_name", "estimated_cost"]),
+                "preview": preview(stored, ["job_number", "status", "job_type_name", "estimated_cost", "currency"]),
             },
         )
         for result in outcome.results:
-            yield _rule_check(result, len(frame), config.max_quarantine_share, partition)
+            yield _rule_check(result, result.rows_checked, config.max_quarantine_share, partition)
 
     return journeys

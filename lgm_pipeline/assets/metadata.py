@@ -14,10 +14,10 @@ CYCLES_PER_DAY = 12  # the schedule runs every 2 hours
 DATES_PER_CYCLE = 2  # today and tomorrow
 
 
-def api_cost_metadata(tenant: Tenant, calls: Mapping[str, int]) -> dict[str, dg.MetadataValue]:
-    """Calls this partition spent, and what a month of such cycles would cost against the quota."""
+def api_cost_metadata(tenant: Tenant, calls: Mapping[str, int], dates: int = 1) -> dict[str, dg.MetadataValue]:
+    """Calls this run spent for ``dates`` dates, and what a month of such cycles would cost against the quota."""
     total = sum(calls.values())
-    projected = total * CYCLES_PER_DAY * DATES_PER_CYCLE * 30
+    projected = round(total * CYCLES_PER_DAY * 30 * DATES_PER_CYCLE / max(dates, 1))
     quota = tenant.smartmoving.monthly_call_quota
     return {
         "api_calls": dg.MetadataValue.int(total),

@@ -1,7 +1,9 @@
 """Raw SmartMoving assets of one tenant, partitioned by service date.
 
-The customers list is pulled once per date (never per branch); opportunity details at most once per
-opportunity, and only when the list summary changed or the cached copy is older than allowed.
+A run covers a range of dates in one go (``BackfillPolicy.single_run``): the customers list is
+pulled once for the whole range (one date-range query, never per date or branch) and every job is
+filed under its own ``jobDate``. Opportunity details are fetched at most once per opportunity, and
+only when the list summary changed or the cached copy is older than allowed.
 """
 
 import datetime as dt
@@ -24,9 +26,12 @@ from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.raw import (
+    OpportunitySummary,
+    branches_frame,
     customers_frame,
     jobs_frame,
     opportunities_frame,
+    opportunity_dates,
     opportunity_summaries,
 )
 
@@ -60,6 +65,18 @@ def _fail_fast(error: SmartMovingError) -> dg.Failure:
     return dg.Failure(description=str(error), allow_retries=False, metadata={STOP_CYCLE: True})
 
 
+#: How far back the details of earlier pulls are searched for a later day of a multi-day move.
+MULTI_DAY_LOOKBACK = dt.timedelta(days=31)
+
+#: Summary hash of an opportunity pulled because stored details name a job on the date, not the list.
+CARRIED_SUMMARY = "carried-from-details"
+
+
+def service_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
+    """The dates of the run: one partition, or a range launched as a single run."""
+    return sorted(dt.date.fromisoformat(key) for key in context.partition_keys)
+
+
 def _call_api(func: Any, *args: Any) -> Any:
     try:
         return func(*args)
@@ -79,6 +96,8 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         "io_manager_key": IO_MANAGER_KEY,
         "owners": OWNERS,
         "metadata": {"partition_expr": "service_date"},
+        # The window (and the daily catch-up) is one run: one date-range list call for all its dates.
+        "backfill_policy": dg.BackfillPolicy.single_run(),
     }
 
     @dg.asset(
@@ -94,13 +113,13 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         **common,
     )
     def smartmoving_customers(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
-        service_date = dt.date.fromisoformat(context.partition_key)
+        dates = service_dates(context)
         resource: SmartMovingResource = getattr(context.resources, sm_key)
         started = time.monotonic()
         with resource.get_client(logger=context.log) as client:
-            customers = _call_api(client.list_customers, service_date, service_date)
+            customers = _call_api(client.list_customers, dates[0], dates[-1])
             calls = Counter(client.calls)
-        frame = customers_frame(customers, service_date, dt.datetime.now(dt.UTC), context.run.run_id)
+        frame = customers_frame(customers, dates, dt.datetime.now(dt.UTC), context.run.run_id)
         opportunities = sum(len(c.get("opportunities") or []) for c in customers)
         return dg.Output(
             attach_api_calls(frame, calls),
@@ -108,8 +127,9 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                 "rows": dg.MetadataValue.int(len(frame)),
                 "opportunities_listed": dg.MetadataValue.int(opportunities),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
-                **api_cost_metadata(tenant, calls),
-                "preview": preview(frame, ["customer_id", "name"]),
+                "dates": dg.MetadataValue.json([d.isoformat() for d in dates]),
+                **api_cost_metadata(tenant, calls, len(dates)),
+                "preview": preview(frame, ["service_date", "customer_id", "name"]),
             },
         )
 
@@ -129,7 +149,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
     def smartmoving_opportunities(
         context: dg.AssetExecutionContext, config: OpportunityDetailsConfig, smartmoving_customers: pd.DataFrame
     ) -> dg.Output[pd.DataFrame]:
-        service_date = dt.date.fromisoformat(context.partition_key)
+        dates = service_dates(context)
         resource: SmartMovingResource = getattr(context.resources, sm_key)
         postgres: PostgresResource = context.resources.postgres
         started = time.monotonic()
@@ -137,13 +157,20 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         now = dt.datetime.now(dt.UTC)
         oldest_reusable = now - dt.timedelta(hours=config.detail_max_age_hours)
 
+        # Later days of multi-day moves the list did not return (see opportunity_ids_with_jobs_on).
+        carried = postgres.opportunity_ids_with_jobs_on(tenant, dates, dates[0] - MULTI_DAY_LOOKBACK) - set(summaries)
+        cached = postgres.cached_opportunity_details(tenant, [*summaries, *carried])
+        for oid in carried & set(cached):
+            summaries[oid] = OpportunitySummary(oid, cached[oid].customer_id, CARRIED_SUMMARY)
+
         details: dict[str, dict[str, Any]] = {}
         fetched_at: dict[str, dt.datetime] = {}
-        if not config.force_refresh and summaries:
-            for oid, cached in postgres.cached_opportunity_details(tenant, list(summaries)).items():
-                if cached.summary_hash == summaries[oid].summary_hash and cached.fetched_at >= oldest_reusable:
-                    details[oid] = cached.payload
-                    fetched_at[oid] = cached.fetched_at
+        if not config.force_refresh:
+            for oid, detail in cached.items():
+                unchanged = detail.summary_hash == summaries[oid].summary_hash or oid in carried
+                if unchanged and detail.fetched_at >= oldest_reusable:
+                    details[oid] = detail.payload
+                    fetched_at[oid] = detail.fetched_at
         reused = len(details)
         to_fetch = [oid for oid in summaries if oid not in details]
         with resource.get_client(logger=context.log) as client:
@@ -156,8 +183,13 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             fetched_at[oid] = now
         if vanished:
             context.log.warning(f"{len(vanished)} listed opportunities no longer exist in SmartMoving: {vanished[:5]}")
+        # A carried opportunity whose multi-day job moved off these dates no longer belongs here.
+        window = set(dates)
+        for oid in carried & set(details):
+            if not opportunity_dates(details[oid]) & window:
+                del details[oid]
 
-        frame = opportunities_frame(details, summaries, fetched_at, service_date, context.run.run_id)
+        frame = opportunities_frame(details, summaries, fetched_at, dates, context.run.run_id)
         branches = pd.Series([(p.get("branch") or {}).get("name") for p in frame["payload"]], dtype=object)
         return dg.Output(
             attach_api_calls(frame, calls),
@@ -166,9 +198,10 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                 "details_fetched": dg.MetadataValue.int(len(fetched)),
                 "details_reused": dg.MetadataValue.int(reused),
                 "vanished": dg.MetadataValue.int(len(vanished)),
+                "carried_multi_day": dg.MetadataValue.int(len(carried & set(details))),
                 "rows_per_branch": per_branch(branches),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
-                **api_cost_metadata(tenant, calls),
+                **api_cost_metadata(tenant, calls, len(dates)),
                 "preview": preview(frame, ["opportunity_id", "customer_id", "summary_hash"]),
             },
         )
@@ -176,8 +209,9 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
     @dg.asset(
         name="smartmoving_jobs",
         description=(
-            f"{tenant.name}: jobs flattened from the opportunity details, one row per job dated on the service "
-            "date (addresses, type, confirmed, estimated charges). No API call. Table raw_jobs."
+            f"{tenant.name}: jobs flattened from the opportunity details, one row per job under its own jobDate "
+            "(addresses, type, confirmed, estimated charges); a job without a date is no journey (view "
+            "unscheduled_jobs). No API call. Table raw_jobs."
         ),
         kinds={"pandas", "postgres"},
         **common,
@@ -185,8 +219,10 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
     def smartmoving_jobs(
         context: dg.AssetExecutionContext, smartmoving_opportunities: pd.DataFrame
     ) -> dg.Output[pd.DataFrame]:
-        service_date = dt.date.fromisoformat(context.partition_key)
-        frame = jobs_frame(smartmoving_opportunities, service_date, context.run.run_id)
+        frame = pd.concat(
+            [jobs_frame(smartmoving_opportunities, day, context.run.run_id) for day in service_dates(context)],
+            ignore_index=True,
+        )
         return dg.Output(
             frame,
             metadata={
@@ -196,3 +232,39 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         )
 
     return [smartmoving_customers, smartmoving_opportunities, smartmoving_jobs]
+
+
+def build_branches_asset(tenant: Tenant) -> dg.AssetsDefinition:
+    sm_key = smartmoving_resource_key(tenant)
+
+    @dg.asset(
+        key=dg.AssetKey([tenant.key, "smartmoving_branches"]),
+        description=(
+            f"{tenant.name}: SmartMoving's branches with their dispatch address (one call), for the board view. "
+            "Table raw_branches."
+        ),
+        group_name=f"{tenant.key}_reference",
+        io_manager_key=IO_MANAGER_KEY,
+        kinds={"smartmoving", "pandas", "postgres"},
+        owners=OWNERS,
+        required_resource_keys={sm_key},
+        pool=f"smartmoving_{tenant.key}",
+        retry_policy=API_RETRY_POLICY,
+    )
+    def smartmoving_branches(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+        resource: SmartMovingResource = getattr(context.resources, sm_key)
+        with resource.get_client(logger=context.log) as client:
+            branches = _call_api(client.list_branches)
+            calls = Counter(client.calls)
+        frame = branches_frame(branches, dt.datetime.now(dt.UTC), context.run.run_id)
+        mapped = set(tenant.branch_by_smartmoving_name())
+        return dg.Output(
+            attach_api_calls(frame, calls),
+            metadata={
+                "rows": dg.MetadataValue.int(len(frame)),
+                "not_in_tenants_file": dg.MetadataValue.json(sorted(str(n) for n in frame["name"] if n not in mapped)),
+                **api_cost_metadata(tenant, calls),
+            },
+        )
+
+    return smartmoving_branches

@@ -1,13 +1,16 @@
-"""The old system's five validation rules as pandera schemas: the single definition of each rule.
+"""The validation rules as pandera schemas: the single definition of each rule.
 
-A *blocking* rule failing for a row means the journey cannot be placed (no job identity, no branch,
-no CRM stage): the row goes to quarantine with its reasons. A *warning* rule flags the row
-(``dq_flags``) and the journey is stored. The asset checks report both, per rule.
+The old system's five rules, plus two that keep booked work visible (a job type SmartMoving added,
+a truck job without its addresses). A *blocking* rule failing for a row means the journey cannot
+be placed (no job identity, no branch, no CRM stage): the row goes to quarantine with its reasons.
+A *warning* rule flags the row (``dq_flags``) and the journey is stored. The asset checks report
+both, per rule. A rule may apply to some rows only (``applies_to``), e.g. booked work.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -16,15 +19,19 @@ import pandas as pd
 import pandera.pandas as pa
 
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.mappings import JOB_TYPE_NAMES, STATUS_MAPPING
+from lgm_pipeline.transform.journeys import custom_job_types
+from lgm_pipeline.transform.mappings import JOB_TYPES, STATUS_MAPPING
 
-E164_NANP = r"^\+1[2-9]\d{2}[2-9]\d{6}$"
+E164_NANP = r"^\+1[2-9]\d{2}[2-9]\d{6}(;ext=\d{1,6})?$"
 PLAUSIBLE_EMAIL = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
 NOT_BLANK = r"\S"
 
 
 CONTACT_COLUMNS = frozenset({"customer_name", "customer_phone", "customer_email"})
-WIDE_CHECK_COLUMNS = {"estimated_cost_present_when_booked": "estimated_cost"}
+WIDE_CHECK_COLUMNS = {
+    "estimated_cost_present_when_booked": "estimated_cost",
+    "truck_job_has_its_addresses": "addresses",
+}
 
 
 class Severity(StrEnum):
@@ -38,15 +45,30 @@ class Rule:
     severity: Severity
     description: str
     schema: pa.DataFrameSchema
+    applies_to: Callable[[pd.DataFrame], pd.Series] | None = None  # rows the rule checks; None: all
+
+
+def _booked(frame: pd.DataFrame) -> pd.Series:
+    return frame["booked"].fillna(False).astype(bool)
+
+
+def _missing_required_addresses(frame: pd.DataFrame) -> pd.Series:
+    """True where a truck job lacks a pickup or drop-off its type cannot do without."""
+    requires = frame["job_type"].map(lambda code: JOB_TYPES[code].requires if code in JOB_TYPES else ())
+    needs_pickup = requires.map(lambda roles: "pickup" in roles).astype(bool)
+    needs_dropoff = requires.map(lambda roles: "dropoff" in roles).astype(bool)
+    truck = frame["needs_truck"].fillna(False).astype(bool)
+    return truck & ((needs_pickup & frame["pickup_address"].isna()) | (needs_dropoff & frame["dropoff_address"].isna()))
 
 
 def rules_for(tenant: Tenant) -> list[Rule]:
+    known_types = sorted(set(JOB_TYPES) | set(custom_job_types(tenant)))
     return [
         Rule(
             "customer_contact",
             Severity.WARNING,
-            "Customer name, phone and email present and well-formed (phone: 10-digit NANP after "
-            "normalization; email: a plausible address).",
+            "Booked work: customer name, phone and email present and well-formed (phone: 10-digit NANP "
+            "after normalization, extension allowed; email: a plausible address).",
             pa.DataFrameSchema(
                 {
                     "customer_name": pa.Column(nullable=False, checks=pa.Check.str_contains(NOT_BLANK)),
@@ -55,18 +77,28 @@ def rules_for(tenant: Tenant) -> list[Rule]:
                 },
                 name="customer_contact",
             ),
+            applies_to=_booked,
         ),
         Rule(
             "job_fields",
             Severity.BLOCKING,
-            "Job number, service date and a known job type present.",
+            "Job number, service date and a job type present (a type SmartMoving added is a warning, below).",
             pa.DataFrameSchema(
                 {
                     "job_number": pa.Column(nullable=False, checks=pa.Check.str_contains(NOT_BLANK)),
                     "service_date": pa.Column(nullable=False),
-                    "job_type": pa.Column(nullable=False, checks=pa.Check.isin(sorted(JOB_TYPE_NAMES))),
+                    "job_type": pa.Column(nullable=False),
                 },
                 name="job_fields",
+            ),
+        ),
+        Rule(
+            "job_type_known",
+            Severity.WARNING,
+            "The job type is SmartMoving's or named in tenants.yaml; an unknown one stays a journey, named "
+            "'Unknown (<code>)' with needs_truck unknown, until it is named.",
+            pa.DataFrameSchema(
+                {"job_type": pa.Column(nullable=True, checks=pa.Check.isin(known_types))}, name="job_type_known"
             ),
         ),
         Rule(
@@ -81,17 +113,31 @@ def rules_for(tenant: Tenant) -> list[Rule]:
         Rule(
             "financials",
             Severity.WARNING,
-            "Estimated cost present for booked work and never negative.",
+            "Estimated cost (this job's charges before tax) present for booked work; no amount negative.",
             pa.DataFrameSchema(
-                {"estimated_cost": pa.Column(nullable=True, checks=pa.Check.ge(0))},
+                {
+                    "estimated_cost": pa.Column(nullable=True, checks=pa.Check.ge(0)),
+                    "actual_cost": pa.Column(nullable=True, checks=pa.Check.ge(0)),
+                },
                 checks=[
                     pa.Check(
-                        lambda df: ~df["booked"].astype(bool) | df["estimated_cost"].notna(),
+                        lambda df: ~_booked(df) | df["estimated_cost"].notna(),
                         name="estimated_cost_present_when_booked",
                     )
                 ],
                 name="financials",
             ),
+        ),
+        Rule(
+            "addresses",
+            Severity.WARNING,
+            "A booked truck job has the addresses its type needs (a move: pickup and drop-off; storage "
+            "in: pickup; storage out: drop-off); blank addresses do not count.",
+            pa.DataFrameSchema(
+                checks=[pa.Check(lambda df: ~_missing_required_addresses(df), name="truck_job_has_its_addresses")],
+                name="addresses",
+            ),
+            applies_to=_booked,
         ),
         Rule(
             "status_mapping",
@@ -110,6 +156,7 @@ class RuleResult:
     rule: Rule
     failing_rows: int
     examples: list[dict[str, Any]] = field(default_factory=list)
+    rows_checked: int = 0
 
 
 @dataclass
@@ -165,7 +212,8 @@ def validate_journeys(frame: pd.DataFrame, tenant: Tenant) -> ValidationOutcome:
     blocking: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     results: list[RuleResult] = []
     for rule in rules_for(tenant):
-        failures = _failures(rule, frame) if len(frame) else {}
+        checked = frame[rule.applies_to(frame)] if rule.applies_to and len(frame) else frame
+        failures = _failures(rule, checked) if len(checked) else {}
         target = blocking if rule.severity is Severity.BLOCKING else flags
         for index, reasons in failures.items():
             target[index].extend(reasons)
@@ -179,7 +227,7 @@ def validate_journeys(frame: pd.DataFrame, tenant: Tenant) -> ValidationOutcome:
             for i, reasons in list(failures.items())[:5]
             for r in reasons[:1]
         ]
-        results.append(RuleResult(rule, len(failures), examples))
+        results.append(RuleResult(rule, len(failures), examples, rows_checked=len(checked)))
     frame["dq_flags"] = [flags.get(i, []) for i in frame.index]
     frame["quarantine_reasons"] = [blocking.get(i) or None for i in frame.index]
     return ValidationOutcome(frame, results)

@@ -19,7 +19,7 @@ import re
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from lgm_pipeline.storage.tables import BRANCH_SCOPED_TABLES
+from lgm_pipeline.storage.tables import BRANCH_SCOPED_TABLES, journey_progress
 from lgm_pipeline.tenants.config import Tenant
 
 ALLOWED_LOCATIONS_SETTING = "lgm.allowed_locations"
@@ -38,6 +38,11 @@ def reader_role(tenant: Tenant) -> str:
 
 def writer_role(tenant: Tenant) -> str:
     return f"lgm_{tenant.key}_writer"
+
+
+def crm_writer_role(tenant: Tenant) -> str:
+    """The CRM's own group role: reads the schema, records field progress; never writes synced tables."""
+    return f"lgm_{tenant.key}_crm_writer"
 
 
 def quote_ident(conn: Connection, name: str) -> str:
@@ -103,6 +108,22 @@ def apply_access(conn: Connection, tenant: Tenant) -> None:
             f"CREATE POLICY {_POLICY} ON {qualified} TO {reader}, {writer} USING {predicate} WITH CHECK {predicate}",
         ]
     for statement in statements:
+        conn.exec_driver_sql(statement)
+
+
+def apply_crm_access(conn: Connection, tenant: Tenant) -> None:
+    """The CRM writer group: SELECT on the schema, INSERT on ``journey_progress`` only."""
+    schema = quote_ident(conn, tenant.schema)
+    crm = quote_ident(conn, crm_writer_role(tenant))
+    _create_group_role(conn, crm_writer_role(tenant))
+    progress = f"{schema}.{quote_ident(conn, journey_progress.name)}"
+    for statement in (
+        f"GRANT USAGE ON SCHEMA {schema} TO {crm}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {crm}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {crm}",
+        f"GRANT INSERT ON {progress} TO {crm}",
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {crm}",
+    ):
         conn.exec_driver_sql(statement)
 
 

@@ -69,9 +69,10 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 f"asset {context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj).__name__}"
             )
         tenant, table, name = _tenant_and_table(context.asset_key)
+        # A single-run range (the window, the catch-up) writes each of its dates in one transaction.
         scope = (
-            partition_scope(context.partition_key, context.asset_partitions_def)
-            if context.has_partition_key
+            [partition_scope(k, context.asset_partitions_def) for k in context.asset_partition_keys]
+            if context.has_asset_partitions
             else PartitionScope()
         )
         result = write_frame(

@@ -13,17 +13,28 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
-from lgm_pipeline.storage.access import apply_access, quote_ident, quote_literal
-from lgm_pipeline.storage.tables import company, journeys, locations, metadata, schema_migrations, tenant_options
+from lgm_pipeline.storage.access import apply_access, apply_crm_access, quote_ident, quote_literal
+from lgm_pipeline.storage.tables import (
+    company,
+    journey_audit,
+    journey_progress,
+    journeys,
+    locations,
+    metadata,
+    raw_branches,
+    raw_opportunities,
+    schema_migrations,
+    tenant_options,
+)
 from lgm_pipeline.tenants.config import Tenant
-from lgm_pipeline.transform.mappings import INACTIVE_STAGES
+from lgm_pipeline.transform.mappings import FALLEN_THROUGH_STAGES, FINISHED_STAGES, STAGE_ORDER, STATUS_MAPPING
 
 log = logging.getLogger(__name__)
 
@@ -43,58 +54,218 @@ def _create_tables(conn: Connection, tenant: Tenant) -> None:
     metadata.create_all(conn.execution_options(**tenant_options(tenant)), checkfirst=False)
 
 
+def _in_list(conn: Connection, stages: Iterable[str]) -> str:
+    return "(" + ", ".join(quote_literal(conn, str(s)) for s in sorted(stages)) + ")"
+
+
+def _stage_rank(conn: Connection, expression: str) -> str:
+    whens = " ".join(f"WHEN {quote_literal(conn, str(s))} THEN {rank}" for s, rank in STAGE_ORDER.items())
+    return f"(CASE {expression} {whens} ELSE 0 END)"
+
+
 def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
-    """The day views, with the tenant's timezone and the inactive stages written in."""
+    """The CRM's views, with the tenant's timezone and the mapping table's stages written in.
+
+    ``journeys_board`` is every journey with the CRM's latest field progress, the stage to show and
+    the branch's dispatch address; the day views read it and list booked, not fallen-through work.
+    """
     schema = quote_ident(conn, tenant.schema)
-    source = f"{schema}.{quote_ident(conn, journeys.name)}"
-    columns = ", ".join(quote_ident(conn, c.name) for c in journeys.columns)
+
+    def table(t: sa.Table | str) -> str:
+        return f"{schema}.{quote_ident(conn, t if isinstance(t, str) else t.name)}"
+
+    columns = ", ".join(f"j.{quote_ident(conn, c.name)}" for c in journeys.columns)
     clock = f"coalesce(nullif(current_setting({quote_literal(conn, CLOCK_SETTING)}, true), '')::timestamptz, now())"
     local_today = f"({clock} AT TIME ZONE {quote_literal(conn, tenant.timezone)})::date"
-    inactive = ", ".join(quote_literal(conn, str(s)) for s in sorted(INACTIVE_STAGES))
-    wheres = {
-        "journeys_today": f"service_date = {local_today}",
-        "journeys_tomorrow": f"service_date = {local_today} + 1",
-        "journeys_active": f"status NOT IN ({inactive})",
+    fallen = _in_list(conn, FALLEN_THROUGH_STAGES)
+    booked = _in_list(conn, (m.stage for m in STATUS_MAPPING.values() if m.booked))
+    finished = _in_list(conn, FINISHED_STAGES)
+    board = (
+        f"SELECT {columns}, p.stage AS progress_stage, p.at AS progress_at, p.by AS progress_by, "
+        f"CASE WHEN j.status IN {fallen} THEN j.status "
+        f"WHEN {_stage_rank(conn, 'p.stage')} > {_stage_rank(conn, 'j.status')} THEN p.stage "
+        f"ELSE j.status END AS board_stage, "
+        f"l.name AS branch, b.payload -> 'dispatchLocation' ->> 'fullAddress' AS dispatch_address "
+        f"FROM {table(journeys)} j "
+        f"LEFT JOIN LATERAL (SELECT x.stage, x.at, x.by FROM {table(journey_progress)} x "
+        f"WHERE x.journey_id = j.id ORDER BY x.at DESC, x.progress_id DESC LIMIT 1) p ON true "
+        f"LEFT JOIN {table(locations)} l ON l.location_id = j.location_id "
+        f"LEFT JOIN LATERAL (SELECT y.payload FROM {table(raw_branches)} y "
+        f"WHERE btrim(y.name) = l.smartmoving_branch_name ORDER BY y.fetched_at DESC LIMIT 1) b ON true"
+    )
+    board_view = table("journeys_board")
+    # A booked opportunity's job without a date (a storage delivery "to be decided") is no journey yet:
+    # it is listed here, from the latest pull of its opportunity, until SmartMoving dates it.
+    unscheduled = (
+        "SELECT o.opportunity_id, o.payload ->> 'quoteNumber' AS quote_number, "
+        "l.location_id, btrim(o.payload -> 'branch' ->> 'name') AS branch_name, "
+        "o.payload -> 'customer' ->> 'name' AS customer_name, "
+        "(o.payload ->> 'status') AS smartmoving_status, "
+        "job ->> 'id' AS smartmoving_job_id, job ->> 'jobNumber' AS job_number, "
+        "job ->> 'type' AS job_type, job -> 'jobAddresses' AS addresses, "
+        "o.service_date AS opportunity_service_date, o.fetched_at "
+        f"FROM (SELECT DISTINCT ON (r.opportunity_id) r.* FROM {table(raw_opportunities)} r "
+        "ORDER BY r.opportunity_id, r.fetched_at DESC, r.service_date DESC) o "
+        "CROSS JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(o.payload -> 'jobs') "
+        "WHEN 'array' THEN o.payload -> 'jobs' ELSE '[]'::jsonb END) job "
+        f"LEFT JOIN {table(locations)} l ON l.smartmoving_branch_name = btrim(o.payload -> 'branch' ->> 'name') "
+        "WHERE jsonb_typeof(job) = 'object' AND (job -> 'jobDate' IS NULL OR job -> 'jobDate' = 'null'::jsonb) "
+        f"AND o.payload ->> 'status' IN {_in_list(conn, (str(c) for c, m in STATUS_MAPPING.items() if m.booked))}"
+    )
+    definitions = {
+        "journeys_board": board,
+        "journeys_today": f"SELECT * FROM {board_view} WHERE service_date = {local_today} AND status IN {booked}",
+        "journeys_tomorrow": (
+            f"SELECT * FROM {board_view} WHERE service_date = {local_today} + 1 AND status IN {booked}"
+        ),
+        "journeys_active": (
+            f"SELECT * FROM {board_view} WHERE service_date >= {local_today} AND board_stage NOT IN {finished}"
+        ),
+        "journeys_cancelled": (
+            f"SELECT * FROM {board_view} WHERE service_date >= {local_today} AND status IN {fallen}"
+        ),
+        "unscheduled_jobs": unscheduled,
     }
+    # security_invoker: the reader's own rights and row-level security apply through the view, not
+    # the owner's (PostgreSQL >= 15).
     return {
-        name: (
-            # security_invoker: the reader's own rights and row-level security apply through
-            # the view, not the owner's (PostgreSQL >= 15).
-            f"CREATE OR REPLACE VIEW {schema}.{quote_ident(conn, name)} WITH (security_invoker = true) "
-            f"AS SELECT {columns} FROM {source} WHERE {where}"
-        )
-        for name, where in wheres.items()
+        name: f"VIEW {table(name)} WITH (security_invoker = true) AS {select}" for name, select in definitions.items()
     }
 
 
 def sync_views(conn: Connection, tenant: Tenant) -> list[str]:
-    """(Re)create the day views whose definition changed (timezone, stages, columns).
+    """(Re)create the views whose definition changed (timezone, stages, columns), in dependency order.
 
     Each view's comment holds a digest of the statement that made it, so an unchanged view is
-    not replaced (replacing takes an exclusive lock that would queue behind CRM readers).
+    not replaced (replacing takes an exclusive lock that would queue behind CRM readers). A view
+    whose columns changed cannot be replaced in place: it is dropped and created again.
     """
     replaced = []
+    schema = quote_ident(conn, tenant.schema)
     for name, statement in _view_statements(conn, tenant).items():
+        qualified = f"{schema}.{quote_ident(conn, name)}"
         digest = "lgm:" + hashlib.sha256(statement.encode()).hexdigest()
         current = conn.execute(
-            sa.text("SELECT obj_description(to_regclass(:v), 'pg_class')"),
-            {"v": f"{quote_ident(conn, tenant.schema)}.{quote_ident(conn, name)}"},
+            sa.text("SELECT obj_description(to_regclass(:v), 'pg_class')"), {"v": qualified}
         ).scalar()
         if current == digest:
             continue
-        conn.exec_driver_sql(statement)
-        conn.exec_driver_sql(
-            f"COMMENT ON VIEW {quote_ident(conn, tenant.schema)}.{quote_ident(conn, name)} "
-            f"IS {quote_literal(conn, digest)}"
-        )
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql(f"CREATE OR REPLACE {statement}")
+        except sa.exc.DBAPIError:
+            # Columns renamed, removed or reordered: dependent views come later in this loop and
+            # are recreated too (RESTRICT refuses to drop a view someone else built on ours).
+            for dependent in reversed(list(_view_statements(conn, tenant))):
+                conn.exec_driver_sql(f"DROP VIEW IF EXISTS {schema}.{quote_ident(conn, dependent)}")
+                if dependent == name:
+                    break
+            conn.exec_driver_sql(f"CREATE {statement}")
+        conn.exec_driver_sql(f"COMMENT ON VIEW {qualified} IS {quote_literal(conn, digest)}")
         replaced.append(name)
     return replaced
+
+
+def _add_missing_columns(conn: Connection, tenant: Tenant, table: sa.Table) -> list[str]:
+    """ALTER TABLE ADD COLUMN for every column of the metadata the database table lacks (nullable)."""
+    present = set(
+        conn.execute(
+            sa.text("SELECT column_name FROM information_schema.columns WHERE table_schema = :s AND table_name = :t"),
+            {"s": tenant.schema, "t": table.name},
+        ).scalars()
+    )
+    added = []
+    for column in table.columns:
+        if column.name in present:
+            continue
+        server_default = column.server_default
+        default = f" DEFAULT {server_default.arg.text}" if server_default is not None else ""  # type: ignore[attr-defined]
+        conn.exec_driver_sql(
+            f"ALTER TABLE {quote_ident(conn, tenant.schema)}.{quote_ident(conn, table.name)} "
+            f"ADD COLUMN {quote_ident(conn, column.name)} {column.type.compile(conn.dialect)}{default}"
+        )
+        added.append(column.name)
+    return added
+
+
+def _booked_work_only(conn: Connection, tenant: Tenant) -> None:
+    """Migration 4: journeys are booked work; money per job; address roles; the CRM's progress table.
+
+    Carries an existing database forward without losing anything: renamed columns keep their
+    data; the money columns are recomputed from each row's own payload; stages are renamed by the
+    mapping table; rows that were never booked work (leads, and jobs first seen cancelled or lost)
+    leave ``journeys`` with a ``delete`` audit row holding the whole row.
+    """
+    schema = quote_ident(conn, tenant.schema)
+    target = f"{schema}.{quote_ident(conn, journeys.name)}"
+    for old, new in (("start_location", "pickup_address"), ("end_location", "dropoff_address")):
+        conn.exec_driver_sql(
+            f"""
+            DO $$ BEGIN
+              IF EXISTS (SELECT 1 FROM information_schema.columns
+                         WHERE table_schema = {quote_literal(conn, tenant.schema)}
+                           AND table_name = 'journeys' AND column_name = {quote_literal(conn, old)}) THEN
+                ALTER TABLE {target} RENAME COLUMN {quote_ident(conn, old)} TO {quote_ident(conn, new)};
+              END IF;
+            END $$
+            """
+        )
+    _add_missing_columns(conn, tenant, journeys)
+    scoped = conn.execution_options(**tenant_options(tenant))
+    for table in (journey_progress, raw_branches):
+        table.create(scoped, checkfirst=True)
+
+    stage_by_status = " ".join(
+        f"WHEN {code} THEN {quote_literal(conn, m.stage.value)}" for code, m in STATUS_MAPPING.items()
+    )
+    charges = (
+        "(SELECT sum((c ->> 'totalCost')::numeric) FROM jsonb_array_elements("
+        "CASE jsonb_typeof(raw_payload -> 'job' -> {key}) WHEN 'array' THEN raw_payload -> 'job' -> {key} "
+        "ELSE '[]'::jsonb END) c WHERE jsonb_typeof(c -> 'totalCost') = 'number')"
+    )
+    total = (
+        "(CASE jsonb_typeof(raw_payload -> 'opportunity' -> 'estimatedTotal' -> {key}) WHEN 'number' "
+        "THEN (raw_payload -> 'opportunity' -> 'estimatedTotal' ->> {key})::numeric END)"
+    )
+    conn.exec_driver_sql(
+        f"""
+        UPDATE {target} SET
+          status = coalesce(CASE smartmoving_status {stage_by_status} END, status),
+          estimated_cost = {charges.format(key="'estimatedCharges'")},
+          actual_cost = {charges.format(key="'actualCharges'")},
+          opportunity_subtotal = {total.format(key="'subtotal'")},
+          opportunity_tax = {total.format(key="'tax'")},
+          opportunity_total = {total.format(key="'finalTotal'")},
+          currency = coalesce(currency, {quote_literal(conn, tenant.currency)})
+        """
+    )
+    codes = [str(code) for code, m in STATUS_MAPPING.items() if m.creates_journey]
+    creating, creating_text = ", ".join(codes), ", ".join(f"'{c}'" for c in codes)
+    audit = f"{schema}.{quote_ident(conn, journey_audit.name)}"
+    conn.exec_driver_sql(
+        f"""
+        WITH gone AS (
+          DELETE FROM {target} j
+          WHERE coalesce(j.smartmoving_status NOT IN ({creating}), false)
+            AND NOT EXISTS (
+              SELECT 1 FROM {audit} a
+              WHERE a.journey_id = j.id AND (a.before ->> 'smartmoving_status') IN ({creating_text})
+            )
+          RETURNING j.*
+        )
+        INSERT INTO {audit} (journey_id, action, changed_columns, before, after, run_id, partition_key)
+        SELECT g.id, 'delete', '{{}}', to_jsonb(g) - 'raw_payload', NULL, 'migration-4: never booked work', NULL
+        FROM gone g
+        """
+    )
+    apply_crm_access(conn, tenant)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
     Migration(3, "reader/writer roles, grants, row-level security", apply_access),
+    Migration(4, "booked work only, money per job, address roles, CRM progress, board views", _booked_work_only),
 )
 
 

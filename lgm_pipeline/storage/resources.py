@@ -14,7 +14,7 @@ from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.engine import Engine
 
 from lgm_pipeline.storage import database
@@ -35,6 +35,7 @@ class CachedDetail:
     fetched_at: dt.datetime
     payload: dict[str, Any]
     service_date: dt.date
+    customer_id: str
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -60,14 +61,61 @@ class PostgresResource(dg.ConfigurableResource):
             return {}
         t = raw_opportunities
         stmt = (
-            sa.select(t.c.opportunity_id, t.c.summary_hash, t.c.fetched_at, t.c.payload, t.c.service_date)
+            sa.select(
+                t.c.opportunity_id, t.c.summary_hash, t.c.fetched_at, t.c.payload, t.c.service_date, t.c.customer_id
+            )
             .where(t.c.opportunity_id.in_(wanted))
             .ext(distinct_on(t.c.opportunity_id))
             .order_by(t.c.opportunity_id, t.c.fetched_at.desc(), t.c.service_date.desc())
         )
         with self.ensure_tenant(tenant).connect() as conn:
             rows = conn.execution_options(**tenant_options(tenant)).execute(stmt).all()
-        return {r.opportunity_id: CachedDetail(r.summary_hash, r.fetched_at, r.payload, r.service_date) for r in rows}
+        return {
+            r.opportunity_id: CachedDetail(r.summary_hash, r.fetched_at, r.payload, r.service_date, r.customer_id)
+            for r in rows
+        }
+
+    def opportunity_ids_with_jobs_on(self, tenant: Tenant, dates: Iterable[dt.date], since: dt.date) -> set[str]:
+        """Opportunities stored since ``since`` whose details have a job dated on one of ``dates``.
+
+        Why: read as "opportunities whose first day is in the range", the customers list misses the
+        later days of a multi-day move; the details pulled for its first day name them.
+        """
+        wanted = sorted({f"{d:%Y%m%d}" for d in dates})
+        if not wanted:
+            return set()
+        t = raw_opportunities
+        jobs = (
+            sa.func.jsonb_array_elements(
+                sa.case(
+                    (sa.func.jsonb_typeof(t.c.payload["jobs"]) == "array", t.c.payload["jobs"]),
+                    else_=sa.text("'[]'::jsonb"),
+                )
+            )
+            .table_valued(sa.column("value", JSONB))
+            .alias("job")
+        )
+        has_job = (
+            sa.select(sa.literal(1))
+            .select_from(jobs)
+            .where(
+                sa.func.jsonb_typeof(jobs.c.value) == "object",
+                jobs.c.value["jobDate"].astext.in_(wanted),
+            )
+            .exists()
+        )
+        stmt = sa.select(t.c.opportunity_id).distinct().where(t.c.service_date >= since, has_job)
+        with self.ensure_tenant(tenant).connect() as conn:
+            return set(conn.execution_options(**tenant_options(tenant)).execute(stmt).scalars())
+
+    def existing_journey_ids(self, tenant: Tenant, ids: Iterable[str]) -> set[str]:
+        """Which of ``ids`` are journeys already (in any partition)."""
+        wanted = sorted(set(ids))
+        if not wanted:
+            return set()
+        with self.ensure_tenant(tenant).connect() as conn:
+            stmt = sa.select(journeys.c.id).where(journeys.c.id.in_(wanted))
+            return set(conn.execution_options(**tenant_options(tenant)).execute(stmt).scalars())
 
     def prune_history(self, tenant: Tenant, keep_days: int, today: dt.date) -> dict[str, int]:
         """Delete raw rows of service dates before ``today - keep_days`` and older sync runs.

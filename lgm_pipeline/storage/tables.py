@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from lgm_pipeline.tenants.config import Tenant
+from lgm_pipeline.transform.mappings import CRM_PROGRESS_STAGES
 
 metadata = sa.MetaData()
 
@@ -64,6 +65,8 @@ raw_jobs = sa.Table(
     sa.Column("run_id", sa.Text, nullable=False),
 )
 
+_MONEY = sa.Numeric(12, 2)
+
 journeys = sa.Table(
     "journeys",
     metadata,
@@ -71,6 +74,7 @@ journeys = sa.Table(
     sa.Column("client_id", sa.Text, nullable=False),
     sa.Column("location_id", sa.Text, nullable=False),
     sa.Column("service_date", sa.Date, nullable=False),
+    # The synced stage (transform.mappings.STATUS_MAPPING); the CRM's field progress is journey_progress.
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("smartmoving_status", sa.Integer, nullable=True),
     sa.Column("smartmoving_status_name", sa.Text, nullable=True),
@@ -78,15 +82,29 @@ journeys = sa.Table(
     sa.Column("quote_number", sa.Text, nullable=True),
     sa.Column("job_type", sa.Integer, nullable=True),
     sa.Column("job_type_name", sa.Text, nullable=True),
+    sa.Column("needs_truck", sa.Boolean, nullable=True),
+    sa.Column("opportunity_type", sa.Text, nullable=True),
     sa.Column("title", sa.Text, nullable=True),
     sa.Column("customer_name", sa.Text, nullable=True),
     sa.Column("customer_phone", sa.Text, nullable=True),
+    sa.Column("customer_phone_type", sa.Text, nullable=True),
     sa.Column("customer_email", sa.Text, nullable=True),
-    sa.Column("start_location", sa.Text, nullable=True),
-    sa.Column("end_location", sa.Text, nullable=True),
+    sa.Column("pickup_address", sa.Text, nullable=True),
+    sa.Column("dropoff_address", sa.Text, nullable=True),
+    sa.Column("stop_addresses", JSONB, nullable=False, server_default=sa.text("'[]'::jsonb")),
     sa.Column("addresses", JSONB, nullable=False),
-    sa.Column("estimated_cost", sa.Numeric(12, 2), nullable=True),
+    # This job's own estimate and actual charges before tax; the opportunity's totals (all its jobs,
+    # tax included in opportunity_total) are repeated per job and must never be summed over jobs.
+    sa.Column("estimated_cost", _MONEY, nullable=True),
+    sa.Column("actual_cost", _MONEY, nullable=True),
+    sa.Column("opportunity_subtotal", _MONEY, nullable=True),
+    sa.Column("opportunity_tax", _MONEY, nullable=True),
+    sa.Column("opportunity_total", _MONEY, nullable=True),
+    sa.Column("currency", sa.Text, nullable=True),
     sa.Column("move_size", sa.Text, nullable=True),
+    sa.Column("volume", sa.Numeric(12, 2), nullable=True),
+    sa.Column("weight", sa.Numeric(12, 2), nullable=True),
+    sa.Column("sales_assignee", sa.Text, nullable=True),
     sa.Column("confirmed", sa.Boolean, nullable=True),
     sa.Column("booked", sa.Boolean, nullable=False),
     sa.Column("branch_name", sa.Text, nullable=True),
@@ -99,6 +117,23 @@ journeys = sa.Table(
     sa.Column("run_id", sa.Text, nullable=False),
     # Every partition write and the CRM's day views filter on these two.
     sa.Index("ix_journeys_service_date_location_id", "service_date", "location_id"),
+)
+
+#: The CRM's own record of a journey's day (crew on the way, on site, done; finance's audit). Written
+#: by the CRM (role lgm_<key>_crm_writer), read by the board view, never written by the sync.
+journey_progress = sa.Table(
+    "journey_progress",
+    metadata,
+    sa.Column("progress_id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("journey_id", sa.Text, nullable=False),
+    sa.Column("stage", sa.Text, nullable=False),
+    sa.Column("at", _TS, nullable=False, server_default=_now()),
+    sa.Column("by", sa.Text, nullable=False, server_default=sa.text("current_user")),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.CheckConstraint(
+        "stage IN ({})".format(", ".join(f"'{s}'" for s in CRM_PROGRESS_STAGES)), name="ck_journey_progress_stage"
+    ),
+    sa.Index("ix_journey_progress_journey_id_at", "journey_id", "at"),
 )
 
 journeys_quarantine = sa.Table(
@@ -179,6 +214,17 @@ locations = sa.Table(
     sa.Column("updated_at", _TS, nullable=False, server_default=_now()),
 )
 
+#: SmartMoving's branches (``/api/branches``) as last pulled: the dispatch address the board shows.
+raw_branches = sa.Table(
+    "raw_branches",
+    metadata,
+    sa.Column("branch_id", sa.Text, primary_key=True),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("fetched_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations",
     metadata,
@@ -193,6 +239,7 @@ ASSET_TABLES: dict[str, sa.Table] = {
     "smartmoving_opportunities": raw_opportunities,
     "smartmoving_jobs": raw_jobs,
     "journeys": journeys,
+    "smartmoving_branches": raw_branches,
 }
 
 #: Tables with one row per source record and date; pruned by retention, never merged.

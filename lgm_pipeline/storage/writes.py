@@ -35,6 +35,7 @@ from lgm_pipeline.storage.tables import (
     tenant_options,
 )
 from lgm_pipeline.tenants.config import Tenant
+from lgm_pipeline.transform.mappings import JOURNEY_CREATING_STAGES
 
 #: Rows converted and sent to COPY at a time: bounds the extra memory beyond the frame itself.
 CHUNK_ROWS = 10_000
@@ -317,9 +318,12 @@ def _delete_scope(conn: Connection, target: str, scope: PartitionScope) -> int:
     ).rowcount
 
 
-def _insert_from_stage(conn: Connection, target: str, stage: str, table: sa.Table) -> int:
+def _insert_from_stage(conn: Connection, target: str, stage: str, table: sa.Table, scope: PartitionScope) -> int:
     columns = ", ".join(quote_ident(conn, c.name) for c in table.columns)
-    return conn.exec_driver_sql(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage}").rowcount
+    return conn.execute(
+        sa.text(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} s WHERE {_scope_sql(scope, 's')}"),
+        _scope_params(scope),
+    ).rowcount
 
 
 def _analyze_if_unknown(conn: Connection, target: str, table: sa.Table, inserted: int) -> None:
@@ -339,18 +343,30 @@ def _analyze_if_unknown(conn: Connection, target: str, table: sa.Table, inserted
     conn.exec_driver_sql(f"ANALYZE {target} ({analyzed})")
 
 
-def _replace_partition(
-    conn: Connection, tenant: Tenant, table: sa.Table, stage: str, scope: PartitionScope, rows: int
-) -> WriteResult:
-    outside = _count(conn, f"SELECT count(*) FROM {stage} s WHERE NOT ({_scope_sql(scope, 's')})", _scope_params(scope))
-    if outside:
-        raise FrameError(f"{outside} row(s) of the {table.name} frame lie outside partition {scope.key}")
+def _replace_partitions(
+    conn: Connection, tenant: Tenant, table: sa.Table, stage: str, scopes: Sequence[PartitionScope]
+) -> list[WriteResult]:
+    """Replace each scope's rows by the staged rows of that scope; a staged row in none is an error."""
+    dates = [scope.service_date for scope in scopes]
+    if None not in dates:
+        outside = _count(
+            conn, f"SELECT count(*) FROM {stage} s WHERE NOT (s.service_date = ANY(:dates))", {"dates": dates}
+        )
+        if outside:
+            keys = ", ".join(str(scope.key) for scope in scopes)
+            raise FrameError(f"{outside} row(s) of the {table.name} frame lie outside partition(s) {keys}")
     target = _qualified(conn, tenant, table)
-    _lock_partition(conn, tenant, table, scope)
-    deleted = _delete_scope(conn, target, scope)
-    inserted = _insert_from_stage(conn, target, stage, table)
-    _analyze_if_unknown(conn, target, table, inserted)
-    return WriteResult(table.name, rows, inserted=inserted, updated=0, deleted=deleted, quarantined=0)
+    results = []
+    total_inserted = 0
+    for scope in sorted(scopes, key=lambda s: str(s.service_date)):  # one lock order: no deadlock
+        _lock_partition(conn, tenant, table, scope)
+        deleted = _delete_scope(conn, target, scope)
+        inserted = _insert_from_stage(conn, target, stage, table, scope)
+        total_inserted += inserted
+        rows = _count(conn, f"SELECT count(*) FROM {stage} s WHERE {_scope_sql(scope, 's')}", _scope_params(scope))
+        results.append(WriteResult(table.name, rows, inserted=inserted, updated=0, deleted=deleted, quarantined=0))
+    _analyze_if_unknown(conn, target, table, total_inserted)
+    return results
 
 
 # --- journeys: merge by id, with audit and quarantine -----------------------------------
@@ -481,13 +497,17 @@ def _merge_journeys(
     # bookkeeping columns (source_fetched_at, synced_at; the audit row's run and time stand for
     # them) and raw_payload (kept per fetch in raw_jobs). Building a jsonb image per inserted row
     # was the costliest part of a first load (about 2.7 s of 100k rows).
+    # Only booked work becomes a journey: a row whose status does not create one (a lead, a job
+    # first seen cancelled) only ever updates a journey that exists.
+    creating = ", ".join(f"'{stage}'" for stage in sorted(JOURNEY_CREATING_STAGES))
     inserted = conn.execute(
         sa.text(
             f"""
             WITH added AS (
               INSERT INTO {target} ({column_list})
               SELECT {column_list} FROM {stage} s
-              WHERE {valid} AND NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.id)
+              WHERE {valid} AND s.status IN ({creating})
+                AND NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.id)
               RETURNING id
             )
             INSERT INTO {audit} ({audit_columns})
@@ -549,22 +569,30 @@ def write_frame(
     table: sa.Table,
     df: pd.DataFrame,
     *,
-    scope: PartitionScope,
+    scope: PartitionScope | Sequence[PartitionScope],
     run_id: str,
     asset: str,
 ) -> WriteResult:
-    """Write ``df`` as partition ``scope`` of ``table`` (replace, or merge for ``journeys``).
+    """Write ``df`` as partition(s) ``scope`` of ``table`` (replace, or merge for ``journeys``).
 
-    Every row gets ``run_id`` (the writing run is the one source of that fact, whatever the
-    frame says); the scope's ``service_date``/``location_id`` fill those columns when the frame
-    lacks them; every other column of the table must be present. ``df.attrs`` may carry
-    ``api_calls`` and ``api_calls_by_endpoint`` for the ``sync_runs`` row.
+    Several scopes (the dates of a single-run range) are written in one transaction, each with its
+    ``sync_runs`` row; the result adds them up. Every row gets ``run_id`` (the writing run is the
+    one source of that fact, whatever the frame says); a single scope's ``service_date`` /
+    ``location_id`` fill those columns when the frame lacks them; every other column of the table
+    must be present. ``df.attrs`` may carry ``api_calls`` and ``api_calls_by_endpoint`` for the
+    ``sync_runs`` row (of the first scope: the calls served the whole range).
     """
+    scopes = [scope] if isinstance(scope, PartitionScope) else list(scope)
+    if not scopes:
+        raise FrameError(f"frame for {table.name}: no partition to write")
+    if table is journeys and len(scopes) != 1:
+        raise FrameError("journeys frame: one date x branch partition per write")
     constants: dict[str, Any] = {"run_id": run_id}
-    if scope.service_date is not None and "service_date" not in df.columns:
-        constants["service_date"] = scope.service_date
-    if scope.location_id is not None and "location_id" in table.columns and "location_id" not in df.columns:
-        constants["location_id"] = scope.location_id
+    only = scopes[0] if len(scopes) == 1 else PartitionScope()
+    if only.service_date is not None and "service_date" not in df.columns:
+        constants["service_date"] = only.service_date
+    if only.location_id is not None and "location_id" in table.columns and "location_id" not in df.columns:
+        constants["location_id"] = only.location_id
     _check_frame_columns(df, table, constants)
     if table is journeys and (df["id"].isna().any() or df["id"].duplicated().any()):
         raise FrameError("journeys frame: id must be present and unique")
@@ -573,20 +601,28 @@ def write_frame(
     with engine.begin() as conn:
         stage = _stage(conn, table, df, constants)
         if table is journeys:
-            result = _merge_journeys(conn, tenant, stage, scope, len(df), run_id)
+            results = [_merge_journeys(conn, tenant, stage, scopes[0], len(df), run_id)]
         else:
-            result = _replace_partition(conn, tenant, table, stage, scope, len(df))
-        _record_sync_run(
-            conn,
-            tenant,
-            asset=asset,
-            scope=scope,
-            run_id=run_id,
-            started_at=started_at,
-            result=result,
-            attrs=df.attrs,
-        )
-    return result
+            results = _replace_partitions(conn, tenant, table, stage, scopes)
+        for index, (part, result) in enumerate(zip(scopes, results, strict=True)):
+            _record_sync_run(
+                conn,
+                tenant,
+                asset=asset,
+                scope=part,
+                run_id=run_id,
+                started_at=started_at,
+                result=result,
+                attrs=df.attrs if index == 0 else {},
+            )
+    return WriteResult(
+        table.name,
+        rows=len(df),
+        inserted=sum(r.inserted for r in results),
+        updated=sum(r.updated for r in results),
+        deleted=sum(r.deleted for r in results),
+        quarantined=sum(r.quarantined for r in results),
+    )
 
 
 def _of_other_branch(opportunity: sa.FromClause, branch: BranchRows) -> sa.ColumnElement[bool]:

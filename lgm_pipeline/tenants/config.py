@@ -23,6 +23,8 @@ TENANTS_FILE_ENV = "LGM_TENANTS_FILE"
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _LOCATION_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _ENV_NAME_RE = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_ADDRESS_ROLES = ("route", "pickup", "dropoff")
 
 
 class TenantConfigError(ValueError):
@@ -45,6 +47,16 @@ class SmartMovingSettings:
 
 
 @dataclass(frozen=True)
+class CustomJobType:
+    """A tenant's name for one of SmartMoving's Custom01..40 job types (or a type SmartMoving added)."""
+
+    code: int
+    name: str
+    needs_truck: bool | None
+    addresses: str  # route | pickup | dropoff
+
+
+@dataclass(frozen=True)
 class Tenant:
     key: str
     client_id: str
@@ -53,6 +65,9 @@ class Tenant:
     first_service_date: dt.date
     smartmoving: SmartMovingSettings
     branches: tuple[Branch, ...]
+    currency: str = "CAD"
+    catch_up_days: int = 7  # past service dates refreshed once a day so jobs reach their final status
+    job_types: tuple[CustomJobType, ...] = ()
 
     @property
     def schema(self) -> str:
@@ -134,6 +149,11 @@ def _parse_tenant(block: Any, index: int) -> Tenant:
         if dupes:
             raise TenantConfigError(f"{where}: duplicate {attr} {dupes}")
 
+    currency = _match(_CURRENCY_RE, block.get("currency", "CAD"), "currency", where)
+    catch_up_days = block.get("catch_up_days", 7)
+    if isinstance(catch_up_days, bool) or not isinstance(catch_up_days, int) or not 0 <= catch_up_days <= 60:
+        raise TenantConfigError(f"{where}: catch_up_days={catch_up_days!r} must be a whole number from 0 to 60")
+
     return Tenant(
         key=key,
         client_id=str(_require(block, "client_id", where)),
@@ -142,7 +162,33 @@ def _parse_tenant(block: Any, index: int) -> Tenant:
         first_service_date=first,
         smartmoving=smartmoving,
         branches=tuple(branches),
+        currency=currency,
+        catch_up_days=catch_up_days,
+        job_types=_parse_job_types(block.get("job_types") or {}, where),
     )
+
+
+def _parse_job_types(raw: Any, where: str) -> tuple[CustomJobType, ...]:
+    """``job_types: {101: {name: Piano move, needs_truck: true, addresses: route}, ...}``."""
+    if not isinstance(raw, dict):
+        raise TenantConfigError(f"{where}: job_types must be a mapping of type code to settings")
+    types = []
+    for code, settings in raw.items():
+        twhere = f"{where} job_types[{code!r}]"
+        if isinstance(code, bool) or not isinstance(code, int) or code < 0:
+            raise TenantConfigError(f"{twhere}: the key must be a SmartMoving job type code (a whole number)")
+        if isinstance(settings, str):
+            settings = {"name": settings}
+        if not isinstance(settings, dict):
+            raise TenantConfigError(f"{twhere}: expected a name or a mapping with name, needs_truck, addresses")
+        needs_truck = settings.get("needs_truck")
+        if needs_truck is not None and not isinstance(needs_truck, bool):
+            raise TenantConfigError(f"{twhere}: needs_truck must be true or false")
+        addresses = settings.get("addresses", "route")
+        if addresses not in _ADDRESS_ROLES:
+            raise TenantConfigError(f"{twhere}: addresses={addresses!r} must be one of {list(_ADDRESS_ROLES)}")
+        types.append(CustomJobType(code, str(_require(settings, "name", twhere)), needs_truck, addresses))
+    return tuple(types)
 
 
 def parse_tenants(document: Any) -> tuple[Tenant, ...]:

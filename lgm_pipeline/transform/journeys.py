@@ -10,18 +10,27 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import pandas as pd
 
 from lgm_pipeline.storage.tables import journeys as journeys_table
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.mappings import JOB_TYPE_NAMES, STATUS_MAPPING
+from lgm_pipeline.transform.mappings import (
+    JOURNEY_CREATING_STAGES,
+    OPPORTUNITY_TYPE_NAMES,
+    PHONE_TYPE_NAMES,
+    STATUS_MAPPING,
+    AddressRoles,
+    JobTypeInfo,
+    job_type_info,
+)
 from lgm_pipeline.transform.raw import enum_code
 
 JOURNEY_COLUMNS = [c.name for c in journeys_table.columns]  # one definition, in storage.tables
 
-_EXTENSION_RE = re.compile(r"\s*(?:ext\.?|x|#)\s*\d+\s*$", re.IGNORECASE)
+_EXTENSION_RE = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*(\d{1,6})\s*$", re.IGNORECASE)
 _NANP_RE = re.compile(r"^[2-9]\d{2}[2-9]\d{6}$")
 
 
@@ -31,14 +40,24 @@ def journey_id(tenant: Tenant, job_id: str) -> str:
 
 
 def normalize_phone(value: Any) -> str | None:
-    """A 10-digit NANP number as E.164 (+1XXXXXXXXXX); anything else is returned trimmed, as sent."""
+    """A 10-digit NANP number as E.164 (+1XXXXXXXXXX), an extension kept as RFC 3966 ``;ext=``.
+
+    Anything else is returned trimmed, as sent (the contact rule flags it).
+    """
     if not isinstance(value, str) or not value.strip():
         return None
     text = value.strip()
-    digits = re.sub(r"\D", "", _EXTENSION_RE.sub("", text))
+    extension = _EXTENSION_RE.search(text)
+    digits = re.sub(r"\D", "", text[: extension.start()] if extension else text)
     if len(digits) == 11 and digits.startswith("1"):
         digits = digits[1:]
-    return f"+1{digits}" if _NANP_RE.match(digits) else text
+    if not _NANP_RE.match(digits):
+        return text
+    return f"+1{digits}" + (f";ext={extension.group(1)}" if extension else "")
+
+
+def is_e164(phone: str | None) -> bool:
+    return bool(phone) and phone.startswith("+1")  # type: ignore[union-attr]
 
 
 def _clean_text(value: Any) -> str | None:
@@ -48,26 +67,101 @@ def _clean_text(value: Any) -> str | None:
     return text or None
 
 
+def _clean_name(value: Any) -> str | None:
+    """Repeated and odd whitespace collapsed: "Zoë  O'Brien" and "Zoë O'Brien" are one customer."""
+    text = _clean_text(value)
+    return " ".join(text.split()) if text else None
+
+
+def _clean_email(value: Any) -> str | None:
+    text = _clean_text(value)
+    return text.lower() if text else None
+
+
 def _as_int(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value)
     return enum_code(value)
 
 
-#: ``journeys.estimated_cost`` is numeric(12, 2): a larger amount would fail the whole partition's
-#: write. Such an amount is not a real estimate; it is left out (the payload keeps it verbatim) and
-#: the financials rule flags the booked journey for its missing cost.
-MAX_MONEY = 10**10
+#: Money columns are numeric(12, 2): a larger amount would fail the whole partition's write. Such an
+#: amount is not a real figure; it is left out (the payload keeps it verbatim) and the financials
+#: rule flags a booked journey without an estimate.
+MAX_MONEY = Decimal(10) ** 10
+_CENT = Decimal("0.01")
 
 
-def _as_money(value: Any) -> float | None:
+def as_money(value: Any) -> Decimal | None:
+    """An amount from JSON as an exact Decimal to the cent (via its shortest text: 0.1 stays 0.1)."""
     if isinstance(value, bool) or value is None:
         return None
     try:
-        amount = float(value)
-    except (TypeError, ValueError, OverflowError):
+        amount = Decimal(str(value).strip())
+    except (InvalidOperation, ValueError):
         return None
-    return round(amount, 2) if amount == amount and abs(amount) < MAX_MONEY else None
+    if not amount.is_finite() or abs(amount) >= MAX_MONEY:
+        return None
+    return amount.quantize(_CENT) + 0  # + 0 turns -0.00 into 0.00
+
+
+def charges_total(charges: Any) -> Decimal | None:
+    """A job's charges before tax: the sum of each charge's ``totalCost`` (after its discount).
+
+    None when the job has no charge with an amount: "no estimate" is not an estimate of 0.
+    """
+    if not isinstance(charges, list):
+        return None
+    amounts = [as_money(c.get("totalCost")) for c in charges if isinstance(c, dict)]
+    present = [a for a in amounts if a is not None]
+    if not present:
+        return None
+    total = sum(present, Decimal(0))
+    return total if abs(total) < MAX_MONEY else None
+
+
+def _address_roles(addresses: list[str], info: JobTypeInfo | None) -> tuple[str | None, str | None, list[str]]:
+    """(pickup, drop-off, stops) as the job type reads its address list."""
+    roles = info.roles if info else AddressRoles.ROUTE
+    if len(addresses) == 1 and roles is AddressRoles.PICKUP:
+        return addresses[0], None, []
+    if len(addresses) == 1 and roles is AddressRoles.DROPOFF:
+        return None, addresses[0], []
+    if not addresses:
+        return None, None, []
+    if len(addresses) == 1:
+        return addresses[0], None, []
+    return addresses[0], addresses[-1], addresses[1:-1]
+
+
+def _contact_phone(*sources: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """(phone, its type name): the first E.164 number among the primary and secondary numbers.
+
+    Falls back to the primary as sent (the contact rule flags it) when none is usable.
+    """
+    candidates: list[tuple[Any, Any]] = []
+    for source in sources:
+        candidates.append((source.get("phoneNumber"), source.get("phoneType")))
+    for source in sources:
+        for secondary in source.get("secondaryPhoneNumbers") or []:
+            if isinstance(secondary, dict):
+                candidates.append((secondary.get("phoneNumber"), secondary.get("phoneType")))
+    first_sent: tuple[str | None, str | None] = (None, None)
+    for number, kind in candidates:
+        phone = normalize_phone(number)
+        kind_name = PHONE_TYPE_NAMES.get(_as_int(kind)) if _as_int(kind) is not None else None  # type: ignore[arg-type]
+        if is_e164(phone):
+            return phone, kind_name
+        if phone and first_sent[0] is None:
+            first_sent = (phone, kind_name)
+    return first_sent
+
+
+def _name_of(value: Any) -> str | None:
+    return _clean_text(value.get("name")) if isinstance(value, dict) else None
+
+
+def _quantity(value: Any) -> Decimal | None:
+    return as_money(value) if isinstance(value, int | float | str) else None
 
 
 def _journey_row(
@@ -76,6 +170,7 @@ def _journey_row(
     opportunity: Mapping[str, Any],
     customer: Mapping[str, Any],
     branches: Mapping[str, Any],
+    custom_types: Mapping[int, JobTypeInfo],
     synced_at: dt.datetime,
     run_id: str,
 ) -> dict[str, Any]:
@@ -84,16 +179,19 @@ def _journey_row(
     status = _as_int(opportunity.get("status"))
     mapping = STATUS_MAPPING.get(status) if status is not None else None
     job_type = _as_int(job.get("job_type"))
-    job_type_name = JOB_TYPE_NAMES.get(job_type) if job_type is not None else None
+    type_info = job_type_info(job_type, custom_types)
     branch_name = _clean_text((opportunity.get("branch") or {}).get("name"))
     branch = branches.get(branch_name) if branch_name else None
-    addresses = list(job.get("addresses") or [])
+    addresses = [a.strip() for a in job.get("addresses") or [] if isinstance(a, str) and a.strip()]
+    pickup, dropoff, stops = _address_roles(addresses, type_info)
     # The customers list is pulled every cycle while opportunity details may come from the cache:
     # contact fields prefer the list, so a rename or a fixed email shows at the next sync.
-    customer_name = _clean_text(customer.get("name")) or _clean_text(opp_customer.get("name"))
+    customer_name = _clean_name(customer.get("name")) or _clean_name(opp_customer.get("name"))
+    phone, phone_type = _contact_phone(customer, opp_customer)
     job_number = _clean_text(job.get("job_number"))
     move_size = opportunity.get("moveSize") or {}
-    quote = opportunity.get("quoteNumber")
+    totals = opportunity.get("estimatedTotal") if isinstance(opportunity.get("estimatedTotal"), dict) else {}
+    opportunity_type = _as_int(opportunity.get("opportunityType"))
     return {
         "id": journey_id(tenant, job["job_id"]),
         "client_id": tenant.client_id,
@@ -103,18 +201,31 @@ def _journey_row(
         "smartmoving_status": status,
         "smartmoving_status_name": mapping.smartmoving_name if mapping else None,
         "job_number": job_number,
-        "quote_number": _clean_text(quote),
+        "quote_number": _clean_text(opportunity.get("quoteNumber")),
         "job_type": job_type,
-        "job_type_name": job_type_name,
-        "title": " - ".join(p for p in (job_type_name or "Job", customer_name, job_number) if p),
+        "job_type_name": type_info.name if type_info else None,
+        "needs_truck": type_info.needs_truck if type_info else None,
+        "opportunity_type": OPPORTUNITY_TYPE_NAMES.get(opportunity_type) if opportunity_type is not None else None,
+        "title": " - ".join(p for p in (type_info.name if type_info else "Job", customer_name, job_number) if p),
         "customer_name": customer_name,
-        "customer_phone": normalize_phone(customer.get("phoneNumber") or opp_customer.get("phoneNumber")),
-        "customer_email": _clean_text(customer.get("emailAddress") or opp_customer.get("emailAddress")),
-        "start_location": addresses[0] if addresses else None,
-        "end_location": addresses[-1] if len(addresses) > 1 else None,
+        "customer_phone": phone,
+        "customer_phone_type": phone_type,
+        "customer_email": _clean_email(customer.get("emailAddress")) or _clean_email(opp_customer.get("emailAddress")),
+        "pickup_address": pickup,
+        "dropoff_address": dropoff,
+        "stop_addresses": stops,
         "addresses": addresses,
-        "estimated_cost": _as_money((opportunity.get("estimatedTotal") or {}).get("finalTotal")),
+        "estimated_cost": charges_total(job.get("estimated_charges")),
+        "actual_cost": charges_total(job_payload.get("actualCharges")),
+        "opportunity_subtotal": as_money(totals.get("subtotal")),
+        "opportunity_tax": as_money(totals.get("tax")),
+        "opportunity_total": as_money(totals.get("finalTotal")),
+        "currency": tenant.currency,
         "move_size": _clean_text(move_size.get("name")) if isinstance(move_size, dict) else None,
+        "volume": _quantity(opportunity.get("volume"))
+        or (_quantity(move_size.get("volume")) if isinstance(move_size, dict) else None),
+        "weight": _quantity(opportunity.get("weight")),
+        "sales_assignee": _name_of(opportunity.get("salesAssignee")),
         "confirmed": job.get("confirmed"),
         "booked": bool(mapping and mapping.booked),
         "branch_name": branch_name,
@@ -132,6 +243,11 @@ def _journey_row(
     }
 
 
+def custom_job_types(tenant: Tenant) -> dict[int, JobTypeInfo]:
+    """The tenant's job type names from tenants.yaml, in the mapping table's terms."""
+    return {t.code: JobTypeInfo(t.name, t.needs_truck, AddressRoles(t.addresses), ()) for t in tenant.job_types}
+
+
 def normalize_journeys(
     tenant: Tenant,
     customers: pd.DataFrame,
@@ -144,6 +260,7 @@ def normalize_journeys(
     opportunity_by_id = dict(zip(opportunities["opportunity_id"], opportunities["payload"], strict=True))
     customer_by_id = dict(zip(customers["customer_id"], customers["payload"], strict=True))
     branches = tenant.branch_by_smartmoving_name()
+    custom_types = custom_job_types(tenant)
     rows = [
         _journey_row(
             tenant,
@@ -151,6 +268,7 @@ def normalize_journeys(
             opportunity_by_id.get(job["opportunity_id"]) or {},
             customer_by_id.get(job["customer_id"]) or {},
             branches,
+            custom_types,
             synced_at,
             run_id,
         )
@@ -159,5 +277,13 @@ def normalize_journeys(
     frame = pd.DataFrame(rows, columns=JOURNEY_COLUMNS)
     for column in ("smartmoving_status", "job_type"):
         frame[column] = frame[column].astype("Int64")
-    frame["estimated_cost"] = frame["estimated_cost"].astype("Float64")
+    frame["needs_truck"] = frame["needs_truck"].astype("boolean")
     return frame
+
+
+def is_journey(frame: pd.DataFrame, existing_ids: set[str]) -> pd.Series:
+    """Rows that are (or become) journeys: booked work, any job already a journey, and rows whose
+    status maps to nothing (they may be booked work: the status rule quarantines them for a look).
+    """
+    creating = [str(s) for s in JOURNEY_CREATING_STAGES]
+    return frame["status"].isin(creating) | frame["status"].isna() | frame["id"].isin(existing_ids)

@@ -9,18 +9,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
-from lgm_pipeline.storage.tables import raw_customers, raw_jobs, raw_opportunities
+from lgm_pipeline.storage.tables import raw_branches, raw_customers, raw_jobs, raw_opportunities
 
 # The frames' columns are the tables' columns: one definition, in storage.tables.
 CUSTOMER_COLUMNS = [c.name for c in raw_customers.columns]
 OPPORTUNITY_COLUMNS = [c.name for c in raw_opportunities.columns]
 JOB_COLUMNS = [c.name for c in raw_jobs.columns]
+BRANCH_COLUMNS = [c.name for c in raw_branches.columns]
 
 
 #: Enum codes land in PostgreSQL ``integer`` columns: a larger value would fail the whole write.
@@ -73,20 +74,45 @@ def _summary_hash(opportunity: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(material, default=str).encode()).hexdigest()[:24]
 
 
+def summary_dates(customer: Mapping[str, Any]) -> set[dt.date]:
+    """The job dates the customers list shows for a customer's opportunities."""
+    dates = set()
+    for opportunity in customer.get("opportunities") or []:
+        for job in (opportunity.get("jobs") or []) if isinstance(opportunity, dict) else []:
+            if isinstance(job, dict):
+                day = yyyymmdd_to_date(job.get("serviceDate") or job.get("jobDate"))
+                if day is not None:
+                    dates.add(day)
+    return dates
+
+
 def customers_frame(
-    customers: Iterable[Mapping[str, Any]], service_date: dt.date, fetched_at: dt.datetime, run_id: str
+    customers: Iterable[Mapping[str, Any]],
+    service_dates: dt.date | Sequence[dt.date],
+    fetched_at: dt.datetime,
+    run_id: str,
 ) -> pd.DataFrame:
-    rows = [
-        {
-            "service_date": service_date,
-            "customer_id": str(c["id"]),
-            "name": c.get("name"),
-            "payload": dict(c),
-            "fetched_at": fetched_at,
-            "run_id": run_id,
-        }
-        for c in customers
-    ]
+    """One row per customer and service date of the pull it has work on.
+
+    A customer the list returns without a job date inside the pulled dates (the API matched it on
+    something else, e.g. the opportunity's first day) is filed under every pulled date: the
+    opportunities step files its jobs by their own dates, and nothing fetched is dropped.
+    """
+    window = [service_dates] if isinstance(service_dates, dt.date) else list(service_dates)
+    rows = []
+    for c in customers:
+        days = sorted(summary_dates(c) & set(window)) or window
+        rows.extend(
+            {
+                "service_date": day,
+                "customer_id": str(c["id"]),
+                "name": c.get("name"),
+                "payload": dict(c),
+                "fetched_at": fetched_at,
+                "run_id": run_id,
+            }
+            for day in days
+        )
     return pd.DataFrame(rows, columns=CUSTOMER_COLUMNS)
 
 
@@ -102,42 +128,65 @@ def opportunity_summaries(customers: pd.DataFrame) -> dict[str, OpportunitySumma
     return summaries
 
 
+def opportunity_dates(opportunity: Mapping[str, Any]) -> set[dt.date]:
+    """Every date an opportunity has work on: its jobs' own dates and its service date."""
+    days = {job_date(job) for job in opportunity.get("jobs") or [] if isinstance(job, dict)}
+    days.add(yyyymmdd_to_date(opportunity.get("serviceDate")))
+    return {d for d in days if d is not None}
+
+
 def opportunities_frame(
     details: Mapping[str, Mapping[str, Any]],
     summaries: Mapping[str, OpportunitySummary],
     fetched_at: Mapping[str, dt.datetime],
-    service_date: dt.date,
+    service_dates: dt.date | Sequence[dt.date],
     run_id: str,
 ) -> pd.DataFrame:
-    rows = [
-        {
-            "service_date": service_date,
-            "opportunity_id": oid,
-            "customer_id": summaries[oid].customer_id,
-            "summary_hash": summaries[oid].summary_hash,
-            "payload": dict(payload),
-            "fetched_at": fetched_at[oid],
-            "run_id": run_id,
-        }
-        for oid, payload in details.items()
-    ]
+    """One row per opportunity and pulled date it has work on (a two-day move: one row per day).
+
+    An opportunity with no work on any pulled date (moved away between list and details) is kept
+    under the first pulled date, so its payload is retained; it yields no job there.
+    """
+    window = [service_dates] if isinstance(service_dates, dt.date) else list(service_dates)
+    rows = []
+    for oid, payload in details.items():
+        days = sorted(opportunity_dates(payload) & set(window)) or window[:1]
+        rows.extend(
+            {
+                "service_date": day,
+                "opportunity_id": oid,
+                "customer_id": summaries[oid].customer_id,
+                "summary_hash": summaries[oid].summary_hash,
+                "payload": dict(payload),
+                "fetched_at": fetched_at[oid],
+                "run_id": run_id,
+            }
+            for day in days
+        )
     return pd.DataFrame(rows, columns=OPPORTUNITY_COLUMNS)
 
 
-def job_date(job: Mapping[str, Any], opportunity: Mapping[str, Any]) -> dt.date | None:
-    """A job's date: its own jobDate, else (a job not yet dated) the opportunity's serviceDate."""
-    return yyyymmdd_to_date(job.get("jobDate")) or yyyymmdd_to_date(opportunity.get("serviceDate"))
+def job_date(job: Mapping[str, Any]) -> dt.date | None:
+    """A job's own date. None: not scheduled yet ("TBD"): no journey, listed as unscheduled instead.
+
+    (Filing such a job on its opportunity's date made a phantom second journey on that day.)
+    """
+    return yyyymmdd_to_date(job.get("jobDate"))
 
 
 def jobs_frame(opportunities: pd.DataFrame, service_date: dt.date, run_id: str) -> pd.DataFrame:
     """One row per job dated ``service_date`` (a multi-day move's other jobs belong to other dates)."""
     rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for opportunity, customer_id, fetched_at in zip(
         opportunities["payload"], opportunities["customer_id"], opportunities["fetched_at"], strict=True
     ):
         for job in opportunity.get("jobs") or []:
-            if job_date(job, opportunity) != service_date or job.get("id") is None:
+            if not isinstance(job, dict) or job_date(job) != service_date or job.get("id") is None:
                 continue
+            if str(job["id"]) in seen:  # the same opportunity filed under several dates of a pull
+                continue
+            seen.add(str(job["id"]))
             rows.append(
                 {
                     "service_date": service_date,
@@ -157,3 +206,18 @@ def jobs_frame(opportunities: pd.DataFrame, service_date: dt.date, run_id: str) 
     frame = pd.DataFrame(rows, columns=JOB_COLUMNS)
     frame["job_type"] = frame["job_type"].astype("Int64")
     return frame
+
+
+def branches_frame(branches: Iterable[Mapping[str, Any]], fetched_at: dt.datetime, run_id: str) -> pd.DataFrame:
+    rows = [
+        {
+            "branch_id": str(b["id"]),
+            "name": b.get("name"),
+            "payload": dict(b),
+            "fetched_at": fetched_at,
+            "run_id": run_id,
+        }
+        for b in branches
+        if isinstance(b, Mapping) and b.get("id") is not None
+    ]
+    return pd.DataFrame(rows, columns=BRANCH_COLUMNS)

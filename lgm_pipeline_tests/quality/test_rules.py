@@ -35,8 +35,10 @@ def test_rule_severities_follow_the_spec() -> None:
     assert severities == {
         "customer_contact": Severity.WARNING,
         "job_fields": Severity.BLOCKING,
+        "job_type_known": Severity.WARNING,
         "branch_mapping": Severity.BLOCKING,
         "financials": Severity.WARNING,
+        "addresses": Severity.WARNING,
         "status_mapping": Severity.BLOCKING,
     }
 
@@ -60,14 +62,48 @@ def test_customer_contact_flags_but_keeps_the_journey(customer: dict, column: st
     assert [(f["rule"], f["column"]) for f in row["dq_flags"]] == [("customer_contact", column)]
 
 
-@pytest.mark.parametrize(
-    ("job_overrides", "column"),
-    [({"jobNumber": ""}, "job_number"), ({"type": 77}, "job_type"), ({"type": None}, "job_type")],
-)
+@pytest.mark.parametrize(("job_overrides", "column"), [({"jobNumber": ""}, "job_number"), ({"type": None}, "job_type")])
 def test_job_fields_quarantine_with_reason(job_overrides: dict, column: str) -> None:
     outcome = validate_journeys(_journeys(opportunity(DAY, jobs=[job(DAY, 1, **job_overrides)])), TENANT)
     [row] = outcome.frame.to_dict("records")
     assert {(r["rule"], r["column"]) for r in row["quarantine_reasons"]} == {("job_fields", column)}
+
+
+def test_an_unknown_job_type_is_a_warning_and_the_journey_stays() -> None:
+    outcome = validate_journeys(_journeys(opportunity(DAY, jobs=[job(DAY, 1, type=77)])), TENANT)
+    [row] = outcome.frame.to_dict("records")
+    assert row["quarantine_reasons"] is None
+    assert [(f["rule"], f["column"], f["value"]) for f in row["dq_flags"]] == [("job_type_known", "job_type", "77")]
+
+
+def test_contact_rule_checks_booked_work_only() -> None:
+    cancelled = opportunity(DAY, status=20)
+    cancelled["customer"] |= {"emailAddress": None}
+    booked = opportunity(DAY)
+    booked["customer"] |= {"emailAddress": None}
+    outcome = validate_journeys(_journeys(cancelled, booked), TENANT)
+    [contact] = [r for r in outcome.results if r.rule.name == "customer_contact"]
+    assert (contact.failing_rows, contact.rows_checked) == (1, 1)
+    assert [bool(f) for f in outcome.frame["dq_flags"]] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("job_type", "addresses", "flagged"),
+    [
+        (1, ["12 Elm St"], True),  # a move without a drop-off
+        (1, ["12 Elm St", "  "], True),  # a blank address is no address
+        (1, ["12 Elm St", "99 Oak Ave"], False),
+        (9, ["99 Oak Ave"], False),  # storage out: the drop-off is enough
+        (3, [], False),  # packing needs no truck
+    ],
+)
+def test_booked_truck_job_without_its_addresses_is_a_warning(job_type: int, addresses: list, flagged: bool) -> None:
+    outcome = validate_journeys(
+        _journeys(opportunity(DAY, jobs=[job(DAY, 1, type=job_type, jobAddresses=addresses)])), TENANT
+    )
+    [row] = outcome.frame.to_dict("records")
+    assert row["quarantine_reasons"] is None
+    assert [f["rule"] for f in row["dq_flags"]] == (["addresses"] if flagged else [])
 
 
 def test_unknown_branch_is_quarantined() -> None:
@@ -81,10 +117,9 @@ def test_unknown_status_is_quarantined() -> None:
 
 
 def test_financials_negative_or_missing_when_booked_is_a_warning() -> None:
-    negative = opportunity(DAY)
-    negative["estimatedTotal"]["finalTotal"] = -5.0
-    missing = opportunity(DAY, status=4, estimatedTotal=None)
-    lead_without_total = opportunity(DAY, status=0, estimatedTotal=None)
+    negative = opportunity(DAY, jobs=[job(DAY, 1, estimatedCharges=[{"totalCost": -5.0}])])
+    missing = opportunity(DAY, status=4, jobs=[job(DAY, 2, estimatedCharges=[])])
+    lead_without_total = opportunity(DAY, status=0, jobs=[job(DAY, 3, estimatedCharges=[])])
     outcome = validate_journeys(_journeys(negative, missing, lead_without_total), TENANT)
     flagged = [bool(f) for f in outcome.frame["dq_flags"]]
     assert flagged == [True, True, False]

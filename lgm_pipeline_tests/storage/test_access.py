@@ -19,6 +19,7 @@ from lgm_pipeline.tenants.config import Tenant, parse_tenants
 from lgm_pipeline_tests.storage.conftest import CALGARY, DAY, NEXT_DAY, TORONTO, Writer, journey_key, journey_row
 
 TORONTO_TZ_BOUNDARY = "2026-11-26T03:00:00Z"  # 22:00 on Nov 25 in Toronto
+FETCHED_LATER = dt.datetime(2026, 11, 25, 9, 0, tzinfo=dt.UTC)
 
 
 def _tenant_document(key: str, branches: list[tuple[str, str]], timezone: str = "America/Toronto") -> dict[str, Any]:
@@ -83,10 +84,13 @@ def test_company_and_locations_follow_the_config(engine: Engine) -> None:
 
 def _seed_days(writer: Writer) -> None:
     writer.journeys(
-        pd.DataFrame(
-            [journey_row("today"), journey_row("done", status="COMPLETED"), journey_row("lost", status="LOST")]
-        ),
+        pd.DataFrame([journey_row("today"), journey_row("done", status="COMPLETED"), journey_row("lost")]),
         key=journey_key(DAY),
+    )
+    # Booked, then lost: a journey once booked stays, with its new status.
+    lost = journey_row("lost", status="LOST", smartmoving_status=30, booked=False, source_fetched_at=FETCHED_LATER)
+    writer.journeys(
+        pd.DataFrame([journey_row("today"), journey_row("done", status="COMPLETED"), lost]), key=journey_key(DAY)
     )
     writer.journeys(pd.DataFrame([journey_row("tomorrow", service_date=NEXT_DAY)]), key=journey_key(NEXT_DAY))
     writer.journeys(pd.DataFrame([journey_row("toronto", location_id=TORONTO)]), key=journey_key(DAY, TORONTO))
@@ -104,9 +108,11 @@ def test_day_views_follow_the_tenant_clock(writer: Writer, engine: Engine) -> No
     _seed_days(writer)
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT set_config('lgm.clock', :t, false)"), {"t": TORONTO_TZ_BOUNDARY})
-        assert _ids(conn, "journeys_today") == ["jrn_done", "jrn_lost", "jrn_today", "jrn_toronto"]
+        # booked, not fallen-through work; the lost job shows among the cancellations
+        assert _ids(conn, "journeys_today") == ["jrn_done", "jrn_today", "jrn_toronto"]
         assert _ids(conn, "journeys_tomorrow") == ["jrn_tomorrow"]
         assert _ids(conn, "journeys_active") == ["jrn_today", "jrn_tomorrow", "jrn_toronto"]
+        assert _ids(conn, "journeys_cancelled") == ["jrn_lost"]
         conn.execute(sa.text("SELECT set_config('lgm.clock', '2026-11-26T05:00:00Z', false)"))
         assert _ids(conn, "journeys_today") == ["jrn_tomorrow"]
 
@@ -140,7 +146,7 @@ def test_reader_login_sees_its_tenant_filtered_by_branch(
             conn.execute(sa.text("SELECT set_config('lgm.clock', :t, false)"), {"t": TORONTO_TZ_BOUNDARY})
             assert _ids(conn, "journeys_today") == ["jrn_toronto"]  # RLS applies through the view
             _allow(conn, f"{CALGARY}, {TORONTO}")
-            assert len(_ids(conn, "journeys_today")) == 4
+            assert len(_ids(conn, "journeys_today")) == 3
             _allow(conn, "")
             assert len(_ids(conn, "journeys")) == 5
         with reader.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 
 import pytest
 
@@ -24,7 +25,8 @@ def _normalize(opps: list[dict]) -> list[dict]:
     [
         ("(403) 555-0123", "+14035550123"),
         ("+1 403.555.0123", "+14035550123"),
-        ("403-555-0123 ext 4", "+14035550123"),
+        ("403-555-0123 ext 4", "+14035550123;ext=4"),
+        ("(403) 555-0123 x12", "+14035550123;ext=12"),
         ("555-0123", "555-0123"),
         ("  ", None),
         (None, None),
@@ -44,9 +46,10 @@ def test_yyyymmdd_integers_are_dates_not_timestamps() -> None:
 def test_booked_job_becomes_a_journey_with_branch_addresses_and_cost() -> None:
     [row] = _normalize([opportunity(DAY, branch=CALGARY, status=4)])
     assert row["location_id"] == "loc_lgm_calgary_001"
-    assert row["status"] == "MORNING_PREP" and row["smartmoving_status_name"] == "Booked" and row["booked"]
-    assert row["start_location"] == "12 Elm St, Calgary, AB" and row["end_location"] == "99 Oak Ave, Calgary, AB"
-    assert row["estimated_cost"] == 1050.0
+    assert row["status"] == "BOOKED" and row["smartmoving_status_name"] == "Booked" and row["booked"]
+    assert row["pickup_address"] == "12 Elm St, Calgary, AB" and row["dropoff_address"] == "99 Oak Ave, Calgary, AB"
+    assert row["estimated_cost"] == Decimal("850.00") and row["opportunity_total"] == Decimal("1050.00")
+    assert row["currency"] == "CAD" and row["needs_truck"] is True
     assert row["customer_phone"] == "+14035550123"
     assert row["job_type_name"] == "Moving"
     assert row["client_id"] == TENANT.client_id
@@ -91,4 +94,4 @@ def test_job_types_survive_a_null_type_elsewhere_in_the_date() -> None:
 def test_job_without_address_has_no_locations() -> None:
     quote = 4242
     [row] = _normalize([opportunity(DAY, jobs=[job(DAY, quote, jobAddresses=[])])])
-    assert row["start_location"] is None and row["end_location"] is None and row["addresses"] == []
+    assert row["pickup_address"] is None and row["dropoff_address"] is None and row["addresses"] == []
