@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from lgm_pipeline.assets.automation import JOURNEYS_HANDLED_TAG, journeys_job_name, range_tags, raw_job_name
+from lgm_pipeline.assets.automation import (
+    JOURNEYS_HANDLED_TAG,
+    branches_job_name,
+    journeys_job_name,
+    range_tags,
+    raw_job_name,
+)
 from lgm_pipeline.assets.partitions import journey_partition_key
 from lgm_pipeline.assets.raw import STOP_CYCLE
 from lgm_pipeline.tenants import Tenant
@@ -133,8 +139,12 @@ def run_sync(
     location_ids: Sequence[str] | None = None,
     progress: Progress = lambda _: None,
     run_config: dict | None = None,
+    with_branches: bool = False,
 ) -> SyncReport:
-    """Pull each date once, then rebuild journeys for each (date, branch)."""
+    """Pull the dates (one run per block of consecutive dates), then rebuild journeys for each (date, branch).
+
+    ``with_branches``: also pull SmartMoving's branches (dispatch addresses), as the daily schedule does.
+    """
     started = time.monotonic()
     dates = list(dates or tenant.sync_window())
     unknown = sorted(set(location_ids or ()) - set(tenant.location_ids))
@@ -144,6 +154,13 @@ def run_sync(
     report = SyncReport(tenant, dates)
     raw_job = defs.resolve_job_def(raw_job_name(tenant))
     journeys_job = defs.resolve_job_def(journeys_job_name(tenant))
+    if with_branches:
+        result = defs.resolve_job_def(branches_job_name(tenant)).execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        _add_api_calls(report, result)
+        if not result.success:
+            progress(f"{tenant.key}: branches not pulled: {_failure_text(result)}")
     pulled: list[dt.date] = []
     for block in consecutive_blocks(dates):
         label = block[0].isoformat() if len(block) == 1 else f"{block[0]}..{block[-1]}"

@@ -18,6 +18,8 @@ def test_asset_specs_snapshot() -> None:
     assert sorted(specs) == [
         "lgm/history_retention",
         "lgm/journeys",
+        "lgm/smartmoving_arrival_windows",
+        "lgm/smartmoving_branches",
         "lgm/smartmoving_customers",
         "lgm/smartmoving_jobs",
         "lgm/smartmoving_opportunities",
@@ -34,8 +36,10 @@ def test_asset_specs_snapshot() -> None:
     assert checks == {
         "customer_contact",
         "job_fields",
+        "job_type_known",
         "branch_mapping",
         "financials",
+        "addresses",
         "status_mapping",
         "journey_ids_unique",
         "service_date_in_partition",
@@ -70,12 +74,8 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
     two = build_definitions()
     keys = {k.to_user_string() for k in two.resolve_all_asset_keys()}
     assert {"acme/journeys", "lgm/journeys"} <= keys
+    daily = ("every_2_hours", "daily_catch_up", "daily_branches", "daily_arrival_windows", "daily_retention")
     assert {s.name for s in two.schedules} == {
-        "lgm_every_2_hours",
-        "lgm_daily_retention",
-        "lgm_journeys_freshness",
-        "acme_every_2_hours",
-        "acme_daily_retention",
-        "acme_journeys_freshness",
+        f"{key}_{name}" for key in ("lgm", "acme") for name in (*daily, "journeys_freshness")
     }
     assert parse_tenants({"tenants": [acme]})[0].schema == "tenant_acme"

@@ -26,6 +26,7 @@ JOURNEYS_HANDLED_TAG = "lgm/journeys_handled_by"
 REFRESH_CRON = "0 */2 * * *"
 RETENTION_CRON = "30 3 * * *"
 CATCH_UP_CRON = "15 4 * * *"  # after the evening's jobs are closed in SmartMoving, before the day starts
+ARRIVAL_WINDOWS_CRON = "0 15 * * *"  # dispatch plans tomorrow in the afternoon
 
 
 def raw_job_name(tenant: Tenant) -> str:
@@ -188,3 +189,28 @@ def build_fan_out_sensor(tenant: Tenant, journeys_job: dg.UnresolvedAssetJobDefi
             context.update_cursor(str(result.records[-1].storage_id))
 
     return fan_out
+
+
+def build_arrival_windows_schedule(
+    tenant: Tenant,
+) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
+    job = dg.define_asset_job(
+        f"{tenant.key}_arrival_windows",
+        selection=dg.AssetSelection.assets(dg.AssetKey([tenant.key, "smartmoving_arrival_windows"])),
+        description="Fetch tomorrow's arrival windows: one call per booked opportunity, when the quota allows.",
+    )
+
+    @dg.schedule(
+        name=f"{tenant.key}_daily_arrival_windows",
+        cron_schedule=ARRIVAL_WINDOWS_CRON,
+        job=job,
+        execution_timezone=tenant.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Once a day, tomorrow's arrival windows (skipped by the asset when the month's quota has no room).",
+    )
+    def arrival_windows(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        tomorrow = tenant.today(now) + dt.timedelta(days=1)
+        return dg.RunRequest(run_key=f"arrival-windows@{now.isoformat()}", partition_key=tomorrow.isoformat())
+
+    return job, arrival_windows

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lgm_pipeline.assets.arrival_windows import build_arrival_windows_asset
 from lgm_pipeline.assets.automation import (
+    build_arrival_windows_schedule,
     build_branches_schedule,
     build_catch_up_schedule,
     build_fan_out_sensor,
@@ -36,6 +38,7 @@ def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
     return [
         *build_raw_assets(tenant, partitions),
         build_branches_asset(tenant),
+        build_arrival_windows_asset(tenant, partitions),
         build_journeys_asset(tenant, partitions),
         build_retention_asset(tenant),
     ]
@@ -46,14 +49,16 @@ def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
     freshness_check = build_freshness_check(tenant)
     freshness_job, freshness_schedule = build_freshness_schedule(tenant, freshness_check)
     branches_job, branches_schedule = build_branches_schedule(tenant)
+    windows_job, windows_schedule = build_arrival_windows_schedule(tenant)
     return dg.Definitions(
         assets=tenant_assets(tenant),
         asset_checks=[freshness_check],
-        jobs=[raw_job, journeys_job, retention_job, freshness_job, branches_job],
+        jobs=[raw_job, journeys_job, retention_job, freshness_job, branches_job, windows_job],
         schedules=[
             build_refresh_schedule(tenant, raw_job),
             build_catch_up_schedule(tenant, raw_job),
             branches_schedule,
+            windows_schedule,
             build_retention_schedule(tenant, retention_job),
             freshness_schedule,
         ],

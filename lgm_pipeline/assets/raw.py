@@ -77,7 +77,7 @@ def service_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
     return sorted(dt.date.fromisoformat(key) for key in context.partition_keys)
 
 
-def _call_api(func: Any, *args: Any) -> Any:
+def call_api(func: Any, *args: Any) -> Any:
     try:
         return func(*args)
     except (AuthenticationError, AuthorizationError, QuotaExhaustedError) as error:
@@ -117,7 +117,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         resource: SmartMovingResource = getattr(context.resources, sm_key)
         started = time.monotonic()
         with resource.get_client(logger=context.log) as client:
-            customers = _call_api(client.list_customers, dates[0], dates[-1])
+            customers = call_api(client.list_customers, dates[0], dates[-1])
             calls = Counter(client.calls)
         frame = customers_frame(customers, dates, dt.datetime.now(dt.UTC), context.run.run_id)
         opportunities = sum(len(c.get("opportunities") or []) for c in customers)
@@ -174,7 +174,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         reused = len(details)
         to_fetch = [oid for oid in summaries if oid not in details]
         with resource.get_client(logger=context.log) as client:
-            fetched = _call_api(client.get_opportunities, to_fetch)
+            fetched = call_api(client.get_opportunities, to_fetch)
             calls = Counter(client.calls)
         # Deleted in SmartMoving between the list and the details: its journeys leave with the next merge.
         vanished = [oid for oid in to_fetch if oid not in fetched]
@@ -254,7 +254,7 @@ def build_branches_asset(tenant: Tenant) -> dg.AssetsDefinition:
     def smartmoving_branches(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
         resource: SmartMovingResource = getattr(context.resources, sm_key)
         with resource.get_client(logger=context.log) as client:
-            branches = _call_api(client.list_branches)
+            branches = call_api(client.list_branches)
             calls = Counter(client.calls)
         frame = branches_frame(branches, dt.datetime.now(dt.UTC), context.run.run_id)
         mapped = set(tenant.branch_by_smartmoving_name())

@@ -29,6 +29,7 @@ from lgm_pipeline.storage.tables import (
     locations,
     metadata,
     raw_branches,
+    raw_job_timelines,
     raw_opportunities,
     schema_migrations,
     tenant_options,
@@ -85,13 +86,17 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
         f"CASE WHEN j.status IN {fallen} THEN j.status "
         f"WHEN {_stage_rank(conn, 'p.stage')} > {_stage_rank(conn, 'j.status')} THEN p.stage "
         f"ELSE j.status END AS board_stage, "
-        f"l.name AS branch, b.payload -> 'dispatchLocation' ->> 'fullAddress' AS dispatch_address "
+        f"l.name AS branch, b.payload -> 'dispatchLocation' ->> 'fullAddress' AS dispatch_address, "
+        f"w.start_at AS arrival_window_start, w.end_at AS arrival_window_end "
         f"FROM {table(journeys)} j "
         f"LEFT JOIN LATERAL (SELECT x.stage, x.at, x.by FROM {table(journey_progress)} x "
         f"WHERE x.journey_id = j.id ORDER BY x.at DESC, x.progress_id DESC LIMIT 1) p ON true "
         f"LEFT JOIN {table(locations)} l ON l.location_id = j.location_id "
         f"LEFT JOIN LATERAL (SELECT y.payload FROM {table(raw_branches)} y "
-        f"WHERE btrim(y.name) = l.smartmoving_branch_name ORDER BY y.fetched_at DESC LIMIT 1) b ON true"
+        f"WHERE btrim(y.name) = l.smartmoving_branch_name ORDER BY y.fetched_at DESC LIMIT 1) b ON true "
+        f"LEFT JOIN LATERAL (SELECT z.start_at, z.end_at FROM {table(raw_job_timelines)} z "
+        f"WHERE z.job_id = j.smartmoving_job_id AND z.service_date = j.service_date "
+        f"ORDER BY z.fetched_at DESC LIMIT 1) w ON true"
     )
     board_view = table("journeys_board")
     # A booked opportunity's job without a date (a storage delivery "to be decided") is no journey yet:
@@ -109,7 +114,9 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
         "CROSS JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(o.payload -> 'jobs') "
         "WHEN 'array' THEN o.payload -> 'jobs' ELSE '[]'::jsonb END) job "
         f"LEFT JOIN {table(locations)} l ON l.smartmoving_branch_name = btrim(o.payload -> 'branch' ->> 'name') "
-        "WHERE jsonb_typeof(job) = 'object' AND (job -> 'jobDate' IS NULL OR job -> 'jobDate' = 'null'::jsonb) "
+        "WHERE jsonb_typeof(job) = 'object' "
+        # No date, or none a calendar has (SmartMoving's yyyyMMdd integers): not yet scheduled.
+        "AND coalesce(job ->> 'jobDate', '') !~ '^[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])$' "
         f"AND o.payload ->> 'status' IN {_in_list(conn, (str(c) for c, m in STATUS_MAPPING.items() if m.booked))}"
     )
     definitions = {
@@ -212,7 +219,7 @@ def _booked_work_only(conn: Connection, tenant: Tenant) -> None:
         )
     _add_missing_columns(conn, tenant, journeys)
     scoped = conn.execution_options(**tenant_options(tenant))
-    for table in (journey_progress, raw_branches):
+    for table in (journey_progress, raw_branches, raw_job_timelines):
         table.create(scoped, checkfirst=True)
 
     stage_by_status = " ".join(

@@ -117,6 +117,13 @@ class PostgresResource(dg.ConfigurableResource):
             stmt = sa.select(journeys.c.id).where(journeys.c.id.in_(wanted))
             return set(conn.execution_options(**tenant_options(tenant)).execute(stmt).scalars())
 
+    def calls_this_month(self, tenant: Tenant, today: dt.date) -> int:
+        """SmartMoving calls recorded since the first of ``today``'s month (tenant time)."""
+        start = dt.datetime.combine(today.replace(day=1), dt.time(), tzinfo=tenant.tz)
+        stmt = sa.select(sa.func.coalesce(sa.func.sum(sync_runs.c.api_calls), 0)).where(sync_runs.c.started_at >= start)
+        with self.ensure_tenant(tenant).connect() as conn:
+            return int(conn.execution_options(**tenant_options(tenant)).execute(stmt).scalar_one())
+
     def prune_history(self, tenant: Tenant, keep_days: int, today: dt.date) -> dict[str, int]:
         """Delete raw rows of service dates before ``today - keep_days`` and older sync runs.
 

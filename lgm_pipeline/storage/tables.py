@@ -214,6 +214,21 @@ locations = sa.Table(
     sa.Column("updated_at", _TS, nullable=False, server_default=_now()),
 )
 
+#: ``/opportunities/{id}/jobs`` of tomorrow's booked work: start and end times (the arrival window).
+raw_job_timelines = sa.Table(
+    "raw_job_timelines",
+    metadata,
+    sa.Column("service_date", sa.Date, primary_key=True),
+    sa.Column("job_id", sa.Text, primary_key=True),
+    sa.Column("opportunity_id", sa.Text, nullable=False),
+    # startTimeUtc / endTimeUtc, parsed when written (NULL when not a timestamp; the payload keeps it).
+    sa.Column("start_at", _TS, nullable=True),
+    sa.Column("end_at", _TS, nullable=True),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("fetched_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+)
+
 #: SmartMoving's branches (``/api/branches``) as last pulled: the dispatch address the board shows.
 raw_branches = sa.Table(
     "raw_branches",
@@ -240,10 +255,11 @@ ASSET_TABLES: dict[str, sa.Table] = {
     "smartmoving_jobs": raw_jobs,
     "journeys": journeys,
     "smartmoving_branches": raw_branches,
+    "smartmoving_arrival_windows": raw_job_timelines,
 }
 
 #: Tables with one row per source record and date; pruned by retention, never merged.
-RAW_TABLES: tuple[sa.Table, ...] = (raw_customers, raw_opportunities, raw_jobs)
+RAW_TABLES: tuple[sa.Table, ...] = (raw_customers, raw_opportunities, raw_jobs, raw_job_timelines)
 
 #: Journey-level tables the CRM filters by branch (row-level security applies to these).
 BRANCH_SCOPED_TABLES: tuple[sa.Table, ...] = (journeys, journeys_quarantine)

@@ -15,13 +15,14 @@ from typing import Any
 
 import pandas as pd
 
-from lgm_pipeline.storage.tables import raw_branches, raw_customers, raw_jobs, raw_opportunities
+from lgm_pipeline.storage.tables import raw_branches, raw_customers, raw_job_timelines, raw_jobs, raw_opportunities
 
 # The frames' columns are the tables' columns: one definition, in storage.tables.
 CUSTOMER_COLUMNS = [c.name for c in raw_customers.columns]
 OPPORTUNITY_COLUMNS = [c.name for c in raw_opportunities.columns]
 JOB_COLUMNS = [c.name for c in raw_jobs.columns]
 BRANCH_COLUMNS = [c.name for c in raw_branches.columns]
+TIMELINE_COLUMNS = [c.name for c in raw_job_timelines.columns]
 
 
 #: Enum codes land in PostgreSQL ``integer`` columns: a larger value would fail the whole write.
@@ -221,3 +222,39 @@ def branches_frame(branches: Iterable[Mapping[str, Any]], fetched_at: dt.datetim
         if isinstance(b, Mapping) and b.get("id") is not None
     ]
     return pd.DataFrame(rows, columns=BRANCH_COLUMNS)
+
+
+def utc_timestamp(value: Any) -> dt.datetime | None:
+    """A SmartMoving ``*AtUtc`` text as an aware datetime (UTC when it names no offset); None otherwise."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def timelines_frame(
+    jobs_by_opportunity: Mapping[str, list[Mapping[str, Any]]],
+    service_date: dt.date,
+    fetched_at: dt.datetime,
+    run_id: str,
+) -> pd.DataFrame:
+    """``/opportunities/{id}/jobs`` answers: one row per job dated ``service_date``."""
+    rows = [
+        {
+            "service_date": service_date,
+            "job_id": str(job["id"]),
+            "opportunity_id": oid,
+            "start_at": utc_timestamp(job.get("startTimeUtc")),
+            "end_at": utc_timestamp(job.get("endTimeUtc")),
+            "payload": dict(job),
+            "fetched_at": fetched_at,
+            "run_id": run_id,
+        }
+        for oid, jobs in jobs_by_opportunity.items()
+        for job in jobs
+        if isinstance(job, Mapping) and job.get("id") is not None and job_date(job) == service_date
+    ]
+    return pd.DataFrame(rows, columns=TIMELINE_COLUMNS)

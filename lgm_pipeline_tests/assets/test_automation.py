@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import dagster as dg
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.assets.automation import JOURNEYS_HANDLED_TAG, journeys_job_name, raw_job_name
 from lgm_pipeline.definitions import defs as module_defs
@@ -21,8 +22,26 @@ def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
     repository = module_defs.get_repository_def()
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repository) as context:
         result = schedule.evaluate_tick(context)
-    assert [r.partition_key for r in result.run_requests] == ["2026-11-25", "2026-11-26"]
-    assert len({r.run_key for r in result.run_requests}) == 2
+    # one run over both dates: one date-range list call
+    [request] = result.run_requests
+    assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-11-25"
+    assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2026-11-26"
+
+
+def test_daily_catch_up_refreshes_the_last_seven_service_dates_without_refetching_for_age() -> None:
+    schedule = module_defs.resolve_schedule_def("lgm_daily_catch_up")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    tick = dt.datetime(2026, 11, 26, 9, 15, tzinfo=dt.UTC)  # 04:15 in Toronto
+    with dg.build_schedule_context(
+        scheduled_execution_time=tick, repository_def=module_defs.get_repository_def()
+    ) as context:
+        [request] = schedule.evaluate_tick(context).run_requests
+    assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
+        "2026-11-19",
+        "2026-11-25",
+    )
+    config = request.run_config["ops"]["lgm__smartmoving_opportunities"]["config"]
+    assert config["detail_max_age_hours"] >= 7 * 24
 
 
 def _raw_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: dt.date, tags: dict | None = None) -> None:

@@ -11,6 +11,7 @@ from lgm_pipeline.assets.factory import tenant_assets
 from lgm_pipeline.assets.partitions import journey_partition_key
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline.transform.mappings import STATUS_MAPPING
 
 
 def _journeys(db: sa.Engine, tenant: Tenant, where: str = "TRUE", **params: object) -> list[dict]:
@@ -30,16 +31,19 @@ def test_full_window_fills_every_branch_and_date(defs, tenant, instance, db, win
     # every job the simulator lists for the window is either a journey or quarantined, never lost
     with db.connect() as conn:
         quarantined = conn.execute(sa.text(f"SELECT count(*) FROM {tenant.schema}.journeys_quarantine")).scalar()
-    listed_jobs = {
+    booked_jobs = {
         j["id"]
         for day in window
         for oid in simulator.world.opportunity_ids_on(day)
-        for j in simulator.world.opportunity_detail(oid)["jobs"]
-        if dt.datetime.strptime(str(j["jobDate"]), "%Y%m%d").date() == day
+        if STATUS_MAPPING[(detail := simulator.world.opportunity_detail(oid))["status"]].creates_journey
+        for j in detail["jobs"]
+        if j["jobDate"] is not None and dt.datetime.strptime(str(j["jobDate"]), "%Y%m%d").date() == day
     }
-    assert len(rows) + quarantined == len(listed_jobs)
-    # the list is pulled once per date, details at most once per opportunity: never per branch
-    assert report.api_calls["customers"] == 2
+    assert len(rows) + quarantined == len(booked_jobs)
+    # leads and never-booked work are not journeys
+    assert {r["status"] for r in rows} <= {"BOOKED", "COMPLETED", "CLOSED"}
+    # the list is pulled once for both dates, details at most once per opportunity: never per branch
+    assert report.api_calls["customers"] == 1
     assert report.api_calls["opportunity"] <= len(
         {o for day in window for o in simulator.world.opportunity_ids_on(day)}
     )
@@ -111,7 +115,7 @@ def test_second_identical_cycle_reuses_details(defs, tenant, instance, db, simul
     assert cold.ok and warm.ok
     assert cold.api_calls["opportunity"] > 20
     assert warm.api_calls.get("opportunity", 0) == 0
-    assert warm.api_calls["customers"] == 2
+    assert warm.api_calls["customers"] == 1
     # and the rerun changed nothing
     with db.connect() as conn:
         updates = conn.execute(
@@ -141,18 +145,21 @@ def test_rules_become_check_results(defs, tenant, instance, db, window, simulato
     report = run_sync(defs, tenant, instance, dates=[today], location_ids=["loc_lgm_calgary_001"])
     assert report.ok
     [branch] = report.branches
-    assert branch.quarantined >= 2
+    assert branch.quarantined >= 1
     with db.connect() as conn:
         reasons = dict(
             conn.execute(sa.text(f"SELECT smartmoving_job_id, reasons FROM {tenant.schema}.journeys_quarantine")).all()
         )
-    assert {r["rule"] for r in reasons[bad_type["job_ids"][0]]} == {"job_fields"}
+    # a job type SmartMoving added keeps the booked job on the board, with a warning
+    assert bad_type["job_ids"][0] not in reasons
+    [unknown_type] = _journeys(db, tenant, "smartmoving_job_id = :j", j=bad_type["job_ids"][0])
+    assert unknown_type["job_type_name"] == "Unknown (77)"
     status_job = simulator.world.opportunity_detail(bad_status["opportunity_id"])["jobs"][0]["id"]
     assert {r["rule"] for r in reasons[status_job]} == {"status_mapping"}
     [flagged] = _journeys(db, tenant, "smartmoving_job_id = :j", j=no_email["job_ids"][0])
     assert [f["column"] for f in flagged["dq_flags"]] == ["customer_email"]
 
-    assert {"status_mapping", "job_fields", "customer_contact"} <= set(branch.failed_checks)
+    assert {"status_mapping", "job_type_known", "customer_contact"} <= set(branch.failed_checks)
     assert "financials" not in branch.failed_checks
 
 

@@ -21,6 +21,7 @@ from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.sync import SyncReport, run_sync
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline.transform.mappings import STATUS_MAPPING
 from lgm_pipeline_tests.assets.conftest import instance, simulator, tenant, window  # noqa: F401
 
 CALGARY = "loc_lgm_calgary_001"
@@ -110,9 +111,10 @@ def _int_date(value: object) -> dt.date | None:
 
 
 def listed_job_ids(sim: RunningSimulator, day: dt.date, branch_name: str | None = None) -> set[str]:
-    """Every job the simulator serves as dated ``day`` (optionally of one SmartMoving branch).
+    """Every job of booked work the simulator serves as dated ``day`` (optionally of one SmartMoving branch).
 
-    A job's date is its ``jobDate``; a job without a valid one is on its opportunity's service date.
+    A job's date is its own ``jobDate`` (a job without a valid one is unscheduled, not on any date);
+    booked work is a status that creates a journey, or a status nobody knows (quarantined for a look).
     """
     ids = set()
     for oid in sim.world.opportunity_ids_on(day):
@@ -120,8 +122,11 @@ def listed_job_ids(sim: RunningSimulator, day: dt.date, branch_name: str | None 
         branch = detail["branch"].get("name") if isinstance(detail.get("branch"), dict) else None
         if branch_name is not None and branch != branch_name:
             continue
+        mapping = STATUS_MAPPING.get(detail.get("status"))  # type: ignore[arg-type]
+        if mapping is not None and not mapping.creates_journey:
+            continue
         for job in detail["jobs"]:
-            if (_int_date(job.get("jobDate")) or _int_date(detail.get("serviceDate"))) == day:
+            if _int_date(job.get("jobDate")) == day:
                 ids.add(job["id"])
     return ids
 

@@ -150,9 +150,9 @@ def test_quota_exhausted_stops_early_and_resumes_after_reset(defs, tenant, insta
     simulator.config.monthly_quota = 10
     report = run_sync(defs, tenant, instance, dates=window, location_ids=[CALGARY])
     assert not report.ok and report.branches == []
+    # today and tomorrow are one run (one date-range pull): both fail with its reason
     for day in window:
         assert "SmartMoving call quota exhausted for this key (429)" in report.raw_failures[day]
-    assert report.raw_failures[window[1]].startswith("not pulled, cycle stopped")
     stats = simulator.stats()
     # Once refused, nothing is retried and the cycle stops: only the detail requests already in
     # flight (the client's max_concurrency, 4) are refused, and no step is retried by Dagster.

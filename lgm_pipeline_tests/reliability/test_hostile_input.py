@@ -74,10 +74,10 @@ def test_hostile_values_are_stored_verbatim_flagged_or_quarantined(
     whitespace_job_number = book.add(job={"jobNumber": "   "})
     far_past = book.add(job={"jobDate": 19000101})
     far_future = book.add(job={"jobDate": 99991231})
-    bad_date = book.add(job={"jobDate": 20261399})  # not a date: the opportunity's date applies
-    negative = book.add(opportunity={"estimatedTotal": {"finalTotal": -1250.0}})
-    huge = book.add(opportunity={"estimatedTotal": {"finalTotal": 1e12}})
-    string_money = book.add(opportunity={"estimatedTotal": {"finalTotal": "NaN"}})
+    bad_date = book.add(job={"jobDate": 20261399})  # not a date: unscheduled, not a journey
+    negative = book.add(job={"estimatedCharges": [{"name": "Labour", "totalCost": -1250.0}]})
+    huge = book.add(job={"estimatedCharges": [{"name": "Labour", "totalCost": 1e12}]})
+    string_money = book.add(job={"estimatedCharges": [{"name": "Labour", "totalCost": "NaN"}]})
     unknown_status = book.add(opportunity={"status": 99})
     unknown_type = book.add(job={"type": 77})
     huge_status = book.add(opportunity={"status": 2**40})  # beyond the integer column
@@ -100,9 +100,9 @@ def test_hostile_values_are_stored_verbatim_flagged_or_quarantined(
 
     # Stored verbatim: text is data, never SQL or markup.
     assert stored[sql]["customer_name"] == SQL
-    assert stored[html]["start_location"] == HTML
+    assert stored[html]["pickup_address"] == HTML
     assert stored[long]["customer_name"] == LONG and stored[long]["addresses"] == [LONG, LONG]
-    assert stored[rtl]["customer_name"] == RTL_NAME and stored[rtl]["start_location"] == RTL_ADDRESS
+    assert stored[rtl]["customer_name"] == RTL_NAME and stored[rtl]["pickup_address"] == RTL_ADDRESS
     with db.connect() as conn:  # and the table the SQL-ish name talks about is still there
         assert conn.execute(sa.text(f"SELECT count(*) FROM {tenant.schema}.journeys")).scalar() == len(stored)
 
@@ -119,23 +119,29 @@ def test_hostile_values_are_stored_verbatim_flagged_or_quarantined(
     for job_id, raw in ((huge, 1e12), (string_money, "NaN")):
         assert stored[job_id]["estimated_cost"] is None
         assert "estimated_cost" in _flag_columns(stored[job_id])
-        assert stored[job_id]["raw_payload"]["opportunity"]["estimatedTotal"]["finalTotal"] == raw
+        assert stored[job_id]["raw_payload"]["job"]["estimatedCharges"][0]["totalCost"] == raw
 
     # Dates: a job dated 1900 or 9999 belongs to that date, not to today (as the API lists it);
-    # its payload is kept in the raw tables. An impossible date falls back to the opportunity's.
+    # its payload is kept in the raw tables. An impossible date is no date: the job is listed as
+    # unscheduled with its opportunity, never filed on the opportunity's date as a phantom journey.
     assert far_past not in listed and far_future not in listed
     with db.connect() as conn:
         payloads = conn.execute(sa.text(f"SELECT payload FROM {tenant.schema}.raw_opportunities")).scalars().all()
     raw_dates = {j["id"]: j.get("jobDate") for p in payloads for j in p["jobs"]}
     assert raw_dates[far_past] == 19000101 and raw_dates[far_future] == 99991231
-    assert stored[bad_date]["service_date"] == today
+    assert bad_date not in stored and bad_date not in held
+    with db.connect() as conn:
+        unscheduled = conn.execute(sa.text(f"SELECT smartmoving_job_id FROM {tenant.schema}.unscheduled_jobs"))
+        assert bad_date in set(unscheduled.scalars())
 
     # Blocking rules: quarantined with the rule, column and value.
     def reasons(job_id: str) -> set[tuple[str, str]]:
         return {(r["rule"], r["column"]) for r in held[job_id]["reasons"]}
 
     assert reasons(unknown_status) == {("status_mapping", "smartmoving_status")}
-    assert reasons(unknown_type) == {("job_fields", "job_type")}
+    # A job type SmartMoving added keeps the booked job on the board, flagged and named by its code.
+    assert unknown_type not in held and stored[unknown_type]["job_type_name"] == "Unknown (77)"
+    assert "job_type" in _flag_columns(stored[unknown_type])
     assert reasons(huge_status) == {("status_mapping", "smartmoving_status")}
     assert reasons(huge_type) == {("job_fields", "job_type")}
     assert reasons(whitespace_job_number) == {("job_fields", "job_number")}

@@ -8,6 +8,7 @@ loosely in practice: arbitrary text, ints of any size, floats including nan and 
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -123,7 +124,12 @@ def test_any_payload_is_normalized_or_quarantined(customers: list[dict], details
 @settings(max_examples=200, deadline=None)
 @given(value=scalars)
 def test_money_is_a_storable_amount_or_none(value: Any) -> None:
-    from lgm_pipeline.transform.journeys import MAX_MONEY, _as_money
+    from lgm_pipeline.transform.journeys import MAX_MONEY, as_money
 
-    amount = _as_money(value)
-    assert amount is None or (isinstance(amount, float) and abs(amount) < MAX_MONEY and amount == amount)
+    amount = as_money(value)
+    assert amount is None or (
+        isinstance(amount, Decimal)
+        and amount.is_finite()
+        and abs(amount) < MAX_MONEY
+        and amount == amount.quantize(Decimal("0.01"))
+    )
