@@ -31,6 +31,7 @@ def _progress(message: str) -> None:
 def _sync(args: argparse.Namespace) -> int:
     import dagster as dg
 
+    from lgm_pipeline.assets.automation import catch_up_dates, catch_up_run_config
     from lgm_pipeline.definitions import build_definitions
     from lgm_pipeline.sync import format_report, run_sync
 
@@ -39,7 +40,19 @@ def _sync(args: argparse.Namespace) -> int:
     ok = True
     tenants = [get_tenant(args.tenant)] if args.tenant else list(load_tenants())
     for tenant in tenants:
-        report = run_sync(defs, tenant, instance, args.date or None, args.branch or None, progress=_progress)
+        dates, run_config = args.date or None, None
+        if getattr(args, "catch_up", False):
+            dates, run_config = catch_up_dates(tenant, tenant.today()), catch_up_run_config(tenant)
+        report = run_sync(
+            defs,
+            tenant,
+            instance,
+            dates,
+            args.branch or None,
+            progress=_progress,
+            run_config=run_config,
+            with_branches=getattr(args, "catch_up", False) or args.command == "up",
+        )
         print(format_report(report))
         ok = ok and report.ok
     return 0 if ok else 1
@@ -111,6 +124,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         customers_per_day=args.customers_per_day,
         rate_limit_per_minute=None if args.rate_limit <= 0 else args.rate_limit,
         faults=parse_fault_options(args.fault or []),
+        date_filter=args.date_filter,
         **({"api_key": args.api_key} if args.api_key else {}),
     )
     serve_forever(config, port=args.port)
@@ -172,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--date", action="append", type=dt.date.fromisoformat, help="YYYY-MM-DD (repeatable)")
     sync.add_argument("--branch", action="append", help="location id, e.g. loc_lgm_calgary_001 (repeatable)")
     sync.add_argument("--tenant", help="only this tenant key")
+    sync.add_argument(
+        "--catch-up",
+        action="store_true",
+        help="the daily catch-up instead: the tenant's last catch_up_days service dates, and its branches",
+    )
     sync.set_defaults(func=cmd_sync)
 
     commands.add_parser("status", help="last sync per tenant and branch").set_defaults(func=cmd_status)
@@ -183,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--customers-per-day", type=int, default=185)
     sim.add_argument("--rate-limit", type=int, default=120, help="requests per minute per key; 0 = off")
     sim.add_argument("--fault", action="append", help="e.g. error_rate=0.1, latency_ms=200, down (repeatable)")
+    sim.add_argument(
+        "--date-filter",
+        choices=("job_date", "service_date"),  # SimulatorConfig.date_filter; literal to keep startup light
+        default="job_date",
+        help="what FromServiceDate/ToServiceDate match: any job's date (job_date) or the service date only",
+    )
     sim.set_defaults(func=cmd_simulator)
 
     commands.add_parser("check-connection", help="ping SmartMoving").set_defaults(func=cmd_check_connection)

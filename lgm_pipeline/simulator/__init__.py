@@ -18,6 +18,24 @@ Behaviour worth knowing when writing tests against it:
 * ``pageResults`` is ``null`` (not ``[]``) when nothing matches, as seen live.
 * Date ranges over 366 days are refused with 400 (a simulator limit, to bound generation:
   about 30 ms a day, so a first query over a whole year takes some 10-15 s).
+* The customers date filter has two readings (``SimulatorConfig.date_filter``, ``lgm simulator
+  --date-filter``, ``GET/POST /_admin/date-filter``), since the vendor docs leave it open:
+  ``job_date`` (default) matches a customer when an opportunity's ``serviceDate`` or any job's
+  ``jobDate`` is in range; ``service_date`` matches the opportunity's ``serviceDate`` (its first
+  day) alone, so the second day of a two-day move is not listed on that day. Either way the
+  customer's ``opportunities`` are the matching ones, each with all its jobs.
+* Rare oddities, each drawn from its own ``Random`` keyed by the record's id so every other
+  record is exactly what it would be without them: about 2% of booked, completed or closed
+  Moving / MovingAndPacking / StorageInBound opportunities carry an extra StorageOutBound (9) job
+  with ``jobDate`` null (delivery from storage "TBD"; ``serviceDate`` null in the list summary),
+  one address (the destination), its own ``estimatedCharges`` when priced, no timeline, and no
+  date it is listed under. About 0.5% of jobs have a custom type (101 or 102), 0.3% the
+  undocumented type 13.
+* ``World.close_day(day)`` (``POST /_admin/close-day {"date": "YYYY-MM-DD"}``) ends a day at the
+  office: Booked opportunities whose dated jobs all fall on or before it become Completed (with
+  ``actualCharges``); Completed ones whose dated jobs all fall before it become Closed with
+  probability 0.7, deterministically per opportunity and day. Call it day after day to play out
+  a week.
 * ``/_admin`` (no key, no faults, no latency) inspects and mutates the world: see ``app.py``.
 """
 

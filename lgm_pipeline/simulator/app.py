@@ -378,6 +378,19 @@ def _admin_routes(state: ApiState) -> list[Route]:
     def opportunities(body: dict[str, Any]) -> list[str]:
         return world.opportunity_ids_on(day(body["date"]))
 
+    def close_day(body: dict[str, Any]) -> dict[str, Any]:
+        closed = day(body["date"])
+        return {"date": closed.isoformat(), "changes": world.close_day(closed)}
+
+    def set_date_filter(body: dict[str, Any]) -> dict[str, str]:
+        world.set_date_filter(body["date_filter"])
+        return {"date_filter": world.date_filter}
+
+    async def date_filter(request: Request) -> Response:
+        if request.method == "GET":
+            return JSONResponse({"date_filter": world.date_filter})
+        return await admin(set_date_filter)(request)
+
     async def faults(request: Request) -> Response:
         if request.method == "GET":
             return JSONResponse(state.faults.to_dict())
@@ -394,4 +407,6 @@ def _admin_routes(state: ApiState) -> list[Route]:
         Route("/_admin/add", admin(add), methods=["POST"]),
         Route("/_admin/patch", admin(patch), methods=["POST"]),
         Route("/_admin/opportunities", admin(opportunities), methods=["GET"]),
+        Route("/_admin/close-day", admin(close_day), methods=["POST"]),
+        Route("/_admin/date-filter", date_filter, methods=["GET", "POST"]),
     ]

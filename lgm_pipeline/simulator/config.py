@@ -10,6 +10,9 @@ DEMO_API_KEY = "lgm-simulator-demo-key"
 
 _Num = TypeVar("_Num", int, float)
 
+# The vendor docs leave open what FromServiceDate/ToServiceDate match; each reading is one value.
+DATE_FILTERS = ("job_date", "service_date")
+
 
 @dataclass
 class FaultConfig:
@@ -87,6 +90,18 @@ class SimulatorConfig:
     max_page_size: int = 1000
     branch_names: list[str] | None = None
     faults: FaultConfig = field(default_factory=FaultConfig)
+    # "job_date": a customer matches when an opportunity's serviceDate or any job's jobDate is in range.
+    # "service_date": only the opportunity's serviceDate (its first day) counts.
+    date_filter: str = "job_date"
+
+    def __post_init__(self) -> None:
+        check_date_filter(self.date_filter)
+
+
+def check_date_filter(value: object) -> str:
+    if value not in DATE_FILTERS:
+        raise ValueError(f"date_filter must be one of {', '.join(DATE_FILTERS)}; got {value!r}")
+    return str(value)
 
 
 _BOOL_FAULTS = {"duplicate_across_pages", "down"}

@@ -7,6 +7,8 @@ starting with ``_`` are private bookkeeping and never rendered.
 Each service date is generated on first use from ``Random(seed, date)`` alone, so a date holds
 the same records whichever order dates are asked in. Generated records only spill onto the next
 day (multi-day moves, a second opportunity), which is why a query for day D also generates D-1.
+Rarer oddities (TBD jobs, odd job types, closing a day) draw from generators keyed by the record's
+id instead, so introducing them left every record of the day's sequence as it was.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from lgm_pipeline.simulator.config import SimulatorConfig
+from lgm_pipeline.simulator.config import SimulatorConfig, check_date_filter
 from lgm_pipeline.simulator.reference_data import (
     CITIES,
     DEFAULT_UNKNOWN_BRANCH,
@@ -80,6 +82,16 @@ _SINGLE_ADDRESS_TYPES = frozenset(
 # Job fields served only by /opportunities/{id}/jobs, not inside opportunity details.
 TIMELINE_FIELDS = ("startTimeUtc", "endTimeUtc", "completedAtUtc", "confirmedAtUtc", "closedAtUtc")
 _UNKNOWN_BRANCH_SHARE = 0.01
+# Rarer oddities seen in the live account. Each draws from its own Random keyed by the record's id,
+# never from the day's generator, so adding one leaves every other generated record as it was.
+_TBD_SHARE = 0.02  # a storage delivery booked with its date still to be decided (jobDate null)
+_TBD_OPPORTUNITY_TYPES = frozenset({JobType.MOVING, JobType.MOVING_AND_PACKING, JobType.STORAGE_IN_BOUND})
+_TBD_STATUSES = frozenset({S.BOOKED, S.COMPLETED, S.CLOSED})
+_CUSTOM_TYPE_SHARE = 0.005
+_CUSTOM_TYPES = (101, 102)  # a company's own Custom01/Custom02
+_UNDOCUMENTED_TYPE_SHARE = 0.003
+_UNDOCUMENTED_TYPE = 13  # served by the live API, absent from the vendor's enum
+_CLOSE_SHARE = 0.7  # completed work the office closes on a given later day
 _ORDINAL_1970 = dt.date(1970, 1, 1).toordinal()
 _ADDED_QUOTE_BASE = 900_000_000
 
@@ -146,7 +158,11 @@ class World:
         self._customer_opps: dict[str, list[str]] = {}
         self._job_opp: dict[str, str] = {}
         self._dates_of: dict[str, set[int]] = {}
+        # Two indexes, one per reading of the customers date filter (config.date_filter).
         self._by_date: dict[int, set[str]] = {}
+        self._service_date_of: dict[str, int | None] = {}
+        self._by_service_date: dict[int, set[str]] = {}
+        self.date_filter = check_date_filter(self.config.date_filter)
         self._generated: set[int] = set()
         self.evolution_steps = 0
         self._added_quotes = 0
@@ -331,13 +347,17 @@ class World:
             "totalCost": amount,
         }
 
-    def _price(self, rng: random.Random, opp: Record) -> None:
-        """Give a quoted opportunity its estimate, as happens when a lead is booked."""
+    def _price(self, rng: random.Random, opp: Record, jobs: list[Record] | None = None) -> None:
+        """Give a quoted opportunity its estimate, as happens when a lead is booked.
+
+        ``jobs`` prices only those (a job added to a priced opportunity); the total covers all.
+        """
         province = city_for_branch(_branch_name(opp)).province
         volume = int(opp["moveSize"]["volume"]) if isinstance(opp.get("moveSize"), dict) else 500
+        for job in opp["jobs"] if jobs is None else jobs:
+            job["estimatedCharges"] = self._charges(rng, job["type"], volume, province)
         subtotal = 0.0
         for job in opp["jobs"]:
-            job["estimatedCharges"] = self._charges(rng, job["type"], volume, province)
             subtotal += sum(c["totalCost"] for c in job["estimatedCharges"])
         subtotal = _money(subtotal)
         tax = _money(subtotal * TAX_RATES.get(province, 0.13))
@@ -350,8 +370,13 @@ class World:
 
     @staticmethod
     def _settle(rng: random.Random, opp: Record) -> None:
-        """Record what the crew actually charged: the estimate, give or take an hour."""
+        """Record what the crew actually charged: the estimate, give or take an hour.
+
+        A job without a date (storage delivery TBD) has not been worked, so it is not charged.
+        """
         for job in opp["jobs"]:
+            if not _dated(job):
+                continue
             actual = copy.deepcopy(job["estimatedCharges"])
             for charge in actual[:1]:
                 factor = rng.uniform(0.85, 1.25)
@@ -434,12 +459,46 @@ class World:
             self._price(rng, opp)
         if status in (S.COMPLETED, S.CLOSED):
             self._settle(rng, opp)
+        self._add_oddities(opp, destination)
         for job in opp["jobs"]:
             self._stamp(opp, job)
         self.opportunities[opp["id"]] = opp
         self._customer_opps[customer["id"]].append(opp["id"])
         self._reindex(opp["id"])
         return opp
+
+    def _add_oddities(self, opp: Record, destination: str) -> None:
+        """Odd job types and a TBD storage delivery, drawn after the day's generator is done with
+        ``opp``; the type of a job changes only now because pricing and addresses depend on it."""
+        seed = self.config.seed
+        for job in opp["jobs"]:
+            draw = random.Random(f"jobtype:{seed}:{job['id']}")
+            roll = draw.random()
+            if roll < _CUSTOM_TYPE_SHARE:
+                job["type"] = draw.choice(_CUSTOM_TYPES)
+            elif roll < _CUSTOM_TYPE_SHARE + _UNDOCUMENTED_TYPE_SHARE:
+                job["type"] = _UNDOCUMENTED_TYPE
+        if opp["type"] not in _TBD_OPPORTUNITY_TYPES or opp["status"] not in _TBD_STATUSES:
+            return
+        rng = random.Random(f"tbd:{seed}:{opp['id']}")
+        if rng.random() >= _TBD_SHARE:
+            return
+        job: Record = {
+            "id": _uuid(rng),
+            "jobNumber": f"{opp['quoteNumber']}-{len(opp['jobs']) + 1}",
+            "jobDate": None,
+            "type": int(JobType.STORAGE_OUT_BOUND),
+            "confirmed": False,
+            "jobAddresses": [destination],
+            "estimatedCharges": [],
+            "actualCharges": [],
+            "_start_minute": rng.choice(range(7 * 60, 13 * 60 + 1, 30)),
+            "_minutes": rng.choice(range(180, 600, 15)),
+        }
+        opp["jobs"].append(job)
+        self._job_opp[job["id"]] = opp["id"]
+        if opp.get("estimatedTotal") is not None:
+            self._price(rng, opp, [job])
 
     @staticmethod
     def _stamp(opp: Record, job: Record) -> None:
@@ -466,13 +525,30 @@ class World:
     def _reindex(self, opp_id: str) -> None:
         opp = self.opportunities[opp_id]
         dates = {opp.get("serviceDate")} | {j.get("jobDate") for j in opp.get("jobs", []) if isinstance(j, dict)}
-        new = {d for d in dates if isinstance(d, int) and not isinstance(d, bool)}
+        new = {d for d in dates if _is_int_date(d)}
         old = self._dates_of.get(opp_id, set())
         for d in old - new:
             self._by_date[d].discard(opp_id)
         for d in new - old:
             self._by_date.setdefault(d, set()).add(opp_id)
         self._dates_of[opp_id] = new
+        service_date = opp.get("serviceDate")
+        new_service = service_date if _is_int_date(service_date) else None
+        old_service = self._service_date_of.get(opp_id)
+        if old_service != new_service:
+            if old_service is not None:
+                self._by_service_date[old_service].discard(opp_id)
+            if new_service is not None:
+                self._by_service_date.setdefault(new_service, set()).add(opp_id)
+        self._service_date_of[opp_id] = new_service
+
+    def _date_index(self) -> dict[int, set[str]]:
+        return self._by_service_date if self.date_filter == "service_date" else self._by_date
+
+    def set_date_filter(self, value: str) -> None:
+        """Switch the customers date filter's reading at run time (see SimulatorConfig.date_filter)."""
+        with self._lock:
+            self.date_filter = check_date_filter(value)
 
     # ---- reads ------------------------------------------------------------------------------
 
@@ -483,7 +559,7 @@ class World:
     def opportunity_ids_on(self, day: dt.date) -> list[str]:
         with self._lock:
             self.ensure_dates(day, day)
-            ids = self._by_date.get(to_int_date(day), set())
+            ids = self._date_index().get(to_int_date(day), set())
             return [i for i in self.opportunities if i in ids]
 
     def list_customers(
@@ -495,7 +571,8 @@ class World:
         limit: int | None = None,
     ) -> tuple[int, list[Record]]:
         """(total, rows[offset:offset+limit]) of the customers with an opportunity touching
-        [first, last] (yyyyMMdd; None = open), ordered by name then id.
+        [first, last] (yyyyMMdd; None = open), ordered by name then id. "Touching" follows
+        ``date_filter``: any of its dates ("job_date") or its serviceDate alone ("service_date").
 
         Only the requested slice is rendered, so paging a year-long range stays cheap.
         """
@@ -505,7 +582,7 @@ class World:
             else:
                 lo = first if first is not None else 0
                 hi = last if last is not None else 99_999_999
-                opp_ids = set().union(*(ids for d, ids in self._by_date.items() if lo <= d <= hi))
+                opp_ids = set().union(*(ids for d, ids in self._date_index().items() if lo <= d <= hi))
                 touching = {}
                 for opp_id in self.opportunities:
                     if opp_id in opp_ids:
@@ -655,6 +732,34 @@ class World:
         for job in opp["jobs"]:
             self._stamp(opp, job)
 
+    def close_day(self, day: dt.date) -> list[str]:
+        """The office's end of ``day``: booked work done by then is Completed (and settled), and
+        completed work finished before it is Closed with probability 0.7.
+
+        Only opportunities with at least one dated job count; a TBD job neither holds one open
+        nor closes it. Statuses are read before any change, so work completed now is closed at
+        the earliest by the next day's close. Returns a line per change.
+        """
+        log: list[str] = []
+        with self._lock:
+            self.ensure_dates(day, day)
+            today = to_int_date(day)
+            before = [(opp, opp.get("status")) for opp in self.opportunities.values()]
+            for opp, status in before:
+                dates = [j["jobDate"] for j in opp.get("jobs", []) if isinstance(j, dict) and _dated(j)]
+                if not dates:
+                    continue
+                if status == S.BOOKED and max(dates) <= today:
+                    self._set_status(opp, S.COMPLETED)
+                    log.append(f"status {opp['id']} {int(S.BOOKED)}->{int(S.COMPLETED)}")
+                elif status == S.COMPLETED and max(dates) < today and self._closes(opp["id"], today):
+                    self._set_status(opp, S.CLOSED)
+                    log.append(f"status {opp['id']} {int(S.COMPLETED)}->{int(S.CLOSED)}")
+        return log
+
+    def _closes(self, opp_id: str, today: int) -> bool:
+        return random.Random(f"close:{self.config.seed}:{opp_id}:{today}").random() < _CLOSE_SHARE
+
     def evolve(self, steps: int = 1) -> list[str]:
         """Let time pass: each step mutates ``churn`` x (opportunities) opportunities.
 
@@ -699,6 +804,14 @@ class World:
             return f"email {customer['id']}"
         customer["phoneNumber"] = self._phone(rng, city)
         return f"phone {customer['id']}"
+
+
+def _is_int_date(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dated(job: Record) -> bool:
+    return _is_int_date(job.get("jobDate"))
 
 
 def _branch_name(opp: Record) -> str:

@@ -9,12 +9,13 @@ from typing import Any
 import httpx
 
 from lgm_pipeline.simulator import RunningSimulator
-from lgm_pipeline.smartmoving.enums import JobType, OpportunityStatus
+from lgm_pipeline.smartmoving.enums import CUSTOM_JOB_TYPES, JobType, OpportunityStatus
 from lgm_pipeline.tenants import load_tenants
 
 DAY = 20260302
 ENVELOPE = {"pageNumber", "pageSize", "lastPage", "totalPages", "totalResults", "totalThisPage", "pageResults"}
-KNOWN_JOB_TYPES = {int(t) for t in JobType}
+# The simulator also serves custom types and the undocumented 13, as the live account does.
+KNOWN_JOB_TYPES = {int(t) for t in JobType} | set(CUSTOM_JOB_TYPES) | {13}
 KNOWN_STATUSES = {int(s) for s in OpportunityStatus}
 
 
