@@ -55,6 +55,13 @@ def _tenant(**overrides: object) -> dict:
             {"branches": [{"location_id": "loc_a", "name": "A", "smartmoving_branch_name": "A"}] * 2},
             "duplicate location_id",
         ),
+        ({"currency": "dollars"}, "currency="),
+        ({"catch_up_days": -1}, "catch_up_days=-1"),
+        ({"catch_up_days": "seven"}, "catch_up_days="),
+        ({"job_types": {"piano": "Piano"}}, r"job_types\['piano'\]"),
+        ({"job_types": {101: {"name": "Piano", "addresses": "anywhere"}}}, "addresses='anywhere'"),
+        ({"job_types": {101: {"name": "Piano", "needs_truck": "yes"}}}, "needs_truck"),
+        ({"job_types": {101: {"needs_truck": True}}}, "name"),
     ],
 )
 def test_invalid_config_gives_a_clear_error(overrides: dict, message: str) -> None:
@@ -65,3 +72,24 @@ def test_invalid_config_gives_a_clear_error(overrides: dict, message: str) -> No
 def test_duplicate_tenant_keys_rejected() -> None:
     with pytest.raises(TenantConfigError, match="duplicate tenant keys"):
         parse_tenants({"tenants": [_tenant(), _tenant()]})
+
+
+def test_currency_catch_up_and_custom_job_types_are_read_with_defaults() -> None:
+    [plain] = parse_tenants({"tenants": [_tenant()]})
+    assert (plain.currency, plain.catch_up_days, plain.job_types) == ("CAD", 7, ())
+    [custom] = parse_tenants(
+        {
+            "tenants": [
+                _tenant(
+                    currency="USD",
+                    catch_up_days=0,
+                    job_types={101: "Piano move", 102: {"name": "Shred", "needs_truck": False, "addresses": "pickup"}},
+                )
+            ]
+        }
+    )
+    assert (custom.currency, custom.catch_up_days) == ("USD", 0)
+    assert [(t.code, t.name, t.needs_truck, t.addresses) for t in custom.job_types] == [
+        (101, "Piano move", None, "route"),
+        (102, "Shred", False, "pickup"),
+    ]
