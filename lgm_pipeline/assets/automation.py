@@ -72,14 +72,15 @@ def window_run_requests(tenant: Tenant, now: dt.datetime) -> list[dg.RunRequest]
 
 
 def catch_up_run_config(tenant: Tenant) -> dict:
-    """Details are refetched when the list shows a change (a status, a reschedule), not for age.
+    """Past dates' details are refetched only when their jobs changed or work was newly Completed.
 
-    Why: past dates change rarely, and refetching every past opportunity's details daily would
-    cost ~1,400 calls a day at LGM's volume, most of the Basic tier's 20,000 a month.
+    Why: refetching every past opportunity daily would cost ~1,400 calls a day at LGM's volume, and
+    refetching on every status change ~330 (each booked job is completed, then closed); statuses
+    come from the customers list, which the catch-up pulls anyway (docs/performance.md).
     """
     max_age = 24.0 * (tenant.catch_up_days + 1)
     op = f"{tenant.key}__smartmoving_opportunities"
-    return {"ops": {op: {"config": {"detail_max_age_hours": max_age}}}}
+    return {"ops": {op: {"config": {"detail_max_age_hours": max_age, "refetch_on_status_change": False}}}}
 
 
 def catch_up_dates(tenant: Tenant, today: dt.date) -> list[dt.date]:

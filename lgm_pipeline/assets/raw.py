@@ -16,6 +16,7 @@ import pandas as pd
 
 from lgm_pipeline.assets.metadata import api_cost_metadata, attach_api_calls, per_branch, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
+from lgm_pipeline.smartmoving.enums import OpportunityStatus
 from lgm_pipeline.smartmoving.errors import (
     AuthenticationError,
     AuthorizationError,
@@ -29,7 +30,9 @@ from lgm_pipeline.transform.raw import (
     OpportunitySummary,
     branches_frame,
     customers_frame,
+    enum_code,
     jobs_frame,
+    listed_jobs,
     opportunities_frame,
     opportunity_dates,
     opportunity_summaries,
@@ -46,6 +49,10 @@ API_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EX
 class OpportunityDetailsConfig(dg.Config):
     force_refresh: bool = False
     """Fetch every opportunity's details again, ignoring the cache."""
+    refetch_on_status_change: bool = True
+    """Fetch details again when only the listed status changed. The catch-up turns this off: the status is taken
+    from the customers list, and details are fetched only when jobs changed or work was newly Completed (its
+    actual charges)."""
     detail_max_age_hours: float = 24.0
     """Cached details younger than this are reused while the list summary is unchanged. A day keeps a month of
     2-hour cycles (one full detail refresh a day, ~425 calls for LGM, plus the changed ones) inside the Basic
@@ -70,6 +77,15 @@ MULTI_DAY_LOOKBACK = dt.timedelta(days=31)
 
 #: Summary hash of an opportunity pulled because stored details name a job on the date, not the list.
 CARRIED_SUMMARY = "carried-from-details"
+
+
+def same_but_status(summary: OpportunitySummary, cached: dict[str, Any]) -> bool:
+    """The listed jobs are the cached ones and no newly completed work awaits its actual charges."""
+    newly_completed = summary.status == OpportunityStatus.COMPLETED and enum_code(cached.get("status")) not in (
+        OpportunityStatus.COMPLETED,
+        OpportunityStatus.CLOSED,
+    )
+    return not newly_completed and summary.jobs == listed_jobs(cached.get("jobs"), "jobDate")
 
 
 def service_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
@@ -167,7 +183,11 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         fetched_at: dict[str, dt.datetime] = {}
         if not config.force_refresh:
             for oid, detail in cached.items():
-                unchanged = detail.summary_hash == summaries[oid].summary_hash or oid in carried
+                unchanged = (
+                    detail.summary_hash == summaries[oid].summary_hash
+                    or oid in carried
+                    or (not config.refetch_on_status_change and same_but_status(summaries[oid], detail.payload))
+                )
                 if unchanged and detail.fetched_at >= oldest_reusable:
                     details[oid] = detail.payload
                     fetched_at[oid] = detail.fetched_at

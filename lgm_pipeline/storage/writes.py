@@ -326,18 +326,21 @@ def _insert_from_stage(conn: Connection, target: str, stage: str, table: sa.Tabl
     ).rowcount
 
 
-def _analyze_if_unknown(conn: Connection, target: str, table: sa.Table, inserted: int) -> None:
+def _analyze_if_unknown(conn: Connection, target: str, table: sa.Table, inserted: int, new_date: bool) -> None:
     """ANALYZE ``table`` when its statistics cannot describe what was just written.
 
     The journeys run reads raw rows seconds after they are written, joining the three raw tables;
     on tables autovacuum had not analyzed yet (a first load, a backfill) the planner chose nested
-    loops that took minutes at 100x volume. Only then: ANALYZE holds a lock that queues other
-    writers of the table until commit. The non-JSONB columns only: the joins use those, and
-    sampling payloads is the slow part.
+    loops that took minutes at 100x volume. Likewise for a service date written for the first
+    time (a new day entering the window, once a day per table): the statistics place no row on it,
+    and a week on, each branch's journeys read took 17-30 s instead of under one (simulated week,
+    bench/domain_week.py). Only then: ANALYZE holds a lock that queues other writers of the table
+    until commit. The non-JSONB columns only: the joins use those, and sampling payloads is the
+    slow part.
     """
     known = conn.execute(sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": target})
     rows_known = known.scalar_one()
-    if rows_known >= 0 and inserted <= STALE_STATISTICS_SHARE * rows_known:
+    if not new_date and rows_known >= 0 and inserted <= STALE_STATISTICS_SHARE * rows_known:
         return
     analyzed = ", ".join(quote_ident(conn, c.name) for c in table.columns if not isinstance(c.type, JSONB))
     conn.exec_driver_sql(f"ANALYZE {target} ({analyzed})")
@@ -358,14 +361,16 @@ def _replace_partitions(
     target = _qualified(conn, tenant, table)
     results = []
     total_inserted = 0
+    new_date = False
     for scope in sorted(scopes, key=lambda s: str(s.service_date)):  # one lock order: no deadlock
         _lock_partition(conn, tenant, table, scope)
         deleted = _delete_scope(conn, target, scope)
         inserted = _insert_from_stage(conn, target, stage, table, scope)
         total_inserted += inserted
+        new_date = new_date or (scope.service_date is not None and inserted > 0 and deleted == 0)
         rows = _count(conn, f"SELECT count(*) FROM {stage} s WHERE {_scope_sql(scope, 's')}", _scope_params(scope))
         results.append(WriteResult(table.name, rows, inserted=inserted, updated=0, deleted=deleted, quarantined=0))
-    _analyze_if_unknown(conn, target, table, total_inserted)
+    _analyze_if_unknown(conn, target, table, total_inserted, new_date)
     return results
 
 

@@ -26,7 +26,7 @@ from lgm_pipeline.transform.mappings import (
     JobTypeInfo,
     job_type_info,
 )
-from lgm_pipeline.transform.raw import enum_code
+from lgm_pipeline.transform.raw import enum_code, listed_statuses
 
 JOURNEY_COLUMNS = [c.name for c in journeys_table.columns]  # one definition, in storage.tables
 
@@ -258,6 +258,11 @@ def normalize_journeys(
 ) -> pd.DataFrame:
     """All journeys of the date, every branch (``location_id`` is None where the branch is unknown)."""
     opportunity_by_id = dict(zip(opportunities["opportunity_id"], opportunities["payload"], strict=True))
+    # The list is pulled every run while details may be cached (the catch-up reuses them across a
+    # status-only change): the listed status is the current one.
+    for oid, status in listed_statuses(customers).items():
+        if oid in opportunity_by_id and enum_code(opportunity_by_id[oid].get("status")) != status:
+            opportunity_by_id[oid] = {**opportunity_by_id[oid], "status": status}
     customer_by_id = dict(zip(customers["customer_id"], customers["payload"], strict=True))
     branches = tenant.branch_by_smartmoving_name()
     custom_types = custom_job_types(tenant)

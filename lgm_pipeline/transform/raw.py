@@ -59,6 +59,17 @@ class OpportunitySummary:
     opportunity_id: str
     customer_id: str
     summary_hash: str
+    status: int | None = None
+    jobs: frozenset[tuple[str, Any]] = frozenset()  # (job id, its date as listed)
+
+
+def listed_jobs(jobs: Any, date_key: str) -> frozenset[tuple[str, Any]]:
+    """(job id, date) pairs of a job list: the summary's ``serviceDate`` or the details' ``jobDate``."""
+    return frozenset(
+        (str(j.get("id")), j.get(date_key) if date_key in j else j.get("jobDate"))
+        for j in (jobs if isinstance(jobs, list) else [])
+        if isinstance(j, dict)
+    )
 
 
 def _summary_hash(opportunity: Mapping[str, Any]) -> str:
@@ -125,8 +136,21 @@ def opportunity_summaries(customers: pd.DataFrame) -> dict[str, OpportunitySumma
             if opportunity.get("id") is None:
                 continue
             oid = str(opportunity["id"])
-            summaries[oid] = OpportunitySummary(oid, customer_id, _summary_hash(opportunity))
+            summaries[oid] = OpportunitySummary(
+                oid,
+                customer_id,
+                _summary_hash(opportunity),
+                enum_code(opportunity.get("status")),
+                listed_jobs(opportunity.get("jobs"), "serviceDate"),
+            )
     return summaries
+
+
+def listed_statuses(customers: pd.DataFrame) -> dict[str, int]:
+    """Opportunity id -> status as the customers list shows it (pulled with, or after, the details)."""
+    return {
+        oid: summary.status for oid, summary in opportunity_summaries(customers).items() if summary.status is not None
+    }
 
 
 def opportunity_dates(opportunity: Mapping[str, Any]) -> set[dt.date]:
