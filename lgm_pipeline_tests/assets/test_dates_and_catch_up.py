@@ -62,12 +62,14 @@ def test_catch_up_brings_past_jobs_to_their_final_status_and_the_active_list_sta
     assert booked_past > 0 and active_past == 0  # the active list covers today onwards only
 
     # The office closes those days in SmartMoving; the daily catch-up pulls them again.
-    for day in past:
-        simulator.world.close_day(day)
+    changes = [line for day in past for line in simulator.world.close_day(day)]
+    completed = {line.split()[1] for line in changes if line.endswith("4->10")}
     dates = [d for d in catch_up_dates(tenant, today) if d in past]
     report = run_sync(defs, tenant, instance, dates=dates, run_config=catch_up_run_config(tenant))
     assert report.ok
     assert report.api_calls["customers"] == 1  # one date-range call for the whole catch-up
+    # details only for newly completed work (its actual charges); a close is read from the list
+    assert 0 < report.api_calls.get("opportunity", 0) <= len(completed)
     with db.connect() as conn:
         rows = conn.execute(
             sa.text(f"SELECT status, actual_cost, external_ids FROM {tenant.schema}.journeys WHERE service_date < :t"),
@@ -81,3 +83,16 @@ def test_catch_up_brings_past_jobs_to_their_final_status_and_the_active_list_sta
         assert row.status == {4: "BOOKED", 10: "COMPLETED", 11: "CLOSED"}[smartmoving]
         if row.status == "COMPLETED":
             assert row.actual_cost is not None  # what the crew actually charged
+
+
+def test_catch_up_reuses_details_across_a_status_only_change() -> None:
+    from lgm_pipeline.assets.raw import same_but_status
+    from lgm_pipeline.transform.raw import OpportunitySummary
+
+    cached = {"status": 10, "jobs": [{"id": "j1", "jobDate": 20261120}]}
+    listed = frozenset({("j1", 20261120)})
+    assert same_but_status(OpportunitySummary("o", "c", "h", 11, listed), cached)  # closed: the list says so
+    booked = {**cached, "status": 4}
+    assert not same_but_status(OpportunitySummary("o", "c", "h", 10, listed), booked)  # completed: charges
+    moved = frozenset({("j1", 20261121)})
+    assert not same_but_status(OpportunitySummary("o", "c", "h", 10, moved), cached)  # a job moved

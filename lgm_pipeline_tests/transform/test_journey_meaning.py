@@ -195,3 +195,11 @@ def test_frame_columns_are_the_table_columns() -> None:
     frame = normalize_journeys(TENANT, *raw_frames(DAY, [opportunity(DAY)]), dt.datetime.now(dt.UTC), "r")
     assert list(frame.columns) == [c.name for c in journeys.columns]
     assert isinstance(frame, pd.DataFrame)
+
+
+def test_the_listed_status_wins_over_cached_details() -> None:
+    opp = opportunity(DAY, status=10)
+    listed = customer_for(opp)
+    listed["opportunities"][0]["status"] = 11  # closed since the details were fetched
+    [row] = _rows([opp], customers=[listed])
+    assert (row["status"], row["smartmoving_status"]) == ("CLOSED", 11)
