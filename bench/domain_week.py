@@ -18,7 +18,7 @@ Each simulated day d of the week:
      the simulator has that route;
   2. ``run_sync(defs, tenant, instance, dates=[d, d + 1])`` (the 2-hour cycle's window);
   3. when ``lgm_pipeline.assets.automation.catch_up_dates(tenant, today)`` exists, also
-     ``run_sync(..., dates=catch_up_dates(tenant, d), run_config=CATCH_UP_RUN_CONFIG)``.
+     ``run_sync(..., dates=catch_up_dates(tenant, d), run_config=catch_up_run_config(tenant))``.
 
 After the week, with ``SET lgm.clock = '<last day> 12:00 <tenant timezone>'``, it reads schema
 tenant_<key>: journeys by status, lead rows, the day views, money per branch against the same
@@ -216,10 +216,11 @@ def _dates(first: dt.date, last: dt.date) -> list[dt.date]:
 # --- the week ------------------------------------------------------------------------------
 
 
-def _catch_up() -> tuple[Callable[[Tenant, dt.date], Any] | None, dict | None]:
-    """``catch_up_dates`` and ``CATCH_UP_RUN_CONFIG`` of this version's automation module, if it has them."""
+def _catch_up(tenant: Tenant) -> tuple[Callable[[Tenant, dt.date], Any] | None, dict | None]:
+    """``catch_up_dates`` and the catch-up's run config (``catch_up_run_config(tenant)``) of this version, if any."""
     automation = importlib.import_module("lgm_pipeline.assets.automation")
-    return getattr(automation, "catch_up_dates", None), getattr(automation, "CATCH_UP_RUN_CONFIG", None)
+    run_config = getattr(automation, "catch_up_run_config", None)
+    return getattr(automation, "catch_up_dates", None), run_config(tenant) if run_config else None
 
 
 def _report_summary(report: Any) -> dict[str, Any]:
@@ -310,7 +311,7 @@ def run_week(
     from lgm_pipeline.definitions import build_definitions
     from lgm_pipeline.sync import run_sync
 
-    catch_up_dates, catch_up_config = _catch_up()
+    catch_up_dates, catch_up_config = _catch_up(tenant)
     defs = build_definitions()  # after the env is set: resources read the URL, key and rate budget
     instance = dg.DagsterInstance.ephemeral()
     days: list[dict[str, Any]] = []

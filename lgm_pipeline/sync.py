@@ -146,7 +146,7 @@ def run_sync(
     ``with_branches``: also pull SmartMoving's branches (dispatch addresses), as the daily schedule does.
     """
     started = time.monotonic()
-    dates = list(dates or tenant.sync_window())
+    dates = sorted(set(dates or tenant.sync_window()))
     unknown = sorted(set(location_ids or ()) - set(tenant.location_ids))
     if unknown:
         raise ValueError(f"unknown branch(es) {unknown}; configured: {tenant.location_ids}")

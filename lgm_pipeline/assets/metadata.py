@@ -11,13 +11,12 @@ import pandas as pd
 from lgm_pipeline.tenants import Tenant
 
 CYCLES_PER_DAY = 12  # the schedule runs every 2 hours
-DATES_PER_CYCLE = 2  # today and tomorrow
 
 
-def api_cost_metadata(tenant: Tenant, calls: Mapping[str, int], dates: int = 1) -> dict[str, dg.MetadataValue]:
-    """Calls this run spent for ``dates`` dates, and what a month of such cycles would cost against the quota."""
+def api_cost_metadata(tenant: Tenant, calls: Mapping[str, int], runs_per_day: int = 1) -> dict[str, dg.MetadataValue]:
+    """Calls this run spent, and what a month of such runs (``runs_per_day``) would cost against the quota."""
     total = sum(calls.values())
-    projected = round(total * CYCLES_PER_DAY * 30 * DATES_PER_CYCLE / max(dates, 1))
+    projected = total * runs_per_day * 30
     quota = tenant.smartmoving.monthly_call_quota
     return {
         "api_calls": dg.MetadataValue.int(total),

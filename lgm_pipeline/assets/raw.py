@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from lgm_pipeline.assets.metadata import api_cost_metadata, attach_api_calls, per_branch, preview
+from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, attach_api_calls, per_branch, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.smartmoving.enums import OpportunityStatus
 from lgm_pipeline.smartmoving.errors import (
@@ -53,10 +53,11 @@ class OpportunityDetailsConfig(dg.Config):
     """Fetch details again when only the listed status changed. The catch-up turns this off: the status is taken
     from the customers list, and details are fetched only when jobs changed or work was newly Completed (its
     actual charges)."""
-    detail_max_age_hours: float = 24.0
-    """Cached details younger than this are reused while the list summary is unchanged. A day keeps a month of
-    2-hour cycles (one full detail refresh a day, ~425 calls for LGM, plus the changed ones) inside the Basic
-    tier's 20,000 calls; changes the list summary does not show (an address) wait at most this long."""
+    detail_max_age_hours: float = 36.0
+    """Cached details younger than this are reused while the list summary is unchanged; changes the summary does not
+    show (an address) wait at most this long. 36 h keeps LGM's month (2-hour cycles with a full detail refresh every
+    36 h, ~283 calls a day, plus the changed details and the daily catch-up) near 16,800 calls, inside the Basic
+    tier's 20,000; 24 h would reach ~21,000 with the catch-up (docs/performance.md)."""
 
 
 def smartmoving_resource_key(tenant: Tenant) -> str:
@@ -75,8 +76,16 @@ def _fail_fast(error: SmartMovingError) -> dg.Failure:
 #: How far back the details of earlier pulls are searched for a later day of a multi-day move.
 MULTI_DAY_LOOKBACK = dt.timedelta(days=31)
 
-#: Summary hash of an opportunity pulled because stored details name a job on the date, not the list.
-CARRIED_SUMMARY = "carried-from-details"
+
+def runs_per_day(tenant: Tenant, dates: list[dt.date]) -> int:
+    """How often a run like this one happens: the window every cycle, a catch-up or a backfill once."""
+    return CYCLES_PER_DAY if tenant.today() in dates else 1
+
+
+def began_before(opportunity: dict[str, Any], dates: list[dt.date]) -> bool:
+    """Its details name work on one of ``dates`` and its first day is before them (a multi-day move)."""
+    days = opportunity_dates(opportunity)
+    return bool(days & set(dates)) and min(days) < dates[0]
 
 
 def same_but_status(summary: OpportunitySummary, cached: dict[str, Any]) -> bool:
@@ -144,7 +153,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                 "opportunities_listed": dg.MetadataValue.int(opportunities),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
                 "dates": dg.MetadataValue.json([d.isoformat() for d in dates]),
-                **api_cost_metadata(tenant, calls, len(dates)),
+                **api_cost_metadata(tenant, calls, runs_per_day(tenant, dates)),
                 "preview": preview(frame, ["service_date", "customer_id", "name"]),
             },
         )
@@ -173,20 +182,28 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         now = dt.datetime.now(dt.UTC)
         oldest_reusable = now - dt.timedelta(hours=config.detail_max_age_hours)
 
-        # Later days of multi-day moves the list did not return (see opportunity_ids_with_jobs_on).
-        carried = postgres.opportunity_ids_with_jobs_on(tenant, dates, dates[0] - MULTI_DAY_LOOKBACK) - set(summaries)
-        cached = postgres.cached_opportunity_details(tenant, [*summaries, *carried])
-        for oid in carried & set(cached):
-            summaries[oid] = OpportunitySummary(oid, cached[oid].customer_id, CARRIED_SUMMARY)
+        # Later days of multi-day moves the list did not return (see opportunity_ids_with_jobs_on): only
+        # moves that began before these dates, as their latest details show. Anything else the list
+        # leaves out has left these dates (moved, deleted): the list is the authority.
+        candidates = postgres.opportunity_ids_with_jobs_on(tenant, dates, dates[0] - MULTI_DAY_LOOKBACK) - set(
+            summaries
+        )
+        cached = postgres.cached_opportunity_details(tenant, [*summaries, *candidates])
+        carried = {oid for oid in candidates & set(cached) if began_before(cached[oid].payload, dates)}
+        for oid in carried:
+            # Its stored hash: the day the list shows it again, an unchanged opportunity is no refetch.
+            summaries[oid] = OpportunitySummary(oid, cached[oid].customer_id, cached[oid].summary_hash)
 
         details: dict[str, dict[str, Any]] = {}
         fetched_at: dict[str, dt.datetime] = {}
         if not config.force_refresh:
             for oid, detail in cached.items():
-                unchanged = (
-                    detail.summary_hash == summaries[oid].summary_hash
-                    or oid in carried
-                    or (not config.refetch_on_status_change and same_but_status(summaries[oid], detail.payload))
+                if oid not in summaries:
+                    continue
+                # A carried opportunity has no summary: like any detail the summary cannot vouch for,
+                # it is refetched once older than detail_max_age_hours.
+                unchanged = detail.summary_hash == summaries[oid].summary_hash or (
+                    not config.refetch_on_status_change and same_but_status(summaries[oid], detail.payload)
                 )
                 if unchanged and detail.fetched_at >= oldest_reusable:
                     details[oid] = detail.payload
@@ -221,7 +238,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                 "carried_multi_day": dg.MetadataValue.int(len(carried & set(details))),
                 "rows_per_branch": per_branch(branches),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
-                **api_cost_metadata(tenant, calls, len(dates)),
+                **api_cost_metadata(tenant, calls, runs_per_day(tenant, dates)),
                 "preview": preview(frame, ["opportunity_id", "customer_id", "summary_hash"]),
             },
         )

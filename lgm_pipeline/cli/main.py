@@ -43,6 +43,9 @@ def _sync(args: argparse.Namespace) -> int:
         dates, run_config = args.date or None, None
         if getattr(args, "catch_up", False):
             dates, run_config = catch_up_dates(tenant, tenant.today()), catch_up_run_config(tenant)
+            if not dates:
+                print(f"{tenant.key}: nothing to catch up (catch_up_days is {tenant.catch_up_days})")
+                continue
         report = run_sync(
             defs,
             tenant,

@@ -86,8 +86,10 @@ def apply_access(conn: Connection, tenant: Tenant) -> None:
     schema = quote_ident(conn, tenant.schema)
     reader = quote_ident(conn, reader_role(tenant))
     writer = quote_ident(conn, writer_role(tenant))
+    crm = quote_ident(conn, crm_writer_role(tenant))
     _create_group_role(conn, reader_role(tenant))
     _create_group_role(conn, writer_role(tenant))
+    _create_group_role(conn, crm_writer_role(tenant))
 
     statements = [
         f"GRANT USAGE ON SCHEMA {schema} TO {reader}, {writer}",
@@ -105,23 +107,29 @@ def apply_access(conn: Connection, tenant: Tenant) -> None:
         statements += [
             f"ALTER TABLE {qualified} ENABLE ROW LEVEL SECURITY",
             f"DROP POLICY IF EXISTS {_POLICY} ON {qualified}",
-            f"CREATE POLICY {_POLICY} ON {qualified} TO {reader}, {writer} USING {predicate} WITH CHECK {predicate}",
+            f"CREATE POLICY {_POLICY} ON {qualified} TO {reader}, {writer}, {crm} "
+            f"USING {predicate} WITH CHECK {predicate}",
         ]
     for statement in statements:
         conn.exec_driver_sql(statement)
 
 
 def apply_crm_access(conn: Connection, tenant: Tenant) -> None:
-    """The CRM writer group: SELECT on the schema, INSERT on ``journey_progress`` only."""
+    """The CRM writer group: reads the schema (branch-scoped like readers), records field progress.
+
+    INSERT on ``journey_progress`` covers every column but ``by``, whose default is the login: who
+    recorded a stage is not the writer's to choose.
+    """
+    apply_access(conn, tenant)  # the group role and the branch policy that names it
     schema = quote_ident(conn, tenant.schema)
     crm = quote_ident(conn, crm_writer_role(tenant))
-    _create_group_role(conn, crm_writer_role(tenant))
     progress = f"{schema}.{quote_ident(conn, journey_progress.name)}"
+    insertable = ", ".join(quote_ident(conn, c.name) for c in journey_progress.columns if c.name not in ("by",))
     for statement in (
         f"GRANT USAGE ON SCHEMA {schema} TO {crm}",
         f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {crm}",
         f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT SELECT ON TABLES TO {crm}",
-        f"GRANT INSERT ON {progress} TO {crm}",
+        f"GRANT INSERT ({insertable}) ON {progress} TO {crm}",
         f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {crm}",
     ):
         conn.exec_driver_sql(statement)

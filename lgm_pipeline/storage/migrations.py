@@ -35,12 +35,16 @@ from lgm_pipeline.storage.tables import (
     tenant_options,
 )
 from lgm_pipeline.tenants.config import Tenant
+from lgm_pipeline.transform.journeys import MAX_MONEY
 from lgm_pipeline.transform.mappings import FALLEN_THROUGH_STAGES, FINISHED_STAGES, STAGE_ORDER, STATUS_MAPPING
 
 log = logging.getLogger(__name__)
 
 #: Session setting that overrides "now" for the day views (tests, replays); empty = real clock.
 CLOCK_SETTING = "lgm.clock"
+
+#: SQLSTATE of "cannot drop/change columns of a view" from CREATE OR REPLACE VIEW.
+INVALID_TABLE_DEFINITION = "42P16"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,40 @@ class Migration:
 def _create_tables(conn: Connection, tenant: Tenant) -> None:
     conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(conn, tenant.schema)}")
     metadata.create_all(conn.execution_options(**tenant_options(tenant)), checkfirst=False)
+
+
+#: SQL twin of ``transform.raw.yyyymmdd_to_date``: a job's date as the pipeline reads it, or NULL.
+#: The views and migration 4 must call a date what Python calls one, or an odd value would make a
+#: job neither a journey nor unscheduled.
+SERVICE_DATE_FUNCTION = "lgm_service_date"
+
+
+def _create_functions(conn: Connection, tenant: Tenant) -> None:
+    function = f"{quote_ident(conn, tenant.schema)}.{SERVICE_DATE_FUNCTION}"
+    conn.exec_driver_sql(
+        rf"""
+        CREATE OR REPLACE FUNCTION {function}(value jsonb) RETURNS date
+        LANGUAGE plpgsql IMMUTABLE AS $fn$
+        DECLARE n numeric; t text;
+        BEGIN
+          IF jsonb_typeof(value) = 'number' THEN
+            n := trunc((value #>> '{{}}')::numeric);
+          ELSIF jsonb_typeof(value) = 'string' AND (value #>> '{{}}') ~ '^\s*[+-]?[0-9]+\s*$' THEN
+            n := btrim(value #>> '{{}}')::numeric;
+          ELSE
+            RETURN NULL;
+          END IF;
+          t := n::text;
+          IF n <= 0 OR length(t) <> 8 THEN
+            RETURN NULL;
+          END IF;
+          RETURN make_date(substr(t, 1, 4)::int, substr(t, 5, 2)::int, substr(t, 7, 2)::int);
+        EXCEPTION WHEN others THEN
+          RETURN NULL;
+        END
+        $fn$
+        """
+    )
 
 
 def _in_list(conn: Connection, stages: Iterable[str]) -> str:
@@ -116,7 +154,7 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
         f"LEFT JOIN {table(locations)} l ON l.smartmoving_branch_name = btrim(o.payload -> 'branch' ->> 'name') "
         "WHERE jsonb_typeof(job) = 'object' "
         # No date, or none a calendar has (SmartMoving's yyyyMMdd integers): not yet scheduled.
-        "AND coalesce(job ->> 'jobDate', '') !~ '^[0-9]{4}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])$' "
+        f"AND {schema}.{SERVICE_DATE_FUNCTION}(job -> 'jobDate') IS NULL "
         f"AND o.payload ->> 'status' IN {_in_list(conn, (str(c) for c, m in STATUS_MAPPING.items() if m.booked))}"
     )
     definitions = {
@@ -149,9 +187,14 @@ def sync_views(conn: Connection, tenant: Tenant) -> list[str]:
     """
     replaced = []
     schema = quote_ident(conn, tenant.schema)
+    _create_functions(conn, tenant)
+    chain = hashlib.sha256()
     for name, statement in _view_statements(conn, tenant).items():
         qualified = f"{schema}.{quote_ident(conn, name)}"
-        digest = "lgm:" + hashlib.sha256(statement.encode()).hexdigest()
+        # Each digest covers the views before it too: a day view selects * from the board, and
+        # PostgreSQL fixes that * when the view is made, so a new board column must remake it.
+        chain.update(statement.encode())
+        digest = "lgm:" + chain.hexdigest()
         current = conn.execute(
             sa.text("SELECT obj_description(to_regclass(:v), 'pg_class')"), {"v": qualified}
         ).scalar()
@@ -160,7 +203,9 @@ def sync_views(conn: Connection, tenant: Tenant) -> list[str]:
         try:
             with conn.begin_nested():
                 conn.exec_driver_sql(f"CREATE OR REPLACE {statement}")
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError as error:
+            if getattr(error.orig, "sqlstate", None) != INVALID_TABLE_DEFINITION:
+                raise
             # Columns renamed, removed or reordered: dependent views come later in this loop and
             # are recreated too (RESTRICT refuses to drop a view someone else built on ours).
             for dependent in reversed(list(_view_statements(conn, tenant))):
@@ -225,14 +270,19 @@ def _booked_work_only(conn: Connection, tenant: Tenant) -> None:
     stage_by_status = " ".join(
         f"WHEN {code} THEN {quote_literal(conn, m.stage.value)}" for code, m in STATUS_MAPPING.items()
     )
+    # As transform.journeys.as_money: an amount the column cannot hold is no amount (NULL), never a
+    # failed migration; each charge and the sum are bounded like the pipeline's own.
+    bound = f"{MAX_MONEY}"
     charges = (
-        "(SELECT sum((c ->> 'totalCost')::numeric) FROM jsonb_array_elements("
+        "(SELECT CASE WHEN abs(sum(a)) < " + bound + " THEN round(sum(a), 2) END FROM ("
+        "SELECT (c ->> 'totalCost')::numeric AS a FROM jsonb_array_elements("
         "CASE jsonb_typeof(raw_payload -> 'job' -> {key}) WHEN 'array' THEN raw_payload -> 'job' -> {key} "
-        "ELSE '[]'::jsonb END) c WHERE jsonb_typeof(c -> 'totalCost') = 'number')"
+        "ELSE '[]'::jsonb END) c WHERE jsonb_typeof(c -> 'totalCost') = 'number') x WHERE abs(a) < " + bound + ")"
     )
     total = (
-        "(CASE jsonb_typeof(raw_payload -> 'opportunity' -> 'estimatedTotal' -> {key}) WHEN 'number' "
-        "THEN (raw_payload -> 'opportunity' -> 'estimatedTotal' ->> {key})::numeric END)"
+        "(SELECT CASE WHEN abs(v) < " + bound + " THEN round(v, 2) END FROM (SELECT CASE "
+        "jsonb_typeof(raw_payload -> 'opportunity' -> 'estimatedTotal' -> {key}) WHEN 'number' "
+        "THEN (raw_payload -> 'opportunity' -> 'estimatedTotal' ->> {key})::numeric END AS v) x)"
     )
     conn.exec_driver_sql(
         f"""
@@ -246,6 +296,7 @@ def _booked_work_only(conn: Connection, tenant: Tenant) -> None:
           currency = coalesce(currency, {quote_literal(conn, tenant.currency)})
         """
     )
+    _create_functions(conn, tenant)
     codes = [str(code) for code, m in STATUS_MAPPING.items() if m.creates_journey]
     creating, creating_text = ", ".join(codes), ", ".join(f"'{c}'" for c in codes)
     audit = f"{schema}.{quote_ident(conn, journey_audit.name)}"
@@ -253,15 +304,21 @@ def _booked_work_only(conn: Connection, tenant: Tenant) -> None:
         f"""
         WITH gone AS (
           DELETE FROM {target} j
-          WHERE coalesce(j.smartmoving_status NOT IN ({creating}), false)
-            AND NOT EXISTS (
-              SELECT 1 FROM {audit} a
-              WHERE a.journey_id = j.id AND (a.before ->> 'smartmoving_status') IN ({creating_text})
+          WHERE (
+              coalesce(j.smartmoving_status NOT IN ({creating}), false)
+              AND NOT EXISTS (
+                SELECT 1 FROM {audit} a
+                WHERE a.journey_id = j.id AND (a.before ->> 'smartmoving_status') IN ({creating_text})
+              )
             )
+            -- filed on its opportunity's date for want of its own: a phantom second journey
+            OR (j.raw_payload -> 'job' IS NOT NULL
+                AND {schema}.{SERVICE_DATE_FUNCTION}(j.raw_payload -> 'job' -> 'jobDate') IS NULL)
           RETURNING j.*
         )
         INSERT INTO {audit} (journey_id, action, changed_columns, before, after, run_id, partition_key)
-        SELECT g.id, 'delete', '{{}}', to_jsonb(g) - 'raw_payload', NULL, 'migration-4: never booked work', NULL
+        SELECT g.id, 'delete', '{{}}', to_jsonb(g) - 'raw_payload', NULL,
+               'migration-4: not booked work, or no job date', NULL
         FROM gone g
         """
     )

@@ -96,3 +96,27 @@ def test_catch_up_reuses_details_across_a_status_only_change() -> None:
     assert not same_but_status(OpportunitySummary("o", "c", "h", 10, listed), booked)  # completed: charges
     moved = frozenset({("j1", 20261121)})
     assert not same_but_status(OpportunitySummary("o", "c", "h", 10, moved), cached)  # a job moved
+
+
+@pytest.mark.parametrize("reading", ["job_date", "service_date"])
+def test_a_job_moved_beyond_the_window_leaves_it_at_the_next_cycle(
+    reading, defs, tenant, instance, db, window, simulator
+) -> None:
+    tomorrow = window[1]
+    simulator.world.set_date_filter(reading)
+    assert run_sync(defs, tenant, instance).ok
+    with db.connect() as conn:
+        job_id = conn.execute(
+            sa.text(
+                f"SELECT smartmoving_job_id FROM {tenant.schema}.journeys WHERE service_date = :d"
+                " AND jsonb_array_length(raw_payload -> 'opportunity' -> 'jobs') = 1 LIMIT 1"
+            ),
+            {"d": tomorrow},
+        ).scalar_one()
+    simulator.world.reschedule_job(job_id, tomorrow + dt.timedelta(days=7))
+    assert run_sync(defs, tenant, instance).ok
+    with db.connect() as conn:
+        left = conn.execute(
+            sa.text(f"SELECT count(*) FROM {tenant.schema}.journeys WHERE smartmoving_job_id = :j"), {"j": job_id}
+        ).scalar()
+    assert left == 0  # not kept on its old date from a cached copy of its details

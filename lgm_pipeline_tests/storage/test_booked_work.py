@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -159,7 +160,11 @@ def _downgrade_to_version_3(engine: Engine) -> None:
 
 def test_migration_4_carries_an_existing_database_forward(writer: Writer, engine: Engine, tenant: Tenant) -> None:
     payload = {
-        "job": {"estimatedCharges": [{"totalCost": 400.0}, {"totalCost": 0.5}], "actualCharges": []},
+        "job": {
+            "jobDate": 20261125,
+            "estimatedCharges": [{"totalCost": 400.0}, {"totalCost": 0.5}],
+            "actualCharges": [],
+        },
         "opportunity": {"estimatedTotal": {"subtotal": 1000.0, "tax": 50.0, "finalTotal": 1050.0}},
     }
     # The lead is written as booked, then made a lead as the old pipeline stored every status.
@@ -169,6 +174,8 @@ def test_migration_4_carries_an_existing_database_forward(writer: Writer, engine
                 journey_row("booked", raw_payload=payload),
                 journey_row("closed", smartmoving_status=11, status="CLOSED"),
                 journey_row("lead", smartmoving_status=0, status="BOOKED"),
+                # filed on its opportunity's date although its own was "TBD": a phantom journey
+                journey_row("phantom", raw_payload={"job": {"jobDate": None}, "opportunity": {}}),
             ]
         )
     )
@@ -179,7 +186,7 @@ def test_migration_4_carries_an_existing_database_forward(writer: Writer, engine
     assert migrate(engine, tenant) == [4]
 
     rows = _journeys(engine)
-    assert set(rows) == {"jrn_booked", "jrn_closed"}  # the lead left journeys...
+    assert set(rows) == {"jrn_booked", "jrn_closed"}  # the lead and the phantom left journeys...
     with engine.connect() as conn:
         audit = conn.execute(
             sa.text(
@@ -196,3 +203,90 @@ def test_migration_4_carries_an_existing_database_forward(writer: Writer, engine
     assert rows["jrn_closed"]["status"] == "CLOSED"  # not AUDITED: no audit happened
     assert _view(engine, "journeys_board", "id, board_stage") == [("jrn_booked", "BOOKED"), ("jrn_closed", "CLOSED")]
     assert migrate(engine, tenant) == []
+
+
+def test_the_crm_writer_reads_the_board_and_cannot_sign_for_someone_else(writer: Writer, crm_login: Engine) -> None:
+    writer.journeys(pd.DataFrame([journey_row("a")]))
+    with crm_login.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM tenant_lgm.journeys_board")).scalar() == 1
+    with crm_login.begin() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+        conn.execute(
+            sa.text("INSERT INTO tenant_lgm.journey_progress (journey_id, stage, by) VALUES ('jrn_a', 'ONSITE', 'x')")
+        )
+
+
+def test_a_new_board_column_reaches_the_day_views(engine: Engine, tenant: Tenant, monkeypatch) -> None:
+    from lgm_pipeline.storage import migrations
+
+    original = migrations._view_statements
+
+    def with_extra_column(conn: sa.Connection, tenant: Tenant) -> dict[str, str]:
+        statements = original(conn, tenant)
+        board = statements["journeys_board"]
+        statements["journeys_board"] = board.replace(" AS arrival_window_end ", " AS arrival_window_end, 1 AS extra ")
+        return statements
+
+    monkeypatch.setattr(migrations, "_view_statements", with_extra_column)
+    with engine.begin() as conn:
+        replaced = migrations.sync_views(conn, tenant)
+        columns = conn.execute(
+            sa.text(
+                "SELECT table_name FROM information_schema.columns WHERE table_schema = 'tenant_lgm'"
+                " AND column_name = 'extra' ORDER BY 1"
+            )
+        ).scalars()
+        assert list(columns) == [
+            "journeys_active",
+            "journeys_board",
+            "journeys_cancelled",
+            "journeys_today",
+            "journeys_tomorrow",
+        ]
+    assert "journeys_today" in replaced
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        20261125,
+        "20261125",
+        " 20261125 ",
+        "+20261125",
+        20261125.7,
+        20260231,
+        20261399,
+        -2026112,
+        2026112,
+        "2026-11-25",
+        "",
+        None,
+        True,
+        1764028800,
+        99991231,
+        19000101,
+        [20261125],
+        {"d": 1},
+        1e30,
+    ],
+)
+def test_the_database_reads_a_job_date_exactly_as_the_pipeline(engine: Engine, value: object) -> None:
+    from lgm_pipeline.transform.raw import yyyymmdd_to_date
+
+    with engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT tenant_lgm.lgm_service_date(CAST(:v AS jsonb))"), {"v": json.dumps(value)}
+        ).scalar()
+    assert stored == yyyymmdd_to_date(value)
+
+
+def test_migration_4_survives_an_amount_no_column_can_hold(writer: Writer, engine: Engine, tenant: Tenant) -> None:
+    payload = {
+        "job": {"jobDate": 20261125, "estimatedCharges": [{"totalCost": 1e13}, {"totalCost": 10.0}]},
+        "opportunity": {"estimatedTotal": {"subtotal": 1e13, "finalTotal": 5.0}},
+    }
+    writer.journeys(pd.DataFrame([journey_row("huge", raw_payload=payload)]))
+    _downgrade_to_version_3(engine)
+    assert migrate(engine, tenant) == [4]
+    row = _journeys(engine)["jrn_huge"]
+    assert float(row["estimated_cost"]) == 10.0  # the impossible charge is no amount; the payload keeps it
+    assert row["opportunity_subtotal"] is None and float(row["opportunity_total"]) == 5.0

@@ -74,7 +74,13 @@ def test_retention_prunes_raw_and_sync_runs_never_journeys(
             sa.text("UPDATE tenant_lgm.sync_runs SET finished_at = finished_at - interval '60 days' WHERE id <= 2")
         )
     deleted = postgres.prune_history(tenant, keep_days=30, today=DAY)
-    assert deleted == {"raw_customers": 0, "raw_opportunities": 0, "raw_jobs": 1, "sync_runs": 2}
+    assert deleted == {
+        "raw_customers": 0,
+        "raw_opportunities": 0,
+        "raw_jobs": 1,
+        "raw_job_timelines": 0,
+        "sync_runs": 2,
+    }
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM tenant_lgm.journeys")).scalar() == 2
         assert conn.execute(sa.text("SELECT service_date FROM tenant_lgm.raw_jobs")).scalars().all() == [DAY]
