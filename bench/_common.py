@@ -120,7 +120,7 @@ def fresh_database(tag: str, keep: bool = False) -> Iterator[str]:
 # --- simulator -----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -155,7 +155,7 @@ def simulator_process(
 ) -> Iterator[SimulatorProcess]:
     from lgm_pipeline.simulator import DEMO_API_KEY
 
-    port = _free_port()
+    port = free_port()
     code = (
         "from lgm_pipeline.simulator import FaultConfig, SimulatorConfig, serve_forever\n"
         f"serve_forever(SimulatorConfig(customers_per_day={customers_per_day}, "

@@ -6,8 +6,8 @@
 Run on purpose (not collected by pytest). One fresh database ``lgm_bench_<tag>`` on the server of
 LGM_DATABASE_URL (else an embedded server under a temporary LGM_HOME), one ephemeral Dagster instance.
 
-The simulator runs in its own process, from ``--simulator-python`` (default /work/main/.venv/bin/python
-when it exists), so two versions of the pipeline can be measured against the same simulator code.
+The simulator runs in its own process, from ``--simulator-python`` (default: this interpreter); give
+both runs the same one, so two versions of the pipeline are measured against the same simulator code.
 Time moves only when this script says so: the API never evolves the world by itself (the app's churn
 is 0); ``POST /_admin/evolve`` (the world's churn, ``--churn``) and ``POST /_admin/close-day`` do.
 The dates ``start - history_days .. last + 2`` are generated up front, in order, so the pipeline's
@@ -42,7 +42,6 @@ import importlib
 import inspect
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -58,12 +57,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 import sqlalchemy as sa
-from _common import RESULTS_DIR, fresh_database, lgm_tenant, quiet_dagster_console, smartmoving_env, table, write_result
+from _common import (
+    RESULTS_DIR,
+    free_port,
+    fresh_database,
+    lgm_tenant,
+    quiet_dagster_console,
+    smartmoving_env,
+    table,
+    write_result,
+)
 
 import lgm_pipeline
 from lgm_pipeline.tenants import Tenant
 
-DEFAULT_SIMULATOR_PYTHON = Path("/work/main/.venv/bin/python")
+DEFAULT_SIMULATOR_PYTHON = Path(sys.executable)  # another version's venv: --simulator-python
 LEAD_STATUSES = (0, 1, 3)  # NewLead, LeadInProgress, Opportunity
 BOOKED_STATUS = 4
 NA = "n/a"
@@ -96,12 +104,6 @@ uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning", access_l
 
 
 # --- the simulator -------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -160,7 +162,7 @@ class Simulator:
 def simulator(python: Path, customers_per_day: int, seed: int, churn: float) -> Iterator[Simulator]:
     from lgm_pipeline.simulator import DEMO_API_KEY
 
-    port = _free_port()
+    port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="lgm_domain_week_sim_"))
     info_path = workdir / "info.json"
     log = open(workdir / "simulator.log", "wb")  # noqa: SIM115 - closed below
@@ -631,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--simulator-python",
         type=Path,
-        default=DEFAULT_SIMULATOR_PYTHON if DEFAULT_SIMULATOR_PYTHON.exists() else Path(sys.executable),
+        default=DEFAULT_SIMULATOR_PYTHON,
         help="interpreter whose lgm_pipeline serves the simulator (the same for runs to compare)",
     )
     parser.add_argument("--label", default=None, help="name of this run in the output (default: the code's path)")
