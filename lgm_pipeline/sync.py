@@ -17,6 +17,8 @@ from lgm_pipeline.assets.automation import (
     JOURNEYS_HANDLED_TAG,
     branches_job_name,
     journeys_job_name,
+    lead_dates,
+    leads_job_name,
     range_tags,
     raw_job_name,
 )
@@ -46,12 +48,15 @@ class SyncReport:
     dates: list[dt.date]
     branches: list[BranchResult] = field(default_factory=list)
     raw_failures: dict[dt.date, str] = field(default_factory=dict)
+    leads: int = 0
+    leads_quarantined: int = 0
+    leads_failure: str | None = None
     api_calls: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.raw_failures and all(b.success for b in self.branches)
+        return not self.raw_failures and not self.leads_failure and all(b.success for b in self.branches)
 
     @property
     def total_api_calls(self) -> int:
@@ -140,11 +145,14 @@ def run_sync(
     progress: Progress = lambda _: None,
     run_config: dict | None = None,
     with_branches: bool = False,
+    with_leads: bool | None = None,
 ) -> SyncReport:
     """Pull the dates (one run per block of consecutive dates), then rebuild journeys for each (date, branch).
 
     ``with_branches``: also pull SmartMoving's branches (dispatch addresses), as the daily schedule does.
+    ``with_leads``: also pull yesterday's and today's leads (default: when syncing the cycle's own window).
     """
+    with_leads = dates is None if with_leads is None else with_leads
     started = time.monotonic()
     dates = sorted(set(dates or tenant.sync_window()))
     unknown = sorted(set(location_ids or ()) - set(tenant.location_ids))
@@ -196,8 +204,33 @@ def run_sync(
             progress(
                 f"{tenant.key} {day} {location_id}: {branch.rows} journeys, {branch.quarantined} quarantined, {state}"
             )
+    if with_leads:
+        _sync_leads(defs, tenant, instance, report, progress)
     report.duration_s = time.monotonic() - started
     return report
+
+
+def _sync_leads(
+    defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, report: SyncReport, progress: Progress
+) -> None:
+    dates = lead_dates(tenant)
+    if not dates:
+        return
+    result = defs.resolve_job_def(leads_job_name(tenant)).execute_in_process(
+        instance=instance, raise_on_error=False, tags=range_tags(dates)
+    )
+    _add_api_calls(report, result)
+    if not result.success:
+        report.leads_failure = _failure_text(result)
+        progress(f"{tenant.key} leads: FAILED {report.leads_failure}")
+        return
+    for event in result.get_asset_materialization_events():
+        if event.asset_key == dg.AssetKey([tenant.key, "leads"]):
+            metadata = event.materialization.metadata
+            report.leads = int(metadata["leads"].value)  # type: ignore[arg-type]
+            report.leads_quarantined = int(metadata["quarantined"].value)  # type: ignore[arg-type]
+            break
+    progress(f"{tenant.key} leads: {report.leads} of {dates[0]}..{dates[-1]}, {report.leads_quarantined} quarantined")
 
 
 def format_report(report: SyncReport) -> str:
@@ -214,6 +247,9 @@ def format_report(report: SyncReport) -> str:
         )
     for day, error in report.raw_failures.items():
         lines.append(f"{day.isoformat():<12}{'(all branches)':<32}{'':>41}  FAILED: {error}")
+    if report.leads or report.leads_quarantined or report.leads_failure:
+        state = f"FAILED: {report.leads_failure}" if report.leads_failure else "ok"
+        lines.append(f"leads (yesterday and today): {report.leads}, quarantined {report.leads_quarantined}  {state}")
     calls = ", ".join(f"{k}={v}" for k, v in sorted(report.api_calls.items())) or "none"
     lines.append(
         f"rows {sum(b.rows for b in report.branches)}, quarantined {sum(b.quarantined for b in report.branches)}, "

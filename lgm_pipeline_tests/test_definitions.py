@@ -18,10 +18,12 @@ def test_asset_specs_snapshot() -> None:
     assert sorted(specs) == [
         "lgm/history_retention",
         "lgm/journeys",
+        "lgm/leads",
         "lgm/smartmoving_arrival_windows",
         "lgm/smartmoving_branches",
         "lgm/smartmoving_customers",
         "lgm/smartmoving_jobs",
+        "lgm/smartmoving_leads",
         "lgm/smartmoving_opportunities",
     ]
     for spec in specs.values():
@@ -41,6 +43,9 @@ def test_asset_specs_snapshot() -> None:
         "financials",
         "addresses",
         "status_mapping",
+        "lead_contact",
+        "lead_branch_mapping",
+        "probable_duplicate",
         "journey_ids_unique",
         "service_date_in_partition",
         "journeys_freshness",
@@ -74,7 +79,14 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
     two = build_definitions()
     keys = {k.to_user_string() for k in two.resolve_all_asset_keys()}
     assert {"acme/journeys", "lgm/journeys"} <= keys
-    daily = ("every_2_hours", "daily_catch_up", "daily_branches", "daily_arrival_windows", "daily_retention")
+    daily = (
+        "every_2_hours",
+        "leads_every_2_hours",
+        "daily_catch_up",
+        "daily_branches",
+        "daily_arrival_windows",
+        "daily_retention",
+    )
     assert {s.name for s in two.schedules} == {
         f"{key}_{name}" for key in ("lgm", "acme") for name in (*daily, "journeys_freshness")
     }

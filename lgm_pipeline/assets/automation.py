@@ -215,3 +215,35 @@ def build_arrival_windows_schedule(
         return dg.RunRequest(run_key=f"arrival-windows@{now.isoformat()}", partition_key=tomorrow.isoformat())
 
     return job, arrival_windows
+
+
+def leads_job_name(tenant: Tenant) -> str:
+    return f"{tenant.key}_leads"
+
+
+def lead_dates(tenant: Tenant, now: dt.datetime | None = None) -> list[dt.date]:
+    """Yesterday and today (tenant time): leads created late yesterday are still being worked on."""
+    today = tenant.today(now)
+    return [d for d in (today - dt.timedelta(days=1), today) if d >= tenant.first_service_date]
+
+
+def build_leads_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
+    job = dg.define_asset_job(
+        leads_job_name(tenant),
+        selection=dg.AssetSelection.groups(f"{tenant.key}_leads"),
+        description="Pull new SmartMoving leads (creation dates) and merge them into the leads table.",
+    )
+
+    @dg.schedule(
+        name=f"{tenant.key}_leads_every_2_hours",
+        cron_schedule=REFRESH_CRON,
+        job=job,
+        execution_timezone=tenant.timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Yesterday's and today's leads (tenant time) in one run: one date-range list call.",
+    )
+    def leads_refresh(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        return [dg.RunRequest(run_key=f"leads@{now.isoformat()}", tags=range_tags(lead_dates(tenant, now)))]
+
+    return job, leads_refresh

@@ -11,11 +11,13 @@ from lgm_pipeline.assets.automation import (
     build_catch_up_schedule,
     build_fan_out_sensor,
     build_jobs,
+    build_leads_schedule,
     build_refresh_schedule,
     build_retention_schedule,
 )
 from lgm_pipeline.assets.freshness import build_freshness_check, build_freshness_schedule
 from lgm_pipeline.assets.journeys import build_journeys_asset
+from lgm_pipeline.assets.leads import build_leads_assets
 from lgm_pipeline.assets.maintenance import build_retention_asset
 from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.assets.raw import build_branches_asset, build_raw_assets, smartmoving_resource_key
@@ -40,6 +42,7 @@ def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
         build_branches_asset(tenant),
         build_arrival_windows_asset(tenant, partitions),
         build_journeys_asset(tenant, partitions),
+        *build_leads_assets(tenant, partitions),
         build_retention_asset(tenant),
     ]
 
@@ -50,15 +53,17 @@ def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
     freshness_job, freshness_schedule = build_freshness_schedule(tenant, freshness_check)
     branches_job, branches_schedule = build_branches_schedule(tenant)
     windows_job, windows_schedule = build_arrival_windows_schedule(tenant)
+    leads_job, leads_schedule = build_leads_schedule(tenant)
     return dg.Definitions(
         assets=tenant_assets(tenant),
         asset_checks=[freshness_check],
-        jobs=[raw_job, journeys_job, retention_job, freshness_job, branches_job, windows_job],
+        jobs=[raw_job, journeys_job, retention_job, freshness_job, branches_job, windows_job, leads_job],
         schedules=[
             build_refresh_schedule(tenant, raw_job),
             build_catch_up_schedule(tenant, raw_job),
             branches_schedule,
             windows_schedule,
+            leads_schedule,
             build_retention_schedule(tenant, retention_job),
             freshness_schedule,
         ],

@@ -46,7 +46,7 @@ def _check_specs(tenant: Tenant, asset_key: dg.AssetKey) -> list[dg.AssetCheckSp
     return specs
 
 
-def _rule_check(result: RuleResult, total: int, max_share: float, partition: str) -> dg.AssetCheckResult:
+def rule_check(result: RuleResult, total: int, max_share: float, partition: str) -> dg.AssetCheckResult:
     share = result.failing_rows / total if total else 0.0
     blocking = result.rule.severity is Severity.BLOCKING
     severity = dg.AssetCheckSeverity.ERROR if blocking and share > max_share else dg.AssetCheckSeverity.WARN
@@ -172,6 +172,6 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
             },
         )
         for result in outcome.results:
-            yield _rule_check(result, result.rows_checked, config.max_quarantine_share, partition)
+            yield rule_check(result, result.rows_checked, config.max_quarantine_share, partition)
 
     return journeys

@@ -27,10 +27,12 @@ PLAUSIBLE_EMAIL = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
 NOT_BLANK = r"\S"
 
 
-CONTACT_COLUMNS = frozenset({"customer_name", "customer_phone", "customer_email"})
+CONTACT_COLUMNS = frozenset({"customer_name", "customer_phone", "customer_email", "name", "phone", "email"})
 WIDE_CHECK_COLUMNS = {
     "estimated_cost_present_when_booked": "estimated_cost",
     "truck_job_has_its_addresses": "addresses",
+    "name_and_a_phone_or_email": "name",
+    "named_branch_is_mapped": "branch_name",
 }
 
 
@@ -151,6 +153,47 @@ def rules_for(tenant: Tenant) -> list[Rule]:
     ]
 
 
+def _reachable(frame: pd.DataFrame) -> pd.Series:
+    named = frame["name"].fillna("").astype(str).str.contains(NOT_BLANK)
+    phone = frame["phone"].fillna("").astype(str).str.match(E164_NANP)
+    email = frame["email"].fillna("").astype(str).str.match(PLAUSIBLE_EMAIL)
+    return named & (phone | email)
+
+
+def lead_rules_for(tenant: Tenant) -> list[Rule]:
+    return [
+        Rule(
+            "lead_contact",
+            Severity.BLOCKING,
+            "A name and a way to reach the person: an E.164 phone or a plausible email.",
+            pa.DataFrameSchema(checks=[pa.Check(_reachable, name="name_and_a_phone_or_email")], name="lead_contact"),
+        ),
+        Rule(
+            "lead_branch_mapping",
+            Severity.WARNING,
+            "A branch the lead names maps to one of the tenant's (a lead may name none).",
+            pa.DataFrameSchema(
+                checks=[
+                    pa.Check(
+                        lambda df: df["branch_name"].isna() | df["location_id"].isin(tenant.location_ids),
+                        name="named_branch_is_mapped",
+                    )
+                ],
+                name="lead_branch_mapping",
+            ),
+        ),
+        Rule(
+            "probable_duplicate",
+            Severity.WARNING,
+            "No earlier lead of the last 30 days has the same phone or email (else: the same household again).",
+            pa.DataFrameSchema(
+                {"probable_duplicate_of": pa.Column(nullable=True, checks=pa.Check(lambda s: s.isna()))},
+                name="probable_duplicate",
+            ),
+        ),
+    ]
+
+
 @dataclass
 class RuleResult:
     rule: Rule
@@ -206,20 +249,32 @@ def _failures(rule: Rule, frame: pd.DataFrame) -> dict[Any, list[dict[str, Any]]
 
 
 def validate_journeys(frame: pd.DataFrame, tenant: Tenant) -> ValidationOutcome:
-    """Apply every rule; never drops a row."""
+    """Apply every journey rule; never drops a row."""
+    return validate(frame, rules_for(tenant))
+
+
+def validate_leads(frame: pd.DataFrame, tenant: Tenant) -> ValidationOutcome:
+    """Apply every lead rule; never drops a row."""
+    return validate(frame, lead_rules_for(tenant))
+
+
+def validate(frame: pd.DataFrame, rules: list[Rule]) -> ValidationOutcome:
+    """Apply ``rules``; never drops a row."""
     frame = frame.copy()
     flags: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     blocking: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     results: list[RuleResult] = []
-    for rule in rules_for(tenant):
+    for rule in rules:
         checked = frame[rule.applies_to(frame)] if rule.applies_to and len(frame) else frame
         failures = _failures(rule, checked) if len(checked) else {}
         target = blocking if rule.severity is Severity.BLOCKING else flags
         for index, reasons in failures.items():
             target[index].extend(reasons)
+        # Which record, in the words its users know it by: a job number, or SmartMoving's lead id.
+        label = "job_number" if "job_number" in frame.columns else "smartmoving_lead_id"
         examples = [
             {
-                "job_number": _short(frame.at[i, "job_number"]),
+                label: _short(frame.at[i, label]),
                 "column": r["column"],
                 "check": r["check"],
                 "value": _masked(r["column"], r["value"]),

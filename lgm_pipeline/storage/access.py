@@ -104,6 +104,8 @@ def apply_access(conn: Connection, tenant: Tenant) -> None:
     predicate = branch_predicate(conn)
     for table in BRANCH_SCOPED_TABLES:
         qualified = f"{schema}.{quote_ident(conn, table.name)}"
+        if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": qualified}).scalar() is None:
+            continue  # created by a later migration, which applies the policy again
         statements += [
             f"ALTER TABLE {qualified} ENABLE ROW LEVEL SECURITY",
             f"DROP POLICY IF EXISTS {_POLICY} ON {qualified}",

@@ -26,10 +26,14 @@ from lgm_pipeline.storage.tables import (
     journey_audit,
     journey_progress,
     journeys,
+    lead_audit,
+    leads,
+    leads_quarantine,
     locations,
     metadata,
     raw_branches,
     raw_job_timelines,
+    raw_leads,
     raw_opportunities,
     schema_migrations,
     tenant_options,
@@ -170,6 +174,10 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
             f"SELECT * FROM {board_view} WHERE service_date >= {local_today} AND status IN {fallen}"
         ),
         "unscheduled_jobs": unscheduled,
+        # The last 7 days' leads (tenant time) sales has not turned into an opportunity yet.
+        "leads_recent": (
+            f"SELECT * FROM {table(leads)} WHERE created_date > {local_today} - 7 AND converted_opportunity_id IS NULL"
+        ),
     }
     # security_invoker: the reader's own rights and row-level security apply through the view, not
     # the owner's (PostgreSQL >= 15).
@@ -325,11 +333,20 @@ def _booked_work_only(conn: Connection, tenant: Tenant) -> None:
     apply_crm_access(conn, tenant)
 
 
+def _leads(conn: Connection, tenant: Tenant) -> None:
+    """Migration 5: the leads tables, under the same grants and branch policy as journeys."""
+    scoped = conn.execution_options(**tenant_options(tenant))
+    for table in (raw_leads, leads, leads_quarantine, lead_audit):
+        table.create(scoped, checkfirst=True)
+    apply_crm_access(conn, tenant)  # grants on the new tables, the branch policy on leads too
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
     Migration(3, "reader/writer roles, grants, row-level security", apply_access),
     Migration(4, "booked work only, money per job, address roles, CRM progress, board views", _booked_work_only),
+    Migration(5, "leads, their quarantine and audit", _leads),
 )
 
 

@@ -13,13 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.engine import Engine
 
 from lgm_pipeline.storage import database
 from lgm_pipeline.storage.migrations import migrate
-from lgm_pipeline.storage.tables import RAW_TABLES, journeys, raw_opportunities, sync_runs, tenant_options
+from lgm_pipeline.storage.tables import (
+    RAW_TABLES,
+    date_column,
+    journeys,
+    leads,
+    raw_opportunities,
+    sync_runs,
+    tenant_options,
+)
 from lgm_pipeline.tenants.config import Tenant
 
 # (database URL, tenant) pairs migrated by this process; a tenant edited in config is a new key.
@@ -117,6 +126,16 @@ class PostgresResource(dg.ConfigurableResource):
             stmt = sa.select(journeys.c.id).where(journeys.c.id.in_(wanted))
             return set(conn.execution_options(**tenant_options(tenant)).execute(stmt).scalars())
 
+    def recent_lead_contacts(self, tenant: Tenant, since: dt.date, exclude: Iterable[str]) -> pd.DataFrame:
+        """Stored leads created since ``since`` (``id, phone, email, created_at``), but the ``exclude`` ids."""
+        skipped = sorted(set(exclude))
+        stmt = sa.select(leads.c.id, leads.c.phone, leads.c.email, leads.c.created_at).where(
+            leads.c.created_date >= since, leads.c.id.not_in(skipped)
+        )
+        with self.ensure_tenant(tenant).connect() as conn:
+            rows = conn.execution_options(**tenant_options(tenant)).execute(stmt).all()
+        return pd.DataFrame.from_records(rows, columns=["id", "phone", "email", "created_at"])
+
     def calls_this_month(self, tenant: Tenant, today: dt.date) -> int:
         """SmartMoving calls recorded since the first of ``today``'s month (tenant time)."""
         start = dt.datetime.combine(today.replace(day=1), dt.time(), tzinfo=tenant.tz)
@@ -137,7 +156,7 @@ class PostgresResource(dg.ConfigurableResource):
         with self.ensure_tenant(tenant).begin() as conn:
             conn = conn.execution_options(**tenant_options(tenant))
             for table in RAW_TABLES:
-                deleted[table.name] = conn.execute(table.delete().where(table.c.service_date < cutoff)).rowcount
+                deleted[table.name] = conn.execute(table.delete().where(table.c[date_column(table)] < cutoff)).rowcount
             deleted[sync_runs.name] = conn.execute(
                 sync_runs.delete().where(sync_runs.c.finished_at < cutoff_at)
             ).rowcount

@@ -214,6 +214,83 @@ locations = sa.Table(
     sa.Column("updated_at", _TS, nullable=False, server_default=_now()),
 )
 
+raw_leads = sa.Table(
+    "raw_leads",
+    metadata,
+    # The lead's creation date in the tenant's timezone: the partition it belongs to.
+    sa.Column("created_date", sa.Date, primary_key=True),
+    sa.Column("lead_id", sa.Text, primary_key=True),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("fetched_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+)
+
+#: New SmartMoving leads for the CRM's sales follow-up; merged by id with audit, like journeys.
+leads = sa.Table(
+    "leads",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    # NULL when the lead names no branch (or one the tenants file does not map: flagged).
+    sa.Column("location_id", sa.Text, nullable=True),
+    sa.Column("created_date", sa.Date, nullable=False),
+    sa.Column("created_at", _TS, nullable=True),
+    sa.Column("name", sa.Text, nullable=True),
+    sa.Column("phone", sa.Text, nullable=True),
+    sa.Column("phone_type", sa.Text, nullable=True),
+    sa.Column("email", sa.Text, nullable=True),
+    sa.Column("source", sa.Text, nullable=True),
+    sa.Column("move_date", sa.Date, nullable=True),
+    sa.Column("move_size", sa.Text, nullable=True),
+    sa.Column("status", sa.Text, nullable=True),
+    sa.Column("smartmoving_status", sa.Integer, nullable=True),
+    sa.Column("converted_opportunity_id", sa.Text, nullable=True),
+    # An earlier lead (last 30 days) with the same phone or email: the same household enquiring again.
+    sa.Column("probable_duplicate_of", sa.Text, nullable=True),
+    sa.Column("branch_name", sa.Text, nullable=True),
+    sa.Column("smartmoving_lead_id", sa.Text, nullable=False),
+    sa.Column("raw_payload", JSONB, nullable=False),
+    sa.Column("dq_flags", JSONB, nullable=False),
+    sa.Column("source_fetched_at", _TS, nullable=False),
+    sa.Column("synced_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Index("ix_leads_created_date_location_id", "created_date", "location_id"),
+)
+
+leads_quarantine = sa.Table(
+    "leads_quarantine",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, nullable=False),
+    sa.Column("location_id", sa.Text, nullable=True),
+    sa.Column("created_date", sa.Date, nullable=True),
+    sa.Column("smartmoving_lead_id", sa.Text, nullable=False),
+    sa.Column("branch_name", sa.Text, nullable=True),
+    sa.Column("reasons", JSONB, nullable=False),
+    sa.Column("record", JSONB, nullable=False),
+    sa.Column("raw_payload", JSONB, nullable=False),
+    sa.Column("first_seen_at", _TS, nullable=False),
+    sa.Column("last_seen_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Index("ix_leads_quarantine_created_date", "created_date"),
+)
+
+lead_audit = sa.Table(
+    "lead_audit",
+    metadata,
+    sa.Column("audit_id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("lead_id", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("changed_columns", ARRAY(sa.Text), nullable=False),
+    sa.Column("before", JSONB, nullable=True),
+    sa.Column("after", JSONB, nullable=True),
+    sa.Column("run_id", sa.Text, nullable=False),
+    sa.Column("partition_key", sa.Text, nullable=True),
+    sa.Column("at", _TS, nullable=False, server_default=_now()),
+    sa.CheckConstraint("action IN ('insert', 'update', 'delete')", name="ck_lead_audit_action"),
+    sa.Index("ix_lead_audit_lead_id", "lead_id"),
+)
+
 #: ``/opportunities/{id}/jobs`` of tomorrow's booked work: start and end times (the arrival window).
 raw_job_timelines = sa.Table(
     "raw_job_timelines",
@@ -256,13 +333,23 @@ ASSET_TABLES: dict[str, sa.Table] = {
     "journeys": journeys,
     "smartmoving_branches": raw_branches,
     "smartmoving_arrival_windows": raw_job_timelines,
+    "smartmoving_leads": raw_leads,
+    "leads": leads,
 }
 
 #: Tables with one row per source record and date; pruned by retention, never merged.
-RAW_TABLES: tuple[sa.Table, ...] = (raw_customers, raw_opportunities, raw_jobs, raw_job_timelines)
+RAW_TABLES: tuple[sa.Table, ...] = (raw_customers, raw_opportunities, raw_jobs, raw_job_timelines, raw_leads)
 
 #: Journey-level tables the CRM filters by branch (row-level security applies to these).
-BRANCH_SCOPED_TABLES: tuple[sa.Table, ...] = (journeys, journeys_quarantine)
+BRANCH_SCOPED_TABLES: tuple[sa.Table, ...] = (journeys, journeys_quarantine, leads, leads_quarantine)
+
+#: Date-partitioned tables whose partition date is not ``service_date`` (leads: their creation date).
+_PARTITION_DATE_COLUMNS = {t.name: "created_date" for t in (raw_leads, leads, leads_quarantine)}
+
+
+def date_column(table: sa.Table) -> str:
+    """The column a daily partition key selects in ``table``."""
+    return _PARTITION_DATE_COLUMNS.get(table.name, "service_date")
 
 
 def tenant_options(tenant: Tenant) -> dict[str, object]:

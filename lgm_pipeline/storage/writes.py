@@ -23,11 +23,15 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 
-from lgm_pipeline.storage.access import quote_ident
+from lgm_pipeline.storage.access import quote_ident, quote_literal
 from lgm_pipeline.storage.tables import (
+    date_column,
     journey_audit,
     journeys,
     journeys_quarantine,
+    lead_audit,
+    leads,
+    leads_quarantine,
     raw_customers,
     raw_jobs,
     raw_opportunities,
@@ -92,6 +96,31 @@ class WriteResult:
     updated: int
     deleted: int
     quarantined: int
+
+
+@dataclass(frozen=True)
+class MergeSpec:
+    """A table merged by ``id`` with an audit trail and a quarantine, rather than replaced."""
+
+    table: sa.Table
+    quarantine: sa.Table
+    audit: sa.Table
+    audit_key: str  # the audit table's column naming the merged row
+    #: Stage values that may insert a row; any other row only updates one that exists (None: all).
+    insertable: Mapping[str, frozenset[str]] | None = None
+
+
+MERGED: dict[str, MergeSpec] = {
+    journeys.name: MergeSpec(
+        journeys,
+        journeys_quarantine,
+        journey_audit,
+        "journey_id",
+        # Only booked work becomes a journey: a lead or a job first seen cancelled never does.
+        {"status": frozenset(str(s) for s in JOURNEY_CREATING_STAGES)},
+    ),
+    leads.name: MergeSpec(leads, leads_quarantine, lead_audit, "lead_id"),
+}
 
 
 # --- DataFrame -> COPY rows ----------------------------------------------------------------
@@ -201,7 +230,7 @@ def _copy_rows(
 
 def _stage_columns(table: sa.Table) -> list[sa.Column[Any]]:
     columns = [sa.Column(c.name, c.type) for c in table.columns]
-    if table is journeys:
+    if table.name in MERGED:
         columns.append(sa.Column(QUARANTINE_REASONS, JSONB))
     return columns
 
@@ -228,11 +257,11 @@ def _stage(conn: Connection, table: sa.Table, df: pd.DataFrame, constants: Mappi
                 copy.write_row(row)
     # The merge probes the stage by id; with the index a misestimate (e.g. a target table just
     # loaded and not yet analyzed) costs index lookups instead of a quadratic nested loop.
-    if table is journeys:
+    if table.name in MERGED:
         conn.exec_driver_sql(f"CREATE INDEX ON {stage} (id)")
     # Temp tables are never auto-analyzed; without statistics the merge joins plan blind. Only the
     # columns the merge filters and joins on: sampling the JSONB columns cost 0.5 s per 100k rows.
-    keys = ["id", "service_date", "location_id"] + ([QUARANTINE_REASONS] if table is journeys else [])
+    keys = ["id", date_column(table), "location_id"] + ([QUARANTINE_REASONS] if table.name in MERGED else [])
     analyzed = [quote_ident(conn, c) for c in keys if any(c == column.name for column in columns)]
     conn.exec_driver_sql(f"ANALYZE {stage} ({', '.join(analyzed)})" if analyzed else f"ANALYZE {stage}")
     return stage
@@ -246,18 +275,27 @@ def _qualified(conn: Connection, tenant: Tenant, table: sa.Table) -> str:
 
 
 def _scope_sql(
-    scope: PartitionScope, alias: str, *, null_location_included: bool = False, nulls_included: bool = False
+    scope: PartitionScope,
+    alias: str,
+    *,
+    date: str = "service_date",
+    null_location_included: bool = False,
+    nulls_included: bool = False,
 ) -> str:
     """Predicate selecting the scope's rows (``:service_date``/``:location_id`` bound).
 
+    ``date``: the table's partition date column (:func:`tables.date_column`).
     ``null_location_included``: rows of unknown branches belong to every branch of the date.
     ``nulls_included``: a NULL date or branch does not put a row outside the scope.
     """
     parts = ["TRUE"]
-    for column, param in (("service_date", scope.service_date), ("location_id", scope.location_id)):
-        if param is None:
+    for column, param, value in (
+        (date, "service_date", scope.service_date),
+        ("location_id", "location_id", scope.location_id),
+    ):
+        if value is None:
             continue
-        test = f"{alias}.{column} = :{column}"
+        test = f"{alias}.{column} = :{param}"
         if nulls_included or (null_location_included and column == "location_id"):
             test = f"({test} OR {alias}.{column} IS NULL)"
         parts.append(test)
@@ -312,16 +350,17 @@ def _record_sync_run(
 # --- raw tables: replace the partition ---------------------------------------------------
 
 
-def _delete_scope(conn: Connection, target: str, scope: PartitionScope) -> int:
+def _delete_scope(conn: Connection, target: str, scope: PartitionScope, date: str) -> int:
     return conn.execute(
-        sa.text(f"DELETE FROM {target} t WHERE {_scope_sql(scope, 't')}"), _scope_params(scope)
+        sa.text(f"DELETE FROM {target} t WHERE {_scope_sql(scope, 't', date=date)}"), _scope_params(scope)
     ).rowcount
 
 
 def _insert_from_stage(conn: Connection, target: str, stage: str, table: sa.Table, scope: PartitionScope) -> int:
     columns = ", ".join(quote_ident(conn, c.name) for c in table.columns)
+    where = _scope_sql(scope, "s", date=date_column(table))
     return conn.execute(
-        sa.text(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} s WHERE {_scope_sql(scope, 's')}"),
+        sa.text(f"INSERT INTO {target} ({columns}) SELECT {columns} FROM {stage} s WHERE {where}"),
         _scope_params(scope),
     ).rowcount
 
@@ -351,10 +390,9 @@ def _replace_partitions(
 ) -> list[WriteResult]:
     """Replace each scope's rows by the staged rows of that scope; a staged row in none is an error."""
     dates = [scope.service_date for scope in scopes]
+    date = date_column(table)
     if None not in dates:
-        outside = _count(
-            conn, f"SELECT count(*) FROM {stage} s WHERE NOT (s.service_date = ANY(:dates))", {"dates": dates}
-        )
+        outside = _count(conn, f"SELECT count(*) FROM {stage} s WHERE NOT (s.{date} = ANY(:dates))", {"dates": dates})
         if outside:
             keys = ", ".join(str(scope.key) for scope in scopes)
             raise FrameError(f"{outside} row(s) of the {table.name} frame lie outside partition(s) {keys}")
@@ -364,11 +402,13 @@ def _replace_partitions(
     new_date = False
     for scope in sorted(scopes, key=lambda s: str(s.service_date)):  # one lock order: no deadlock
         _lock_partition(conn, tenant, table, scope)
-        deleted = _delete_scope(conn, target, scope)
+        deleted = _delete_scope(conn, target, scope, date)
         inserted = _insert_from_stage(conn, target, stage, table, scope)
         total_inserted += inserted
         new_date = new_date or (scope.service_date is not None and inserted > 0 and deleted == 0)
-        rows = _count(conn, f"SELECT count(*) FROM {stage} s WHERE {_scope_sql(scope, 's')}", _scope_params(scope))
+        rows = _count(
+            conn, f"SELECT count(*) FROM {stage} s WHERE {_scope_sql(scope, 's', date=date)}", _scope_params(scope)
+        )
         results.append(WriteResult(table.name, rows, inserted=inserted, updated=0, deleted=deleted, quarantined=0))
     _analyze_if_unknown(conn, target, table, total_inserted, new_date)
     return results
@@ -382,25 +422,26 @@ def _image(row_json: str, columns: str) -> str:
     return f"(SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each({row_json}) e WHERE e.key = ANY({columns}))"
 
 
-def _merge_journeys(
-    conn: Connection, tenant: Tenant, stage: str, scope: PartitionScope, rows: int, run_id: str
+def _merge(
+    conn: Connection, tenant: Tenant, spec: MergeSpec, stage: str, scope: PartitionScope, rows: int, run_id: str
 ) -> WriteResult:
     q = lambda name: quote_ident(conn, name)  # noqa: E731
-    target = _qualified(conn, tenant, journeys)
-    quarantine = _qualified(conn, tenant, journeys_quarantine)
-    audit = _qualified(conn, tenant, journey_audit)
+    target = _qualified(conn, tenant, spec.table)
+    quarantine = _qualified(conn, tenant, spec.quarantine)
+    audit = _qualified(conn, tenant, spec.audit)
+    date = date_column(spec.table)
     params = {**_scope_params(scope), "run_id": run_id, "partition_key": scope.key}
 
     problems = conn.execute(
         sa.text(
             f"""
             SELECT
-              count(*) FILTER (WHERE s.{q(QUARANTINE_REASONS)} IS NULL AND NOT ({_scope_sql(scope, "s")})),
+              count(*) FILTER (WHERE s.{q(QUARANTINE_REASONS)} IS NULL AND NOT ({_scope_sql(scope, "s", date=date)})),
               count(*) FILTER (WHERE s.{q(QUARANTINE_REASONS)} IS NOT NULL
                                AND (jsonb_typeof(s.{q(QUARANTINE_REASONS)}) <> 'array'
                                     OR jsonb_array_length(s.{q(QUARANTINE_REASONS)}) = 0)),
               count(*) FILTER (WHERE s.{q(QUARANTINE_REASONS)} IS NOT NULL
-                               AND NOT ({_scope_sql(scope, "s", nulls_included=True)}))
+                               AND NOT ({_scope_sql(scope, "s", date=date, nulls_included=True)}))
             FROM {stage} s
             """
         ),
@@ -408,7 +449,7 @@ def _merge_journeys(
     ).one()
     if any(problems):
         raise FrameError(
-            f"journeys frame for partition {scope.key}: {problems[0]} valid row(s) outside the partition, "
+            f"{spec.table.name} frame for partition {scope.key}: {problems[0]} valid row(s) outside the partition, "
             f"{problems[1]} quarantine_reasons not a non-empty list, "
             f"{problems[2]} quarantined row(s) of another date or branch"
         )
@@ -416,9 +457,9 @@ def _merge_journeys(
     # One journeys writer per tenant at a time, not per partition: a merge also moves rows of other
     # partitions (a job rescheduled or re-branched), and a concurrent merge of the partition the row
     # left could otherwise delete it after this one moved it. Merges take well under a second.
-    _lock_partition(conn, tenant, journeys, PartitionScope())
+    _lock_partition(conn, tenant, spec.table, PartitionScope())
     valid = f"s.{q(QUARANTINE_REASONS)} IS NULL"
-    audit_columns = "journey_id, action, changed_columns, before, after, run_id, partition_key"
+    audit_columns = f"{q(spec.audit_key)}, action, changed_columns, before, after, run_id, partition_key"
     excluded_from_image = "ARRAY[" + ", ".join(f"'{c}'" for c in sorted(AUDIT_IMAGE_EXCLUDED)) + "]"
 
     # Rows of this partition no longer in it (deleted or moved elsewhere in SmartMoving), and
@@ -432,7 +473,7 @@ def _merge_journeys(
                 -- A UNION, not an OR: each side plans as a (spillable) join; an OR of the two
                 -- turns the anti-join into a per-row subplan, quadratic on large partitions.
                 SELECT p.id FROM {target} p
-                WHERE {_scope_sql(scope, "p")}
+                WHERE {_scope_sql(scope, "p", date=date)}
                   AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = p.id AND {valid})
                 UNION ALL
                 SELECT s.id FROM {stage} s WHERE NOT ({valid})
@@ -447,14 +488,14 @@ def _merge_journeys(
         params,
     ).rowcount
 
-    columns = [c.name for c in journeys.columns]
+    columns = [c.name for c in spec.table.columns]
     compared = [c for c in columns if c not in VOLATILE_JOURNEY_COLUMNS]
     column_list = ", ".join(q(c) for c in columns)
 
     differs = "({}) IS DISTINCT FROM ({})".format(
         ", ".join(f"j.{q(c)}" for c in compared), ", ".join(f"s.{q(c)}" for c in compared)
     )
-    changed_ids = f"pg_temp.{q('lgm_changed_journeys')}"
+    changed_ids = f"pg_temp.{q('lgm_changed_' + spec.table.name)}"
 
     changed = "array_remove(ARRAY[{}], NULL)".format(
         ", ".join(f"CASE WHEN j.{q(c)} IS DISTINCT FROM old.{q(c)} THEN '{c}' END" for c in compared)
@@ -502,16 +543,19 @@ def _merge_journeys(
     # bookkeeping columns (source_fetched_at, synced_at; the audit row's run and time stand for
     # them) and raw_payload (kept per fetch in raw_jobs). Building a jsonb image per inserted row
     # was the costliest part of a first load (about 2.7 s of 100k rows).
-    # Only booked work becomes a journey: a row whose status does not create one (a lead, a job
-    # first seen cancelled) only ever updates a journey that exists.
-    creating = ", ".join(f"'{stage}'" for stage in sorted(JOURNEY_CREATING_STAGES))
+    # A row the spec does not let in (for journeys: a lead, a job first seen cancelled) only ever
+    # updates a row that exists.
+    insertable = "".join(
+        f" AND s.{q(column)} IN ({', '.join(quote_literal(conn, v) for v in sorted(values))})"
+        for column, values in (spec.insertable or {}).items()
+    )
     inserted = conn.execute(
         sa.text(
             f"""
             WITH added AS (
               INSERT INTO {target} ({column_list})
               SELECT {column_list} FROM {stage} s
-              WHERE {valid} AND s.status IN ({creating})
+              WHERE {valid}{insertable}
                 AND NOT EXISTS (SELECT 1 FROM {target} t WHERE t.id = s.id)
               RETURNING id
             )
@@ -533,35 +577,35 @@ def _merge_journeys(
         sa.text(
             f"""
             DELETE FROM {quarantine} qr
-            WHERE {_scope_sql(scope, "qr", null_location_included=True)}
+            WHERE {_scope_sql(scope, "qr", date=date, null_location_included=True)}
               AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = qr.id AND NOT ({valid}))
             """
         ),
         params,
     )
+    special = {
+        "reasons": f"s.{q(QUARANTINE_REASONS)}",
+        "record": f"to_jsonb(s) - ARRAY['{QUARANTINE_REASONS}', 'raw_payload']",
+        "first_seen_at": "now()",
+        "last_seen_at": "now()",
+        "client_id": "coalesce(s.client_id, :client_id)",
+        date: f"coalesce(s.{q(date)}, CAST(:service_date AS date))",
+    }
+    held = [c.name for c in spec.quarantine.columns]
+    values = ", ".join(special.get(c, f"s.{q(c)}") for c in held)
+    updates = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in held if c not in ("id", "first_seen_at"))
     quarantined = conn.execute(
         sa.text(
             f"""
-            INSERT INTO {quarantine} AS qr (id, client_id, location_id, service_date, smartmoving_job_id,
-                job_number, branch_name, reasons, record, raw_payload, first_seen_at, last_seen_at, run_id)
-            SELECT s.id, coalesce(s.client_id, :client_id), s.location_id,
-                   coalesce(s.service_date, CAST(:service_date AS date)), s.smartmoving_job_id,
-                   s.job_number, s.branch_name, s.{q(QUARANTINE_REASONS)},
-                   to_jsonb(s) - ARRAY['{QUARANTINE_REASONS}', 'raw_payload'], s.raw_payload,
-                   now(), now(), s.run_id
-            FROM {stage} s WHERE NOT ({valid})
-            ON CONFLICT (id) DO UPDATE SET
-              client_id = EXCLUDED.client_id, location_id = EXCLUDED.location_id,
-              service_date = EXCLUDED.service_date, smartmoving_job_id = EXCLUDED.smartmoving_job_id,
-              job_number = EXCLUDED.job_number, branch_name = EXCLUDED.branch_name,
-              reasons = EXCLUDED.reasons, record = EXCLUDED.record, raw_payload = EXCLUDED.raw_payload,
-              last_seen_at = EXCLUDED.last_seen_at, run_id = EXCLUDED.run_id
+            INSERT INTO {quarantine} AS qr ({", ".join(q(c) for c in held)})
+            SELECT {values} FROM {stage} s WHERE NOT ({valid})
+            ON CONFLICT (id) DO UPDATE SET {updates}
             """
         ),
         {**params, "client_id": tenant.client_id},
     ).rowcount
     return WriteResult(
-        journeys.name, rows, inserted=inserted, updated=updated, deleted=deleted, quarantined=quarantined
+        spec.table.name, rows, inserted=inserted, updated=updated, deleted=deleted, quarantined=quarantined
     )
 
 
@@ -590,24 +634,38 @@ def write_frame(
     scopes = [scope] if isinstance(scope, PartitionScope) else list(scope)
     if not scopes:
         raise FrameError(f"frame for {table.name}: no partition to write")
-    if table is journeys and len(scopes) != 1:
-        raise FrameError("journeys frame: one date x branch partition per write")
+    spec = MERGED.get(table.name)
+    if spec is not None and len(scopes) > 1 and any(scope.location_id is not None for scope in scopes):
+        raise FrameError(f"{table.name} frame: one date x branch partition per write")
     constants: dict[str, Any] = {"run_id": run_id}
     only = scopes[0] if len(scopes) == 1 else PartitionScope()
-    if only.service_date is not None and "service_date" not in df.columns:
-        constants["service_date"] = only.service_date
+    date = date_column(table)
+    if only.service_date is not None and date in table.columns and date not in df.columns:
+        constants[date] = only.service_date
     if only.location_id is not None and "location_id" in table.columns and "location_id" not in df.columns:
         constants["location_id"] = only.location_id
     _check_frame_columns(df, table, constants)
-    if table is journeys and (df["id"].isna().any() or df["id"].duplicated().any()):
-        raise FrameError("journeys frame: id must be present and unique")
+    if spec is not None and (df["id"].isna().any() or df["id"].duplicated().any()):
+        raise FrameError(f"{table.name} frame: id must be present and unique")
+
+    if spec is not None and len(scopes) > 1:
+        outside = ~df[date].isin([scope.service_date for scope in scopes])
+        if outside.any():
+            raise FrameError(f"{int(outside.sum())} row(s) of the {table.name} frame lie outside the partitions")
 
     started_at = dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
-        stage = _stage(conn, table, df, constants)
-        if table is journeys:
-            results = [_merge_journeys(conn, tenant, stage, scopes[0], len(df), run_id)]
+        if spec is not None:
+            # A merged table's range (leads of yesterday and today) merges date by date, all in this
+            # transaction: each date's rows are staged and merged as a single-date write would be.
+            results = []
+            for scope in scopes:
+                part = df if len(scopes) == 1 else df[df[date] == scope.service_date]
+                stage = _stage(conn, table, part, constants)
+                results.append(_merge(conn, tenant, spec, stage, scope, len(part), run_id))
+                conn.exec_driver_sql(f"DROP TABLE {stage}, pg_temp.{quote_ident(conn, 'lgm_changed_' + table.name)}")
         else:
+            stage = _stage(conn, table, df, constants)
             results = _replace_partitions(conn, tenant, table, stage, scopes)
         for index, (part, result) in enumerate(zip(scopes, results, strict=True)):
             _record_sync_run(
@@ -681,7 +739,7 @@ def read_frame(
         for scope in scopes:
             parts = [sa.true()]
             if scope.service_date is not None:
-                parts.append(table.c.service_date == scope.service_date)
+                parts.append(table.c[date_column(table)] == scope.service_date)
             if scope.location_id is not None:
                 parts.append(table.c.location_id == scope.location_id)
             conditions.append(sa.and_(*parts))

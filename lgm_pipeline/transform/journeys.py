@@ -60,21 +60,21 @@ def is_e164(phone: str | None) -> bool:
     return bool(phone) and phone.startswith("+1")  # type: ignore[union-attr]
 
 
-def _clean_text(value: Any) -> str | None:
+def clean_text(value: Any) -> str | None:
     if value is None:
         return None
     text = str(value).strip()
     return text or None
 
 
-def _clean_name(value: Any) -> str | None:
+def clean_name(value: Any) -> str | None:
     """Repeated and odd whitespace collapsed: "Zoë  O'Brien" and "Zoë O'Brien" are one customer."""
-    text = _clean_text(value)
+    text = clean_text(value)
     return " ".join(text.split()) if text else None
 
 
-def _clean_email(value: Any) -> str | None:
-    text = _clean_text(value)
+def clean_email(value: Any) -> str | None:
+    text = clean_text(value)
     return text.lower() if text else None
 
 
@@ -133,7 +133,7 @@ def _address_roles(addresses: list[str], info: JobTypeInfo | None) -> tuple[str 
     return addresses[0], addresses[-1], addresses[1:-1]
 
 
-def _contact_phone(*sources: Mapping[str, Any]) -> tuple[str | None, str | None]:
+def contact_phone(*sources: Mapping[str, Any]) -> tuple[str | None, str | None]:
     """(phone, its type name): the first E.164 number among the primary and secondary numbers.
 
     Falls back to the primary as sent (the contact rule flags it) when none is usable.
@@ -157,7 +157,7 @@ def _contact_phone(*sources: Mapping[str, Any]) -> tuple[str | None, str | None]
 
 
 def _name_of(value: Any) -> str | None:
-    return _clean_text(value.get("name")) if isinstance(value, dict) else None
+    return clean_text(value.get("name")) if isinstance(value, dict) else None
 
 
 def _quantity(value: Any) -> Decimal | None:
@@ -180,15 +180,15 @@ def _journey_row(
     mapping = STATUS_MAPPING.get(status) if status is not None else None
     job_type = _as_int(job.get("job_type"))
     type_info = job_type_info(job_type, custom_types)
-    branch_name = _clean_text((opportunity.get("branch") or {}).get("name"))
+    branch_name = clean_text((opportunity.get("branch") or {}).get("name"))
     branch = branches.get(branch_name) if branch_name else None
     addresses = [a.strip() for a in job.get("addresses") or [] if isinstance(a, str) and a.strip()]
     pickup, dropoff, stops = _address_roles(addresses, type_info)
     # The customers list is pulled every cycle while opportunity details may come from the cache:
     # contact fields prefer the list, so a rename or a fixed email shows at the next sync.
-    customer_name = _clean_name(customer.get("name")) or _clean_name(opp_customer.get("name"))
-    phone, phone_type = _contact_phone(customer, opp_customer)
-    job_number = _clean_text(job.get("job_number"))
+    customer_name = clean_name(customer.get("name")) or clean_name(opp_customer.get("name"))
+    phone, phone_type = contact_phone(customer, opp_customer)
+    job_number = clean_text(job.get("job_number"))
     move_size = opportunity.get("moveSize") or {}
     totals = opportunity.get("estimatedTotal") if isinstance(opportunity.get("estimatedTotal"), dict) else {}
     opportunity_type = _as_int(opportunity.get("opportunityType"))
@@ -201,7 +201,7 @@ def _journey_row(
         "smartmoving_status": status,
         "smartmoving_status_name": mapping.smartmoving_name if mapping else None,
         "job_number": job_number,
-        "quote_number": _clean_text(opportunity.get("quoteNumber")),
+        "quote_number": clean_text(opportunity.get("quoteNumber")),
         "job_type": job_type,
         "job_type_name": type_info.name if type_info else None,
         "needs_truck": type_info.needs_truck if type_info else None,
@@ -210,7 +210,7 @@ def _journey_row(
         "customer_name": customer_name,
         "customer_phone": phone,
         "customer_phone_type": phone_type,
-        "customer_email": _clean_email(customer.get("emailAddress")) or _clean_email(opp_customer.get("emailAddress")),
+        "customer_email": clean_email(customer.get("emailAddress")) or clean_email(opp_customer.get("emailAddress")),
         "pickup_address": pickup,
         "dropoff_address": dropoff,
         "stop_addresses": stops,
@@ -221,7 +221,7 @@ def _journey_row(
         "opportunity_tax": as_money(totals.get("tax")),
         "opportunity_total": as_money(totals.get("finalTotal")),
         "currency": tenant.currency,
-        "move_size": _clean_text(move_size.get("name")) if isinstance(move_size, dict) else None,
+        "move_size": clean_text(move_size.get("name")) if isinstance(move_size, dict) else None,
         "volume": _quantity(opportunity.get("volume"))
         or (_quantity(move_size.get("volume")) if isinstance(move_size, dict) else None),
         "weight": _quantity(opportunity.get("weight")),

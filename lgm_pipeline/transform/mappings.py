@@ -174,3 +174,12 @@ PHONE_TYPE_NAMES: dict[int, str] = {
     PhoneType.OFFICE: "Office",
     PhoneType.OTHER: "Other",
 }
+
+
+#: SmartMoving lead status -> the CRM's lead stage; a lead naming an opportunity is CONVERTED whatever its status.
+LEAD_STATUS_NAMES: dict[int, str] = {
+    0: "NEW",
+    1: "IN_PROGRESS",
+    50: "BAD_LEAD",
+}
+LEAD_CONVERTED = "CONVERTED"
