@@ -21,6 +21,7 @@ class TenantStatus:
     branches: list[dict[str, Any]]
     api_calls_today: int
     projected_monthly_calls: int
+    leads: dict[str, int] | None = None  # today, recent (leads_recent), quarantined
 
 
 def tenant_status(tenant: Tenant, postgres: PostgresResource | None = None) -> TenantStatus:
@@ -37,10 +38,11 @@ def tenant_status(tenant: Tenant, postgres: PostgresResource | None = None) -> T
             )
             .scalar_one()
         )
+    leads = postgres.lead_counts(tenant)
     now = dt.datetime.now(dt.UTC)
     elapsed_share = max((now - day_start).total_seconds() / 86400, 1 / CYCLES_PER_DAY)
     projected = int(calls_today / elapsed_share * 30) if calls_today else 0
-    return TenantStatus(tenant, rows, int(calls_today), projected)
+    return TenantStatus(tenant, rows, int(calls_today), projected, leads)
 
 
 def format_status(status: TenantStatus) -> str:
@@ -62,6 +64,11 @@ def format_status(status: TenantStatus) -> str:
                 f"{row['rows_written']:>6}{row['inserted']:>5}{row['updated']:>5}{row['deleted']:>5}"
                 f"{row['quarantined']:>6}  {state}"
             )
+    if status.leads is not None:
+        lines.append(
+            f"  leads: {status.leads['today']} created today, {status.leads['recent']} open in leads_recent "
+            f"(last 7 days, not converted), {status.leads['quarantined']} quarantined"
+        )
     lines.append(
         f"  API calls today {status.api_calls_today}; projected this month {status.projected_monthly_calls} "
         f"of {quota} ({status.projected_monthly_calls / quota:.0%} of quota)"

@@ -19,12 +19,14 @@ from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.engine import Engine
 
 from lgm_pipeline.storage import database
+from lgm_pipeline.storage.access import quote_ident
 from lgm_pipeline.storage.migrations import migrate
 from lgm_pipeline.storage.tables import (
     RAW_TABLES,
     date_column,
     journeys,
     leads,
+    leads_quarantine,
     raw_opportunities,
     sync_runs,
     tenant_options,
@@ -135,6 +137,19 @@ class PostgresResource(dg.ConfigurableResource):
         with self.ensure_tenant(tenant).connect() as conn:
             rows = conn.execution_options(**tenant_options(tenant)).execute(stmt).all()
         return pd.DataFrame.from_records(rows, columns=["id", "phone", "email", "created_at"])
+
+    def lead_counts(self, tenant: Tenant) -> dict[str, int]:
+        """Leads created today (tenant time), open in ``leads_recent``, and held in quarantine."""
+        today = sa.select(sa.func.count()).select_from(leads).where(leads.c.created_date == tenant.today())
+        held = sa.select(sa.func.count()).select_from(leads_quarantine)
+        with self.ensure_tenant(tenant).connect() as conn:
+            scoped = conn.execution_options(**tenant_options(tenant))
+            recent = f"{quote_ident(conn, tenant.schema)}.{quote_ident(conn, 'leads_recent')}"
+            return {
+                "today": int(scoped.execute(today).scalar_one()),
+                "recent": int(conn.exec_driver_sql(f"SELECT count(*) FROM {recent}").scalar_one()),
+                "quarantined": int(scoped.execute(held).scalar_one()),
+            }
 
     def calls_this_month(self, tenant: Tenant, today: dt.date) -> int:
         """SmartMoving calls recorded since the first of ``today``'s month (tenant time)."""
