@@ -254,6 +254,28 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
             world.evolve()
         return _page(world, (first, last, include), page, size, state.faults)
 
+    async def leads(request: Request, params: dict[str, str]) -> Response:
+        page = _int_param(params, "Page", 1) or 0
+        size = _int_param(params, "PageSize", DEFAULT_PAGE_SIZE) or 0
+        if page < 1:
+            raise BadRequest("Page must be 1 or greater.")
+        if size < 1:
+            raise BadRequest("PageSize must be 1 or greater.")
+        size = min(size, config.max_page_size)
+        first, last = _date_param(params, "From"), _date_param(params, "To")
+        bounds = [d for d in (first, last) if d is not None]
+        if bounds:
+            lo, hi = from_int_date(bounds[0]), from_int_date(bounds[-1])
+            if (hi - lo).days > MAX_DATE_SPAN_DAYS:
+                raise BadRequest(f"The date range may not exceed {MAX_DATE_SPAN_DAYS} days.")
+            if lo <= hi:
+                world.ensure_lead_dates(lo, hi)
+        total, rows = world.list_leads(first, last, offset=(page - 1) * size, limit=size)
+        return JSONResponse(_envelope(page, size, total, rows))
+
+    async def lead(request: Request, params: dict[str, str]) -> Response:
+        return JSONResponse(world.lead_detail(request.path_params["id"]))
+
     async def opportunity(request: Request, params: dict[str, str]) -> Response:
         return JSONResponse(world.opportunity_detail(request.path_params["id"]))
 
@@ -272,12 +294,31 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
         Route("/v1/api/opportunities/{id}", api("opportunity", opportunity)),
         Route("/v1/api/opportunities/{id}/jobs", api("opportunity_jobs", opportunity_jobs)),
         Route("/v1/api/branches", api("branches", branches)),
+        Route("/v1/api/leads", api("leads", leads)),
+        Route("/v1/api/leads/{id}", api("lead", lead)),
         Route("/v1/api/{rest:path}", api("", unknown)),
         *_admin_routes(state),
     ]
     app = Starlette(routes=routes)
     app.state.api = state
     return app
+
+
+def _envelope(
+    page: int, size: int, total: int, rows: list[dict[str, Any]], total_pages: int | None = None
+) -> dict[str, Any]:
+    """SmartMoving's paging envelope."""
+    pages = math.ceil(total / size) if total_pages is None else total_pages
+    return {
+        "pageNumber": page,
+        "pageSize": size,
+        "lastPage": page >= pages,
+        "totalPages": pages,
+        "totalResults": total,
+        "totalThisPage": len(rows),
+        # The live API answers null rather than [] when nothing matches.
+        "pageResults": rows if total else None,
+    }
 
 
 def _page(
@@ -295,16 +336,7 @@ def _page(
     if page in faults.incomplete_pages:
         for row in page_rows:
             row.pop("id", None)
-    body = {
-        "pageNumber": page,
-        "pageSize": size,
-        "lastPage": page >= total_pages,
-        "totalPages": total_pages,
-        "totalResults": total,
-        "totalThisPage": len(page_rows),
-        # The live API answers null rather than [] when nothing matches.
-        "pageResults": page_rows if total else None,
-    }
+    body = _envelope(page, size, total, page_rows, total_pages)
     if page in faults.malformed_pages:
         text = json.dumps(body, ensure_ascii=False)
         return Response(text[: len(text) // 2], media_type="application/json")
@@ -366,6 +398,16 @@ def _admin_routes(state: ApiState) -> list[Route]:
         extra = {"status": int(body["status"])} if body.get("status") is not None else {}
         return world.add_booking(day(body["service_date"]), body.get("branch_name"), **extra)
 
+    def convert_lead(body: dict[str, Any]) -> dict[str, Any]:
+        return {"opportunity_id": world.convert_lead(str(body["lead_id"]))}
+
+    def patch_lead(body: dict[str, Any]) -> dict[str, Any]:
+        fields = body.get("fields") or {}
+        if not isinstance(fields, dict):
+            raise ValueError("fields must be a JSON object")
+        world.patch_lead(str(body["lead_id"]), fields)
+        return {"patched": body["lead_id"]}
+
     def patch(body: dict[str, Any]) -> dict[str, Any]:
         world.patch(
             str(body["opportunity_id"]),
@@ -406,6 +448,8 @@ def _admin_routes(state: ApiState) -> list[Route]:
         Route("/_admin/rename", admin(rename), methods=["POST"]),
         Route("/_admin/add", admin(add), methods=["POST"]),
         Route("/_admin/patch", admin(patch), methods=["POST"]),
+        Route("/_admin/convert-lead", admin(convert_lead), methods=["POST"]),
+        Route("/_admin/patch-lead", admin(patch_lead), methods=["POST"]),
         Route("/_admin/opportunities", admin(opportunities), methods=["GET"]),
         Route("/_admin/close-day", admin(close_day), methods=["POST"]),
         Route("/_admin/date-filter", date_filter, methods=["GET", "POST"]),

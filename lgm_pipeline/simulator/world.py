@@ -82,6 +82,9 @@ _SINGLE_ADDRESS_TYPES = frozenset(
 # Job fields served only by /opportunities/{id}/jobs, not inside opportunity details.
 TIMELINE_FIELDS = ("startTimeUtc", "endTimeUtc", "completedAtUtc", "confirmedAtUtc", "closedAtUtc")
 _UNKNOWN_BRANCH_SHARE = 0.01
+_LEADS_PER_CUSTOMER = 0.4  # new enquiries a day per customer served a day
+_REPEAT_LEAD_SHARE = 0.05
+_LEAD_STATUS_WEIGHTS = {0: 80, 1: 17, 50: 3}
 # Rarer oddities seen in the live account. Each draws from its own Random keyed by the record's id,
 # never from the day's generator, so adding one leaves every other generated record as it was.
 _TBD_SHARE = 0.02  # a storage delivery booked with its date still to be decided (jobDate null)
@@ -170,6 +173,10 @@ class World:
         reps = random.Random(f"reps:{self.config.seed}")
         self._reps = [{"id": _uuid(reps), "name": name} for name in SALES_REPS]
         self._branches = self._make_branches()
+        # Leads, by the UTC date of their creation (the API's From/To filter reads that date).
+        self.leads: dict[str, Record] = {}
+        self._leads_by_date: dict[int, list[str]] = {}
+        self._lead_days: set[int] = set()
 
     @staticmethod
     def _weigh_branches(names: list[str]) -> list[float]:
@@ -760,6 +767,109 @@ class World:
     def _closes(self, opp_id: str, today: int) -> bool:
         return random.Random(f"close:{self.config.seed}:{opp_id}:{today}").random() < _CLOSE_SHARE
 
+    # ---- leads --------------------------------------------------------------------------------
+
+    def ensure_lead_dates(self, first: dt.date, last: dt.date) -> None:
+        with self._lock:
+            day = first
+            while day <= last:
+                if day.toordinal() not in self._lead_days:
+                    self._generate_leads(day)
+                day += dt.timedelta(days=1)
+
+    def _generate_leads(self, day: dt.date) -> None:
+        """A day's leads, from their own generator: generating them changes no other record."""
+        self._lead_days.add(day.toordinal())
+        rng = random.Random(f"leads:{self.config.seed}:{day.toordinal()}")
+        count = round(self.config.customers_per_day * _LEADS_PER_CUSTOMER * rng.uniform(0.95, 1.05))
+        earlier = list(self.leads.values())[-200:]
+        ids = []
+        for _ in range(count):
+            branch = rng.choices(self.branch_names, weights=self._branch_weights)[0]
+            city = city_for_branch(branch)
+            name = (
+                rng.choice(ODD_NAMES) if rng.random() < 0.04 else f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
+            )
+            created = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(seconds=rng.randint(0, 86399))
+            lead: Record = {
+                "id": _uuid(rng),
+                "createdAtUtc": _iso(created),
+                "name": name,
+                "phoneNumber": self._phone(rng, city) if rng.random() > 0.08 else rng.choice((None, "")),
+                "phoneType": int(PhoneType.MOBILE if rng.random() < 0.8 else rng.choice(list(PhoneType))),
+                "emailAddress": self._email(rng, name) if rng.random() > 0.1 else rng.choice((None, "")),
+                "referralSource": rng.choice(REFERRAL_SOURCES) if rng.random() < 0.9 else None,
+                "branch": {"name": branch} if rng.random() < 0.95 else None,
+                "moveDate": to_int_date(day + dt.timedelta(days=rng.randint(1, 90))) if rng.random() < 0.9 else None,
+                "moveSize": rng.choice(MOVE_SIZES)[0] if rng.random() < 0.85 else None,
+                "originAddress": self._address(rng, city),
+                "destinationAddress": self._address(rng, city) if rng.random() < 0.7 else None,
+                "status": int(_weighted(rng, _LEAD_STATUS_WEIGHTS)),
+                "opportunityId": None,
+                "notes": None,
+            }
+            if earlier and rng.random() < _REPEAT_LEAD_SHARE:
+                # The same household enquiring again within the month.
+                repeat = rng.choice(earlier)
+                key = rng.choice(("phoneNumber", "emailAddress"))
+                lead[key] = repeat[key]
+            self.leads[lead["id"]] = lead
+            earlier.append(lead)
+            ids.append(lead["id"])
+        self._leads_by_date[to_int_date(day)] = ids
+
+    def list_leads(
+        self, first: int | None, last: int | None, offset: int = 0, limit: int | None = None
+    ) -> tuple[int, list[Record]]:
+        """(total, rows[offset:offset+limit]) of the leads created (UTC date) in [first, last]."""
+        with self._lock:
+            lo = first if first is not None else 0
+            hi = last if last is not None else 99_999_999
+            matching = [self.leads[i] for d, ids in sorted(self._leads_by_date.items()) if lo <= d <= hi for i in ids]
+            matching.sort(key=lambda lead: (str(lead.get("createdAtUtc")), lead["id"]))
+            rows = matching[offset : None if limit is None else offset + limit]
+            return len(matching), [copy.deepcopy(r) for r in rows]
+
+    def lead_detail(self, lead_id: str) -> Record:
+        with self._lock:
+            lead = self.leads.get(lead_id)
+            if lead is None:
+                raise NotFound("Lead not found")
+            return copy.deepcopy(lead)
+
+    def lead_ids_on(self, day: dt.date) -> list[str]:
+        """The leads created on ``day`` (UTC date, as the API's filter reads it)."""
+        with self._lock:
+            self.ensure_lead_dates(day, day)
+            return list(self._leads_by_date.get(to_int_date(day), []))
+
+    def convert_lead(self, lead_id: str) -> str:
+        """Sales turns the lead into a booked opportunity; the lead then names it. Returns its id."""
+        with self._lock:
+            lead = self.leads.get(lead_id)
+            if lead is None:
+                raise NotFound("Lead not found")
+            if lead.get("opportunityId"):
+                return str(lead["opportunityId"])
+            created = dt.datetime.fromisoformat(str(lead["createdAtUtc"]).replace("Z", "+00:00")).date()
+            move = lead.get("moveDate")
+            day = from_int_date(move) if isinstance(move, int) else created + dt.timedelta(days=14)
+            branch = lead["branch"]["name"] if isinstance(lead.get("branch"), dict) else None
+            rng = random.Random(f"convert:{self.config.seed}:{lead_id}")
+            self.ensure_dates(day, day)
+            booked = self._book(rng, day, branch if branch in self.branch_names else None, S.BOOKED)
+            lead["opportunityId"] = booked["opportunity_id"]
+            lead["status"] = 1
+            return str(booked["opportunity_id"])
+
+    def patch_lead(self, lead_id: str, fields: dict[str, Any]) -> None:
+        """Shallow-merge raw values, unchecked, so tests can serve hostile lead data."""
+        with self._lock:
+            lead = self.leads.get(lead_id)
+            if lead is None:
+                raise NotFound("Lead not found")
+            lead.update(copy.deepcopy({k: v for k, v in fields.items() if k != "id"}))
+
     def evolve(self, steps: int = 1) -> list[str]:
         """Let time pass: each step mutates ``churn`` x (opportunities) opportunities.
 
@@ -776,7 +886,17 @@ class World:
                 count = min(len(ids), max(1, round(self.config.churn * len(ids))))
                 for opp_id in rng.sample(ids, count):
                     log.append(self._mutate(rng, self.opportunities[opp_id]))
+                log.extend(self._convert_some_leads())
         return log
+
+    def _convert_some_leads(self) -> list[str]:
+        """Some open leads turn into bookings; their own generator leaves the opportunities' mutations as they were."""
+        open_leads = [i for i, lead in self.leads.items() if not lead.get("opportunityId") and lead.get("status") != 50]
+        if not open_leads:
+            return []
+        rng = random.Random(f"lead-evolve:{self.config.seed}:{self.evolution_steps}")
+        count = min(len(open_leads), max(1, round(self.config.churn * len(open_leads))))
+        return [f"convert {i} -> {self.convert_lead(i)}" for i in rng.sample(open_leads, count)]
 
     def _mutate(self, rng: random.Random, opp: Record) -> str:
         kind = rng.choices(("progress", "reschedule", "cancel", "contact", "book"), weights=(40, 15, 10, 20, 15))[0]

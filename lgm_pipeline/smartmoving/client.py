@@ -145,7 +145,10 @@ class SmartMovingClient:
 
     def iter_customer_pages(self, from_date: date, to_date: date) -> Iterator[tuple[int, list[dict]]]:
         """Customers with service dates in [from_date, to_date], one page at a time, until lastPage."""
-        for page, records, _ in self._iter_customer_pages(self._operation("customers"), from_date, to_date):
+        op = self._operation("customers")
+        for page, records, _ in self._iter_pages(
+            op, "customers", "/customers", self._customer_filters(from_date, to_date)
+        ):
             yield page, records
 
     def list_customers(self, from_date: date, to_date: date) -> list[dict]:
@@ -156,37 +159,59 @@ class SmartMovingClient:
         be deleted by the merge, so a pull that received fewer customers than the list's
         ``totalResults`` is done again, and fails (previous data kept) if it is short twice.
         """
+        return self._list_all("customers", "/customers", self._customer_filters(from_date, to_date))
+
+    def list_leads(self, from_date: date, to_date: date) -> list[dict]:
+        """Every lead created in [from_date, to_date] (SmartMoving's creation dates), each id once."""
+        filters = {"From": service_date_param(from_date), "To": service_date_param(to_date)}
+        return self._list_all("leads", "/leads", filters)
+
+    @staticmethod
+    def _customer_filters(from_date: date, to_date: date) -> dict[str, Any]:
+        return {
+            "FromServiceDate": service_date_param(from_date),
+            "ToServiceDate": service_date_param(to_date),
+            "IncludeOpportunityInfo": "true",
+        }
+
+    def _list_all(self, endpoint: str, path: str, filters: dict[str, Any]) -> list[dict]:
         for attempt in (1, 2):
-            customers, total = self._pull_customers(from_date, to_date)
-            if total is None or len(customers) >= total:
-                return customers
+            records, total = self._pull_all(endpoint, path, filters)
+            if total is None or len(records) >= total:
+                return records
             self._log.warning(
-                "SmartMoving customers: received %d of the %d listed (the list changed while paging)%s",
-                len(customers),
+                "SmartMoving %s: received %d of the %d listed (the list changed while paging)%s",
+                endpoint,
+                len(records),
                 total,
                 "; pulling again" if attempt == 1 else "",
             )
         raise SmartMovingError(
-            f"SmartMoving customers list kept changing while paging: received {len(customers)} of {total}"
+            f"SmartMoving {endpoint} list kept changing while paging: received {len(records)} of {total}"
         )
 
-    def _pull_customers(self, from_date: date, to_date: date) -> tuple[list[dict], int | None]:
+    def _pull_all(self, endpoint: str, path: str, filters: dict[str, Any]) -> tuple[list[dict], int | None]:
         by_id: dict[str, dict] = {}
         total: int | None = None
-        for page, records, listed in self._iter_customer_pages(self._operation("customers"), from_date, to_date):
+        for page, records, listed in self._iter_pages(self._operation(endpoint), endpoint, path, filters):
             total = listed
             for record in records:
-                customer_id = record["id"]
-                if customer_id in by_id:
-                    # A customer can slide onto the next page as the data moves; the later copy is fresher.
+                record_id = record["id"]
+                if record_id in by_id:
+                    # A record can slide onto the next page as the data moves; the later copy is fresher.
                     self._log.warning(
-                        "SmartMoving customers: customer %s seen again on page %d, keeping the later copy",
-                        customer_id,
-                        page,
+                        "SmartMoving %s: %s seen again on page %d, keeping the later copy", endpoint, record_id, page
                     )
-                    del by_id[customer_id]
-                by_id[customer_id] = record
+                    del by_id[record_id]
+                by_id[record_id] = record
         return list(by_id.values()), total
+
+    def get_lead(self, lead_id: str) -> dict:
+        op = self._operation("lead")
+        lead, _ = self._request(op, "lead", f"/leads/{_segment(lead_id)}")
+        if not isinstance(lead, dict) or not lead.get("id"):
+            raise MalformedPayloadError("lead", None, "id", f"lead {lead_id}")
+        return lead
 
     def get_opportunity(self, opportunity_id: str) -> dict:
         return self._get_opportunity(self._operation("opportunity"), opportunity_id)
@@ -241,32 +266,26 @@ class SmartMovingClient:
         deadline = None if self.deadline_seconds is None else self._clock() + self.deadline_seconds
         return _Operation(name, deadline)
 
-    def _iter_customer_pages(
-        self, op: _Operation, from_date: date, to_date: date
+    def _iter_pages(
+        self, op: _Operation, endpoint: str, path: str, filters: dict[str, Any]
     ) -> Iterator[tuple[int, list[dict], int | None]]:
-        """(page, records, the envelope's totalResults when it is a whole number)."""
+        """(page, records, the envelope's totalResults when it is a whole number) of a paged list."""
         page = 1
         while True:
-            params = {
-                "Page": page,
-                "PageSize": self.page_size,
-                "FromServiceDate": service_date_param(from_date),
-                "ToServiceDate": service_date_param(to_date),
-                "IncludeOpportunityInfo": "true",
-            }
-            envelope, elapsed = self._request(op, "customers", "/customers", params=params, page=page)
-            records, last_page = _unwrap_page(envelope, "customers", page)
+            params = {"Page": page, "PageSize": self.page_size, **filters}
+            envelope, elapsed = self._request(op, endpoint, path, params=params, page=page)
+            records, last_page = _unwrap_page(envelope, endpoint, page)
             for index, record in enumerate(records):
                 if not isinstance(record, dict) or not record.get("id"):
-                    raise MalformedPayloadError("customers", page, f"pageResults[{index}].id", "customer without id")
-            self._log_page("customers", page, len(records), elapsed)
+                    raise MalformedPayloadError(endpoint, page, f"pageResults[{index}].id", "record without id")
+            self._log_page(endpoint, page, len(records), elapsed)
             total = envelope.get("totalResults")
             yield page, records, total if isinstance(total, int) and not isinstance(total, bool) else None
             if last_page:
                 return
             if not records:
                 # An empty page that is not the last would have us page forever.
-                raise MalformedPayloadError("customers", page, "lastPage", "false on an empty page")
+                raise MalformedPayloadError(endpoint, page, "lastPage", "false on an empty page")
             page += 1
 
     def _list_resource(self, op: _Operation, endpoint: str, path: str) -> list[dict]:

@@ -1,0 +1,73 @@
+"""Leads end to end: ``lgm sync`` against the simulator fills ``leads`` and ``leads_recent`` answers."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from lgm_pipeline.assets.automation import lead_dates
+from lgm_pipeline.sync import run_sync
+from lgm_pipeline_tests.assets.conftest import db, defs, instance, simulator, tenant, window  # noqa: F401
+
+SQL = "Robert'); DROP TABLE leads;--"
+
+
+def _count(db: sa.Engine, sql: str, **params: object) -> int:  # noqa: F811
+    with db.connect() as conn:
+        return int(conn.execute(sa.text(sql), params).scalar_one())
+
+
+def test_sync_fills_leads_and_the_recent_view(defs, tenant, instance, db, simulator) -> None:  # noqa: F811
+    report = run_sync(defs, tenant, instance, location_ids=["loc_lgm_calgary_001"])
+    assert report.ok, report
+    dates = lead_dates(tenant)
+    pulled = {lead_id for day in dates for lead_id in simulator.world.lead_ids_on(day)}
+    stored = _count(db, f"SELECT count(*) FROM {tenant.schema}.leads")
+    held = _count(db, f"SELECT count(*) FROM {tenant.schema}.leads_quarantine")
+    assert stored > 0 and report.leads == stored
+    # nothing lost: every lead SmartMoving created yesterday or today (tenant time) is a row or held back
+    assert stored + held >= len(pulled) * 0.9  # the simulator's UTC days vs the tenant's local days
+    assert report.api_calls["leads"] == 1  # one date-range query for both days
+    recent = _count(db, f"SELECT count(*) FROM {tenant.schema}.leads_recent")
+    assert 0 < recent <= stored
+    # a second cycle with nothing new changes nothing
+    again = run_sync(defs, tenant, instance, location_ids=["loc_lgm_calgary_001"])
+    assert again.ok
+    assert _count(db, f"SELECT count(*) FROM {tenant.schema}.lead_audit WHERE action <> 'insert'") == 0
+
+
+def test_hostile_and_converted_leads(defs, tenant, instance, db, simulator) -> None:  # noqa: F811
+    today = tenant.today()
+    [first, second, third, fourth] = sorted(simulator.world.lead_ids_on(today))[:4]
+    simulator.world.patch_lead(first, {"name": SQL})
+    simulator.world.patch_lead(second, {"phoneNumber": None, "emailAddress": "   "})
+    simulator.world.patch_lead(third, {"branch": {"name": "ATLANTIS 🌊 - Let's Get Moving"}, "moveDate": "soon"})
+    assert run_sync(defs, tenant, instance, location_ids=["loc_lgm_calgary_001"]).ok
+    with db.connect() as conn:
+        rows = {
+            r.smartmoving_lead_id: r
+            for r in conn.execute(
+                sa.text(f"SELECT * FROM {tenant.schema}.leads WHERE smartmoving_lead_id = ANY(:ids)"),
+                {"ids": [first, second, third, fourth]},
+            )
+        }
+        held = dict(
+            conn.execute(sa.text(f"SELECT smartmoving_lead_id, reasons FROM {tenant.schema}.leads_quarantine")).all()
+        )
+    assert rows[first].name == SQL  # text is data
+    assert second in held and held[second][0]["rule"] == "lead_contact"
+    assert rows[third].location_id is None and rows[third].move_date is None
+    assert "lead_branch_mapping" in {f["rule"] for f in rows[third].dq_flags}
+
+    opportunity = simulator.world.convert_lead(fourth)
+    assert run_sync(defs, tenant, instance, location_ids=["loc_lgm_calgary_001"]).ok
+    with db.connect() as conn:
+        status, converted = conn.execute(
+            sa.text(
+                f"SELECT status, converted_opportunity_id FROM {tenant.schema}.leads WHERE smartmoving_lead_id = :i"
+            ),
+            {"i": fourth},
+        ).one()
+        in_recent = conn.execute(
+            sa.text(f"SELECT count(*) FROM {tenant.schema}.leads_recent WHERE smartmoving_lead_id = :i"), {"i": fourth}
+        ).scalar()
+    assert (status, converted, in_recent) == ("CONVERTED", opportunity, 0)
