@@ -782,7 +782,8 @@ class World:
         self._lead_days.add(day.toordinal())
         rng = random.Random(f"leads:{self.config.seed}:{day.toordinal()}")
         count = round(self.config.customers_per_day * _LEADS_PER_CUSTOMER * rng.uniform(0.95, 1.05))
-        earlier = list(self.leads.values())[-200:]
+        # Repeats come from the same day's earlier leads: a day holds the same leads whatever was generated before.
+        earlier: list[Record] = []
         ids = []
         for _ in range(count):
             branch = rng.choices(self.branch_names, weights=self._branch_weights)[0]
@@ -881,11 +882,12 @@ class World:
                 self.evolution_steps += 1
                 rng = random.Random(f"evolve:{self.config.seed}:{self.evolution_steps}")
                 ids = list(self.opportunities)
-                if not ids or self.config.churn <= 0:
+                if self.config.churn <= 0:
                     continue
-                count = min(len(ids), max(1, round(self.config.churn * len(ids))))
-                for opp_id in rng.sample(ids, count):
-                    log.append(self._mutate(rng, self.opportunities[opp_id]))
+                if ids:
+                    count = min(len(ids), max(1, round(self.config.churn * len(ids))))
+                    for opp_id in rng.sample(ids, count):
+                        log.append(self._mutate(rng, self.opportunities[opp_id]))
                 log.extend(self._convert_some_leads())
         return log
 
