@@ -37,9 +37,12 @@ def test_sync_one_branch_then_status(database_url, simulator_env, monkeypatch, t
     assert main(["sync", "--branch", "loc_lgm_calgary_001"]) == 0
     out = capsys.readouterr().out
     assert out.count("loc_lgm_calgary_001") == 2 and "loc_lgm_toronto_001" not in out
+    assert "leads (yesterday and today):" in out
     assert main(["status"]) == 0
     status = capsys.readouterr().out
     assert "loc_lgm_calgary_001" in status and "never synced" not in status
+    [leads_line] = [line for line in status.splitlines() if line.strip().startswith("leads:")]
+    assert "open in leads_recent" in leads_line and not leads_line.strip().startswith("leads: 0 created today, 0")
 
 
 def test_sync_with_an_unknown_branch_is_a_clear_error(database_url, simulator_env, capsys) -> None:

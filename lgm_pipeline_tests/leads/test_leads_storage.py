@@ -95,3 +95,31 @@ def test_leads_of_two_dates_merge_with_audit_and_quarantine(io_manager: Postgres
     ]
     # the recent view: the last 7 days, not converted
     assert _rows(engine, "SELECT id FROM tenant_lgm.leads_recent ORDER BY id") == [("lead_c",)]
+
+
+def test_branch_logins_see_their_branch_of_leads(
+    io_manager: PostgresIOManager, engine: Engine, tenant, database_url: str
+) -> None:
+    from lgm_pipeline.storage.access import grant_reader
+    from lgm_pipeline_tests.storage.test_access import _allow, _connect_as
+
+    _write(
+        io_manager,
+        [lead_row("a"), lead_row("t", location_id="loc_lgm_toronto_001"), lead_row("n", location_id=None)],
+        DAY,
+        DAY,
+    )
+    name, password = f"crm_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
+    grant_reader(engine, tenant, name, password)
+    reader = _connect_as(database_url, (name, password))
+    try:
+        with reader.connect() as conn:
+            _allow(conn, "loc_lgm_toronto_001")
+            assert conn.execute(sa.text("SELECT id FROM tenant_lgm.leads")).scalars().all() == ["lead_t"]
+            _allow(conn, "")
+            assert conn.execute(sa.text("SELECT count(*) FROM tenant_lgm.leads_recent")).scalar() == 3
+    finally:
+        reader.dispose()
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {name}")
+            conn.exec_driver_sql(f"DROP ROLE {name}")

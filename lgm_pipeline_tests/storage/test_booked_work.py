@@ -130,7 +130,11 @@ def _downgrade_to_version_3(engine: Engine) -> None:
             "journeys_board",
         ):
             conn.exec_driver_sql(f"DROP VIEW tenant_lgm.{view}")
-        conn.exec_driver_sql("DROP TABLE tenant_lgm.journey_progress, tenant_lgm.raw_branches")
+        conn.exec_driver_sql("DROP VIEW tenant_lgm.leads_recent")
+        conn.exec_driver_sql(
+            "DROP TABLE tenant_lgm.journey_progress, tenant_lgm.raw_branches, tenant_lgm.raw_job_timelines,"
+            " tenant_lgm.raw_leads, tenant_lgm.leads, tenant_lgm.leads_quarantine, tenant_lgm.lead_audit"
+        )
         conn.exec_driver_sql("ALTER TABLE tenant_lgm.journeys RENAME COLUMN pickup_address TO start_location")
         conn.exec_driver_sql("ALTER TABLE tenant_lgm.journeys RENAME COLUMN dropoff_address TO end_location")
         for column in (
@@ -183,7 +187,7 @@ def test_migration_4_carries_an_existing_database_forward(writer: Writer, engine
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE tenant_lgm.journeys SET smartmoving_status = 0 WHERE id = 'jrn_lead'")
 
-    assert migrate(engine, tenant) == [4]
+    assert migrate(engine, tenant) == [4, 5]
 
     rows = _journeys(engine)
     assert set(rows) == {"jrn_booked", "jrn_closed"}  # the lead and the phantom left journeys...
@@ -286,7 +290,7 @@ def test_migration_4_survives_an_amount_no_column_can_hold(writer: Writer, engin
     }
     writer.journeys(pd.DataFrame([journey_row("huge", raw_payload=payload)]))
     _downgrade_to_version_3(engine)
-    assert migrate(engine, tenant) == [4]
+    assert migrate(engine, tenant) == [4, 5]
     row = _journeys(engine)["jrn_huge"]
     assert float(row["estimated_cost"]) == 10.0  # the impossible charge is no amount; the payload keeps it
     assert row["opportunity_subtotal"] is None and float(row["opportunity_total"]) == 5.0
