@@ -36,6 +36,15 @@ Behaviour worth knowing when writing tests against it:
   ``actualCharges``); Completed ones whose dated jobs all fall before it become Closed with
   probability 0.7, deterministically per opportunity and day. Call it day after day to play out
   a week.
+* Leads (``GET /api/leads?From&To``, ``/api/leads/{id}``) are generated per creation date from their
+  own ``Random`` (about 0.4 x ``customers_per_day`` a day), so asking for them changes no customer,
+  opportunity or job. ``From``/``To`` compare the **UTC date** of ``createdAtUtc`` (the vendor docs do
+  not say which timezone; a tenant's local "today" therefore spans two UTC dates). Ordered by
+  ``createdAtUtc`` then ``id``. About 5% repeat the phone or email of a lead of the same day or up to
+  30 days before. ``World.evolve`` converts about ``churn`` x (open leads) leads per step into bookings
+  (the lead gets ``opportunityId`` and status 1); without leads ever generated, evolution is exactly
+  what it was, but once conversions add opportunities, later steps sample from the larger world.
+  ``POST /_admin/convert-lead`` and ``/_admin/patch-lead`` do the same on demand.
 * ``/_admin`` (no key, no faults, no latency) inspects and mutates the world: see ``app.py``.
 """
 

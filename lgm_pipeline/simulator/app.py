@@ -158,6 +158,8 @@ class ApiState:
 
 
 Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+# (offset, limit) -> (total, rows): the records of one list query, as a page needs them.
+Lister = Callable[[int, int], tuple[int, list[dict[str, Any]]]]
 
 
 def _int_param(params: dict[str, str], name: str, default: int | None) -> int | None:
@@ -252,7 +254,12 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
                 world.ensure_dates(lo, hi)
         if page == 1 and config.churn > 0:
             world.evolve()
-        return _page(world, (first, last, include), page, size, state.faults)
+        return _page(
+            lambda offset, limit: world.list_customers(first, last, include, offset=offset, limit=limit),
+            page,
+            size,
+            state.faults,
+        )
 
     async def leads(request: Request, params: dict[str, str]) -> Response:
         page = _int_param(params, "Page", 1) or 0
@@ -270,8 +277,9 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
                 raise BadRequest(f"The date range may not exceed {MAX_DATE_SPAN_DAYS} days.")
             if lo <= hi:
                 world.ensure_lead_dates(lo, hi)
-        total, rows = world.list_leads(first, last, offset=(page - 1) * size, limit=size)
-        return JSONResponse(_envelope(page, size, total, rows))
+        return _page(
+            lambda offset, limit: world.list_leads(first, last, offset=offset, limit=limit), page, size, state.faults
+        )
 
     async def lead(request: Request, params: dict[str, str]) -> Response:
         return JSONResponse(world.lead_detail(request.path_params["id"]))
@@ -321,14 +329,13 @@ def _envelope(
     }
 
 
-def _page(
-    world: World, query: tuple[int | None, int | None, bool], page: int, size: int, faults: FaultConfig
-) -> Response:
+def _page(lister: Lister, page: int, size: int, faults: FaultConfig) -> Response:
+    """One page of any list endpoint, with the page-level faults (duplicates, incomplete, malformed)."""
     # A customer inserted ahead of the cursor between pages 1 and 2 slides the last record of
     # page 1 onto page 2, where it is served twice.
     shifted = faults.duplicate_across_pages and page > 1
     start = (page - 1) * size - (1 if shifted else 0)
-    total, page_rows = world.list_customers(*query, offset=start, limit=size)
+    total, page_rows = lister(start, size)
     if faults.duplicate_across_pages and total > size:
         total_pages = 1 + math.ceil((total - size + 1) / size)
     else:

@@ -84,6 +84,16 @@ TIMELINE_FIELDS = ("startTimeUtc", "endTimeUtc", "completedAtUtc", "confirmedAtU
 _UNKNOWN_BRANCH_SHARE = 0.01
 _LEADS_PER_CUSTOMER = 0.4  # new enquiries a day per customer served a day
 _REPEAT_LEAD_SHARE = 0.05
+_REPEAT_LEAD_DAYS = 30  # a repeat enquiry comes within the month
+_LEAD_NOTES = (
+    "Call after 5pm",
+    "piano + 2 bikes",
+    "needs storage 2 weeks",
+    "3rd floor, no elevator",
+    "  wants quote by email  ",
+    "Elevator booked 9-12",
+    "",
+)
 _LEAD_STATUS_WEIGHTS = {0: 80, 1: 17, 50: 3}
 # Rarer oddities seen in the live account. Each draws from its own Random keyed by the record's id,
 # never from the day's generator, so adding one leaves every other generated record as it was.
@@ -177,6 +187,7 @@ class World:
         self.leads: dict[str, Record] = {}
         self._leads_by_date: dict[int, list[str]] = {}
         self._lead_days: set[int] = set()
+        self._lead_contacts: dict[int, list[Record]] = {}
 
     @staticmethod
     def _weigh_branches(names: list[str]) -> list[float]:
@@ -778,13 +789,46 @@ class World:
                 day += dt.timedelta(days=1)
 
     def _generate_leads(self, day: dt.date) -> None:
-        """A day's leads, from their own generator: generating them changes no other record."""
+        """A day's leads, from their own generators: generating them changes no other record.
+
+        About 5% repeat the phone or email of a lead of the same day or up to 30 days before (a household
+        enquiring again). They copy that lead's contact as first generated, re-derived from its day's seed,
+        so a day's leads are the same whatever was generated, patched or asked for before.
+        """
         self._lead_days.add(day.toordinal())
+        leads = self._base_leads(day)
+        repeats = random.Random(f"lead-repeats:{self.config.seed}:{day.toordinal()}")
+        for lead in leads:
+            if repeats.random() >= _REPEAT_LEAD_SHARE:
+                continue
+            back = repeats.randint(0, _REPEAT_LEAD_DAYS)
+            source_day = day - dt.timedelta(days=back)
+            pool = [
+                contact
+                for contact in self._base_lead_contacts(source_day)
+                if back or contact["createdAtUtc"] < lead["createdAtUtc"]
+            ]
+            key = repeats.choice(("phoneNumber", "emailAddress"))
+            if pool:
+                lead[key] = repeats.choice(pool)[key]
+        for lead in leads:
+            self.leads[lead["id"]] = lead
+        self._leads_by_date[to_int_date(day)] = [lead["id"] for lead in leads]
+
+    def _base_lead_contacts(self, day: dt.date) -> list[Record]:
+        # Cached: a repeat looks up to 30 days back, and every day would otherwise regenerate its month.
+        cached = self._lead_contacts.get(day.toordinal())
+        if cached is None:
+            keys = ("createdAtUtc", "phoneNumber", "emailAddress")
+            cached = [{k: lead[k] for k in keys} for lead in self._base_leads(day)]
+            self._lead_contacts[day.toordinal()] = cached
+        return cached
+
+    def _base_leads(self, day: dt.date) -> list[Record]:
+        """The day's leads before repeats, from ``seed`` and the date alone."""
         rng = random.Random(f"leads:{self.config.seed}:{day.toordinal()}")
         count = round(self.config.customers_per_day * _LEADS_PER_CUSTOMER * rng.uniform(0.95, 1.05))
-        # Repeats come from the same day's earlier leads: a day holds the same leads whatever was generated before.
-        earlier: list[Record] = []
-        ids = []
+        leads: list[Record] = []
         for _ in range(count):
             branch = rng.choices(self.branch_names, weights=self._branch_weights)[0]
             city = city_for_branch(branch)
@@ -792,32 +836,28 @@ class World:
                 rng.choice(ODD_NAMES) if rng.random() < 0.04 else f"{rng.choice(FIRST_NAMES)} {rng.choice(LAST_NAMES)}"
             )
             created = dt.datetime.combine(day, dt.time(), dt.UTC) + dt.timedelta(seconds=rng.randint(0, 86399))
-            lead: Record = {
-                "id": _uuid(rng),
-                "createdAtUtc": _iso(created),
-                "name": name,
-                "phoneNumber": self._phone(rng, city) if rng.random() > 0.08 else rng.choice((None, "")),
-                "phoneType": int(PhoneType.MOBILE if rng.random() < 0.8 else rng.choice(list(PhoneType))),
-                "emailAddress": self._email(rng, name) if rng.random() > 0.1 else rng.choice((None, "")),
-                "referralSource": rng.choice(REFERRAL_SOURCES) if rng.random() < 0.9 else None,
-                "branch": {"name": branch} if rng.random() < 0.95 else None,
-                "moveDate": to_int_date(day + dt.timedelta(days=rng.randint(1, 90))) if rng.random() < 0.9 else None,
-                "moveSize": rng.choice(MOVE_SIZES)[0] if rng.random() < 0.85 else None,
-                "originAddress": self._address(rng, city),
-                "destinationAddress": self._address(rng, city) if rng.random() < 0.7 else None,
-                "status": int(_weighted(rng, _LEAD_STATUS_WEIGHTS)),
-                "opportunityId": None,
-                "notes": None,
-            }
-            if earlier and rng.random() < _REPEAT_LEAD_SHARE:
-                # The same household enquiring again within the month.
-                repeat = rng.choice(earlier)
-                key = rng.choice(("phoneNumber", "emailAddress"))
-                lead[key] = repeat[key]
-            self.leads[lead["id"]] = lead
-            earlier.append(lead)
-            ids.append(lead["id"])
-        self._leads_by_date[to_int_date(day)] = ids
+            leads.append(
+                {
+                    "id": _uuid(rng),
+                    "createdAtUtc": _iso(created),
+                    "name": name,
+                    "phoneNumber": self._phone(rng, city) if rng.random() > 0.08 else rng.choice((None, "")),
+                    "phoneType": int(PhoneType.MOBILE if rng.random() < 0.8 else rng.choice(list(PhoneType))),
+                    "emailAddress": self._email(rng, name) if rng.random() > 0.1 else rng.choice((None, "")),
+                    "referralSource": rng.choice(REFERRAL_SOURCES) if rng.random() < 0.9 else None,
+                    "branch": {"name": branch} if rng.random() < 0.95 else None,
+                    "moveDate": (
+                        to_int_date(day + dt.timedelta(days=rng.randint(1, 90))) if rng.random() < 0.9 else None
+                    ),
+                    "moveSize": rng.choice(MOVE_SIZES)[0] if rng.random() < 0.85 else None,
+                    "originAddress": self._address(rng, city),
+                    "destinationAddress": self._address(rng, city) if rng.random() < 0.7 else None,
+                    "status": int(_weighted(rng, _LEAD_STATUS_WEIGHTS)),
+                    "opportunityId": None,
+                    "notes": rng.choice(_LEAD_NOTES) if rng.random() < 0.25 else None,
+                }
+            )
+        return leads
 
     def list_leads(
         self, first: int | None, last: int | None, offset: int = 0, limit: int | None = None
