@@ -15,7 +15,7 @@ import pandas as pd
 
 from lgm_pipeline.assets.metadata import attach_api_calls, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
-from lgm_pipeline.assets.raw import API_RETRY_POLICY, IO_MANAGER_KEY, OWNERS, call_api, smartmoving_resource_key
+from lgm_pipeline.assets.raw import api_asset, call_api, smartmoving_resource_key
 from lgm_pipeline.smartmoving.errors import NotFoundError
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.resources import PostgresResource
@@ -59,17 +59,12 @@ def build_arrival_windows_asset(tenant: Tenant, partitions: TenantPartitions) ->
         ),
         group_name=f"{tenant.key}_arrival_windows",
         partitions_def=partitions.service_date,
-        io_manager_key=IO_MANAGER_KEY,
         ins={
             "smartmoving_jobs": dg.AssetIn(dg.AssetKey([tenant.key, "smartmoving_jobs"])),
             "smartmoving_opportunities": dg.AssetIn(dg.AssetKey([tenant.key, "smartmoving_opportunities"])),
         },
-        kinds={"smartmoving", "pandas", "postgres"},
-        owners=OWNERS,
-        required_resource_keys={sm_key, "postgres"},
-        pool=f"smartmoving_{tenant.key}",
-        retry_policy=API_RETRY_POLICY,
         output_required=False,
+        **api_asset(tenant, "postgres"),
     )
     def smartmoving_arrival_windows(
         context: dg.AssetExecutionContext,

@@ -17,9 +17,9 @@ from lgm_pipeline.assets.journeys import rule_check
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, attach_api_calls, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.assets.raw import (
-    API_RETRY_POLICY,
     IO_MANAGER_KEY,
     OWNERS,
+    api_asset,
     call_api,
     service_dates,
     smartmoving_resource_key,
@@ -63,12 +63,7 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         group_name=group,
         partitions_def=partitions.service_date,
         backfill_policy=single_run,
-        io_manager_key=IO_MANAGER_KEY,
-        kinds={"smartmoving", "pandas", "postgres"},
-        owners=OWNERS,
-        required_resource_keys={sm_key},
-        pool=f"smartmoving_{tenant.key}",
-        retry_policy=API_RETRY_POLICY,
+        **api_asset(tenant),
     )
     def smartmoving_leads(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
         dates = service_dates(context)

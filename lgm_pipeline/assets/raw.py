@@ -97,6 +97,18 @@ def same_but_status(summary: OpportunitySummary, cached: dict[str, Any]) -> bool
     return not newly_completed and summary.jobs == listed_jobs(cached.get("jobs"), "jobDate")
 
 
+def api_asset(tenant: Tenant, *resources: str) -> dict[str, Any]:
+    """What every asset calling SmartMoving shares: the tenant's API pool, retries, the client resource."""
+    return {
+        "io_manager_key": IO_MANAGER_KEY,
+        "kinds": {"smartmoving", "pandas", "postgres"},
+        "owners": OWNERS,
+        "required_resource_keys": {smartmoving_resource_key(tenant), *resources},
+        "pool": f"smartmoving_{tenant.key}",
+        "retry_policy": API_RETRY_POLICY,
+    }
+
+
 def service_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The dates of the run: one partition, or a range launched as a single run."""
     return sorted(dt.date.fromisoformat(key) for key in context.partition_keys)
@@ -281,12 +293,7 @@ def build_branches_asset(tenant: Tenant) -> dg.AssetsDefinition:
             "Table raw_branches."
         ),
         group_name=f"{tenant.key}_reference",
-        io_manager_key=IO_MANAGER_KEY,
-        kinds={"smartmoving", "pandas", "postgres"},
-        owners=OWNERS,
-        required_resource_keys={sm_key},
-        pool=f"smartmoving_{tenant.key}",
-        retry_policy=API_RETRY_POLICY,
+        **api_asset(tenant),
     )
     def smartmoving_branches(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
         resource: SmartMovingResource = getattr(context.resources, sm_key)

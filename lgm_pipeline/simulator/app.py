@@ -183,6 +183,29 @@ def _date_param(params: dict[str, str], name: str) -> int | None:
     return value
 
 
+def _paging(params: dict[str, str], max_page_size: int) -> tuple[int, int]:
+    """(Page, PageSize) as the API reads them: 1-based, the size capped by the server."""
+    page = _int_param(params, "Page", 1) or 0
+    size = _int_param(params, "PageSize", DEFAULT_PAGE_SIZE) or 0
+    if page < 1:
+        raise BadRequest("Page must be 1 or greater.")
+    if size < 1:
+        raise BadRequest("PageSize must be 1 or greater.")
+    return page, min(size, max_page_size)
+
+
+def _date_span(first: int | None, last: int | None, what: str) -> tuple[dt.date, dt.date] | None:
+    """The [first, last] dates to generate (None: nothing to generate); a span over the limit is refused."""
+    bounds = [d for d in (first, last) if d is not None]
+    if not bounds:
+        return None
+    # A one-sided range generates only its given day; further days are seen once generated.
+    lo, hi = from_int_date(bounds[0]), from_int_date(bounds[-1])
+    if (hi - lo).days > MAX_DATE_SPAN_DAYS:
+        raise BadRequest(f"The {what} range may not exceed {MAX_DATE_SPAN_DAYS} days.")
+    return (lo, hi) if lo <= hi else None
+
+
 def _bool_param(params: dict[str, str], name: str, default: bool) -> bool:
     raw = params.get(name.lower())
     if raw is None or raw == "":
@@ -234,24 +257,13 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
         return JSONResponse({"message": "pong"})
 
     async def customers(request: Request, params: dict[str, str]) -> Response:
-        page = _int_param(params, "Page", 1) or 0
-        size = _int_param(params, "PageSize", DEFAULT_PAGE_SIZE) or 0
-        if page < 1:
-            raise BadRequest("Page must be 1 or greater.")
-        if size < 1:
-            raise BadRequest("PageSize must be 1 or greater.")
-        size = min(size, config.max_page_size)
+        page, size = _paging(params, config.max_page_size)
         first = _date_param(params, "FromServiceDate")
         last = _date_param(params, "ToServiceDate")
         include = _bool_param(params, "IncludeOpportunityInfo", first is not None or last is not None)
-        bounds = [d for d in (first, last) if d is not None]
-        if bounds:
-            # A one-sided range generates only its given day; further days are seen once generated.
-            lo, hi = from_int_date(bounds[0]), from_int_date(bounds[-1])
-            if (hi - lo).days > MAX_DATE_SPAN_DAYS:
-                raise BadRequest(f"The service date range may not exceed {MAX_DATE_SPAN_DAYS} days.")
-            if lo <= hi:
-                world.ensure_dates(lo, hi)
+        span = _date_span(first, last, "service date")
+        if span:
+            world.ensure_dates(*span)
         if page == 1 and config.churn > 0:
             world.evolve()
         return _page(
@@ -262,21 +274,11 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
         )
 
     async def leads(request: Request, params: dict[str, str]) -> Response:
-        page = _int_param(params, "Page", 1) or 0
-        size = _int_param(params, "PageSize", DEFAULT_PAGE_SIZE) or 0
-        if page < 1:
-            raise BadRequest("Page must be 1 or greater.")
-        if size < 1:
-            raise BadRequest("PageSize must be 1 or greater.")
-        size = min(size, config.max_page_size)
+        page, size = _paging(params, config.max_page_size)
         first, last = _date_param(params, "From"), _date_param(params, "To")
-        bounds = [d for d in (first, last) if d is not None]
-        if bounds:
-            lo, hi = from_int_date(bounds[0]), from_int_date(bounds[-1])
-            if (hi - lo).days > MAX_DATE_SPAN_DAYS:
-                raise BadRequest(f"The date range may not exceed {MAX_DATE_SPAN_DAYS} days.")
-            if lo <= hi:
-                world.ensure_lead_dates(lo, hi)
+        span = _date_span(first, last, "date")
+        if span:
+            world.ensure_lead_dates(*span)
         return _page(
             lambda offset, limit: world.list_leads(first, last, offset=offset, limit=limit), page, size, state.faults
         )

@@ -157,21 +157,27 @@ journeys_quarantine = sa.Table(
     sa.Index("ix_journeys_quarantine_service_date_location_id", "service_date", "location_id"),
 )
 
-journey_audit = sa.Table(
-    "journey_audit",
-    metadata,
-    sa.Column("audit_id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
-    sa.Column("journey_id", sa.Text, nullable=False),
-    sa.Column("action", sa.Text, nullable=False),
-    sa.Column("changed_columns", ARRAY(sa.Text), nullable=False),
-    sa.Column("before", JSONB, nullable=True),
-    sa.Column("after", JSONB, nullable=True),
-    sa.Column("run_id", sa.Text, nullable=False),
-    sa.Column("partition_key", sa.Text, nullable=True),
-    sa.Column("at", _TS, nullable=False, server_default=_now()),
-    sa.CheckConstraint("action IN ('insert', 'update', 'delete')", name="ck_journey_audit_action"),
-    sa.Index("ix_journey_audit_journey_id", "journey_id"),
-)
+
+def _audit_table(name: str, key: str) -> sa.Table:
+    """One row per insert/update/delete of a merged row (``key``), with its run and partition."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("audit_id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+        sa.Column(key, sa.Text, nullable=False),
+        sa.Column("action", sa.Text, nullable=False),
+        sa.Column("changed_columns", ARRAY(sa.Text), nullable=False),
+        sa.Column("before", JSONB, nullable=True),
+        sa.Column("after", JSONB, nullable=True),
+        sa.Column("run_id", sa.Text, nullable=False),
+        sa.Column("partition_key", sa.Text, nullable=True),
+        sa.Column("at", _TS, nullable=False, server_default=_now()),
+        sa.CheckConstraint("action IN ('insert', 'update', 'delete')", name=f"ck_{name}_action"),
+        sa.Index(f"ix_{name}_{key}", key),
+    )
+
+
+journey_audit = _audit_table("journey_audit", "journey_id")
 
 sync_runs = sa.Table(
     "sync_runs",
@@ -275,21 +281,7 @@ leads_quarantine = sa.Table(
     sa.Index("ix_leads_quarantine_created_date", "created_date"),
 )
 
-lead_audit = sa.Table(
-    "lead_audit",
-    metadata,
-    sa.Column("audit_id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
-    sa.Column("lead_id", sa.Text, nullable=False),
-    sa.Column("action", sa.Text, nullable=False),
-    sa.Column("changed_columns", ARRAY(sa.Text), nullable=False),
-    sa.Column("before", JSONB, nullable=True),
-    sa.Column("after", JSONB, nullable=True),
-    sa.Column("run_id", sa.Text, nullable=False),
-    sa.Column("partition_key", sa.Text, nullable=True),
-    sa.Column("at", _TS, nullable=False, server_default=_now()),
-    sa.CheckConstraint("action IN ('insert', 'update', 'delete')", name="ck_lead_audit_action"),
-    sa.Index("ix_lead_audit_lead_id", "lead_id"),
-)
+lead_audit = _audit_table("lead_audit", "lead_id")
 
 #: ``/opportunities/{id}/jobs`` of tomorrow's booked work: start and end times (the arrival window).
 raw_job_timelines = sa.Table(
