@@ -19,7 +19,7 @@ import random
 import threading
 import unicodedata
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -448,6 +448,7 @@ class World:
             job_days = [(day, first_type), (day + dt.timedelta(days=1), job_type)]
         origin = customer["address"] if rng.random() < 0.8 else self._address(rng, city)
         destination = self._address(rng, destination_city)
+        booked = status in (S.BOOKED, S.COMPLETED, S.CLOSED)
         for n, (job_day, jtype) in enumerate(job_days, start=1):
             if rng.random() < 0.015:
                 addresses: list[str] = []
@@ -459,20 +460,9 @@ class World:
                 addresses = [origin, self._address(rng, city), destination]
             else:
                 addresses = [origin, destination]
-            job: Record = {
-                "id": _uuid(rng),
-                "jobNumber": f"{quote}-{n}",
-                "jobDate": to_int_date(job_day),
-                "type": int(jtype),
-                "confirmed": status in (S.BOOKED, S.COMPLETED, S.CLOSED) and rng.random() < 0.85,
-                "jobAddresses": addresses,
-                "estimatedCharges": [],
-                "actualCharges": [],
-                "_start_minute": rng.choice(range(7 * 60, 13 * 60 + 1, 30)),
-                "_minutes": rng.choice(range(180, 600, 15)),
-            }
-            opp["jobs"].append(job)
-            self._job_opp[job["id"]] = opp["id"]
+            self._add_job(
+                rng, opp, f"{quote}-{n}", to_int_date(job_day), jtype, addresses, lambda: booked and rng.random() < 0.85
+            )
         if status not in _UNPRICED_STATUSES:
             self._price(rng, opp)
         if status in (S.COMPLETED, S.CLOSED):
@@ -484,6 +474,33 @@ class World:
         self._customer_opps[customer["id"]].append(opp["id"])
         self._reindex(opp["id"])
         return opp
+
+    def _add_job(
+        self,
+        rng: random.Random,
+        opp: Record,
+        number: str,
+        job_date: int | None,
+        job_type: int,
+        addresses: list[str],
+        confirmed: Callable[[], bool],
+    ) -> Record:
+        """A job of ``opp``; ``confirmed`` is drawn after the id, as generated worlds always did."""
+        job: Record = {
+            "id": _uuid(rng),
+            "jobNumber": number,
+            "jobDate": job_date,
+            "type": int(job_type),
+            "confirmed": confirmed(),
+            "jobAddresses": addresses,
+            "estimatedCharges": [],
+            "actualCharges": [],
+            "_start_minute": rng.choice(range(7 * 60, 13 * 60 + 1, 30)),
+            "_minutes": rng.choice(range(180, 600, 15)),
+        }
+        opp["jobs"].append(job)
+        self._job_opp[job["id"]] = opp["id"]
+        return job
 
     def _add_oddities(self, opp: Record, destination: str) -> None:
         """Odd job types and a TBD storage delivery, drawn after the day's generator is done with
@@ -501,20 +518,8 @@ class World:
         rng = random.Random(f"tbd:{seed}:{opp['id']}")
         if rng.random() >= _TBD_SHARE:
             return
-        job: Record = {
-            "id": _uuid(rng),
-            "jobNumber": f"{opp['quoteNumber']}-{len(opp['jobs']) + 1}",
-            "jobDate": None,
-            "type": int(JobType.STORAGE_OUT_BOUND),
-            "confirmed": False,
-            "jobAddresses": [destination],
-            "estimatedCharges": [],
-            "actualCharges": [],
-            "_start_minute": rng.choice(range(7 * 60, 13 * 60 + 1, 30)),
-            "_minutes": rng.choice(range(180, 600, 15)),
-        }
-        opp["jobs"].append(job)
-        self._job_opp[job["id"]] = opp["id"]
+        number = f"{opp['quoteNumber']}-{len(opp['jobs']) + 1}"
+        job = self._add_job(rng, opp, number, None, JobType.STORAGE_OUT_BOUND, [destination], lambda: False)
         if opp.get("estimatedTotal") is not None:
             self._price(rng, opp, [job])
 
