@@ -1,21 +1,34 @@
-"""The one ``Definitions`` of the code location: every tenant's definitions plus the shared storage."""
+"""The one ``Definitions`` of the code location: every tenant's definitions plus the shared storage.
+
+``defs`` is the entry point Dagster loads (``-m lgm_pipeline.definitions``, ``dg``): a lazy
+``@dg.definitions`` function, so importing this module reads no tenants file and builds nothing;
+Dagster calls it when it loads the code location. Code and tests that want the object call
+``build_definitions()`` (or ``defs()``)."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from lgm_pipeline.assets.factory import build_tenant_definitions
+from lgm_pipeline.assets.factory import build_tenant_definitions, smartmoving_resource
+from lgm_pipeline.naming import IO_MANAGER_KEY, POSTGRES_RESOURCE_KEY, SMARTMOVING_RESOURCE_KEY
 from lgm_pipeline.storage.io_manager import PostgresIOManager
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import load_tenants
 
 
 def build_definitions() -> dg.Definitions:
+    tenants = load_tenants()
     postgres = PostgresResource()
     shared = dg.Definitions(
-        resources={"postgres": postgres, "tenant_io_manager": PostgresIOManager(postgres=postgres)},
+        resources={
+            POSTGRES_RESOURCE_KEY: postgres,
+            IO_MANAGER_KEY: PostgresIOManager(postgres=postgres),
+            SMARTMOVING_RESOURCE_KEY: smartmoving_resource(tenants),
+        },
     )
-    return dg.Definitions.merge(shared, *(build_tenant_definitions(t) for t in load_tenants()))
+    return dg.Definitions.merge(shared, *(build_tenant_definitions(t) for t in tenants))
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -22,8 +22,8 @@ from lgm_pipeline.assets.automation import (
     range_tags,
     raw_job_name,
 )
-from lgm_pipeline.assets.partitions import journey_partition_key
 from lgm_pipeline.assets.raw import STOP_CYCLE
+from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.tenants import Tenant
 
 
@@ -225,7 +225,7 @@ def _sync_leads(
         progress(f"{tenant.key} leads: FAILED {report.leads_failure}")
         return
     for event in result.get_asset_materialization_events():
-        if event.asset_key == dg.AssetKey([tenant.key, "leads"]):
+        if event.asset_key == tenant.names.asset_key("leads"):
             metadata = event.materialization.metadata
             report.leads = int(metadata["leads"].value)  # type: ignore[arg-type]
             report.leads_quarantined = int(metadata["quarantined"].value)  # type: ignore[arg-type]

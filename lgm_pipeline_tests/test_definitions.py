@@ -10,11 +10,11 @@ from lgm_pipeline.tenants.config import parse_tenants
 
 
 def test_definitions_are_loadable() -> None:
-    dg.Definitions.validate_loadable(defs)
+    dg.Definitions.validate_loadable(defs())
 
 
 def test_asset_specs_snapshot() -> None:
-    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    specs = {spec.key.to_user_string(): spec for spec in defs().resolve_all_asset_specs()}
     assert sorted(specs) == [
         "lgm/history_retention",
         "lgm/journeys",
@@ -34,7 +34,7 @@ def test_asset_specs_snapshot() -> None:
     assert {d.name for d in journeys.partitions_def.partitions_defs} == {"date", "branch"}
     assert journeys.group_name == "lgm_journeys"
     assert {"pandas", "postgres"} <= set(journeys.kinds)
-    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    checks = {c.name for c in defs().resolve_asset_graph().asset_check_keys}
     assert checks == {
         "customer_contact",
         "job_fields",
@@ -53,7 +53,7 @@ def test_asset_specs_snapshot() -> None:
 
 
 def test_api_key_is_an_env_var_not_a_value() -> None:
-    resource = defs.resources["smartmoving_lgm"]
+    resource = defs().resources["smartmoving"].account("lgm")
     assert isinstance(resource.api_key, dg.EnvVar) and resource.api_key.env_var_name == "SMARTMOVING_API_KEY"
 
 

@@ -15,12 +15,12 @@ import pandas as pd
 
 from lgm_pipeline.assets.metadata import attach_api_calls, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
-from lgm_pipeline.assets.raw import api_asset, call_api, smartmoving_resource_key
+from lgm_pipeline.assets.raw import api_asset, call_api
+from lgm_pipeline.domain.mappings import STATUS_MAPPING
 from lgm_pipeline.smartmoving.errors import NotFoundError
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.mappings import STATUS_MAPPING
 from lgm_pipeline.transform.raw import enum_code, timelines_frame
 
 
@@ -48,32 +48,33 @@ def month_allows(used: int, needed_per_day: int, quota: int, today: dt.date, sha
 
 
 def build_arrival_windows_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.AssetsDefinition:
-    sm_key = smartmoving_resource_key(tenant)
+    names = tenant.names
 
     @dg.asset(
-        key=dg.AssetKey([tenant.key, "smartmoving_arrival_windows"]),
+        key=names.asset_key("smartmoving_arrival_windows"),
         description=(
             f"{tenant.name}: start and end times of the date's booked jobs (the arrival window the board shows), "
             "one /opportunities/{id}/jobs call per booked opportunity; skipped when the month's quota has no "
             "room. Table raw_job_timelines."
         ),
-        group_name=f"{tenant.key}_arrival_windows",
+        group_name=names.group("arrival_windows"),
         partitions_def=partitions.service_date,
         ins={
-            "smartmoving_jobs": dg.AssetIn(dg.AssetKey([tenant.key, "smartmoving_jobs"])),
-            "smartmoving_opportunities": dg.AssetIn(dg.AssetKey([tenant.key, "smartmoving_opportunities"])),
+            "smartmoving_jobs": dg.AssetIn(names.asset_key("smartmoving_jobs")),
+            "smartmoving_opportunities": dg.AssetIn(names.asset_key("smartmoving_opportunities")),
         },
         output_required=False,
-        **api_asset(tenant, "postgres"),
+        **api_asset(tenant),
     )
     def smartmoving_arrival_windows(
         context: dg.AssetExecutionContext,
         config: ArrivalWindowsConfig,
+        smartmoving: SmartMovingResource,
+        postgres: PostgresResource,
         smartmoving_jobs: pd.DataFrame,
         smartmoving_opportunities: pd.DataFrame,
     ) -> Any:
         service_date = dt.date.fromisoformat(context.partition_key)
-        postgres: PostgresResource = context.resources.postgres
         ids = booked_opportunity_ids(smartmoving_jobs, smartmoving_opportunities)
         today = tenant.today()
         used = postgres.calls_this_month(tenant, today)
@@ -85,9 +86,8 @@ def build_arrival_windows_asset(tenant: Tenant, partitions: TenantPartitions) ->
                 f"{projected} of {tenant.smartmoving.monthly_call_quota} calls ({used} used so far)"
             )
             return
-        resource: SmartMovingResource = getattr(context.resources, sm_key)
         jobs_by_opportunity: dict[str, list[dict]] = {}
-        with resource.get_client(logger=context.log) as client:
+        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
             for oid in ids:
                 try:
                     jobs_by_opportunity[oid] = call_api(client.get_opportunity_jobs, oid)

@@ -17,7 +17,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.assets.freshness import FRESHNESS_CHECK
-from lgm_pipeline.assets.partitions import journey_partition_key
+from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.tenants import Tenant
 
 #: Raw runs carrying this tag had their journeys rebuilt by the caller (``lgm sync``); the sensor skips them.
@@ -30,29 +30,29 @@ ARRIVAL_WINDOWS_CRON = "0 15 * * *"  # dispatch plans tomorrow in the afternoon
 
 
 def raw_job_name(tenant: Tenant) -> str:
-    return f"{tenant.key}_smartmoving_refresh"
+    return tenant.names.job("smartmoving_refresh")
 
 
 def journeys_job_name(tenant: Tenant) -> str:
-    return f"{tenant.key}_journeys"
+    return tenant.names.job("journeys")
 
 
 def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
     raw = dg.define_asset_job(
         raw_job_name(tenant),
-        selection=dg.AssetSelection.groups(f"{tenant.key}_raw"),
+        selection=dg.AssetSelection.groups(tenant.names.group("raw")),
         description="Pull one service date from SmartMoving into the raw tables.",
     )
     journeys = dg.define_asset_job(
         journeys_job_name(tenant),
         # Only the per-partition checks: the freshness check spans every branch and runs on its own schedule.
-        selection=dg.AssetSelection.assets(dg.AssetKey([tenant.key, "journeys"]))
-        - dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey([tenant.key, "journeys"]), FRESHNESS_CHECK)),
+        selection=dg.AssetSelection.assets(tenant.names.asset_key("journeys"))
+        - dg.AssetSelection.checks(dg.AssetCheckKey(tenant.names.asset_key("journeys"), FRESHNESS_CHECK)),
         description="Rebuild one date x branch partition of journeys from the raw tables (no API call).",
     )
     retention = dg.define_asset_job(
-        f"{tenant.key}_retention",
-        selection=dg.AssetSelection.assets(dg.AssetKey([tenant.key, "history_retention"])),
+        tenant.names.job("retention"),
+        selection=dg.AssetSelection.assets(tenant.names.asset_key("history_retention")),
         description="Prune raw payloads and sync history older than the retention period.",
     )
     return raw, journeys, retention
@@ -79,7 +79,7 @@ def catch_up_run_config(tenant: Tenant) -> dict:
     come from the customers list, which the catch-up pulls anyway (docs/performance.md).
     """
     max_age = 24.0 * (tenant.catch_up_days + 1)
-    op = f"{tenant.key}__smartmoving_opportunities"
+    op = tenant.names.op("smartmoving_opportunities")
     return {"ops": {op: {"config": {"detail_max_age_hours": max_age, "refetch_on_status_change": False}}}}
 
 
@@ -90,7 +90,7 @@ def catch_up_dates(tenant: Tenant, today: dt.date) -> list[dt.date]:
 
 def build_catch_up_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name=f"{tenant.key}_daily_catch_up",
+        name=tenant.names.schedule("daily_catch_up"),
         cron_schedule=CATCH_UP_CRON,
         job=raw_job,
         execution_timezone=tenant.timezone,
@@ -115,17 +115,17 @@ def build_catch_up_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefini
 
 
 def branches_job_name(tenant: Tenant) -> str:
-    return f"{tenant.key}_smartmoving_branches"
+    return tenant.names.job("smartmoving_branches")
 
 
 def build_branches_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
     job = dg.define_asset_job(
         branches_job_name(tenant),
-        selection=dg.AssetSelection.assets(dg.AssetKey([tenant.key, "smartmoving_branches"])),
+        selection=dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_branches")),
         description="Pull SmartMoving's branches (dispatch addresses): one API call.",
     )
     schedule = dg.ScheduleDefinition(
-        name=f"{tenant.key}_daily_branches",
+        name=tenant.names.schedule("daily_branches"),
         cron_schedule=CATCH_UP_CRON,
         job=job,
         execution_timezone=tenant.timezone,
@@ -136,7 +136,7 @@ def build_branches_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefini
 
 def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name=f"{tenant.key}_every_2_hours",
+        name=tenant.names.schedule("every_2_hours"),
         cron_schedule=REFRESH_CRON,
         job=raw_job,
         execution_timezone=tenant.timezone,
@@ -152,7 +152,7 @@ def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinit
 
 def build_retention_schedule(tenant: Tenant, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
-        name=f"{tenant.key}_daily_retention",
+        name=tenant.names.schedule("daily_retention"),
         cron_schedule=RETENTION_CRON,
         job=job,
         execution_timezone=tenant.timezone,
@@ -161,10 +161,10 @@ def build_retention_schedule(tenant: Tenant, job: dg.UnresolvedAssetJobDefinitio
 
 
 def build_fan_out_sensor(tenant: Tenant, journeys_job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
-    jobs_key = dg.AssetKey([tenant.key, "smartmoving_jobs"])
+    jobs_key = tenant.names.asset_key("smartmoving_jobs")
 
     @dg.sensor(
-        name=f"{tenant.key}_journeys_after_refresh",
+        name=tenant.names.sensor("journeys_after_refresh"),
         job=journeys_job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -196,13 +196,13 @@ def build_arrival_windows_schedule(
     tenant: Tenant,
 ) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
     job = dg.define_asset_job(
-        f"{tenant.key}_arrival_windows",
-        selection=dg.AssetSelection.assets(dg.AssetKey([tenant.key, "smartmoving_arrival_windows"])),
+        tenant.names.job("arrival_windows"),
+        selection=dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_arrival_windows")),
         description="Fetch tomorrow's arrival windows: one call per booked opportunity, when the quota allows.",
     )
 
     @dg.schedule(
-        name=f"{tenant.key}_daily_arrival_windows",
+        name=tenant.names.schedule("daily_arrival_windows"),
         cron_schedule=ARRIVAL_WINDOWS_CRON,
         job=job,
         execution_timezone=tenant.timezone,
@@ -218,7 +218,7 @@ def build_arrival_windows_schedule(
 
 
 def leads_job_name(tenant: Tenant) -> str:
-    return f"{tenant.key}_leads"
+    return tenant.names.job("leads")
 
 
 def lead_dates(tenant: Tenant, now: dt.datetime | None = None) -> list[dt.date]:
@@ -230,12 +230,12 @@ def lead_dates(tenant: Tenant, now: dt.datetime | None = None) -> list[dt.date]:
 def build_leads_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
     job = dg.define_asset_job(
         leads_job_name(tenant),
-        selection=dg.AssetSelection.groups(f"{tenant.key}_leads"),
+        selection=dg.AssetSelection.groups(tenant.names.group("leads")),
         description="Pull new SmartMoving leads (creation dates) and merge them into the leads table.",
     )
 
     @dg.schedule(
-        name=f"{tenant.key}_leads_every_2_hours",
+        name=tenant.names.schedule("leads_every_2_hours"),
         cron_schedule=REFRESH_CRON,
         job=job,
         execution_timezone=tenant.timezone,

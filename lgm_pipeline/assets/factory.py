@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import dagster as dg
 
 from lgm_pipeline.assets.arrival_windows import build_arrival_windows_asset
@@ -20,19 +22,24 @@ from lgm_pipeline.assets.journeys import build_journeys_asset
 from lgm_pipeline.assets.leads import build_leads_assets
 from lgm_pipeline.assets.maintenance import build_retention_asset
 from lgm_pipeline.assets.partitions import tenant_partitions
-from lgm_pipeline.assets.raw import build_branches_asset, build_raw_assets, smartmoving_resource_key
+from lgm_pipeline.assets.raw import build_branches_asset, build_raw_assets
 from lgm_pipeline.settings import smartmoving_rate_limit
-from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline.smartmoving.resource import SmartMovingAccount, SmartMovingResource
 from lgm_pipeline.tenants import Tenant
 
 
-def smartmoving_resource(tenant: Tenant) -> SmartMovingResource:
+def smartmoving_account(tenant: Tenant) -> SmartMovingAccount:
     """The tenant's API settings; the key and base URL are read from the environment at run time."""
-    return SmartMovingResource(
+    return SmartMovingAccount(
         base_url=dg.EnvVar(tenant.smartmoving.base_url_env),
         api_key=dg.EnvVar(tenant.smartmoving.api_key_env),
         rate_limit_per_minute=smartmoving_rate_limit(tenant.smartmoving.rate_limit_per_minute),
     )
+
+
+def smartmoving_resource(tenants: Iterable[Tenant]) -> SmartMovingResource:
+    """One resource with every tenant's account: assets reach theirs typed, by tenant key."""
+    return SmartMovingResource(accounts={t.key: smartmoving_account(t) for t in tenants})
 
 
 def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
@@ -68,5 +75,4 @@ def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
             freshness_schedule,
         ],
         sensors=[build_fan_out_sensor(tenant, journeys_job)],
-        resources={smartmoving_resource_key(tenant): smartmoving_resource(tenant)},
     )

@@ -48,7 +48,7 @@ def stale_branches(tenant: Tenant, latest: Sequence[dict[str, Any]], window: Seq
 
 
 def build_freshness_check(tenant: Tenant) -> dg.AssetChecksDefinition:
-    asset_key = dg.AssetKey([tenant.key, "journeys"])
+    asset_key = tenant.names.asset_key("journeys")
 
     @dg.asset_check(
         asset=asset_key,
@@ -57,10 +57,8 @@ def build_freshness_check(tenant: Tenant) -> dg.AssetChecksDefinition:
             f"Every branch's journeys of today and tomorrow were written less than "
             f"{int(STALE_AFTER.total_seconds() // 60)} minutes ago (sync_runs; same rule as `lgm status`)."
         ),
-        required_resource_keys={"postgres"},
     )
-    def journeys_freshness(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-        postgres: PostgresResource = context.resources.postgres
+    def journeys_freshness(postgres: PostgresResource) -> dg.AssetCheckResult:
         window = tenant.sync_window()
         stale = stale_branches(tenant, postgres.latest_sync_status(tenant), window)
         return dg.AssetCheckResult(
@@ -80,7 +78,7 @@ def build_freshness_check(tenant: Tenant) -> dg.AssetChecksDefinition:
 
 
 def freshness_job_name(tenant: Tenant) -> str:
-    return f"{tenant.key}_journeys_freshness"
+    return tenant.names.job("journeys_freshness")
 
 
 def build_freshness_schedule(
@@ -93,7 +91,7 @@ def build_freshness_schedule(
         description="Check that every branch's journeys are recent (no API call).",
     )
     schedule = dg.ScheduleDefinition(
-        name=f"{tenant.key}_journeys_freshness",
+        name=tenant.names.schedule("journeys_freshness"),
         cron_schedule=FRESHNESS_CRON,
         job=job,
         execution_timezone=tenant.timezone,

@@ -9,10 +9,9 @@ import pandas as pd
 
 from lgm_pipeline.assets.freshness import JOURNEYS_FRESHNESS_POLICY
 from lgm_pipeline.assets.metadata import preview
-from lgm_pipeline.assets.partitions import BRANCH_DIMENSION, DATE_DIMENSION, TenantPartitions
-from lgm_pipeline.assets.raw import IO_MANAGER_KEY, OWNERS
+from lgm_pipeline.assets.partitions import TenantPartitions
+from lgm_pipeline.naming import BRANCH_ROWS, IO_MANAGER_KEY, OWNERS, parse_journey_partition_key
 from lgm_pipeline.quality.rules import RuleResult, Severity, rules_for, validate_journeys
-from lgm_pipeline.storage.io_manager import BRANCH_ROWS
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.journeys import is_journey, normalize_journeys
@@ -91,10 +90,27 @@ def _structural_checks(frame: pd.DataFrame, service_date: dt.date, partition: st
     ]
 
 
+def journey_partition(tenant: Tenant, key: str) -> tuple[dt.date, str]:
+    """The run's (service date, branch), or a failure naming the expected key form (retrying cannot help)."""
+    try:
+        service_date, location_id = parse_journey_partition_key(key)
+    except ValueError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+    if location_id not in tenant.location_ids:
+        raise dg.Failure(
+            description=f"journeys partition key {key!r}: {location_id!r} is not a branch of tenant {tenant.key} "
+            f"(branches: {', '.join(tenant.location_ids)})",
+            allow_retries=False,
+        )
+    return service_date, location_id
+
+
 def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.AssetsDefinition:
-    asset_key = dg.AssetKey([tenant.key, "journeys"])
-    raw = [dg.AssetKey([tenant.key, name]) for name in ("smartmoving_customers", "smartmoving_opportunities")]
+    names = tenant.names
+    asset_key = names.asset_key("journeys")
+    # Each branch partition loads only the raw rows its branch can use (plus unknown branches).
     branch_rows = {BRANCH_ROWS: True}
+    raw = ("smartmoving_jobs", "smartmoving_customers", "smartmoving_opportunities")
 
     @dg.asset(
         key=asset_key,
@@ -103,33 +119,26 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
             "date and one branch. Rows failing a blocking rule go to journeys_quarantine with their reasons; "
             "warning rules are stored as dq_flags. Table journeys (+ journeys_quarantine, journey_audit)."
         ),
-        group_name=f"{tenant.key}_journeys",
+        group_name=names.group("journeys"),
         partitions_def=partitions.journeys,
         io_manager_key=IO_MANAGER_KEY,
-        # Each branch partition loads only the raw rows its branch can use (plus unknown branches).
-        ins={
-            "smartmoving_jobs": dg.AssetIn(dg.AssetKey([tenant.key, "smartmoving_jobs"]), metadata=branch_rows),
-            "smartmoving_customers": dg.AssetIn(raw[0], metadata=branch_rows),
-            "smartmoving_opportunities": dg.AssetIn(raw[1], metadata=branch_rows),
-        },
+        ins={name: dg.AssetIn(names.asset_key(name), metadata=branch_rows) for name in raw},
         check_specs=_check_specs(tenant, asset_key),
-        required_resource_keys={"postgres"},
         kinds={"pandas", "postgres"},
         owners=OWNERS,
+        tags=names.tags,
         freshness_policy=JOURNEYS_FRESHNESS_POLICY,
-        metadata={"partition_expr": {DATE_DIMENSION: "service_date", BRANCH_DIMENSION: "location_id"}},
     )
     def journeys(
         context: dg.AssetExecutionContext,
         config: JourneysConfig,
+        postgres: PostgresResource,
         smartmoving_jobs: pd.DataFrame,
         smartmoving_customers: pd.DataFrame,
         smartmoving_opportunities: pd.DataFrame,
     ) -> Any:
         started = time.monotonic()
-        keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
-        service_date = dt.date.fromisoformat(keys[DATE_DIMENSION])
-        location_id = keys[BRANCH_DIMENSION]
+        service_date, location_id = journey_partition(tenant, context.partition_key)
 
         normalized = normalize_journeys(
             tenant,
@@ -144,7 +153,6 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         ].reset_index(drop=True)
         # Leads and jobs never booked are sales' business, not a truck's: they are neither journeys
         # nor checked as such; once a journey exists, every later status (a cancellation) updates it.
-        postgres: PostgresResource = context.resources.postgres
         work = is_journey(normalized, postgres.existing_journey_ids(tenant, normalized["id"]))
         not_booked = int((~work).sum())
         normalized = normalized[work].reset_index(drop=True)

@@ -16,14 +16,8 @@ import pandas as pd
 from lgm_pipeline.assets.journeys import rule_check
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, attach_api_calls, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
-from lgm_pipeline.assets.raw import (
-    IO_MANAGER_KEY,
-    OWNERS,
-    api_asset,
-    call_api,
-    service_dates,
-    smartmoving_resource_key,
-)
+from lgm_pipeline.assets.raw import api_asset, call_api, service_dates
+from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
 from lgm_pipeline.quality.rules import lead_rules_for, validate_leads
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.resources import PostgresResource
@@ -48,10 +42,10 @@ def utc_dates(tenant: Tenant, dates: list[dt.date]) -> tuple[dt.date, dt.date]:
 
 
 def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.AssetsDefinition]:
-    sm_key = smartmoving_resource_key(tenant)
-    group = f"{tenant.key}_leads"
-    raw_key = dg.AssetKey([tenant.key, "smartmoving_leads"])
-    leads_key = dg.AssetKey([tenant.key, "leads"])
+    names = tenant.names
+    group = names.group("leads")
+    raw_key = names.asset_key("smartmoving_leads")
+    leads_key = names.asset_key("leads")
     single_run = dg.BackfillPolicy.single_run()
 
     @dg.asset(
@@ -65,10 +59,11 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         backfill_policy=single_run,
         **api_asset(tenant),
     )
-    def smartmoving_leads(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+    def smartmoving_leads(
+        context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
+    ) -> dg.Output[pd.DataFrame]:
         dates = service_dates(context)
-        resource: SmartMovingResource = getattr(context.resources, sm_key)
-        with resource.get_client(logger=context.log) as client:
+        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
             pulled = call_api(client.list_leads, *utc_dates(tenant, dates))
             calls = Counter(client.calls)
         frame = raw_leads_frame(tenant, pulled, dates, dt.datetime.now(dt.UTC), context.run.run_id)
@@ -101,12 +96,16 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         ],
         kinds={"pandas", "postgres"},
         owners=OWNERS,
-        required_resource_keys={"postgres"},
+        tags=names.tags,
     )
-    def leads(context: dg.AssetExecutionContext, config: LeadsConfig, smartmoving_leads: pd.DataFrame) -> Any:
+    def leads(
+        context: dg.AssetExecutionContext,
+        config: LeadsConfig,
+        postgres: PostgresResource,
+        smartmoving_leads: pd.DataFrame,
+    ) -> Any:
         started = time.monotonic()
         dates = service_dates(context)
-        postgres: PostgresResource = context.resources.postgres
         frame = normalize_leads(tenant, smartmoving_leads, dt.datetime.now(dt.UTC), context.run.run_id)
         earlier = postgres.recent_lead_contacts(tenant, dates[0] - DUPLICATE_WINDOW, exclude=frame["id"])
         outcome = validate_leads(mark_probable_duplicates(frame, earlier), tenant)

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from lgm_pipeline.assets.raw import OWNERS
+from lgm_pipeline.naming import OWNERS
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
 
@@ -14,14 +14,15 @@ class RetentionConfig(dg.Config):
 
 def build_retention_asset(tenant: Tenant) -> dg.AssetsDefinition:
     @dg.asset(
-        key=dg.AssetKey([tenant.key, "history_retention"]),
-        group_name=f"{tenant.key}_maintenance",
+        key=tenant.names.asset_key("history_retention"),
+        group_name=tenant.names.group("maintenance"),
         description=(
             f"{tenant.name}: prunes raw_* rows of service dates older than keep_days and sync_runs history "
             "older than keep_days. Journeys, quarantine and audit are never touched."
         ),
         kinds={"postgres"},
         owners=OWNERS,
+        tags=tenant.names.tags,
     )
     def history_retention(
         context: dg.AssetExecutionContext, config: RetentionConfig, postgres: PostgresResource

@@ -6,10 +6,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from lgm_pipeline.naming import BRANCH_DIMENSION, DATE_DIMENSION
 from lgm_pipeline.tenants import Tenant
-
-DATE_DIMENSION = "date"
-BRANCH_DIMENSION = "branch"
 
 
 @dataclass(frozen=True)
@@ -29,7 +27,3 @@ def tenant_partitions(tenant: Tenant) -> TenantPartitions:
         service_date=service_date,
         journeys=dg.MultiPartitionsDefinition({DATE_DIMENSION: service_date, BRANCH_DIMENSION: branch}),
     )
-
-
-def journey_partition_key(service_date: str, location_id: str) -> dg.MultiPartitionKey:
-    return dg.MultiPartitionKey({DATE_DIMENSION: service_date, BRANCH_DIMENSION: location_id})

@@ -16,6 +16,7 @@ import pandas as pd
 
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, attach_api_calls, per_branch, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
+from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
 from lgm_pipeline.smartmoving.enums import OpportunityStatus
 from lgm_pipeline.smartmoving.errors import (
     AuthenticationError,
@@ -38,9 +39,6 @@ from lgm_pipeline.transform.raw import (
     opportunity_summaries,
 )
 
-IO_MANAGER_KEY = "tenant_io_manager"
-OWNERS = ["team:data-engineering"]
-
 # Transient upstream trouble is retried by the client first; this covers a whole step failing
 # (e.g. the API down for minutes). Jitter keeps two tenants' retries from lining up.
 API_RETRY_POLICY = dg.RetryPolicy(max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -58,10 +56,6 @@ class OpportunityDetailsConfig(dg.Config):
     show (an address) wait at most this long. 36 h keeps LGM's month (2-hour cycles with a full detail refresh every
     36 h, ~283 calls a day, plus the changed details and the daily catch-up) near 16,800 calls, inside the Basic
     tier's 20,000; 24 h would reach ~21,000 with the catch-up (docs/performance.md)."""
-
-
-def smartmoving_resource_key(tenant: Tenant) -> str:
-    return f"smartmoving_{tenant.key}"
 
 
 #: Failure metadata telling ``lgm sync`` not to pull the cycle's other dates (they would fail the same way).
@@ -97,14 +91,14 @@ def same_but_status(summary: OpportunitySummary, cached: dict[str, Any]) -> bool
     return not newly_completed and summary.jobs == listed_jobs(cached.get("jobs"), "jobDate")
 
 
-def api_asset(tenant: Tenant, *resources: str) -> dict[str, Any]:
-    """What every asset calling SmartMoving shares: the tenant's API pool, retries, the client resource."""
+def api_asset(tenant: Tenant) -> dict[str, Any]:
+    """What every asset calling SmartMoving shares: storage, the tenant's API pool and tag, retries."""
     return {
         "io_manager_key": IO_MANAGER_KEY,
         "kinds": {"smartmoving", "pandas", "postgres"},
         "owners": OWNERS,
-        "required_resource_keys": {smartmoving_resource_key(tenant), *resources},
-        "pool": f"smartmoving_{tenant.key}",
+        "tags": tenant.names.tags,
+        "pool": tenant.names.api_pool,
         "retry_policy": API_RETRY_POLICY,
     }
 
@@ -122,20 +116,15 @@ def call_api(func: Any, *args: Any) -> Any:
 
 
 def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.AssetsDefinition]:
-    key_prefix = [tenant.key]
-    sm_key = smartmoving_resource_key(tenant)
-    group = f"{tenant.key}_raw"
-    pool = f"smartmoving_{tenant.key}"
+    names = tenant.names
     common: dict[str, Any] = {
-        "key_prefix": key_prefix,
-        "group_name": group,
+        "key_prefix": [names.key],
+        "group_name": names.group("raw"),
         "partitions_def": partitions.service_date,
-        "io_manager_key": IO_MANAGER_KEY,
-        "owners": OWNERS,
-        "metadata": {"partition_expr": "service_date"},
         # The window (and the daily catch-up) is one run: one date-range list call for all its dates.
         "backfill_policy": dg.BackfillPolicy.single_run(),
     }
+    api = api_asset(tenant)
 
     @dg.asset(
         name="smartmoving_customers",
@@ -143,17 +132,15 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             f"{tenant.name}: SmartMoving customers with a job on the service date (all pages, opportunity "
             "summaries included), payload kept verbatim. Table raw_customers."
         ),
-        kinds={"smartmoving", "pandas", "postgres"},
-        required_resource_keys={sm_key},
-        pool=pool,
-        retry_policy=API_RETRY_POLICY,
+        **api,
         **common,
     )
-    def smartmoving_customers(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+    def smartmoving_customers(
+        context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
+    ) -> dg.Output[pd.DataFrame]:
         dates = service_dates(context)
-        resource: SmartMovingResource = getattr(context.resources, sm_key)
         started = time.monotonic()
-        with resource.get_client(logger=context.log) as client:
+        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
             customers = call_api(client.list_customers, dates[0], dates[-1])
             calls = Counter(client.calls)
         frame = customers_frame(customers, dates, dt.datetime.now(dt.UTC), context.run.run_id)
@@ -177,18 +164,17 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             "every opportunity listed on the service date. Details are reused from the previous pull while the "
             "list summary is unchanged and younger than detail_max_age_hours. Table raw_opportunities."
         ),
-        kinds={"smartmoving", "pandas", "postgres"},
-        required_resource_keys={sm_key, "postgres"},
-        pool=pool,
-        retry_policy=API_RETRY_POLICY,
+        **api,
         **common,
     )
     def smartmoving_opportunities(
-        context: dg.AssetExecutionContext, config: OpportunityDetailsConfig, smartmoving_customers: pd.DataFrame
+        context: dg.AssetExecutionContext,
+        config: OpportunityDetailsConfig,
+        smartmoving: SmartMovingResource,
+        postgres: PostgresResource,
+        smartmoving_customers: pd.DataFrame,
     ) -> dg.Output[pd.DataFrame]:
         dates = service_dates(context)
-        resource: SmartMovingResource = getattr(context.resources, sm_key)
-        postgres: PostgresResource = context.resources.postgres
         started = time.monotonic()
         summaries = opportunity_summaries(smartmoving_customers)
         now = dt.datetime.now(dt.UTC)
@@ -222,7 +208,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                     fetched_at[oid] = detail.fetched_at
         reused = len(details)
         to_fetch = [oid for oid in summaries if oid not in details]
-        with resource.get_client(logger=context.log) as client:
+        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
             fetched = call_api(client.get_opportunities, to_fetch)
             calls = Counter(client.calls)
         # Deleted in SmartMoving between the list and the details: its journeys leave with the next merge.
@@ -262,7 +248,10 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             "(addresses, type, confirmed, estimated charges); a job without a date is no journey (view "
             "unscheduled_jobs). No API call. Table raw_jobs."
         ),
+        io_manager_key=IO_MANAGER_KEY,
         kinds={"pandas", "postgres"},
+        owners=OWNERS,
+        tags=names.tags,
         **common,
     )
     def smartmoving_jobs(
@@ -284,20 +273,19 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
 
 
 def build_branches_asset(tenant: Tenant) -> dg.AssetsDefinition:
-    sm_key = smartmoving_resource_key(tenant)
-
     @dg.asset(
-        key=dg.AssetKey([tenant.key, "smartmoving_branches"]),
+        key=tenant.names.asset_key("smartmoving_branches"),
         description=(
             f"{tenant.name}: SmartMoving's branches with their dispatch address (one call), for the board view. "
             "Table raw_branches."
         ),
-        group_name=f"{tenant.key}_reference",
+        group_name=tenant.names.group("reference"),
         **api_asset(tenant),
     )
-    def smartmoving_branches(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
-        resource: SmartMovingResource = getattr(context.resources, sm_key)
-        with resource.get_client(logger=context.log) as client:
+    def smartmoving_branches(
+        context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
+    ) -> dg.Output[pd.DataFrame]:
+        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
             branches = call_api(client.list_branches)
             calls = Counter(client.calls)
         frame = branches_frame(branches, dt.datetime.now(dt.UTC), context.run.run_id)

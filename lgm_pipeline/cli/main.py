@@ -145,8 +145,8 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
         for tenant in load_tenants():
             # build_resources resolves the EnvVars, as a run would; outside it they are only names.
             with (
-                dg.build_resources({"smartmoving": smartmoving_resource(tenant)}) as resources,
-                resources.smartmoving.get_client() as client,
+                dg.build_resources({"smartmoving": smartmoving_resource([tenant])}) as resources,
+                resources.smartmoving.account(tenant.key).get_client() as client,
             ):
                 report = check_connection(client)
             status = "ok" if report.ok else f"FAILED: {report.error}"

@@ -3,6 +3,8 @@
 - ``LGM_DATABASE_URL`` unset: the embedded PostgreSQL under ``$LGM_HOME`` is started (or reused) and
   its URL exported, so the Dagster webserver, daemon and run workers started from here use it too.
 - Dagster's instance storage goes to the ``dagster`` database of the same server (``dagster.yaml``).
+- The files handed to Dagster (``dagster.yaml``, ``workspace.yaml``) ship in this package and are written
+  into ``$LGM_HOME/dagster``, so a plain ``pip install .`` (a wheel) runs like a checkout.
 - A tenant with neither its SmartMoving base URL nor its key in the environment syncs from a
   simulator started here, and we say so.
 """
@@ -10,10 +12,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from importlib import resources
 from pathlib import Path
 
 from lgm_pipeline.settings import (
@@ -32,26 +34,42 @@ from lgm_pipeline.storage.database import (
 )
 from lgm_pipeline.tenants import Tenant, load_tenants
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Package data of lgm_pipeline.cli (pyproject.toml's package-data): the instance and the workspace.
+PACKAGED_FILES = ("dagster.yaml", "workspace.yaml")
 
 
 class SetupError(RuntimeError):
     """Configuration the user must fix; the message says what and how."""
 
 
+def packaged_text(name: str) -> str:
+    """The text of a file shipped with the package (``dagster.yaml``, ``workspace.yaml``)."""
+    if name not in PACKAGED_FILES:
+        raise ValueError(f"{name} is not one of the files lgm ships ({', '.join(PACKAGED_FILES)})")
+    try:
+        return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise SetupError(f"{name} is missing from the installed lgm_pipeline package; reinstall it") from error
+
+
 def project_file(name: str) -> Path:
-    path = PROJECT_ROOT / name
-    if not path.exists():
-        raise SetupError(f"{name} not found next to the package ({PROJECT_ROOT}); install with `pip install -e .`")
+    """A packaged file Dagster reads by path, written into ``$LGM_HOME/dagster`` (rewritten when it changed)."""
+    text = packaged_text(name)
+    folder = lgm_home() / "dagster"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        # Atomic: another `lgm` process (a webserver, a run worker) may be reading it right now.
+        staging = path.with_name(f".{name}.{os.getpid()}.tmp")
+        staging.write_text(text, encoding="utf-8")
+        os.replace(staging, path)
     return path
 
 
 def _prepare_dagster_home() -> Path:
     if os.environ.get("DAGSTER_HOME"):
         return Path(os.environ["DAGSTER_HOME"])
-    home = lgm_home() / "dagster"
-    home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(project_file("dagster.yaml"), home / "dagster.yaml")
+    home = project_file("dagster.yaml").parent
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 

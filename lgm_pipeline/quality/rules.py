@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
+from lgm_pipeline.domain.mappings import JOB_TYPES, STATUS_MAPPING
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.journeys import custom_job_types
-from lgm_pipeline.transform.mappings import JOB_TYPES, STATUS_MAPPING
 
 E164_NANP = r"^\+1[2-9]\d{2}[2-9]\d{6}(;ext=\d{1,6})?$"
 PLAUSIBLE_EMAIL = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"

@@ -1,4 +1,4 @@
-"""Dagster resource handing out configured SmartMoving clients."""
+"""Dagster resource handing out configured SmartMoving clients, one account per tenant."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from pydantic import Field
 from lgm_pipeline.smartmoving.client import SmartMovingClient
 
 
-class SmartMovingResource(dg.ConfigurableResource):
+class SmartMovingAccount(dg.Config):
     """SmartMoving connection settings for one tenant.
 
     ``api_key`` is given as ``dg.EnvVar(...)``: Dagster then stores only the variable's name in
     run config and resolves the value at run time. ``repr=False`` keeps the resolved value out of
-    the resource's repr, which Dagster and user code can log.
+    the account's repr, which Dagster and user code can log.
     """
 
     base_url: str = Field(description="API root, e.g. https://api-public.smartmoving.com/v1")
@@ -31,7 +31,7 @@ class SmartMovingResource(dg.ConfigurableResource):
     deadline_seconds: float = 900.0
 
     def get_client(self, logger: logging.Logger | None = None) -> SmartMovingClient:
-        """A new client; the caller closes it (``with resource.get_client() as client:``)."""
+        """A new client; the caller closes it (``with account.get_client() as client:``)."""
         return SmartMovingClient(
             self.base_url,
             self.api_key,
@@ -44,3 +44,17 @@ class SmartMovingResource(dg.ConfigurableResource):
             deadline_seconds=self.deadline_seconds,
             logger=logger,
         )
+
+
+class SmartMovingResource(dg.ConfigurableResource):
+    """Every tenant's SmartMoving account, by tenant key: one resource, reached typed by the assets."""
+
+    accounts: dict[str, SmartMovingAccount] = Field(description="Tenant key -> that tenant's SmartMoving account")
+
+    def account(self, tenant_key: str) -> SmartMovingAccount:
+        try:
+            return self.accounts[tenant_key]
+        except KeyError:
+            raise dg.DagsterInvariantViolationError(
+                f"no SmartMoving account for tenant {tenant_key!r} (accounts: {sorted(self.accounts)})"
+            ) from None

@@ -14,16 +14,11 @@ import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
 
-from lgm_pipeline.assets.partitions import BRANCH_DIMENSION, DATE_DIMENSION
+from lgm_pipeline.naming import BRANCH_ROWS, parse_journey_partition_key
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import ASSET_TABLES
 from lgm_pipeline.storage.writes import BranchRows, PartitionScope, read_frame, write_frame
 from lgm_pipeline.tenants.config import Tenant, get_tenant
-
-#: Input metadata (``dg.AssetIn(metadata={BRANCH_ROWS: True})``) of a branch-partitioned asset
-#: reading a date-partitioned raw asset: load only the rows its branch can use
-#: (:class:`writes.BranchRows`) instead of the whole date's payloads for every branch.
-BRANCH_ROWS = "lgm/branch_rows_only"
 
 
 def _tenant_and_table(asset_key: dg.AssetKey) -> tuple[Tenant, sa.Table, str]:
@@ -42,19 +37,9 @@ def _tenant_and_table(asset_key: dg.AssetKey) -> tuple[Tenant, sa.Table, str]:
 
 def partition_scope(key: str, partitions_def: dg.PartitionsDefinition | None) -> PartitionScope:
     """The rows a partition key owns: a daily key, or a (date, branch) multi-partition key."""
-    if not isinstance(key, dg.MultiPartitionKey) and isinstance(partitions_def, dg.MultiPartitionsDefinition):
-        key = partitions_def.get_partition_key_from_str(key)
-    if isinstance(key, dg.MultiPartitionKey):
-        dims = key.keys_by_dimension
-        if set(dims) != {DATE_DIMENSION, BRANCH_DIMENSION}:
-            raise dg.DagsterInvariantViolationError(
-                f"partition {key}: expected dimensions {DATE_DIMENSION!r} and {BRANCH_DIMENSION!r}, got {sorted(dims)}"
-            )
-        return PartitionScope(
-            key=str(key),
-            service_date=dt.date.fromisoformat(dims[DATE_DIMENSION]),
-            location_id=dims[BRANCH_DIMENSION],
-        )
+    if isinstance(key, dg.MultiPartitionKey) or isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        service_date, location_id = parse_journey_partition_key(key)
+        return PartitionScope(key=str(key), service_date=service_date, location_id=location_id)
     return PartitionScope(key=str(key), service_date=dt.date.fromisoformat(key))
 
 
@@ -109,10 +94,9 @@ def _branch_rows(context: dg.InputContext, tenant: Tenant) -> BranchRows | None:
     """The consumer's branch, when its input asks for branch rows only and it runs for one branch."""
     if not context.definition_metadata.get(BRANCH_ROWS) or not context.has_partition_key:
         return None
-    key = context.partition_key
-    dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else {}
-    location_id = dims.get(BRANCH_DIMENSION)
-    if location_id is None:
+    try:
+        _, location_id = parse_journey_partition_key(context.partition_key)
+    except ValueError:
         return None  # not one branch: read everything, which is always correct
     others = sorted(name for name, b in tenant.branch_by_smartmoving_name().items() if b.location_id != location_id)
     return BranchRows(tuple(others))

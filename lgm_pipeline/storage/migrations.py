@@ -20,8 +20,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
+from lgm_pipeline.domain.mappings import FALLEN_THROUGH_STAGES, FINISHED_STAGES, STAGE_ORDER, STATUS_MAPPING
 from lgm_pipeline.storage.access import apply_access, apply_crm_access, quote_ident, quote_literal
 from lgm_pipeline.storage.tables import (
+    MAX_MONEY,
     company,
     journey_audit,
     journey_progress,
@@ -39,8 +41,6 @@ from lgm_pipeline.storage.tables import (
     tenant_options,
 )
 from lgm_pipeline.tenants.config import Tenant
-from lgm_pipeline.transform.journeys import MAX_MONEY
-from lgm_pipeline.transform.mappings import FALLEN_THROUGH_STAGES, FINISHED_STAGES, STAGE_ORDER, STATUS_MAPPING
 
 log = logging.getLogger(__name__)
 

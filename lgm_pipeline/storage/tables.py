@@ -7,11 +7,13 @@ serves every tenant and no schema name is ever formatted into SQL by hand.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from lgm_pipeline.domain.mappings import CRM_PROGRESS_STAGES
 from lgm_pipeline.tenants.config import Tenant
-from lgm_pipeline.transform.mappings import CRM_PROGRESS_STAGES
 
 metadata = sa.MetaData()
 
@@ -66,6 +68,9 @@ raw_jobs = sa.Table(
 )
 
 _MONEY = sa.Numeric(12, 2)
+#: The first amount a money column cannot hold: a larger one would fail the whole partition's write, so the
+#: transform leaves it out (the payload keeps it verbatim) and the migration's CHECK says the same.
+MAX_MONEY = Decimal(10) ** (_MONEY.precision - _MONEY.scale)
 
 journeys = sa.Table(
     "journeys",
@@ -74,7 +79,7 @@ journeys = sa.Table(
     sa.Column("client_id", sa.Text, nullable=False),
     sa.Column("location_id", sa.Text, nullable=False),
     sa.Column("service_date", sa.Date, nullable=False),
-    # The synced stage (transform.mappings.STATUS_MAPPING); the CRM's field progress is journey_progress.
+    # The synced stage (domain.mappings.STATUS_MAPPING); the CRM's field progress is journey_progress.
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("smartmoving_status", sa.Integer, nullable=True),
     sa.Column("smartmoving_status_name", sa.Text, nullable=True),

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection, Engine
 
+from lgm_pipeline.domain.mappings import JOURNEY_CREATING_STAGES
 from lgm_pipeline.storage.access import quote_ident, quote_literal
 from lgm_pipeline.storage.tables import (
     date_column,
@@ -39,7 +40,6 @@ from lgm_pipeline.storage.tables import (
     tenant_options,
 )
 from lgm_pipeline.tenants.config import Tenant
-from lgm_pipeline.transform.mappings import JOURNEY_CREATING_STAGES
 
 #: Rows converted and sent to COPY at a time: bounds the extra memory beyond the frame itself.
 CHUNK_ROWS = 10_000

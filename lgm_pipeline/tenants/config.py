@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from lgm_pipeline.naming import TenantNames
+
 DEFAULT_TENANTS_FILE = Path(__file__).with_name("tenants.yaml")
 TENANTS_FILE_ENV = "LGM_TENANTS_FILE"
 
@@ -68,6 +70,10 @@ class Tenant:
     currency: str = "CAD"
     catch_up_days: int = 7  # past service dates refreshed once a day so jobs reach their final status
     job_types: tuple[CustomJobType, ...] = ()
+
+    @property
+    def names(self) -> TenantNames:
+        return TenantNames(self.key)
 
     @property
     def schema(self) -> str:

@@ -15,9 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from lgm_pipeline.storage.tables import journeys as journeys_table
-from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.mappings import (
+from lgm_pipeline.domain.mappings import (
     JOURNEY_CREATING_STAGES,
     OPPORTUNITY_TYPE_NAMES,
     PHONE_TYPE_NAMES,
@@ -26,6 +24,9 @@ from lgm_pipeline.transform.mappings import (
     JobTypeInfo,
     job_type_info,
 )
+from lgm_pipeline.storage.tables import MAX_MONEY
+from lgm_pipeline.storage.tables import journeys as journeys_table
+from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.raw import enum_code, listed_statuses
 
 JOURNEY_COLUMNS = [c.name for c in journeys_table.columns]  # one definition, in storage.tables
@@ -84,10 +85,6 @@ def _as_int(value: Any) -> int | None:
     return enum_code(value)
 
 
-#: Money columns are numeric(12, 2): a larger amount would fail the whole partition's write. Such an
-#: amount is not a real figure; it is left out (the payload keeps it verbatim) and the financials
-#: rule flags a booked journey without an estimate.
-MAX_MONEY = Decimal(10) ** 10
 _CENT = Decimal("0.01")
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pandas as pd
 
+from lgm_pipeline.domain.mappings import LEAD_CONVERTED, LEAD_STATUS_NAMES
 from lgm_pipeline.storage.tables import leads as leads_table
 from lgm_pipeline.storage.tables import raw_leads
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.journeys import clean_email, clean_name, clean_text, contact_phone
-from lgm_pipeline.transform.mappings import LEAD_CONVERTED, LEAD_STATUS_NAMES
 from lgm_pipeline.transform.raw import enum_code, utc_timestamp, yyyymmdd_to_date
 
 LEAD_COLUMNS = [c.name for c in leads_table.columns]

@@ -13,13 +13,13 @@ from lgm_pipeline.tenants import load_tenants
 
 
 def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
-    schedule = module_defs.resolve_schedule_def("lgm_every_2_hours")
+    schedule = module_defs().resolve_schedule_def("lgm_every_2_hours")
     assert schedule.cron_schedule == "0 */2 * * *"
     assert schedule.execution_timezone == "America/Toronto"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     # 04:00 UTC on the 26th is 23:00 on the 25th in Toronto: the window is the 25th and the 26th
     tick = dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC)
-    repository = module_defs.get_repository_def()
+    repository = module_defs().get_repository_def()
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repository) as context:
         result = schedule.evaluate_tick(context)
     # one run over both dates: one date-range list call
@@ -29,11 +29,11 @@ def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
 
 
 def test_daily_catch_up_refreshes_the_last_seven_service_dates_without_refetching_for_age() -> None:
-    schedule = module_defs.resolve_schedule_def("lgm_daily_catch_up")
+    schedule = module_defs().resolve_schedule_def("lgm_daily_catch_up")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     tick = dt.datetime(2026, 11, 26, 9, 15, tzinfo=dt.UTC)  # 04:15 in Toronto
     with dg.build_schedule_context(
-        scheduled_execution_time=tick, repository_def=module_defs.get_repository_def()
+        scheduled_execution_time=tick, repository_def=module_defs().get_repository_def()
     ) as context:
         [request] = schedule.evaluate_tick(context).run_requests
     assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (

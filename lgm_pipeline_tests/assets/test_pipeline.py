@@ -8,10 +8,10 @@ import dagster as dg
 import sqlalchemy as sa
 
 from lgm_pipeline.assets.factory import tenant_assets
-from lgm_pipeline.assets.partitions import journey_partition_key
+from lgm_pipeline.domain.mappings import STATUS_MAPPING
+from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.mappings import STATUS_MAPPING
 
 
 def _journeys(db: sa.Engine, tenant: Tenant, where: str = "TRUE", **params: object) -> list[dict]:

@@ -16,12 +16,12 @@ import sqlalchemy as sa
 
 from lgm_pipeline.assets import factory, raw
 from lgm_pipeline.definitions import build_definitions
+from lgm_pipeline.domain.mappings import STATUS_MAPPING
 from lgm_pipeline.simulator import RunningSimulator
-from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline.smartmoving.resource import SmartMovingAccount
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.sync import SyncReport, run_sync
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.mappings import STATUS_MAPPING
 from lgm_pipeline_tests.assets.conftest import instance, simulator, tenant, window  # noqa: F401
 
 CALGARY = "loc_lgm_calgary_001"
@@ -51,9 +51,9 @@ def defs(
     monkeypatch: pytest.MonkeyPatch,
     resource_overrides: dict[str, Any],
 ) -> dg.Definitions:
-    production = factory.smartmoving_resource
+    production = factory.smartmoving_account
 
-    def fast_resource(tenant: Tenant) -> SmartMovingResource:  # noqa: F811
+    def fast_account(tenant: Tenant) -> SmartMovingAccount:  # noqa: F811
         base = production(tenant)
         settings: dict[str, Any] = {
             "base_url": base.base_url,
@@ -67,9 +67,9 @@ def defs(
             "backoff_max_seconds": 0.05,
             **resource_overrides,
         }
-        return SmartMovingResource(**settings)
+        return SmartMovingAccount(**settings)
 
-    monkeypatch.setattr(factory, "smartmoving_resource", fast_resource)
+    monkeypatch.setattr(factory, "smartmoving_account", fast_account)
     monkeypatch.setattr(raw, "API_RETRY_POLICY", FAST_STEP_RETRIES)
     return build_definitions()
 

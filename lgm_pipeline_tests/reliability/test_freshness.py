@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 
 def test_journeys_carry_the_time_window_policy_of_lgm_status() -> None:
-    spec = next(s for s in production_defs.resolve_all_asset_specs() if s.key == dg.AssetKey(["lgm", "journeys"]))
+    spec = next(s for s in production_defs().resolve_all_asset_specs() if s.key == dg.AssetKey(["lgm", "journeys"]))
     assert spec.freshness_policy == JOURNEYS_FRESHNESS_POLICY
     assert JOURNEYS_FRESHNESS_POLICY.fail_window.to_timedelta() == STALE_AFTER == dt.timedelta(hours=2, minutes=30)
 

@@ -23,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from lgm_pipeline.assets.automation import journeys_job_name, raw_job_name
-from lgm_pipeline.assets.partitions import journey_partition_key
+from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.settings import DATABASE_URL_ENV, HOME_ENV
 from lgm_pipeline.storage import writes
 from lgm_pipeline.tenants import Tenant

@@ -124,7 +124,8 @@ def test_any_payload_is_normalized_or_quarantined(customers: list[dict], details
 @settings(max_examples=200, deadline=None)
 @given(value=scalars)
 def test_money_is_a_storable_amount_or_none(value: Any) -> None:
-    from lgm_pipeline.transform.journeys import MAX_MONEY, as_money
+    from lgm_pipeline.storage.tables import MAX_MONEY
+    from lgm_pipeline.transform.journeys import as_money
 
     amount = as_money(value)
     assert amount is None or (

@@ -10,7 +10,7 @@ import pytest
 
 from lgm_pipeline.smartmoving.client import SmartMovingClient
 from lgm_pipeline.smartmoving.connection import check_connection
-from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline.smartmoving.resource import SmartMovingAccount, SmartMovingResource
 from lgm_pipeline_tests.smartmoving.conftest import TEST_KEY
 
 MakeClient = Callable[..., SmartMovingClient]
@@ -45,19 +45,20 @@ def test_connection_when_unreachable_cannot_judge_the_key(make_client: MakeClien
 
 def test_resource_resolves_env_var_and_hides_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LGM_TEST_SMARTMOVING_KEY", TEST_KEY)
-    resource = SmartMovingResource(
+    account = SmartMovingAccount(
         base_url="https://sm.example.test/v1",
         api_key=dg.EnvVar("LGM_TEST_SMARTMOVING_KEY"),
         page_size=250,
         rate_limit_per_minute=None,
     )
+    resource = SmartMovingResource(accounts={"lgm": account})
     seen: dict[str, object] = {}
 
     @dg.asset
     def probe(smartmoving: SmartMovingResource) -> None:
         seen["repr"] = repr(smartmoving)
         seen["str"] = str(smartmoving)
-        with smartmoving.get_client() as client:
+        with smartmoving.account("lgm").get_client() as client:
             seen["client"] = repr(client)
             seen["page_size"] = client.page_size
             seen["limited"] = client._bucket is not None

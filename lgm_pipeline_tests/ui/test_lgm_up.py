@@ -11,7 +11,8 @@ import pytest
 from dagster_graphql import DagsterGraphQLClient
 
 from lgm_pipeline.assets.automation import journeys_job_name
-from lgm_pipeline.assets.partitions import journey_partition_key, tenant_partitions
+from lgm_pipeline.assets.partitions import tenant_partitions
+from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline_tests.ui.conftest import STOP_TIMEOUT_S, LgmUp
 
 # dagster-graphql's client calls gql with arguments gql has deprecated: not ours to fix.

@@ -1,0 +1,89 @@
+"""The names Dagster knows each tenant's parts by, and the constants several packages share.
+
+It imports nothing from the project, so any package may import it without creating a cycle; every
+per-tenant name (asset keys, groups, pools, resource keys, jobs, schedules, tags) is built here only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import dagster as dg
+
+#: Dimensions of the ``journeys`` partitions (service date x branch).
+DATE_DIMENSION = "date"
+BRANCH_DIMENSION = "branch"
+
+IO_MANAGER_KEY = "tenant_io_manager"
+POSTGRES_RESOURCE_KEY = "postgres"
+SMARTMOVING_RESOURCE_KEY = "smartmoving"
+OWNERS = ["team:data-engineering"]
+
+#: Tag on every asset (and run) of a tenant: filter the UI by ``tenant=lgm``.
+TENANT_TAG = "tenant"
+
+#: Input metadata of a branch-partitioned asset reading a date-partitioned raw asset: load only the
+#: rows its branch can use instead of the whole date's payloads for every branch.
+BRANCH_ROWS = "lgm/branch_rows_only"
+
+
+@dataclass(frozen=True)
+class TenantNames:
+    """Every name of one tenant's definitions, derived from its key (``lgm`` -> ``lgm/journeys``)."""
+
+    key: str
+
+    def asset_key(self, asset: str) -> dg.AssetKey:
+        return dg.AssetKey([self.key, asset])
+
+    def op(self, asset: str) -> str:
+        """The op (step) name of one of the tenant's assets, as run config addresses it."""
+        return self.asset_key(asset).to_python_identifier()
+
+    def group(self, concern: str) -> str:
+        return f"{self.key}_{concern}"
+
+    def job(self, what: str) -> str:
+        return f"{self.key}_{what}"
+
+    schedule = job
+    sensor = job
+
+    @property
+    def api_pool(self) -> str:
+        """The concurrency pool of the tenant's SmartMoving calls (one API budget per key)."""
+        return f"smartmoving_{self.key}"
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {TENANT_TAG: self.key}
+
+
+#: The text form of a ``journeys`` partition key (Dagster joins dimensions in name order: branch, date).
+JOURNEY_KEY_FORM = "<location_id>|<YYYY-MM-DD>, e.g. loc_lgm_calgary_001|2026-11-27"
+
+
+def journey_partition_key(service_date: str, location_id: str) -> dg.MultiPartitionKey:
+    return dg.MultiPartitionKey({DATE_DIMENSION: service_date, BRANCH_DIMENSION: location_id})
+
+
+def parse_journey_partition_key(key: str) -> tuple[dt.date, str]:
+    """(service date, location id) of a ``journeys`` partition key, typed or as text from any client.
+
+    A run launched over GraphQL or the CLI with only the ``dagster/partition`` tag hands the asset the
+    text form; a malformed key fails here with the form it should have.
+    """
+    if isinstance(key, dg.MultiPartitionKey):
+        dims = key.keys_by_dimension
+    else:
+        parts = str(key).split("|")
+        dims = dict(zip((BRANCH_DIMENSION, DATE_DIMENSION), parts, strict=False)) if len(parts) == 2 else {}
+    try:
+        service_date = dt.date.fromisoformat(dims[DATE_DIMENSION])
+        location_id = dims[BRANCH_DIMENSION]
+    except (KeyError, ValueError):
+        raise ValueError(f"journeys partition key {str(key)!r} is not of the form {JOURNEY_KEY_FORM}") from None
+    if not location_id:
+        raise ValueError(f"journeys partition key {str(key)!r} is not of the form {JOURNEY_KEY_FORM}")
+    return service_date, location_id
