@@ -48,8 +48,10 @@ from sqlalchemy.engine import Engine
 
 from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.storage.migrations import migrate
+from lgm_pipeline.storage.scope import PartitionScope
+from lgm_pipeline.storage.staging import to_json
 from lgm_pipeline.storage.tables import journeys
-from lgm_pipeline.storage.writes import PartitionScope, to_json, write_frame
+from lgm_pipeline.storage.write import write_frame
 from lgm_pipeline.tenants.config import Tenant, parse_tenants
 
 SERVICE_DATE = dt.date(2026, 11, 25)

@@ -1,7 +1,19 @@
-"""A full sync in one process: what the schedule and the fan-out sensor do, run headless.
+"""A full sync in one process: what the schedule and the journeys automation do, run headless.
 
 Used by ``lgm sync`` and ``lgm up``. Runs go through the Dagster instance like any other run, so
-they show in the UI; the raw runs are tagged so the fan-out sensor does not rebuild journeys again.
+they show in the UI: one raw run per block of consecutive dates, then one ``journeys`` run per
+(date, branch), exactly the runs the schedule and the automation sensor produce for those dates.
+
+Why sync launches the journeys runs itself rather than asking the automation conditions: it must
+work without a daemon (``lgm up`` syncs before the daemon starts; ``lgm sync`` from cron) and for
+what the condition leaves out (dates older than the catch-up, ``--branch``). An evaluation of its
+own would also need the daemon's cursor (a first evaluation requests nothing) and would move it.
+Nothing is rebuilt twice: a journeys partition materialized after the raw pull of its date is
+"handled" for the condition (``since_last_handled`` compares the two timestamps), so the daemon's
+next evaluation requests nothing for it. With ``--branch``, the daemon rebuilds the other branches
+of the pulled dates. The one overlap left: a daemon tick landing between the raw run and the end of
+the journeys runs of a sync started while the daemon runs may rebuild a partition twice (no API
+call, same rows).
 """
 
 from __future__ import annotations
@@ -14,7 +26,6 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from lgm_pipeline.assets.automation import (
-    JOURNEYS_HANDLED_TAG,
     branches_job_name,
     journeys_job_name,
     lead_dates,
@@ -173,10 +184,8 @@ def run_sync(
     for block in consecutive_blocks(dates):
         label = block[0].isoformat() if len(block) == 1 else f"{block[0]}..{block[-1]}"
         progress(f"{tenant.key} {label}: pulling customers and opportunity details from SmartMoving")
-        # Only a pull followed here by every branch may tell the fan-out sensor to skip it.
-        tags = {JOURNEYS_HANDLED_TAG: "lgm-sync"} if set(branches) == set(tenant.location_ids) else {}
         raw = raw_job.execute_in_process(
-            instance=instance, raise_on_error=False, tags={**tags, **range_tags(block)}, run_config=run_config
+            instance=instance, raise_on_error=False, tags=range_tags(block), run_config=run_config
         )
         _add_api_calls(report, raw)
         if not raw.success:

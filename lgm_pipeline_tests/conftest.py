@@ -3,6 +3,9 @@
 The server is ``LGM_TEST_DATABASE_URL`` when set (CI points it at the machine's service), else an
 embedded PostgreSQL started once for the session in a temporary directory. Each test gets a
 fresh database, dropped afterwards, so tests never see each other's rows or a developer's data.
+
+Tests marked ``slow`` are skipped unless ``--run-slow`` is given or ``LGM_RUN_SLOW=1`` (or ``CI``) is
+in the environment: ``.ci/run`` exports it, so CI runs the whole suite with the README's command.
 """
 
 from __future__ import annotations
@@ -18,6 +21,30 @@ from sqlalchemy.engine import make_url
 
 from lgm_pipeline.settings import DATABASE_URL_ENV, HOME_ENV, TEST_DATABASE_URL_ENV
 from lgm_pipeline.storage.database import create_engine
+
+RUN_SLOW_ENV = "LGM_RUN_SLOW"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in {"", "0", "false", "no"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=False,
+        help=f"also run tests marked slow (default when {RUN_SLOW_ENV}=1 or CI is set, as in .ci/run)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow") or _env_flag(RUN_SLOW_ENV) or _env_flag("CI"):
+        return
+    skip = pytest.mark.skip(reason=f"slow: run with --run-slow or {RUN_SLOW_ENV}=1 (.ci/run does)")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ def test_asset_specs_snapshot() -> None:
     for spec in specs.values():
         assert spec.description, spec.key
         assert spec.owners == ["team:data-engineering"]
+        assert spec.tags.get("tenant") == "lgm", spec.key  # the UI filters a tenant's assets by this tag
     journeys = specs["lgm/journeys"]
     assert isinstance(journeys.partitions_def, dg.MultiPartitionsDefinition)
     assert {d.name for d in journeys.partitions_def.partitions_defs} == {"date", "branch"}

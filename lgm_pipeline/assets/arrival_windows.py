@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from lgm_pipeline.assets.metadata import attach_api_calls, preview
+from lgm_pipeline.assets.metadata import preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.assets.raw import api_asset, call_api
 from lgm_pipeline.domain.mappings import STATUS_MAPPING
@@ -96,7 +96,7 @@ def build_arrival_windows_asset(tenant: Tenant, partitions: TenantPartitions) ->
             calls = Counter(client.calls)
         frame = timelines_frame(jobs_by_opportunity, service_date, dt.datetime.now(dt.UTC), context.run.run_id)
         yield dg.Output(
-            attach_api_calls(frame, calls),
+            frame,
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "api_calls": dg.MetadataValue.int(sum(calls.values())),

@@ -1,27 +1,27 @@
-"""What runs without anyone clicking: the 2-hour refresh, the daily catch-up and the fan-out.
+"""What runs without anyone clicking: the 2-hour refresh, the daily catch-up, and journeys after each pull.
 
 The schedule pulls the raw assets for today and tomorrow (tenant timezone) in one run over the
 two dates (one date-range list call). Once a day the catch-up pulls the tenant's last
-``catch_up_days`` service dates the same way, so past jobs reach Completed and Closed. A sensor watches
-``smartmoving_jobs`` materializations and requests every branch partition of ``journeys`` for that
-date, so the 12 date x branch partitions are rebuilt from the fresh pull. (A sensor rather than
-declarative automation: eager conditions only cover the latest time partition, and we need two.)
+``catch_up_days`` service dates the same way, so past jobs reach Completed and Closed.
+
+``journeys`` follows by declarative automation (:func:`journeys_automation_condition`): Dagster's
+``eager`` condition with its time window widened from the latest date to the catch-up dates plus the
+window. When a raw pull of a date lands, every branch partition of that date is requested once; a
+partition rebuilt after that pull (by ``lgm sync`` or by hand) counts as handled, so nothing is
+rebuilt twice, and a manual rebuild of one partition requests nothing else. Only ``journeys`` has a
+condition: the schedules drive the raw assets, leads and the rest. The per-tenant
+:func:`build_automation_sensor` evaluates it every 30 s and is on from the first start.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.assets.freshness import FRESHNESS_CHECK
-from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.tenants import Tenant
-
-#: Raw runs carrying this tag had their journeys rebuilt by the caller (``lgm sync``); the sensor skips them.
-JOURNEYS_HANDLED_TAG = "lgm/journeys_handled_by"
 
 REFRESH_CRON = "0 */2 * * *"
 RETENTION_CRON = "30 3 * * *"
@@ -160,36 +160,63 @@ def build_retention_schedule(tenant: Tenant, job: dg.UnresolvedAssetJobDefinitio
     )
 
 
-def build_fan_out_sensor(tenant: Tenant, journeys_job: dg.UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
-    jobs_key = tenant.names.asset_key("smartmoving_jobs")
+#: How often the automation sensor evaluates journeys' condition (a raw pull is followed within this).
+AUTOMATION_INTERVAL_S = 30
 
-    @dg.sensor(
-        name=tenant.names.sensor("journeys_after_refresh"),
-        job=journeys_job,
-        minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description="For every new smartmoving_jobs partition, rebuild journeys for each branch of that date.",
+
+def automation_sensor_name(tenant: Tenant) -> str:
+    return tenant.names.sensor("automation")
+
+
+def journeys_lookback(tenant: Tenant) -> dt.timedelta:
+    """The dates whose raw pulls rebuild journeys: the catch-up's past dates, today and tomorrow.
+
+    Measured back from the end of the last partition (tomorrow): ``catch_up_days + 2`` dates, also
+    across the DST changes (tested).
+    """
+    return dt.timedelta(days=tenant.catch_up_days + 2)
+
+
+def journeys_automation_condition(tenant: Tenant) -> dg.AutomationCondition:
+    """Dagster's ``eager()``, over the catch-up dates and the window, after complete raw pulls.
+
+    True for a (date, branch) partition when ``smartmoving_jobs`` of its date was written (or the
+    partition went missing) since the partition was last requested or materialized, no raw input is
+    missing or in progress, and it is not in progress itself. Two changes to ``eager()``:
+
+    - its time window, the latest date by default, spans :func:`journeys_lookback`, so the catch-up's
+      past dates are rebuilt too. A raw pull of an older date (a backfill) rebuilds nothing: backfill
+      journeys with it (or use ``lgm sync --date``).
+    - only ``smartmoving_jobs``, the last step of a raw run, counts as an update: a run that wrote
+      the customers but failed on the opportunities leaves journeys alone, as ``lgm sync`` does.
+
+    A materialization later than the raw write resets it, whoever launched it: ``lgm sync``'s own
+    journeys runs and manual rebuilds are not repeated.
+    """
+    jobs = dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_jobs"))
+    return (
+        dg.AutomationCondition.eager()
+        .replace("in_latest_time_window", dg.AutomationCondition.in_latest_time_window(journeys_lookback(tenant)))
+        .replace("any_deps_updated", dg.AutomationCondition.any_deps_updated().allow(jobs))
+        .with_label(f"eager after a raw pull, last {tenant.catch_up_days + 2} dates")
     )
-    def fan_out(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
-        after = int(context.cursor) if context.cursor else None
-        result = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=jobs_key, after_storage_id=after), limit=100, ascending=True
-        )
-        for record in result.records:
-            day = record.partition_key
-            run = context.instance.get_run_by_id(record.run_id)
-            if day is None or (run is not None and JOURNEYS_HANDLED_TAG in run.tags):
-                continue
-            for location_id in tenant.location_ids:
-                yield dg.RunRequest(
-                    run_key=f"{record.storage_id}:{location_id}",
-                    partition_key=journey_partition_key(day, location_id),
-                    tags={"lgm/triggered_by_run": record.run_id},
-                )
-        if result.records:
-            context.update_cursor(str(result.records[-1].storage_id))
 
-    return fan_out
+
+def build_automation_sensor(tenant: Tenant) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates the tenant's automation conditions (only ``journeys`` has one), on from the first start.
+
+    One run per requested partition (``emit_backfills=False``), like ``lgm sync``'s runs: a backfill
+    would only wrap the same per-partition runs and wait for the backfill daemon.
+    """
+    return dg.AutomationConditionSensorDefinition(
+        automation_sensor_name(tenant),
+        target=dg.AssetSelection.assets(tenant.names.asset_key("journeys")),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=AUTOMATION_INTERVAL_S,
+        emit_backfills=False,
+        run_tags=tenant.names.tags,
+        description="Rebuild each (date, branch) partition of journeys once after a raw pull of its date.",
+    )
 
 
 def build_arrival_windows_schedule(

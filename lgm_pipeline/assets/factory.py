@@ -9,9 +9,9 @@ import dagster as dg
 from lgm_pipeline.assets.arrival_windows import build_arrival_windows_asset
 from lgm_pipeline.assets.automation import (
     build_arrival_windows_schedule,
+    build_automation_sensor,
     build_branches_schedule,
     build_catch_up_schedule,
-    build_fan_out_sensor,
     build_jobs,
     build_leads_schedule,
     build_refresh_schedule,
@@ -74,5 +74,5 @@ def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
             build_retention_schedule(tenant, retention_job),
             freshness_schedule,
         ],
-        sensors=[build_fan_out_sensor(tenant, journeys_job)],
+        sensors=[build_automation_sensor(tenant)],
     )

@@ -7,6 +7,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from lgm_pipeline.assets.automation import journeys_automation_condition
 from lgm_pipeline.assets.freshness import JOURNEYS_FRESHNESS_POLICY
 from lgm_pipeline.assets.metadata import preview
 from lgm_pipeline.assets.partitions import TenantPartitions
@@ -90,21 +91,6 @@ def _structural_checks(frame: pd.DataFrame, service_date: dt.date, partition: st
     ]
 
 
-def journey_partition(tenant: Tenant, key: str) -> tuple[dt.date, str]:
-    """The run's (service date, branch), or a failure naming the expected key form (retrying cannot help)."""
-    try:
-        service_date, location_id = parse_journey_partition_key(key)
-    except ValueError as error:
-        raise dg.Failure(description=str(error), allow_retries=False) from None
-    if location_id not in tenant.location_ids:
-        raise dg.Failure(
-            description=f"journeys partition key {key!r}: {location_id!r} is not a branch of tenant {tenant.key} "
-            f"(branches: {', '.join(tenant.location_ids)})",
-            allow_retries=False,
-        )
-    return service_date, location_id
-
-
 def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.AssetsDefinition:
     names = tenant.names
     asset_key = names.asset_key("journeys")
@@ -128,6 +114,7 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         owners=OWNERS,
         tags=names.tags,
         freshness_policy=JOURNEYS_FRESHNESS_POLICY,
+        automation_condition=journeys_automation_condition(tenant),
     )
     def journeys(
         context: dg.AssetExecutionContext,
@@ -138,7 +125,8 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         smartmoving_opportunities: pd.DataFrame,
     ) -> Any:
         started = time.monotonic()
-        service_date, location_id = journey_partition(tenant, context.partition_key)
+        # Validated by the partitions definition, whichever client sent it (JourneyPartitionsDefinition).
+        service_date, location_id = parse_journey_partition_key(context.partition_key)
 
         normalized = normalize_journeys(
             tenant,

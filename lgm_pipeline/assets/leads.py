@@ -14,7 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from lgm_pipeline.assets.journeys import rule_check
-from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, attach_api_calls, preview
+from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.assets.raw import api_asset, call_api, service_dates
 from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
@@ -69,7 +69,7 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         frame = raw_leads_frame(tenant, pulled, dates, dt.datetime.now(dt.UTC), context.run.run_id)
         runs_per_day = CYCLES_PER_DAY if tenant.today() in dates else 1
         return dg.Output(
-            attach_api_calls(frame, calls),
+            frame,
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "pulled": dg.MetadataValue.int(len(pulled)),

@@ -34,10 +34,3 @@ def preview(frame: pd.DataFrame, columns: list[str], rows: int = 5) -> dg.Metada
 
 def per_branch(names: pd.Series) -> dg.MetadataValue:
     return dg.MetadataValue.json(dict(Counter(str(n) for n in names.fillna("(unknown)")).most_common()))
-
-
-def attach_api_calls(frame: pd.DataFrame, calls: Mapping[str, int]) -> pd.DataFrame:
-    """The IO manager records these in ``sync_runs`` with the partition write."""
-    frame.attrs["api_calls"] = int(sum(calls.values()))
-    frame.attrs["api_calls_by_endpoint"] = dict(calls)
-    return frame

@@ -6,14 +6,41 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from lgm_pipeline.naming import BRANCH_DIMENSION, DATE_DIMENSION
+from lgm_pipeline.naming import BRANCH_DIMENSION, DATE_DIMENSION, JOURNEY_KEY_FORM, parse_journey_partition_key
 from lgm_pipeline.tenants import Tenant
+
+
+class JourneyPartitionsDefinition(dg.MultiPartitionsDefinition):
+    """Service date x branch, where a key sent by any client (GraphQL, CLI, a tag) that is malformed or names
+    no partition fails in words that give the expected form, not with Dagster's internal invariant.
+
+    A run launched with only the ``dagster/partition`` tag hands Dagster the key as text; it is parsed here
+    before any step reads its inputs.
+    """
+
+    def get_partition_key_from_str(self, partition_key_str: str) -> dg.MultiPartitionKey:
+        try:
+            parse_journey_partition_key(partition_key_str)
+        except ValueError as error:
+            raise dg.DagsterInvalidInvocationError(str(error)) from None
+        return super().get_partition_key_from_str(partition_key_str)
+
+    def get_partition_keys_in_range(self, partition_key_range: dg.PartitionKeyRange) -> list[dg.MultiPartitionKey]:
+        for key in {partition_key_range.start, partition_key_range.end}:
+            self.get_partition_key_from_str(str(key))
+            if not self.has_partition_key(key):
+                branches = ", ".join(self.get_partitions_def_for_dimension(BRANCH_DIMENSION).get_partition_keys())
+                raise dg.DagsterInvalidInvocationError(
+                    f"journeys partition {str(key)!r} does not exist: expected {JOURNEY_KEY_FORM}, "
+                    f"a service date up to tomorrow and one of the branches {branches}"
+                )
+        return list(super().get_partition_keys_in_range(partition_key_range))
 
 
 @dataclass(frozen=True)
 class TenantPartitions:
     service_date: dg.DailyPartitionsDefinition
-    journeys: dg.MultiPartitionsDefinition
+    journeys: JourneyPartitionsDefinition
 
 
 def tenant_partitions(tenant: Tenant) -> TenantPartitions:
@@ -25,5 +52,5 @@ def tenant_partitions(tenant: Tenant) -> TenantPartitions:
     branch = dg.StaticPartitionsDefinition(tenant.location_ids)
     return TenantPartitions(
         service_date=service_date,
-        journeys=dg.MultiPartitionsDefinition({DATE_DIMENSION: service_date, BRANCH_DIMENSION: branch}),
+        journeys=JourneyPartitionsDefinition({DATE_DIMENSION: service_date, BRANCH_DIMENSION: branch}),
     )

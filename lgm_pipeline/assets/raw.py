@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, attach_api_calls, per_branch, preview
+from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, per_branch, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
 from lgm_pipeline.smartmoving.enums import OpportunityStatus
@@ -146,7 +146,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         frame = customers_frame(customers, dates, dt.datetime.now(dt.UTC), context.run.run_id)
         opportunities = sum(len(c.get("opportunities") or []) for c in customers)
         return dg.Output(
-            attach_api_calls(frame, calls),
+            frame,
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "opportunities_listed": dg.MetadataValue.int(opportunities),
@@ -227,7 +227,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         frame = opportunities_frame(details, summaries, fetched_at, dates, context.run.run_id)
         branches = pd.Series([(p.get("branch") or {}).get("name") for p in frame["payload"]], dtype=object)
         return dg.Output(
-            attach_api_calls(frame, calls),
+            frame,
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "details_fetched": dg.MetadataValue.int(len(fetched)),
@@ -291,7 +291,7 @@ def build_branches_asset(tenant: Tenant) -> dg.AssetsDefinition:
         frame = branches_frame(branches, dt.datetime.now(dt.UTC), context.run.run_id)
         mapped = set(tenant.branch_by_smartmoving_name())
         return dg.Output(
-            attach_api_calls(frame, calls),
+            frame,
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "not_in_tenants_file": dg.MetadataValue.json(sorted(str(n) for n in frame["name"] if n not in mapped)),

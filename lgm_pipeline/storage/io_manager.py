@@ -9,15 +9,21 @@ name picks the table (:data:`tables.ASSET_TABLES`). Daily partition keys ("YYYY-
 from __future__ import annotations
 
 import datetime as dt
+import functools
+from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from lgm_pipeline.naming import BRANCH_ROWS, parse_journey_partition_key
+from lgm_pipeline.storage.reads import BranchRows, read_frame
 from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.storage.scope import PartitionScope
 from lgm_pipeline.storage.tables import ASSET_TABLES
-from lgm_pipeline.storage.writes import BranchRows, PartitionScope, read_frame, write_frame
+from lgm_pipeline.storage.write import ApiCalls, write_frame
 from lgm_pipeline.tenants.config import Tenant, get_tenant
 
 
@@ -41,6 +47,40 @@ def partition_scope(key: str, partitions_def: dg.PartitionsDefinition | None) ->
         service_date, location_id = parse_journey_partition_key(key)
         return PartitionScope(key=str(key), service_date=service_date, location_id=location_id)
     return PartitionScope(key=str(key), service_date=dt.date.fromisoformat(key))
+
+
+def api_calls_of(output_metadata: Mapping[str, Any]) -> ApiCalls | None:
+    """The SmartMoving calls an asset reported in its output metadata (``api_calls``, by endpoint)."""
+    total = _plain(output_metadata.get("api_calls"))
+    if total is None:
+        return None
+    by_endpoint = _plain(output_metadata.get("api_calls_by_endpoint"))
+    return ApiCalls(int(total), None if by_endpoint is None else {str(k): int(v) for k, v in by_endpoint.items()})
+
+
+def _plain(value: Any) -> Any:
+    """A metadata entry's value: ``dg.Output`` normalizes entries to ``MetadataValue``s, tests may not."""
+    return value.value if isinstance(value, dg.MetadataValue) else value
+
+
+@functools.cache
+def column_schema(table: sa.Table) -> dg.TableSchema:
+    """``table``'s columns as the Dagster UI lists them: PostgreSQL type, nullability, primary key."""
+    dialect = postgresql.dialect()
+    key = [c.name for c in table.primary_key.columns]
+    columns = [
+        dg.TableColumn(
+            c.name,
+            c.type.compile(dialect=dialect).lower(),
+            description=c.comment,
+            constraints=dg.TableColumnConstraints(
+                nullable=c.nullable is not False, unique=key == [c.name] or bool(c.unique)
+            ),
+        )
+        for c in table.columns
+    ]
+    constraints = dg.TableConstraints(other=[f"primary key ({', '.join(key)})"] if key else [])
+    return dg.TableSchema(columns=columns, constraints=constraints)
 
 
 class PostgresIOManager(dg.ConfigurableIOManager):
@@ -68,11 +108,13 @@ class PostgresIOManager(dg.ConfigurableIOManager):
             scope=scope,
             run_id=context.run_id,
             asset=name,
+            api_calls=api_calls_of(context.output_metadata),
         )
         context.add_output_metadata(
             {
-                "table": f"{tenant.schema}.{result.table}",
-                "rows": result.rows,
+                "dagster/row_count": dg.MetadataValue.int(result.rows),
+                "dagster/table_name": dg.MetadataValue.text(f"{tenant.schema}.{result.table}"),
+                "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(table)),
                 "inserted": result.inserted,
                 "updated": result.updated,
                 "deleted": result.deleted,

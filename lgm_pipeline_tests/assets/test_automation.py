@@ -1,25 +1,39 @@
-"""The 2-hour schedule and the fan-out sensor: nobody clicks, all 12 partitions get rebuilt."""
+"""The schedules and the journeys automation: nobody clicks, every branch partition of a pulled date is rebuilt once."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 import dagster as dg
+import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from lgm_pipeline.assets.automation import JOURNEYS_HANDLED_TAG, journeys_job_name, raw_job_name
-from lgm_pipeline.definitions import defs as module_defs
-from lgm_pipeline.tenants import load_tenants
+from lgm_pipeline.assets.automation import (
+    automation_sensor_name,
+    catch_up_dates,
+    catch_up_run_config,
+    journeys_automation_condition,
+    journeys_job_name,
+    range_tags,
+    raw_job_name,
+    window_run_requests,
+)
+from lgm_pipeline.assets.partitions import tenant_partitions
+from lgm_pipeline.definitions import build_definitions
+from lgm_pipeline.naming import journey_partition_key, parse_journey_partition_key
+from lgm_pipeline.sync import run_sync
+from lgm_pipeline.tenants import Tenant, load_tenants
 
 
 def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
-    schedule = module_defs().resolve_schedule_def("lgm_every_2_hours")
+    defs = build_definitions()
+    schedule = defs.resolve_schedule_def("lgm_every_2_hours")
     assert schedule.cron_schedule == "0 */2 * * *"
     assert schedule.execution_timezone == "America/Toronto"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     # 04:00 UTC on the 26th is 23:00 on the 25th in Toronto: the window is the 25th and the 26th
     tick = dt.datetime(2026, 11, 26, 4, 0, tzinfo=dt.UTC)
-    repository = module_defs().get_repository_def()
+    repository = defs.get_repository_def()
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=repository) as context:
         result = schedule.evaluate_tick(context)
     # one run over both dates: one date-range list call
@@ -29,12 +43,11 @@ def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
 
 
 def test_daily_catch_up_refreshes_the_last_seven_service_dates_without_refetching_for_age() -> None:
-    schedule = module_defs().resolve_schedule_def("lgm_daily_catch_up")
+    defs = build_definitions()
+    schedule = defs.resolve_schedule_def("lgm_daily_catch_up")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     tick = dt.datetime(2026, 11, 26, 9, 15, tzinfo=dt.UTC)  # 04:15 in Toronto
-    with dg.build_schedule_context(
-        scheduled_execution_time=tick, repository_def=module_defs().get_repository_def()
-    ) as context:
+    with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         [request] = schedule.evaluate_tick(context).run_requests
     assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
         "2026-11-19",
@@ -44,31 +57,152 @@ def test_daily_catch_up_refreshes_the_last_seven_service_dates_without_refetchin
     assert config["detail_max_age_hours"] >= 7 * 24
 
 
-def _raw_run(defs: dg.Definitions, instance: dg.DagsterInstance, day: dt.date, tags: dict | None = None) -> None:
-    [tenant] = load_tenants()
+def test_only_journeys_is_automated_by_a_sensor_that_runs_from_the_first_start() -> None:
+    defs = build_definitions()
+    graph = defs.resolve_asset_graph()
+    automated = {key for key in graph.get_all_asset_keys() if graph.get(key).automation_condition is not None}
+    tenants = load_tenants()
+    # the raw assets, leads, branches, arrival windows and retention follow their schedules only
+    assert automated == {t.names.asset_key("journeys") for t in tenants}
+    checks = [key for key in graph.asset_check_keys if graph.get(key).automation_condition is not None]
+    assert checks == []
+    repository = defs.get_repository_def()
+    automation_sensors = [s for s in repository.sensor_defs if isinstance(s, dg.AutomationConditionSensorDefinition)]
+    # one per tenant, and no stopped-by-default `default_automation_condition_sensor` next to them
+    assert sorted(s.name for s in automation_sensors) == sorted(automation_sensor_name(t) for t in tenants)
+    for tenant in tenants:
+        sensor = defs.resolve_sensor_def(automation_sensor_name(tenant))
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        assert sensor.minimum_interval_seconds == 30
+        assert sensor.asset_selection.resolve(graph) == {tenant.names.asset_key("journeys")}  # type: ignore[union-attr]
+    assert not [s for s in repository.sensor_defs if not isinstance(s, dg.AutomationConditionSensorDefinition)]
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        dt.datetime(2026, 6, 10, 15, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 6, 11, 3, 59, tzinfo=dt.UTC),  # 23:59 on the 10th in Toronto
+        dt.datetime(2026, 11, 3, 15, 0, tzinfo=dt.UTC),  # a 25-hour day (Nov 1) in the span
+        dt.datetime(2026, 3, 10, 15, 0, tzinfo=dt.UTC),  # a 23-hour day (Mar 8) in the span
+    ],
+)
+def test_condition_spans_the_catch_up_dates_and_the_window(now: dt.datetime) -> None:
+    tenant = load_tenants()[0]
+    # the condition's time window alone, on an asset partitioned like journeys
+    [in_window] = [
+        c for c in journeys_automation_condition(tenant).children if c.name.startswith("in_latest_time_window")
+    ]
+
+    @dg.asset(key="probe", partitions_def=tenant_partitions(tenant).journeys, automation_condition=in_window)
+    def probe() -> None: ...
+
+    result = dg.evaluate_automation_conditions(
+        defs=[probe], instance=dg.DagsterInstance.ephemeral(), evaluation_time=now
+    )
+    dates = {parse_journey_partition_key(str(key))[0] for key in result.get_requested_partitions(probe.key)}
+    today = tenant.today(now)
+    expected = [*catch_up_dates(tenant, today), *tenant.sync_window(now)]
+    assert sorted(dates) == expected
+    assert len(expected) == tenant.catch_up_days + 2
+
+
+def _partitions(tenant: Tenant, dates: list[dt.date], branches: list[str] | None = None) -> set[str]:
+    return {str(journey_partition_key(d.isoformat(), b)) for d in dates for b in branches or tenant.location_ids}
+
+
+class Automation:
+    """Evaluates the definitions' automation conditions tick after tick, as the sensor does."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, tenant: Tenant) -> None:
+        self.defs, self.instance, self.key = defs, instance, tenant.names.asset_key("journeys")
+        # the first evaluation only records the state: it requests nothing
+        self.result = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+        assert self.result.total_requested == 0
+
+    def tick(self) -> set[str]:
+        self.result = dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, cursor=self.result.cursor
+        )
+        requested = {str(k) for k in self.result.get_requested_partitions(self.key)}
+        assert self.result.total_requested == len(requested)  # nothing but journeys is ever requested
+        return requested
+
+
+def _scheduled_raw_pull(
+    defs: dg.Definitions, instance: dg.DagsterInstance, tenant: Tenant, tags: dict, run_config: dict | None = None
+) -> None:
     job = defs.resolve_job_def(raw_job_name(tenant))
-    assert job.execute_in_process(partition_key=day.isoformat(), instance=instance, tags=tags).success
+    assert job.execute_in_process(instance=instance, tags=tags, run_config=run_config).success
 
 
-def test_fresh_pull_fans_out_to_every_branch_partition(defs, tenant, instance, window) -> None:
-    sensor = defs.resolve_sensor_def("lgm_journeys_after_refresh")
-    for day in window:
-        _raw_run(defs, instance, day)
+def _rebuild(defs: dg.Definitions, instance: dg.DagsterInstance, tenant: Tenant, keys: set[str]) -> None:
+    job = defs.resolve_job_def(journeys_job_name(tenant))
+    for key in sorted(keys):
+        assert job.execute_in_process(partition_key=key, instance=instance).success
 
-    with dg.build_sensor_context(instance=instance, definitions=defs) as context:
-        result = sensor.evaluate_tick(context)
-        cursor = context.cursor
-    requested = [r.partition_key for r in result.run_requests]
+
+def test_raw_pull_requests_every_branch_partition_of_its_dates_once(defs, tenant, instance, window) -> None:
+    automation = Automation(defs, instance, tenant)
+
+    # the 2-hour schedule's run: today and tomorrow in one run
+    [request] = window_run_requests(tenant, dt.datetime.now(dt.UTC))
+    _scheduled_raw_pull(defs, instance, tenant, request.tags)
+    requested = automation.tick()
+    assert requested == _partitions(tenant, window)
     assert len(requested) == 12
-    assert {(k.keys_by_dimension["date"], k.keys_by_dimension["branch"]) for k in requested} == {
-        (d.isoformat(), b) for d in window for b in tenant.location_ids
-    }
+    # requested once: the next tick, with the runs not even started, asks for nothing more
+    assert automation.tick() == set()
 
-    # the next tick has nothing new; a run whose journeys were already rebuilt (lgm sync) is skipped
-    _raw_run(defs, instance, window[0], tags={JOURNEYS_HANDLED_TAG: "lgm-sync"})
-    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor) as context:
-        assert sensor.evaluate_tick(context).run_requests == []
+    # the requested runs execute (as the daemon's would): still nothing more
+    _rebuild(defs, instance, tenant, requested)
+    assert automation.tick() == set()
 
-    # and a requested partition actually runs
-    journeys_job = defs.resolve_job_def(journeys_job_name(tenant))
-    assert journeys_job.execute_in_process(partition_key=requested[0], instance=instance).success
+    # a manual rebuild of one branch partition triggers nothing, neither itself again nor anything else
+    _rebuild(defs, instance, tenant, {str(journey_partition_key(window[0].isoformat(), tenant.location_ids[0]))})
+    assert automation.tick() == set()
+
+
+def test_catch_up_pull_rebuilds_the_past_dates_it_refreshed(defs, tenant, instance) -> None:
+    automation = Automation(defs, instance, tenant)
+    dates = catch_up_dates(tenant, tenant.today())
+    _scheduled_raw_pull(defs, instance, tenant, range_tags(dates), catch_up_run_config(tenant))
+    assert automation.tick() == _partitions(tenant, dates)
+    assert automation.tick() == set()
+
+
+def test_raw_run_that_stopped_before_smartmoving_jobs_rebuilds_nothing(defs, tenant, instance, window) -> None:
+    automation = Automation(defs, instance, tenant)
+    _scheduled_raw_pull(defs, instance, tenant, range_tags(window))
+    _rebuild(defs, instance, tenant, automation.tick())
+    # what a raw run failing on the opportunity details leaves: the customers written, smartmoving_jobs not
+    job = defs.resolve_job_def(raw_job_name(tenant))
+    customers = tenant.names.asset_key("smartmoving_customers")
+    assert job.execute_in_process(instance=instance, tags=range_tags(window), asset_selection=[customers]).success
+    assert automation.tick() == set()
+
+
+def test_lgm_sync_makes_the_automations_runs_and_the_daemon_does_not_repeat_them(
+    defs, tenant, instance, window
+) -> None:
+    automation = Automation(defs, instance, tenant)
+    report = run_sync(defs, tenant, instance, with_leads=False)
+    assert report.ok
+    # the runs the schedule and the automation make: one raw run over the window, one run per partition
+    runs = instance.get_run_records()
+    journeys_runs = [r.dagster_run for r in runs if r.dagster_run.job_name == journeys_job_name(tenant)]
+    raw_runs = [r.dagster_run for r in runs if r.dagster_run.job_name == raw_job_name(tenant)]
+    assert len(raw_runs) == 1
+    assert sorted(r.tags["dagster/partition"] for r in journeys_runs) == sorted(_partitions(tenant, window))
+    # sync's journeys runs came after its raw pull: the daemon's next evaluation has nothing to do
+    assert automation.tick() == set()
+
+
+def test_lgm_sync_of_one_branch_leaves_the_other_branches_to_the_daemon(defs, tenant, instance, window) -> None:
+    automation = Automation(defs, instance, tenant)
+    branch = tenant.location_ids[0]
+    assert run_sync(defs, tenant, instance, location_ids=[branch], with_leads=False).ok
+    others = [b for b in tenant.location_ids if b != branch]
+    # the pulled dates' other branches are rebuilt by the daemon; the synced one is not rebuilt again
+    assert automation.tick() == _partitions(tenant, window, others)
+    assert automation.tick() == set()

@@ -25,7 +25,8 @@ import sqlalchemy as sa
 from lgm_pipeline.assets.automation import journeys_job_name, raw_job_name
 from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.settings import DATABASE_URL_ENV, HOME_ENV
-from lgm_pipeline.storage import writes
+from lgm_pipeline.storage import merge, write
+from lgm_pipeline.storage.tables import journeys
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline_tests.reliability.conftest import CALGARY, journeys_rows, snapshot, sync
 
@@ -41,11 +42,11 @@ _KILLED_MID_WRITE = textwrap.dedent(
     import datetime as dt, sys, time
     import dagster as dg
     from lgm_pipeline.definitions import build_definitions
-    from lgm_pipeline.storage import writes
+    from lgm_pipeline.storage import write
     from lgm_pipeline.sync import run_sync
     from lgm_pipeline.tenants.config import get_tenant
 
-    original = writes._record_sync_run
+    original = write._record_sync_run
 
     def park(conn, tenant, *, asset, **kwargs):
         original(conn, tenant, asset=asset, **kwargs)
@@ -53,7 +54,7 @@ _KILLED_MID_WRITE = textwrap.dedent(
             print("IN_TRANSACTION", flush=True)
             time.sleep(120)  # never reached in the test: it is killed first
 
-    writes._record_sync_run = park
+    write._record_sync_run = park
     tenant = get_tenant("lgm")
     run_sync(build_definitions(), tenant, dg.DagsterInstance.ephemeral(),
              dates=[dt.date.fromisoformat(sys.argv[1])], location_ids=[sys.argv[2]])
@@ -130,7 +131,7 @@ def test_database_connection_killed_mid_cycle_fails_clearly_and_reruns(
     before = snapshot(db, tenant)
     victim = next(r for r in before.values() if r["status"] != "CANCELLED")
     simulator.world.cancel_opportunity(victim["external_ids"]["smartmoving_opportunity_id"])
-    original = writes._record_sync_run
+    original = write._record_sync_run
     killed: list[int] = []
 
     def terminate_then_continue(conn: Any, tenant: Tenant, *, asset: str, **kwargs: Any) -> None:
@@ -141,7 +142,7 @@ def test_database_connection_killed_mid_cycle_fails_clearly_and_reruns(
             killed.append(pid)
         original(conn, tenant, asset=asset, **kwargs)
 
-    monkeypatch.setattr(writes, "_record_sync_run", terminate_then_continue)
+    monkeypatch.setattr(write, "_record_sync_run", terminate_then_continue)
     report = sync(defs, tenant, instance, today)
     assert killed
     [branch] = report.branches
@@ -149,7 +150,7 @@ def test_database_connection_killed_mid_cycle_fails_clearly_and_reruns(
     assert "terminating connection due to administrator command" in branch.error or "closed" in branch.error
     assert snapshot(db, tenant) == before  # no partial partition
 
-    monkeypatch.setattr(writes, "_record_sync_run", original)
+    monkeypatch.setattr(write, "_record_sync_run", original)
     assert sync(defs, tenant, instance, today).ok
     [after] = journeys_rows(db, tenant, "id = :i", i=victim["id"])
     assert after["status"] == "CANCELLED"
@@ -162,13 +163,13 @@ def test_overlapping_runs_of_one_partition_are_serialized(
         partition_key=today.isoformat(), instance=instance
     )
     assert raw.success
-    original_lock, original_record = writes._lock_partition, writes._record_sync_run
+    original_lock, original_record = merge.lock_partition, write._record_sync_run
     holding: list[tuple[str, float, float]] = []
     acquired: dict[int, float] = {}
 
     def lock_and_linger(conn: Any, tenant: Tenant, table: sa.Table, scope: Any) -> None:
         original_lock(conn, tenant, table, scope)
-        if table is writes.journeys:
+        if table is journeys:
             acquired[threading.get_ident()] = time.monotonic()
             time.sleep(0.5)  # widen the window in which an unserialized second writer would interleave
 
@@ -177,8 +178,8 @@ def test_overlapping_runs_of_one_partition_are_serialized(
         if asset == "journeys":
             holding.append((kwargs["run_id"], acquired[threading.get_ident()], time.monotonic()))
 
-    monkeypatch.setattr(writes, "_lock_partition", lock_and_linger)
-    monkeypatch.setattr(writes, "_record_sync_run", record)
+    monkeypatch.setattr(merge, "lock_partition", lock_and_linger)
+    monkeypatch.setattr(write, "_record_sync_run", record)
     job = defs.resolve_job_def(journeys_job_name(tenant))
     key = journey_partition_key(today.isoformat(), CALGARY)
     results: list[dg.ExecuteInProcessResult] = []

@@ -135,12 +135,16 @@ class Writer:
         self.io_manager = io_manager
 
     def journeys(
-        self, df: pd.DataFrame, key: dg.MultiPartitionKey | None = None, run_id: str | None = None
+        self,
+        df: pd.DataFrame,
+        key: dg.MultiPartitionKey | None = None,
+        run_id: str | None = None,
+        output_metadata: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        return self._write("journeys", df, key or journey_key(), JOURNEY_PARTITIONS, run_id)
+        return self._write("journeys", df, key or journey_key(), JOURNEY_PARTITIONS, run_id, output_metadata)
 
     def raw(self, asset: str, df: pd.DataFrame, day: dt.date = DAY, run_id: str | None = None) -> dict[str, Any]:
-        return self._write(asset, df, day.isoformat(), DAILY, run_id)
+        return self._write(asset, df, day.isoformat(), DAILY, run_id, None)
 
     def _write(
         self,
@@ -149,12 +153,15 @@ class Writer:
         key: str,
         partitions_def: dg.PartitionsDefinition,
         run_id: str | None,
+        output_metadata: dict[str, Any] | None,
     ) -> dict[str, Any]:
+        """The metadata the IO manager logged; ``output_metadata``: what the asset's ``dg.Output`` carried."""
         context = dg.build_output_context(
             asset_key=dg.AssetKey(["lgm", asset]),
             partition_key=key,
             asset_partitions_def=partitions_def,
             run_id=run_id or f"run-{uuid.uuid4().hex[:8]}",
+            output_metadata=output_metadata,
         )
         self.io_manager.handle_output(context, df)
         return {k: v.value for k, v in context.get_logged_metadata().items()}

@@ -34,7 +34,7 @@ def test_rerun_is_idempotent(writer: Writer, engine: Engine) -> None:
     audit_before = _rows(engine, "SELECT count(*) FROM tenant_lgm.journey_audit")[0][0]
 
     second = writer.journeys(df.assign(run_id="run-2", synced_at=FETCHED_AT + dt.timedelta(hours=1)), run_id="run-2")
-    assert (second["inserted"], second["updated"], second["deleted"], second["rows"]) == (0, 0, 0, 5)
+    assert (second["inserted"], second["updated"], second["deleted"], second["dagster/row_count"]) == (0, 0, 0, 5)
     assert _rows(engine, "SELECT * FROM tenant_lgm.journeys ORDER BY id") == before
     assert _rows(engine, "SELECT count(*) FROM tenant_lgm.journey_audit")[0][0] == audit_before == 5
     runs = _rows(engine, "SELECT run_id, inserted, updated FROM tenant_lgm.sync_runs ORDER BY id")

@@ -13,8 +13,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from lgm_pipeline.storage import writes
+from lgm_pipeline.storage import replace, staging
 from lgm_pipeline.storage.database import create_engine
+from lgm_pipeline.storage.scope import FrameError, PartitionScope, lock_partition
+from lgm_pipeline.storage.tables import raw_jobs
 from lgm_pipeline_tests.storage.conftest import (
     DAILY,
     DAY,
@@ -76,7 +78,7 @@ def test_load_input_reads_requested_dates_with_python_types(writer: Writer) -> N
     both = writer.read("smartmoving_jobs", [DAY.isoformat(), NEXT_DAY.isoformat()], DAILY)
     assert both["job_id"].tolist() == ["1", "9"]
     empty = writer.read("smartmoving_jobs", ["2026-11-01"], DAILY)
-    assert empty.empty and list(empty.columns) == [c.name for c in writes.journeys.metadata.tables["raw_jobs"].c]
+    assert empty.empty and list(empty.columns) == [c.name for c in raw_jobs.c]
 
 
 def test_hostile_values_round_trip_verbatim(writer: Writer, engine: Engine) -> None:
@@ -111,15 +113,15 @@ def test_payload_values_json_barely_carries_are_stored_not_refused(writer: Write
 
 
 def test_json_for_jsonb_keeps_numpy_floats_numbers() -> None:
-    assert writes.to_json({"x": np.float64(1.5), "n": np.float64("nan")}) == '{"x":1.5,"n":null}'
+    assert staging.to_json({"x": np.float64(1.5), "n": np.float64("nan")}) == '{"x":1.5,"n":null}'
 
 
 def test_frame_checks_name_the_problem(writer: Writer) -> None:
-    with pytest.raises(writes.FrameError, match="missing columns \\['payload'\\]"):
+    with pytest.raises(FrameError, match="missing columns \\['payload'\\]"):
         writer.raw("smartmoving_jobs", _frame(["1"]).drop(columns=["payload"]), DAY)
-    with pytest.raises(writes.FrameError, match="outside partition"):
+    with pytest.raises(FrameError, match="outside partition"):
         writer.raw("smartmoving_jobs", _frame(["1"], NEXT_DAY), DAY)
-    with pytest.raises(writes.FrameError, match="unique"):
+    with pytest.raises(FrameError, match="unique"):
         writer.journeys(journeys_frame([journey_row("1"), journey_row("1")]))
 
 
@@ -127,7 +129,7 @@ def test_failure_in_second_chunk_keeps_previous_rows(
     writer: Writer, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writer.raw("smartmoving_jobs", _frame(["1", "2"]), DAY, run_id="good")
-    monkeypatch.setattr(writes, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(staging, "CHUNK_ROWS", 2)
     bad = pd.concat([_frame(["3", "4"]), _frame(["5"], customer_id=None)], ignore_index=True)
     with pytest.raises(sa.exc.IntegrityError, match="customer_id"):
         writer.raw("smartmoving_jobs", bad, DAY, run_id="bad")
@@ -142,7 +144,7 @@ def test_failure_between_delete_and_insert_keeps_previous_rows(
     def crash(*args: object) -> int:
         raise RuntimeError("process died")
 
-    monkeypatch.setattr(writes, "_insert_from_stage", crash)
+    monkeypatch.setattr(replace, "_insert_from_stage", crash)
     with pytest.raises(RuntimeError, match="process died"):
         writer.raw("smartmoving_jobs", _frame(["3"]), DAY, run_id="bad")
     assert _jobs(engine) == [(DAY, "1", "good"), (DAY, "2", "good")]
@@ -154,7 +156,7 @@ def test_killed_connection_keeps_previous_rows(
     writer: Writer, engine: Engine, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     writer.raw("smartmoving_jobs", _frame(["1", "2"]), DAY, run_id="good")
-    delete_scope = writes._delete_scope
+    delete_scope = replace._delete_scope
     killer = create_engine(database_url, poolclass=sa.pool.NullPool)
 
     def delete_then_die(conn: Connection, *args: object) -> int:
@@ -164,7 +166,7 @@ def test_killed_connection_keeps_previous_rows(
             other.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         return deleted
 
-    monkeypatch.setattr(writes, "_delete_scope", delete_then_die)
+    monkeypatch.setattr(replace, "_delete_scope", delete_then_die)
     with pytest.raises(sa.exc.OperationalError):
         writer.raw("smartmoving_jobs", _frame(["3"]), DAY, run_id="bad")
     killer.dispose()
@@ -219,7 +221,7 @@ def test_journeys_writes_of_different_partitions_wait_for_each_other(writer: Wri
     finished = threading.Event()
     frame = journeys_frame([journey_row("moved", location_id=TORONTO)])
     with engine.begin() as conn:
-        writes._lock_partition(conn, load_tenants()[0], journeys, writes.PartitionScope())  # a Calgary merge
+        lock_partition(conn, load_tenants()[0], journeys, PartitionScope())  # a Calgary merge
         thread = threading.Thread(target=lambda: (writer.journeys(frame, journey_key(branch=TORONTO)), finished.set()))
         thread.start()
         assert not finished.wait(1.0), "a Toronto merge ran while a Calgary merge held the tenant's journeys"

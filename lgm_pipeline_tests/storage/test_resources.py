@@ -4,6 +4,7 @@ No `from __future__ import annotations`: Dagster inspects the asset functions' r
 """
 
 import datetime as dt
+from collections import Counter
 
 import dagster as dg
 import pandas as pd
@@ -11,8 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from lgm_pipeline.assets.metadata import api_cost_metadata
 from lgm_pipeline.storage.io_manager import PostgresIOManager
 from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.storage.tables import raw_jobs
 from lgm_pipeline.tenants.config import Tenant
 from lgm_pipeline_tests.storage.conftest import (
     CALGARY,
@@ -91,9 +94,9 @@ def test_retention_prunes_raw_and_sync_runs_never_journeys(
 
 def test_latest_sync_status_per_branch_and_date(writer: Writer, postgres: PostgresResource, tenant: Tenant) -> None:
     df = journeys_frame([journey_row("a")])
-    df.attrs.update(api_calls=7, api_calls_by_endpoint={"/jobs": 5, "/opportunities": 2})
-    writer.journeys(df, run_id="run-1")
-    writer.journeys(df, run_id="run-2")
+    calls = {"api_calls": 7, "api_calls_by_endpoint": {"/jobs": 5, "/opportunities": 2}}
+    writer.journeys(df, run_id="run-1", output_metadata=calls)
+    writer.journeys(df, run_id="run-2", output_metadata=calls)
     writer.journeys(journeys_frame([journey_row("t", location_id=TORONTO)]), key=journey_key(DAY, TORONTO))
     status = postgres.latest_sync_status(tenant)
     by_location = {s["location_id"]: s for s in status}
@@ -127,7 +130,80 @@ def test_materialize_daily_then_multi_partitioned_assets(database_url: str) -> N
     second = dg.materialize(assets, selection=[journeys], partition_key=journey_key(DAY), resources=resources)
     assert second.success
     meta = second.asset_materializations_for_node("lgm__journeys")[0].metadata
-    assert (meta["inserted"].value, meta["table"].value) == (2, "tenant_lgm.journeys")
+    assert (meta["inserted"].value, meta["dagster/table_name"].value) == (2, "tenant_lgm.journeys")
+
+
+def test_materializations_show_the_table_and_its_columns(database_url: str) -> None:
+    """The UI's asset page shows the stored table, its row count and its columns from this metadata."""
+
+    @dg.asset(key=["lgm", "smartmoving_jobs"], partitions_def=DAILY, io_manager_key="postgres_io")
+    def smartmoving_jobs(context: dg.AssetExecutionContext) -> pd.DataFrame:
+        day = dt.date.fromisoformat(context.partition_key)
+        return pd.DataFrame([raw_job_row(job, day) for job in ("1", "2", "3")])
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [smartmoving_jobs],
+        partition_key=DAY.isoformat(),
+        resources={"postgres_io": PostgresIOManager(postgres=PostgresResource())},
+        instance=instance,
+    )
+    assert result.success
+    event = instance.get_latest_materialization_event(dg.AssetKey(["lgm", "smartmoving_jobs"]))
+    assert event is not None and event.asset_materialization is not None
+    meta = event.asset_materialization.metadata
+    assert meta["dagster/row_count"].value == 3
+    assert meta["dagster/table_name"].value == "tenant_lgm.raw_jobs"
+    schema = meta["dagster/column_schema"].value
+    assert isinstance(schema, dg.TableSchema)
+    columns = {c.name: c for c in schema.columns}
+    assert list(columns) == [c.name for c in raw_jobs.columns]
+    assert (columns["payload"].type, columns["payload"].constraints.nullable) == ("jsonb", False)
+    assert (columns["job_number"].type, columns["job_number"].constraints.nullable) == ("text", True)
+    assert columns["fetched_at"].type == "timestamp with time zone"
+    assert schema.constraints.other == ["primary key (service_date, job_id)"]
+
+
+def test_a_raw_run_records_its_api_calls_in_sync_runs(database_url: str, engine: Engine, tenant: Tenant) -> None:
+    """The quota report (``lgm status``) sums sync_runs.api_calls: the calls an asset reports must land there."""
+
+    @dg.asset(key=["lgm", "smartmoving_jobs"], partitions_def=DAILY, io_manager_key="postgres_io")
+    def smartmoving_jobs(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+        day = dt.date.fromisoformat(context.partition_key)
+        frame = pd.DataFrame([raw_job_row("1", day)])
+        return dg.Output(frame, metadata=api_cost_metadata(tenant, Counter({"jobs": 2, "opportunity": 1})))
+
+    # The arrival windows asset reports its total only.
+    @dg.asset(key=["lgm", "smartmoving_arrival_windows"], partitions_def=DAILY, io_manager_key="postgres_io")
+    def smartmoving_arrival_windows(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
+        day = dt.date.fromisoformat(context.partition_key)
+        window = {"startTimeUtc": "2026-11-25T15:00:00Z", "endTimeUtc": "2026-11-25T17:00:00Z"}
+        frame = pd.DataFrame(
+            [
+                {
+                    "service_date": day,
+                    "job_id": "1",
+                    "opportunity_id": "opp_1",
+                    "start_at": pd.Timestamp(window["startTimeUtc"]),
+                    "end_at": pd.Timestamp(window["endTimeUtc"]),
+                    "payload": window,
+                    "fetched_at": FETCHED_AT,
+                }
+            ]
+        )
+        return dg.Output(frame, metadata={"api_calls": dg.MetadataValue.int(4)})
+
+    resources = {"postgres_io": PostgresIOManager(postgres=PostgresResource())}
+    assets = [smartmoving_jobs, smartmoving_arrival_windows]
+    assert dg.materialize(assets, partition_key=DAY.isoformat(), resources=resources).success
+    with engine.connect() as conn:
+        recorded = conn.execute(
+            sa.text("SELECT asset, api_calls, api_calls_by_endpoint FROM tenant_lgm.sync_runs ORDER BY asset")
+        ).all()
+    assert [tuple(r) for r in recorded] == [
+        ("smartmoving_arrival_windows", 4, None),
+        ("smartmoving_jobs", 3, {"jobs": 2, "opportunity": 1}),
+    ]
 
 
 def test_unknown_asset_is_a_clear_error(io_manager: PostgresIOManager) -> None:

@@ -39,22 +39,12 @@ def test_first_sync_filled_every_branch_and_date_before_the_ui(lgm_up: LgmUp) ->
     assert f"Dagster UI: http://127.0.0.1:{lgm_up.port}" in log
 
 
-# Dagster's own multi-partition run tags ("dagster/partition/<dimension>") trip its tag-name deprecation
-# check when passed back to it; they are what the UI sends too.
-@pytest.mark.filterwarnings("ignore:Non-compliant tag keys:DeprecationWarning")
-def test_graphql_launch_of_one_branch_partition_succeeds_and_is_recorded(lgm_up: LgmUp) -> None:
-    tenant = lgm_up.tenant
-    service_date, branch = lgm_up.window[0].isoformat(), "loc_lgm_toronto_001"
-    key = journey_partition_key(service_date, branch)
-    # The same tags the UI's partition picker sets: "dagster/partition" = "<branch>|<date>" (dimension
-    # names sorted) plus one tag per dimension.
-    tags = dict(tenant_partitions(tenant).journeys.get_tags_for_partition_key(str(key)))
-    assert tags["dagster/partition"] == f"{branch}|{service_date}"
-
+def _submit_journeys_run(lgm_up: LgmUp, tags: dict[str, str]) -> tuple[str, str]:
+    """Launch the journeys job over GraphQL as any client would; (run id, final status)."""
     client = DagsterGraphQLClient("127.0.0.1", port_number=lgm_up.port, timeout=60)
     started = time.monotonic()
     run_id = client.submit_job_execution(
-        journeys_job_name(tenant),
+        journeys_job_name(lgm_up.tenant),
         repository_location_name=LOCATION_NAME,
         repository_name=REPOSITORY_NAME,
         tags=tags,
@@ -64,7 +54,26 @@ def test_graphql_launch_of_one_branch_partition_succeeds_and_is_recorded(lgm_up:
         time.sleep(1)
         status = client.get_run_status(run_id)
     print(f"GraphQL run {run_id}: {status.value} after {time.monotonic() - started:.1f} s")
-    assert status.value == "SUCCESS", lgm_up.log_tail()
+    return run_id, status.value
+
+
+# Dagster's own multi-partition run tags ("dagster/partition/<dimension>") trip its tag-name deprecation
+# check when passed back to it; they are what the UI sends too.
+@pytest.mark.filterwarnings("ignore:Non-compliant tag keys:DeprecationWarning")
+@pytest.mark.parametrize("tags_sent", ["the UI's tags", "only dagster/partition"])
+def test_graphql_launch_of_one_branch_partition_succeeds_and_is_recorded(lgm_up: LgmUp, tags_sent: str) -> None:
+    tenant = lgm_up.tenant
+    service_date, branch = lgm_up.window[0].isoformat(), "loc_lgm_toronto_001"
+    key = journey_partition_key(service_date, branch)
+    # The UI's partition picker sets "dagster/partition" = "<branch>|<date>" (dimension names sorted) plus one
+    # tag per dimension; a script or another client may send the documented "dagster/partition" alone.
+    tags = dict(tenant_partitions(tenant).journeys.get_tags_for_partition_key(str(key)))
+    assert tags["dagster/partition"] == f"{branch}|{service_date}"
+    if tags_sent == "only dagster/partition":
+        tags = {"dagster/partition": tags["dagster/partition"]}
+
+    run_id, status = _submit_journeys_run(lgm_up, tags)
+    assert status == "SUCCESS", lgm_up.log_tail()
 
     schema = tenant.schema
     recorded = lgm_up.rows(
@@ -83,6 +92,18 @@ def test_graphql_launch_of_one_branch_partition_succeeds_and_is_recorded(lgm_up:
     )
     assert stored > 0
     assert stored == recorded[0].rows_written - recorded[0].quarantined
+
+
+def test_graphql_launch_with_a_malformed_partition_fails_naming_the_form(lgm_up: LgmUp) -> None:
+    run_id, status = _submit_journeys_run(lgm_up, {"dagster/partition": f"toronto {lgm_up.window[0].isoformat()}"})
+    assert status == "FAILURE"
+    # The run's failure, as the UI shows it, says what a key looks like.
+    client = DagsterGraphQLClient("127.0.0.1", port_number=lgm_up.port, timeout=60)
+    query = """query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection {
+        events { __typename ... on MessageEvent { message } ... on StepFailureEvent { error { message } } } } } }"""
+    events = client._execute(query, {"runId": run_id})["logsForRun"]["events"]
+    errors = " ".join((e.get("error") or {}).get("message", "") for e in events)
+    assert "is not of the form <location_id>|<YYYY-MM-DD>" in errors, errors
 
 
 def _alive(process: psutil.Process) -> bool:
