@@ -100,6 +100,7 @@ def build_arrival_windows_asset(tenant: Tenant, partitions: TenantPartitions) ->
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "api_calls": dg.MetadataValue.int(sum(calls.values())),
+                "api_calls_by_endpoint": dg.MetadataValue.json(dict(sorted(calls.items()))),
                 "projected_monthly_calls": dg.MetadataValue.int(projected),
                 "without_times": dg.MetadataValue.int(int(frame["start_at"].isna().sum())),
                 "preview": preview(frame, ["job_id", "start_at", "end_at"]),

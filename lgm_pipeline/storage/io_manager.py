@@ -112,7 +112,7 @@ class PostgresIOManager(dg.ConfigurableIOManager):
         )
         context.add_output_metadata(
             {
-                "dagster/row_count": dg.MetadataValue.int(result.rows),
+                **self._row_counts(context, tenant, table, result.rows),
                 "dagster/table_name": dg.MetadataValue.text(f"{tenant.schema}.{result.table}"),
                 "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(table)),
                 "inserted": result.inserted,
@@ -121,6 +121,17 @@ class PostgresIOManager(dg.ConfigurableIOManager):
                 "quarantined": result.quarantined,
             }
         )
+
+    def _row_counts(
+        self, context: dg.OutputContext, tenant: Tenant, table: sa.Table, written: int
+    ) -> dict[str, dg.MetadataValue]:
+        """Dagster's meaning: ``row_count`` is the whole table, ``partition_row_count`` what this partition wrote."""
+        if not context.has_asset_partitions:
+            return {"dagster/row_count": dg.MetadataValue.int(written)}
+        return {
+            "dagster/partition_row_count": dg.MetadataValue.int(written),
+            "dagster/row_count": dg.MetadataValue.int(self.postgres.row_count(tenant, table)),
+        }
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         tenant, table, _ = _tenant_and_table(context.asset_key)

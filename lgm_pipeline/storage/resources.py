@@ -65,6 +65,11 @@ class PostgresResource(dg.ConfigurableResource):
                 _migrated.add((url, tenant))
         return engine
 
+    def row_count(self, tenant: Tenant, table: sa.Table) -> int:
+        stmt = sa.select(sa.func.count()).select_from(table)
+        with self.ensure_tenant(tenant).connect() as conn:
+            return int(conn.execution_options(**tenant_options(tenant)).execute(stmt).scalar_one())
+
     def cached_opportunity_details(self, tenant: Tenant, ids: Iterable[str]) -> dict[str, CachedDetail]:
         """For each known id, the most recently fetched details across all service dates."""
         wanted = sorted(set(ids))

@@ -152,7 +152,7 @@ def test_materializations_show_the_table_and_its_columns(database_url: str) -> N
     event = instance.get_latest_materialization_event(dg.AssetKey(["lgm", "smartmoving_jobs"]))
     assert event is not None and event.asset_materialization is not None
     meta = event.asset_materialization.metadata
-    assert meta["dagster/row_count"].value == 3
+    assert (meta["dagster/partition_row_count"].value, meta["dagster/row_count"].value) == (3, 3)
     assert meta["dagster/table_name"].value == "tenant_lgm.raw_jobs"
     schema = meta["dagster/column_schema"].value
     assert isinstance(schema, dg.TableSchema)
