@@ -42,6 +42,7 @@ def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
         raw_job_name(tenant),
         selection=dg.AssetSelection.groups(tenant.names.group("raw")),
         description="Pull one service date from SmartMoving into the raw tables.",
+        tags=tenant.names.tags,
     )
     journeys = dg.define_asset_job(
         journeys_job_name(tenant),
@@ -49,11 +50,13 @@ def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
         selection=dg.AssetSelection.assets(tenant.names.asset_key("journeys"))
         - dg.AssetSelection.checks(dg.AssetCheckKey(tenant.names.asset_key("journeys"), FRESHNESS_CHECK)),
         description="Rebuild one date x branch partition of journeys from the raw tables (no API call).",
+        tags=tenant.names.tags,
     )
     retention = dg.define_asset_job(
         tenant.names.job("retention"),
         selection=dg.AssetSelection.assets(tenant.names.asset_key("history_retention")),
         description="Prune raw payloads and sync history older than the retention period.",
+        tags=tenant.names.tags,
     )
     return raw, journeys, retention
 
@@ -123,6 +126,7 @@ def build_branches_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefini
         branches_job_name(tenant),
         selection=dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_branches")),
         description="Pull SmartMoving's branches (dispatch addresses): one API call.",
+        tags=tenant.names.tags,
     )
     schedule = dg.ScheduleDefinition(
         name=tenant.names.schedule("daily_branches"),
@@ -226,6 +230,7 @@ def build_arrival_windows_schedule(
         tenant.names.job("arrival_windows"),
         selection=dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_arrival_windows")),
         description="Fetch tomorrow's arrival windows: one call per booked opportunity, when the quota allows.",
+        tags=tenant.names.tags,
     )
 
     @dg.schedule(
@@ -259,6 +264,7 @@ def build_leads_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinitio
         leads_job_name(tenant),
         selection=dg.AssetSelection.groups(tenant.names.group("leads")),
         description="Pull new SmartMoving leads (creation dates) and merge them into the leads table.",
+        tags=tenant.names.tags,
     )
 
     @dg.schedule(

@@ -89,6 +89,7 @@ def build_freshness_schedule(
         freshness_job_name(tenant),
         selection=dg.AssetSelection.checks(check),
         description="Check that every branch's journeys are recent (no API call).",
+        tags=tenant.names.tags,
     )
     schedule = dg.ScheduleDefinition(
         name=tenant.names.schedule("journeys_freshness"),

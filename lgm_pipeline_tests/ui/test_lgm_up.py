@@ -100,7 +100,7 @@ def test_graphql_launch_with_a_malformed_partition_fails_naming_the_form(lgm_up:
     # The run's failure, as the UI shows it, says what a key looks like.
     client = DagsterGraphQLClient("127.0.0.1", port_number=lgm_up.port, timeout=60)
     query = """query ($runId: ID!) { logsForRun(runId: $runId) { ... on EventConnection {
-        events { __typename ... on MessageEvent { message } ... on ExecutionStepFailureEvent { error { message } } } } } }"""
+        events { __typename ... on ExecutionStepFailureEvent { error { message } } } } } }"""
     events = client._execute(query, {"runId": run_id})["logsForRun"]["events"]
     errors = " ".join((e.get("error") or {}).get("message", "") for e in events)
     assert "is not of the form <location_id>|<YYYY-MM-DD>" in errors, errors
