@@ -126,6 +126,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         seed=args.seed,
         customers_per_day=args.customers_per_day,
         rate_limit_per_minute=None if args.rate_limit <= 0 else args.rate_limit,
+        **({"churn": args.churn} if args.churn is not None else {}),
         faults=parse_fault_options(args.fault or []),
         date_filter=args.date_filter,
         **({"api_key": args.api_key} if args.api_key else {}),
@@ -150,9 +151,18 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
             ):
                 report = check_connection(client)
             status = "ok" if report.ok else f"FAILED: {report.error}"
+            latency = "-" if report.latency_ms is None else f"{report.latency_ms:.1f} ms"
             print(f"{tenant.key}: {status}")
-            print(f"  latency {report.latency_ms} ms, key valid: {report.key_valid}")
+            print(f"  latency {latency}, key valid: {report.key_valid}")
             print(f"  branches: {', '.join(report.branches) or '-'}")
+            if report.ok:
+                gaps = tenant.branch_mapping_gaps(report.branches)
+                for name in gaps.unmapped:
+                    print(
+                        f"  warning: SmartMoving branch {name!r} is not in tenants.yaml: its jobs will be quarantined"
+                    )
+                for name in gaps.unknown:
+                    print(f"  warning: tenants.yaml maps {name!r}, which SmartMoving does not know: it will stay empty")
             ok = ok and report.ok
     return 0 if ok else 1
 
@@ -174,6 +184,13 @@ def cmd_db(args: argparse.Namespace) -> int:
         grant_reader(postgres.engine(), tenant, args.login, password)
         print(f"{args.login} can now read schema {tenant.schema} (read-only)")
         return 0
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,13 +215,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("status", help="last sync per tenant and branch").set_defaults(func=cmd_status)
 
-    sim = commands.add_parser("simulator", help="serve the SmartMoving simulator on loopback")
-    sim.add_argument("--port", type=int, default=8765)
+    sim = commands.add_parser(
+        "simulator",
+        help="serve the SmartMoving simulator on loopback",
+        description="Serve a simulated SmartMoving API v1 on loopback (base URL http://127.0.0.1:PORT/v1).",
+    )
+    sim.add_argument("--port", type=int, default=8765, help="TCP port on 127.0.0.1 (default: %(default)s)")
     sim.add_argument("--api-key", help="key to accept (default: the documented demo key)")
-    sim.add_argument("--seed", type=int, default=7)
-    sim.add_argument("--customers-per-day", type=int, default=185)
-    sim.add_argument("--rate-limit", type=int, default=120, help="requests per minute per key; 0 = off")
-    sim.add_argument("--fault", action="append", help="e.g. error_rate=0.1, latency_ms=200, down (repeatable)")
+    sim.add_argument("--seed", type=int, default=7, help="the same seed, the same world (default: %(default)s)")
+    sim.add_argument(
+        "--customers-per-day",
+        type=int,
+        default=185,
+        help="customers with a job each service date (default: %(default)s)",
+    )
+    sim.add_argument(
+        "--churn",
+        type=_share,
+        help="share of opportunities changed between two pulls (statuses, jobs; default: the simulator's few "
+        "percent); 0 = a world that stays still, to show a no-change cycle",
+    )
+    sim.add_argument(
+        "--rate-limit", type=int, default=120, help="requests per minute per key; 0 = off (default: %(default)s)"
+    )
+    sim.add_argument(
+        "--fault",
+        action="append",
+        help="e.g. error_rate=0.1, latency_ms=200, drop_connection_rate=0.05, malformed_pages=2,3, down (repeatable)",
+    )
     sim.add_argument(
         "--date-filter",
         choices=("job_date", "service_date"),  # SimulatorConfig.date_filter; literal to keep startup light

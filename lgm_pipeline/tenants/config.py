@@ -59,6 +59,14 @@ class CustomJobType:
 
 
 @dataclass(frozen=True)
+class BranchMappingGaps:
+    #: Their jobs fail the branch_mapping rule: every one is quarantined.
+    unmapped: list[str]
+    #: Their branch partitions stay empty.
+    unknown: list[str]
+
+
+@dataclass(frozen=True)
 class Tenant:
     key: str
     client_id: str
@@ -89,6 +97,14 @@ class Tenant:
 
     def branch_by_smartmoving_name(self) -> dict[str, Branch]:
         return {b.smartmoving_branch_name: b for b in self.branches}
+
+    def branch_mapping_gaps(self, smartmoving_names: list[str]) -> BranchMappingGaps:
+        """SmartMoving branches this file does not map, and mapped names SmartMoving does not know."""
+        mapped = self.branch_by_smartmoving_name()
+        return BranchMappingGaps(
+            unmapped=[name for name in smartmoving_names if name not in mapped],
+            unknown=[name for name in mapped if name not in set(smartmoving_names)],
+        )
 
     def today(self, now: dt.datetime | None = None) -> dt.date:
         now = now or dt.datetime.now(dt.UTC)

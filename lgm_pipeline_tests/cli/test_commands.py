@@ -48,3 +48,33 @@ def test_sync_one_branch_then_status(database_url, simulator_env, monkeypatch, t
 def test_sync_with_an_unknown_branch_is_a_clear_error(database_url, simulator_env, capsys) -> None:
     assert main(["sync", "--branch", "loc_nowhere"]) == 2
     assert "unknown branch" in capsys.readouterr().err
+
+
+def test_check_connection_warns_about_branches_the_tenants_file_and_smartmoving_disagree_on(
+    database_url, monkeypatch, capsys
+) -> None:
+    from lgm_pipeline.simulator.world import DEFAULT_UNKNOWN_BRANCH
+    from lgm_pipeline.tenants import load_tenants
+
+    mapped = [b.smartmoving_branch_name for b in load_tenants()[0].branches]
+    # SmartMoving knows every branch but Winnipeg, plus one the file does not map.
+    served = [*mapped[:-1], DEFAULT_UNKNOWN_BRANCH]
+    config = SimulatorConfig(rate_limit_per_minute=None, churn=0.0, customers_per_day=5, branch_names=served)
+    with start_simulator(config) as sim:
+        monkeypatch.setenv("SMARTMOVING_BASE_URL", sim.base_url)
+        monkeypatch.setenv("SMARTMOVING_API_KEY", sim.api_key)
+        assert main(["check-connection"]) == 0  # the connection works; the mapping is a warning
+    out = capsys.readouterr().out
+    assert f"warning: SmartMoving branch {DEFAULT_UNKNOWN_BRANCH!r} is not in tenants.yaml" in out
+    assert f"warning: tenants.yaml maps {mapped[-1]!r}, which SmartMoving does not know" in out
+    assert out.count("warning:") == 2
+    latency = out.split("latency ")[1].split(" ms")[0]
+    assert latency.count(".") == 1 and len(latency.split(".")[1]) == 1, latency  # one decimal
+
+
+def test_check_connection_against_nothing_fails_with_a_nonzero_exit(database_url, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("SMARTMOVING_BASE_URL", "http://127.0.0.1:9/v1")  # discard port: nothing listens
+    monkeypatch.setenv("SMARTMOVING_API_KEY", "any")
+    assert main(["check-connection"]) == 1
+    out = capsys.readouterr().out
+    assert "lgm: FAILED" in out and "latency -" in out
