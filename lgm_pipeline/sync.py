@@ -14,16 +14,31 @@ next evaluation requests nothing for it. With ``--branch``, the daemon rebuilds 
 of the pulled dates. The one overlap left: a daemon tick landing between the raw run and the end of
 the journeys runs of a sync started while the daemon runs may rebuild a partition twice (no API
 call, same rows).
+
+Interruption (Ctrl-C, SIGTERM; ``lgm_pipeline.cli.signals`` catches them): no further run starts, the run
+in flight is stopped at once (also in a step's retry wait, which Dagster's in-process executor would
+otherwise sleep through) and ends CANCELED in the instance; the report says what finished.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
+from dagster._core.errors import DagsterExecutionInterruptedError
+from dagster._core.execution.plan.active import ActiveExecution
+from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster._core.utils import make_new_run_id
+from dagster._utils.interrupts import _received_interrupt
 
 from lgm_pipeline.assets.automation import (
     branches_job_name,
@@ -33,9 +48,13 @@ from lgm_pipeline.assets.automation import (
     range_tags,
     raw_job_name,
 )
-from lgm_pipeline.assets.raw import STOP_CYCLE
+from lgm_pipeline.assets.raw import CONFIGURATION_ERROR, STOP_CYCLE
 from lgm_pipeline.naming import journey_partition_key
+from lgm_pipeline.smartmoving.client import calls_in_process
 from lgm_pipeline.tenants import Tenant
+
+#: Where a run's events are in the Dagster UI (``lgm up`` serves it; any webserver on the instance does).
+UI_RUN_PATH = "/runs/{run_id}"
 
 
 @dataclass
@@ -44,6 +63,7 @@ class BranchResult:
     location_id: str
     success: bool
     rows: int = 0
+    #: Jobs of this branch held in quarantine by this sync (jobs of unmapped branches: SyncReport.unmapped_quarantined).
     quarantined: int = 0
     flagged: int = 0
     checks_passed: int = 0
@@ -51,6 +71,27 @@ class BranchResult:
     checks_failed: int = 0
     failed_checks: list[str] = field(default_factory=list)
     error: str | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class RawPull:
+    """One raw run: a block of consecutive dates pulled with one list query."""
+
+    dates: list[dt.date]
+    run_id: str
+    success: bool
+    customers: int = 0
+    opportunities_listed: int = 0
+    details_fetched: int = 0
+    details_reused: int = 0
+    api_calls: dict[str, int] = field(default_factory=dict)
+    duration_s: float = 0.0
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.dates[0].isoformat() if len(self.dates) == 1 else f"{self.dates[0]}..{self.dates[-1]}"
 
 
 @dataclass
@@ -59,69 +100,286 @@ class SyncReport:
     dates: list[dt.date]
     branches: list[BranchResult] = field(default_factory=list)
     raw_failures: dict[dt.date, str] = field(default_factory=dict)
+    pulls: list[RawPull] = field(default_factory=list)
     leads: int = 0
     leads_quarantined: int = 0
     leads_failure: str | None = None
+    #: Attempts by endpoint, failed ones included (every client of the process counts them).
     api_calls: dict[str, int] = field(default_factory=dict)
+    #: Jobs of SmartMoving branches missing from the tenants file, by date: each counted once, though every
+    #: branch partition of the date holds them.
+    unmapped_quarantined: dict[dt.date, int] = field(default_factory=dict)
     duration_s: float = 0.0
+    #: Failed runs: run id -> what it was ("2026-11-27 loc_x journeys").
+    failed_runs: dict[str, str] = field(default_factory=dict)
+    #: Wrong settings (base URL, key): the message, and ``lgm sync`` exits 2.
+    configuration_error: str | None = None
+    #: The signal that stopped the sync ("SIGINT"), if one did.
+    interrupted: str | None = None
+    #: (date, branch) partitions never started because the sync was interrupted.
+    not_started: list[tuple[dt.date, str]] = field(default_factory=list)
+    branches_failure: str | None = None
+    #: Why the cycle stopped early (wrong settings, exhausted quota): later runs would fail the same way.
+    cycle_stopped: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.raw_failures and not self.leads_failure and all(b.success for b in self.branches)
+        return (
+            not self.raw_failures
+            and not self.leads_failure
+            and not self.interrupted
+            and all(b.success for b in self.branches)
+        )
 
     @property
     def total_api_calls(self) -> int:
         return sum(self.api_calls.values())
 
+    @property
+    def quarantined_jobs(self) -> int:
+        """Distinct jobs held in quarantine by this sync."""
+        return sum(b.quarantined for b in self.branches) + sum(self.unmapped_quarantined.values())
+
 
 Progress = Callable[[str], None]
 
 
-def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+class Interruption:
+    """The operator asked the sync to stop (set from a signal watcher thread, read by ``run_sync``).
+
+    ``request`` marks the run in flight CANCELING at once, so Dagster, when the interrupt reaches the
+    run, ends it CANCELED ("Run was canceled") rather than failed ("interrupted unexpectedly").
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._current: tuple[dg.DagsterInstance, str] | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    def request(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            current = self._current
+        self.event.set()
+        if current is not None:
+            # On a thread of its own: the caller (the signal watcher) must stay free for a second Ctrl-C
+            # even if the instance's database does not answer.
+            threading.Thread(target=_mark_canceling, args=(*current, reason), daemon=True).start()
+
+    @contextmanager
+    def running(self, instance: dg.DagsterInstance, run_id: str) -> Iterator[None]:
+        with self._lock:
+            self._current = (instance, run_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._current = None
+
+
+def _mark_canceling(instance: dg.DagsterInstance, run_id: str, reason: str) -> None:
+    try:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.status in (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED):
+            instance.report_run_canceling(run, message=f"Interrupted by the operator ({reason})")
+    except Exception:  # best effort from a signal thread: settle_interrupted_run corrects the status after
+        pass
+
+
+def _settle_interrupted_run(instance: dg.DagsterInstance, run_id: str, reason: str) -> None:
+    """A run the interrupt reached before it was marked CANCELING ended failed; it was canceled."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELING):
+        instance.report_run_canceled(run, message=f"Interrupted by the operator ({reason})")
+
+
+_active_interruption: Interruption | None = None
+_dagster_sleep = ActiveExecution.sleep_til_ready
+
+
+def _sleep_til_ready(self: ActiveExecution) -> None:
+    """Dagster's wait for a step's retry (or a pool slot), cut short by an interruption.
+
+    The in-process executor sleeps through the whole RetryPolicy delay (minutes) with interrupts only
+    flagged, and turns an interrupt inside a step with a RetryPolicy into a retry: without this, Ctrl-C
+    during an API step would sleep, then try again.
+    """
+    interruption = _active_interruption
+    if interruption is None:
+        _dagster_sleep(self)
+        return
+    amount = self.sleep_interval()
+    if interruption.requested or (amount > 0 and interruption.event.wait(amount)):
+        raise DagsterExecutionInterruptedError(f"interrupted by the operator ({interruption.reason})")
+
+
+@contextmanager
+def _interruptible(interruption: Interruption | None) -> Iterator[None]:
+    global _active_interruption
+    if interruption is None:
+        yield
+        return
+    _active_interruption = interruption
+    ActiveExecution.sleep_til_ready = _sleep_til_ready  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        _active_interruption = None
+        ActiveExecution.sleep_til_ready = _dagster_sleep  # type: ignore[method-assign]
+
+
+class _Stopped(Exception):
+    """The sync was interrupted before this run started."""
+
+
+@dataclass
+class _Run:
+    result: dg.ExecuteInProcessResult
+    run_id: str
+    api_calls: Counter[str]
+    duration_s: float
+
+
+def _execute(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    interruption: Interruption | None,
+    run_config: Mapping[str, Any] | None,
+    **kwargs: Any,
+) -> _Run:
+    if interruption is not None and interruption.requested:
+        raise _Stopped
+    run_id = make_new_run_id()
+    before = calls_in_process()
+    started = time.monotonic()
+    if interruption is None:
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, run_id=run_id, run_config=run_config, **kwargs
+        )
+    else:
+        with interruption.running(instance, run_id):
+            result = job.execute_in_process(
+                instance=instance, raise_on_error=False, run_id=run_id, run_config=run_config, **kwargs
+            )
+        if interruption.requested and not result.success:
+            _settle_interrupted_run(instance, run_id, interruption.reason or "interrupt")
+    spent = calls_in_process()
+    spent.subtract(before)
+    return _Run(result, run_id, +spent, time.monotonic() - started)
+
+
+# "dagster._core.definitions.events.Failure: text" -> "text": the class path says nothing to an operator.
+_CLASS_PREFIX = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Failure|Interrupt)?: ")
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, bool, bool]:
+    """(what went wrong, in words an operator can act on; stops the cycle; is a configuration error)."""
     for event in result.all_events:
-        if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            error = event.step_failure_data.error
-            # Dagster wraps some failures in its own errors ("Exceeded max_retries of N" once a
-            # RetryPolicy gives up, "Error occurred while handling output ..." from the IO manager);
-            # the reason a user can act on is the first cause that is not Dagster's.
-            wrappers = []
-            while error.cause is not None and error.cls_name.startswith(("Dagster", "RetryRequested")):
-                wrappers.append(error.message.strip().splitlines()[0])
-                error = error.cause
-            text = error.message.strip().splitlines()[0]
-            retries = [w for w in wrappers if w.startswith("Exceeded max_retries")]
-            return f"{text} ({retries[0]})" if retries else text
-    return "run failed"
-
-
-def _stops_cycle(result: dg.ExecuteInProcessResult) -> bool:
-    for event in result.all_events:
-        failure = event.step_failure_data if event.is_step_failure else None
-        if failure and failure.user_failure_data and failure.user_failure_data.metadata.get(STOP_CYCLE):
-            return True
-    return False
-
-
-def _add_api_calls(report: SyncReport, result: dg.ExecuteInProcessResult) -> None:
-    counted: set[dg.AssetKey] = set()
-    for event in result.get_asset_materialization_events():
-        # A range run records one materialization per date, each with the run's (shared) calls.
-        if event.asset_key in counted:
+        if not (event.is_step_failure and event.step_failure_data):
             continue
-        counted.add(event.asset_key)  # type: ignore[arg-type]
-        calls = event.materialization.metadata.get("api_calls_by_endpoint")
-        for endpoint, count in (calls.value if calls else {}).items():  # type: ignore[union-attr]
-            report.api_calls[endpoint] = report.api_calls.get(endpoint, 0) + int(count)
+        data = event.step_failure_data
+        user = data.user_failure_data
+        stop = bool(user and user.metadata.get(STOP_CYCLE))
+        configuration = bool(user and user.metadata.get(CONFIGURATION_ERROR))
+        error = data.error
+        # Dagster wraps some failures in its own errors ("Exceeded max_retries of N" once a RetryPolicy
+        # gives up, "Error occurred while handling output ..." from the IO manager); the reason a user can
+        # act on is the first cause that is not Dagster's.
+        wrappers = []
+        while (
+            error is not None and error.cause is not None and error.cls_name.startswith(("Dagster", "RetryRequested"))
+        ):
+            wrappers.append(_first_line(error.message))
+            error = error.cause
+        if error is not None and error.cls_name == "DagsterExecutionInterruptedError":
+            return "interrupted by the operator", stop, configuration
+        if user and user.description:
+            text = _first_line(user.description)
+        elif error is not None:
+            text = _first_line(error.message)
+            if text.startswith(f"{error.cls_name}: ") or _CLASS_PREFIX.match(text):
+                text = text.split(": ", 1)[1]
+        else:
+            text = "step failed"
+        retries = [w for w in wrappers if w.startswith("Exceeded max_retries")]
+        return (f"{text} ({retries[0].lower()})" if retries else text), stop, configuration
+    if result.dagster_run.status == DagsterRunStatus.CANCELED:
+        return "interrupted by the operator", False, False
+    return "run failed", False, False
 
 
-def _branch_result(day: dt.date, location_id: str, result: dg.ExecuteInProcessResult) -> BranchResult:
-    branch = BranchResult(day, location_id, success=result.success)
+def _failure_text(result: dg.ExecuteInProcessResult) -> str:
+    return _failure(result)[0]
+
+
+def _record_failure(report: SyncReport, run: _Run, what: str) -> str:
+    text, _, configuration = _failure(run.result)
+    report.failed_runs[run.run_id] = what
+    if configuration and report.configuration_error is None:
+        report.configuration_error = text
+    return text
+
+
+def _add_calls(report: SyncReport, calls: Mapping[str, int]) -> None:
+    for endpoint, count in calls.items():
+        report.api_calls[endpoint] = report.api_calls.get(endpoint, 0) + int(count)
+
+
+def _metadata_value(metadata: Mapping[str, Any], name: str) -> Any:
+    entry = metadata.get(name)
+    return None if entry is None else getattr(entry, "value", entry)
+
+
+def _raw_pull(block: list[dt.date], run: _Run) -> RawPull:
+    pull = RawPull(block, run.run_id, run.result.success, api_calls=dict(run.api_calls), duration_s=run.duration_s)
+    seen: set[str] = set()
+    for event in run.result.get_asset_materialization_events():
+        # A range run records one materialization per date, each with the run's (shared) numbers.
+        name = event.asset_key.path[-1] if event.asset_key else ""
+        if name in seen:
+            continue
+        seen.add(name)
+        metadata = event.materialization.metadata
+        if name == "smartmoving_customers":
+            pull.customers = int(_metadata_value(metadata, "rows") or 0)
+            pull.opportunities_listed = int(_metadata_value(metadata, "opportunities_listed") or 0)
+        elif name == "smartmoving_opportunities":
+            pull.details_fetched = int(_metadata_value(metadata, "details_fetched") or 0)
+            pull.details_reused = int(_metadata_value(metadata, "details_reused") or 0)
+    return pull
+
+
+def _pull_line(tenant: Tenant, pull: RawPull) -> str:
+    calls = sum(pull.api_calls.values())
+    pages = pull.api_calls.get("customers", 0)
+    return (
+        f"{tenant.key} {pull.label}: {pull.customers} customer rows ({pages} list call{'s' if pages != 1 else ''}), "
+        f"{pull.opportunities_listed} opportunities: {pull.details_fetched} details fetched, "
+        f"{pull.details_reused} reused; {calls} API calls, {pull.duration_s:.1f} s"
+    )
+
+
+def _branch_result(day: dt.date, location_id: str, run: _Run) -> BranchResult:
+    result = run.result
+    branch = BranchResult(day, location_id, success=result.success, run_id=run.run_id)
     if not result.success:
         branch.error = _failure_text(result)
         return branch
     for event in result.get_asset_materialization_events():
         metadata = event.materialization.metadata
         branch.rows = int(metadata["journeys"].value)  # type: ignore[arg-type]
+        # What the partition held back, unmapped branches' jobs included; _count_quarantine replaces it.
         branch.quarantined = int(metadata["quarantined"].value)  # type: ignore[arg-type]
         branch.flagged = int(metadata["flagged"].value)  # type: ignore[arg-type]
     for evaluation in result.get_asset_check_evaluations():
@@ -136,6 +394,33 @@ def _branch_result(day: dt.date, location_id: str, result: dg.ExecuteInProcessRe
     return branch
 
 
+def _count_quarantine(report: SyncReport) -> None:
+    """Quarantined jobs, each once: a job of a branch missing from the tenants file is quarantined by every
+    branch partition of its date (each must account for it), but it is one row of journeys_quarantine."""
+    from lgm_pipeline.storage.resources import PostgresResource
+    from lgm_pipeline.storage.tables import journeys_quarantine, tenant_options
+
+    run_ids = [b.run_id for b in report.branches if b.success and b.run_id]
+    if not run_ids:
+        return
+    q = journeys_quarantine
+    query = (
+        sa.select(q.c.service_date, q.c.location_id, sa.func.count())
+        .where(q.c.run_id.in_(run_ids))
+        .group_by(q.c.service_date, q.c.location_id)
+    )
+    try:
+        with PostgresResource().ensure_tenant(report.tenant).connect() as conn:
+            rows = conn.execution_options(**tenant_options(report.tenant)).execute(query).all()
+    except sa.exc.SQLAlchemyError:
+        return  # the partitions' own counts stay
+    counts = {(day, location): int(n) for day, location, n in rows}
+    for branch in report.branches:
+        if branch.success:
+            branch.quarantined = counts.get((branch.service_date, branch.location_id), 0)
+    report.unmapped_quarantined = {day: n for (day, location), n in sorted(counts.items()) if location is None and n}
+
+
 def consecutive_blocks(dates: Sequence[dt.date]) -> list[list[dt.date]]:
     """Sorted, de-duplicated dates in runs of consecutive days (each is one raw run)."""
     blocks: list[list[dt.date]] = []
@@ -145,6 +430,17 @@ def consecutive_blocks(dates: Sequence[dt.date]) -> list[list[dt.date]]:
         else:
             blocks.append([day])
     return blocks
+
+
+def quiet_console(level: str) -> dict[str, Any]:
+    """Run config sending Dagster's console logger only events at ``level`` and above (the instance keeps all)."""
+    return {"loggers": {"console": {"config": {"log_level": level}}}}
+
+
+def _merged(run_config: Mapping[str, Any] | None, console: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not console:
+        return dict(run_config) if run_config else None
+    return {**(run_config or {}), **console}
 
 
 def run_sync(
@@ -157,11 +453,15 @@ def run_sync(
     run_config: dict | None = None,
     with_branches: bool = False,
     with_leads: bool | None = None,
+    interruption: Interruption | None = None,
+    console_level: str | None = None,
 ) -> SyncReport:
     """Pull the dates (one run per block of consecutive dates), then rebuild journeys for each (date, branch).
 
     ``with_branches``: also pull SmartMoving's branches (dispatch addresses), as the daily schedule does.
     ``with_leads``: also pull yesterday's and today's leads (default: when syncing the cycle's own window).
+    ``interruption``: once requested, no run starts and the one in flight stops (see ``Interruption``).
+    ``console_level``: Dagster's console logger level for these runs (None: Dagster's default, DEBUG).
     """
     with_leads = dates is None if with_leads is None else with_leads
     started = time.monotonic()
@@ -171,78 +471,178 @@ def run_sync(
         raise ValueError(f"unknown branch(es) {unknown}; configured: {tenant.location_ids}")
     branches = list(location_ids or tenant.location_ids)
     report = SyncReport(tenant, dates)
-    raw_job = defs.resolve_job_def(raw_job_name(tenant))
-    journeys_job = defs.resolve_job_def(journeys_job_name(tenant))
-    if with_branches:
-        result = defs.resolve_job_def(branches_job_name(tenant)).execute_in_process(
-            instance=instance, raise_on_error=False
-        )
-        _add_api_calls(report, result)
-        if not result.success:
-            progress(f"{tenant.key}: branches not pulled: {_failure_text(result)}")
-    pulled: list[dt.date] = []
-    for block in consecutive_blocks(dates):
-        label = block[0].isoformat() if len(block) == 1 else f"{block[0]}..{block[-1]}"
-        progress(f"{tenant.key} {label}: pulling customers and opportunity details from SmartMoving")
-        raw = raw_job.execute_in_process(
-            instance=instance, raise_on_error=False, tags=range_tags(block), run_config=run_config
-        )
-        _add_api_calls(report, raw)
-        if not raw.success:
-            for day in block:
-                report.raw_failures[day] = _failure_text(raw)
-            progress(f"{tenant.key} {label}: FAILED {_failure_text(raw)}")
-            if _stops_cycle(raw):
-                # A rejected key or an exhausted quota: the other dates would only spend calls failing.
-                for later in dates[dates.index(block[-1]) + 1 :]:
-                    report.raw_failures[later] = f"not pulled, cycle stopped: {_failure_text(raw)}"
-                break
-            continue
-        pulled.extend(block)
-        progress(f"{tenant.key} {label}: {report.total_api_calls} API calls so far")
-    for day in pulled:
-        for location_id in branches:
-            result = journeys_job.execute_in_process(
-                partition_key=journey_partition_key(day.isoformat(), location_id),
-                instance=instance,
-                raise_on_error=False,
+    console = quiet_console(console_level) if console_level else None
+    try:
+        with _interruptible(interruption):
+            _sync(
+                defs,
+                tenant,
+                instance,
+                report,
+                branches,
+                progress,
+                run_config,
+                console,
+                with_branches,
+                with_leads,
+                interruption,
             )
-            branch = _branch_result(day, location_id, result)
-            report.branches.append(branch)
-            state = "ok" if branch.success else f"FAILED {branch.error}"
-            progress(
-                f"{tenant.key} {day} {location_id}: {branch.rows} journeys, {branch.quarantined} quarantined, {state}"
-            )
-    if with_leads:
-        _sync_leads(defs, tenant, instance, report, progress)
-    report.duration_s = time.monotonic() - started
+    except _Stopped:
+        pass
+    finally:
+        if interruption is not None and interruption.requested:
+            report.interrupted = interruption.reason or "interrupt"
+            # A signal landing between two runs: Dagster's flag would interrupt the next run of the process.
+            _received_interrupt["received"] = False
+        _count_quarantine(report)
+        report.duration_s = time.monotonic() - started
     return report
 
 
+def _sync(
+    defs: dg.Definitions,
+    tenant: Tenant,
+    instance: dg.DagsterInstance,
+    report: SyncReport,
+    branches: list[str],
+    progress: Progress,
+    run_config: dict | None,
+    console: dict[str, Any] | None,
+    with_branches: bool,
+    with_leads: bool,
+    interruption: Interruption | None,
+) -> None:
+    dates = report.dates
+    raw_job = defs.resolve_job_def(raw_job_name(tenant))
+    journeys_job = defs.resolve_job_def(journeys_job_name(tenant))
+    pending = [(day, location_id) for day in dates for location_id in branches]
+    report.not_started = list(pending)
+    if with_branches:
+        run = _execute(defs.resolve_job_def(branches_job_name(tenant)), instance, interruption, _merged(None, console))
+        _add_calls(report, run.api_calls)
+        if not run.result.success:
+            report.branches_failure = _record_failure(report, run, "branches")
+            progress(f"{tenant.key}: branches not pulled: {report.branches_failure}  [run {run.run_id}]")
+            if _failure(run.result)[1]:
+                report.cycle_stopped = report.branches_failure
+                for day in dates:
+                    report.raw_failures[day] = f"not pulled, cycle stopped: {report.branches_failure}"
+                return
+    pulled: list[dt.date] = []
+    blocks = consecutive_blocks(dates)
+    for index, block in enumerate(blocks):
+        label = block[0].isoformat() if len(block) == 1 else f"{block[0]}..{block[-1]}"
+        progress(f"{tenant.key} {label}: pulling customers and opportunity details from SmartMoving")
+        try:
+            raw = _execute(raw_job, instance, interruption, _merged(run_config, console), tags=range_tags(block))
+        except _Stopped:
+            for day in [d for later in blocks[index:] for d in later]:
+                report.raw_failures[day] = "not pulled: interrupted"
+            raise
+        _add_calls(report, raw.api_calls)
+        pull = _raw_pull(block, raw)
+        report.pulls.append(pull)
+        if not raw.result.success:
+            text, stop, _ = _failure(raw.result)
+            _record_failure(report, raw, f"{label} raw pull")
+            pull.error = text
+            for day in block:
+                report.raw_failures[day] = text
+            progress(f"{tenant.key} {label}: FAILED {text}  [run {raw.run_id}]")
+            if stop or (interruption is not None and interruption.requested):
+                # Wrong settings or an exhausted quota: the other dates (and the leads) would only spend calls
+                # failing.
+                if stop:
+                    report.cycle_stopped = text
+                why = "interrupted" if interruption is not None and interruption.requested else f"cycle stopped: {text}"
+                for later in dates[dates.index(block[-1]) + 1 :]:
+                    report.raw_failures[later] = f"not pulled, {why}"
+                break
+            continue
+        pulled.extend(block)
+        progress(_pull_line(tenant, pull))
+    report.not_started = [(day, loc) for day, loc in pending if day in pulled]
+    for day in pulled:
+        day_results: list[BranchResult] = []
+        for location_id in branches:
+            run = _execute(
+                journeys_job,
+                instance,
+                interruption,
+                _merged(None, console),
+                partition_key=journey_partition_key(day.isoformat(), location_id),
+            )
+            report.not_started.remove((day, location_id))
+            branch = _branch_result(day, location_id, run)
+            _add_calls(report, run.api_calls)
+            report.branches.append(branch)
+            day_results.append(branch)
+            if not branch.success:
+                _record_failure(report, run, f"{day} {location_id} journeys")
+                progress(f"{tenant.key} {day} {location_id}: FAILED {branch.error}  [run {run.run_id}]")
+        ok = [b for b in day_results if b.success]
+        progress(
+            f"{tenant.key} {day}: journeys of {len(ok)}/{len(branches)} branches, {sum(b.rows for b in ok)} rows, "
+            f"checks {sum(b.checks_passed for b in ok)} ok / {sum(b.checks_warned for b in ok)} warn / "
+            f"{sum(b.checks_failed for b in ok)} fail"
+        )
+    if with_leads and not report.cycle_stopped:
+        _sync_leads(defs, tenant, instance, report, progress, interruption, console)
+
+
 def _sync_leads(
-    defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, report: SyncReport, progress: Progress
+    defs: dg.Definitions,
+    tenant: Tenant,
+    instance: dg.DagsterInstance,
+    report: SyncReport,
+    progress: Progress,
+    interruption: Interruption | None = None,
+    console: dict[str, Any] | None = None,
 ) -> None:
     dates = lead_dates(tenant)
     if not dates:
         return
-    result = defs.resolve_job_def(leads_job_name(tenant)).execute_in_process(
-        instance=instance, raise_on_error=False, tags=range_tags(dates)
+    run = _execute(
+        defs.resolve_job_def(leads_job_name(tenant)),
+        instance,
+        interruption,
+        _merged(None, console),
+        tags=range_tags(dates),
     )
-    _add_api_calls(report, result)
-    if not result.success:
-        report.leads_failure = _failure_text(result)
-        progress(f"{tenant.key} leads: FAILED {report.leads_failure}")
+    _add_calls(report, run.api_calls)
+    if not run.result.success:
+        report.leads_failure = _record_failure(report, run, "leads")
+        progress(f"{tenant.key} leads: FAILED {report.leads_failure}  [run {run.run_id}]")
         return
-    for event in result.get_asset_materialization_events():
+    for event in run.result.get_asset_materialization_events():
         if event.asset_key == tenant.names.asset_key("leads"):
             metadata = event.materialization.metadata
             report.leads = int(metadata["leads"].value)  # type: ignore[arg-type]
             report.leads_quarantined = int(metadata["quarantined"].value)  # type: ignore[arg-type]
             break
-    progress(f"{tenant.key} leads: {report.leads} of {dates[0]}..{dates[-1]}, {report.leads_quarantined} quarantined")
+    calls = sum(run.api_calls.values())
+    progress(
+        f"{tenant.key} leads {dates[0]}..{dates[-1]}: {report.leads}, {report.leads_quarantined} quarantined; "
+        f"{calls} API calls"
+    )
 
 
-def format_report(report: SyncReport) -> str:
+def _finished_dates(report: SyncReport) -> list[str]:
+    by_day: dict[dt.date, list[BranchResult]] = {}
+    for branch in report.branches:
+        by_day.setdefault(branch.service_date, []).append(branch)
+    parts = []
+    for day, results in sorted(by_day.items()):
+        done = [b.location_id for b in results if b.success]
+        total = len(results) + sum(1 for d, _ in report.not_started if d == day)
+        parts.append(
+            f"{day} ({len(done)} of {total} branches" + (f": {', '.join(done)})" if done and len(done) < total else ")")
+        )
+    return parts
+
+
+def format_report(report: SyncReport, ui_url: str | None = None) -> str:
+    """The summary table: one row per (date, branch), then totals, failures with their runs, an interruption."""
     lines = [
         f"{report.tenant.name} ({report.tenant.key}): {', '.join(d.isoformat() for d in report.dates)}",
         f"{'date':<12}{'branch':<32}{'rows':>6}{'quar.':>7}{'flag.':>7}{'checks ok/warn/fail':>21}  status",
@@ -254,14 +654,85 @@ def format_report(report: SyncReport) -> str:
             f"{b.service_date.isoformat():<12}{b.location_id:<32}{b.rows:>6}{b.quarantined:>7}{b.flagged:>7}"
             f"{checks:>21}  {status}"
         )
-    for day, error in report.raw_failures.items():
-        lines.append(f"{day.isoformat():<12}{'(all branches)':<32}{'':>41}  FAILED: {error}")
+    for day, count in report.unmapped_quarantined.items():
+        lines.append(f"{day.isoformat():<12}{'(branch not in tenants file)':<32}{'':>6}{count:>7}")
+    # Consecutive dates failing alike (a wrong setting fails them all) share one line.
+    grouped: list[tuple[list[dt.date], str]] = []
+    for day, error in sorted(report.raw_failures.items()):
+        if grouped and grouped[-1][1] == error.removeprefix("not pulled, cycle stopped: "):
+            grouped[-1][0].append(day)
+        else:
+            grouped.append(([day], error))
+    for days, error in grouped:
+        label = days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
+        lines.append(f"{label + ' ':<12}{'(all branches)':<32}  FAILED: {error}")
     if report.leads or report.leads_quarantined or report.leads_failure:
         state = f"FAILED: {report.leads_failure}" if report.leads_failure else "ok"
         lines.append(f"leads (yesterday and today): {report.leads}, quarantined {report.leads_quarantined}  {state}")
     calls = ", ".join(f"{k}={v}" for k, v in sorted(report.api_calls.items())) or "none"
     lines.append(
-        f"rows {sum(b.rows for b in report.branches)}, quarantined {sum(b.quarantined for b in report.branches)}, "
+        f"journeys {sum(b.rows for b in report.branches)}, quarantined jobs {report.quarantined_jobs}, "
         f"API calls {report.total_api_calls} ({calls}), {report.duration_s:.1f} s"
     )
+    if report.interrupted:
+        finished = ", ".join(_finished_dates(report)) or "nothing"
+        lines.append(f"INTERRUPTED ({report.interrupted}): journeys finished for {finished}")
+        if report.not_started:
+            lines.append(f"  not started: {len(report.not_started)} (date, branch) partition(s); run `lgm sync` again")
+    if report.failed_runs:
+        where = f"{ui_url.rstrip('/')}{UI_RUN_PATH}" if ui_url else "Dagster UI (lgm up): Runs -> {run_id}"
+        lines.append("Failed runs (events, errors and logs in the " + ("UI" if ui_url else "Dagster UI") + "):")
+        for run_id, what in report.failed_runs.items():
+            lines.append(f"  {what}: {where.format(run_id=run_id)}")
     return "\n".join(lines)
+
+
+def report_dict(report: SyncReport) -> dict[str, Any]:
+    """The report as plain JSON types (``lgm sync --json``)."""
+    return {
+        "tenant": report.tenant.key,
+        "dates": [d.isoformat() for d in report.dates],
+        "ok": report.ok,
+        "branches": [
+            {
+                "date": b.service_date.isoformat(),
+                "branch": b.location_id,
+                "ok": b.success,
+                "rows": b.rows,
+                "quarantined": b.quarantined,
+                "flagged": b.flagged,
+                "checks": {"passed": b.checks_passed, "warned": b.checks_warned, "failed": b.checks_failed},
+                "failed_checks": b.failed_checks,
+                "error": b.error,
+                "run_id": b.run_id,
+            }
+            for b in report.branches
+        ],
+        "pulls": [
+            {
+                "dates": [d.isoformat() for d in p.dates],
+                "ok": p.success,
+                "customers": p.customers,
+                "opportunities_listed": p.opportunities_listed,
+                "details_fetched": p.details_fetched,
+                "details_reused": p.details_reused,
+                "api_calls": sum(p.api_calls.values()),
+                "duration_s": round(p.duration_s, 2),
+                "error": p.error,
+                "run_id": p.run_id,
+            }
+            for p in report.pulls
+        ],
+        "raw_failures": {d.isoformat(): e for d, e in report.raw_failures.items()},
+        "unmapped_branch_quarantined": {d.isoformat(): n for d, n in report.unmapped_quarantined.items()},
+        "journeys": sum(b.rows for b in report.branches),
+        "quarantined_jobs": report.quarantined_jobs,
+        "leads": {"rows": report.leads, "quarantined": report.leads_quarantined, "error": report.leads_failure},
+        "api_calls": report.total_api_calls,
+        "api_calls_by_endpoint": dict(sorted(report.api_calls.items())),
+        "failed_runs": [{"run_id": r, "what": w} for r, w in report.failed_runs.items()],
+        "configuration_error": report.configuration_error,
+        "interrupted": report.interrupted,
+        "not_started": [{"date": d.isoformat(), "branch": b} for d, b in report.not_started],
+        "duration_s": round(report.duration_s, 2),
+    }

@@ -64,7 +64,7 @@ def build_arrival_windows_asset(tenant: Tenant, partitions: TenantPartitions) ->
             "smartmoving_opportunities": dg.AssetIn(names.asset_key("smartmoving_opportunities")),
         },
         output_required=False,
-        **api_asset(tenant),
+        **api_asset(tenant, "smartmoving_arrival_windows"),
     )
     def smartmoving_arrival_windows(
         context: dg.AssetExecutionContext,

@@ -13,6 +13,7 @@ from lgm_pipeline.assets.metadata import preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.naming import BRANCH_ROWS, IO_MANAGER_KEY, OWNERS, parse_journey_partition_key
 from lgm_pipeline.quality.rules import RuleResult, Severity, rules_for, validate_journeys
+from lgm_pipeline.storage.io_manager import table_metadata
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.journeys import is_journey, normalize_journeys
@@ -113,6 +114,7 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         kinds={"pandas", "postgres"},
         owners=OWNERS,
         tags=names.tags,
+        metadata=table_metadata(tenant, "journeys"),
         freshness_policy=JOURNEYS_FRESHNESS_POLICY,
         automation_condition=journeys_automation_condition(tenant),
     )

@@ -20,6 +20,7 @@ from lgm_pipeline.assets.raw import api_asset, call_api, service_dates
 from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
 from lgm_pipeline.quality.rules import lead_rules_for, validate_leads
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline.storage.io_manager import table_metadata
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.leads import mark_probable_duplicates, normalize_leads, raw_leads_frame
@@ -57,7 +58,7 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         group_name=group,
         partitions_def=partitions.service_date,
         backfill_policy=single_run,
-        **api_asset(tenant),
+        **api_asset(tenant, "smartmoving_leads"),
     )
     def smartmoving_leads(
         context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
@@ -97,6 +98,7 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         kinds={"pandas", "postgres"},
         owners=OWNERS,
         tags=names.tags,
+        metadata=table_metadata(tenant, "leads"),
     )
     def leads(
         context: dg.AssetExecutionContext,

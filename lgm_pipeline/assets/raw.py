@@ -7,6 +7,7 @@ only when the list summary changed or the cached copy is older than allowed.
 """
 
 import datetime as dt
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -17,14 +18,18 @@ import pandas as pd
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, per_branch, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
+from lgm_pipeline.smartmoving.client import SmartMovingClient
 from lgm_pipeline.smartmoving.enums import OpportunityStatus
 from lgm_pipeline.smartmoving.errors import (
     AuthenticationError,
-    AuthorizationError,
+    ConfigurationError,
+    EndpointNotFoundError,
     QuotaExhaustedError,
     SmartMovingError,
+    UnusableBaseURLError,
 )
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline.storage.io_manager import table_metadata
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.raw import (
@@ -60,11 +65,58 @@ class OpportunityDetailsConfig(dg.Config):
 
 #: Failure metadata telling ``lgm sync`` not to pull the cycle's other dates (they would fail the same way).
 STOP_CYCLE = "lgm/stop_cycle"
+#: Failure metadata: the settings are wrong (base URL, key); ``lgm sync`` exits 2, as for any configuration error.
+CONFIGURATION_ERROR = "lgm/configuration_error"
+
+DEFAULT_BASE_URL_ENV = "SMARTMOVING_BASE_URL"
+DEFAULT_API_KEY_ENV = "SMARTMOVING_API_KEY"
+EXAMPLE_BASE_URL = "https://api-public.smartmoving.com/v1"
 
 
-def _fail_fast(error: SmartMovingError) -> dg.Failure:
-    """A bad key or an exhausted quota will not heal by retrying the step: fail once, clearly."""
-    return dg.Failure(description=str(error), allow_retries=False, metadata={STOP_CYCLE: True})
+def _env_names(client: SmartMovingClient | None, tenant: Tenant | None) -> tuple[str, str]:
+    """The variables holding this client's base URL and key, to name them in a message."""
+    if tenant is not None:
+        return tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env
+    if client is not None:
+        # Callers without the tenant at hand: the variable whose value is this base URL.
+        for name, value in os.environ.items():
+            if name.endswith("BASE_URL") and value.rstrip("/") == client.base_url:
+                return name, name.removesuffix("BASE_URL") + "API_KEY"
+    return DEFAULT_BASE_URL_ENV, DEFAULT_API_KEY_ENV
+
+
+def _explain(error: SmartMovingError, url_env: str, key_env: str) -> str:
+    """The client's message, plus the setting to fix when the settings are at fault."""
+    text = str(error).rstrip(".")
+    if isinstance(error, EndpointNotFoundError):
+        return f"{text}: check {url_env} ({error.base_url}): it should end in /v1, e.g. {EXAMPLE_BASE_URL}"
+    if isinstance(error, UnusableBaseURLError):
+        return f"{text}: check {url_env}: it should look like {EXAMPLE_BASE_URL}"
+    if isinstance(error, AuthenticationError):
+        return f"{text}: check {key_env}"
+    return text
+
+
+def api_failure(
+    error: SmartMovingError, calls: Counter[str], tenant: Tenant | None = None, client: Any = None
+) -> dg.Failure:
+    """The step's failure, with the calls it spent (a failed attempt's calls count against the quota too).
+
+    Wrong settings, a rejected key or an exhausted quota will not heal by retrying the step: they fail
+    once, clearly, and stop the cycle. Anything else (5xx, 429, timeouts after the client's own retries)
+    stays retryable by the step's RetryPolicy.
+    """
+    url_env, key_env = _env_names(client, tenant)
+    final = isinstance(error, ConfigurationError | QuotaExhaustedError)
+    metadata: dict[str, Any] = {
+        "api_calls": dg.MetadataValue.int(sum(calls.values())),
+        "api_calls_by_endpoint": dg.MetadataValue.json(dict(sorted(calls.items()))),
+    }
+    if final:
+        metadata[STOP_CYCLE] = True
+    if isinstance(error, ConfigurationError):
+        metadata[CONFIGURATION_ERROR] = True
+    return dg.Failure(description=_explain(error, url_env, key_env), allow_retries=not final, metadata=metadata)
 
 
 #: How far back the details of earlier pulls are searched for a later day of a multi-day move.
@@ -91,9 +143,10 @@ def same_but_status(summary: OpportunitySummary, cached: dict[str, Any]) -> bool
     return not newly_completed and summary.jobs == listed_jobs(cached.get("jobs"), "jobDate")
 
 
-def api_asset(tenant: Tenant) -> dict[str, Any]:
+def api_asset(tenant: Tenant, asset: str) -> dict[str, Any]:
     """What every asset calling SmartMoving shares: storage, the tenant's API pool and tag, retries."""
     return {
+        "metadata": table_metadata(tenant, asset),
         "io_manager_key": IO_MANAGER_KEY,
         "kinds": {"smartmoving", "pandas", "postgres"},
         "owners": OWNERS,
@@ -108,11 +161,25 @@ def service_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
     return sorted(dt.date.fromisoformat(key) for key in context.partition_keys)
 
 
-def call_api(func: Any, *args: Any) -> Any:
+def call_api(func: Any, *args: Any, tenant: Tenant | None = None) -> Any:
+    """``func(*args)`` (a SmartMoving client's method); a SmartMoving error becomes the step's ``dg.Failure``."""
+    client = getattr(func, "__self__", None)
+    before = Counter(client.calls) if isinstance(client, SmartMovingClient) else Counter()
     try:
         return func(*args)
-    except (AuthenticationError, AuthorizationError, QuotaExhaustedError) as error:
-        raise _fail_fast(error) from None
+    except SmartMovingError as error:
+        spent = Counter(client.calls) - before if isinstance(client, SmartMovingClient) else Counter()
+        raise api_failure(error, spent, tenant, client) from None
+
+
+def open_client(
+    smartmoving: SmartMovingResource, tenant: Tenant, context: dg.AssetExecutionContext
+) -> SmartMovingClient:
+    """The tenant's client; a base URL httpx cannot even parse fails the step at once, like a 404."""
+    try:
+        return smartmoving.account(tenant.key).get_client(logger=context.log)
+    except UnusableBaseURLError as error:
+        raise api_failure(error, Counter(), tenant) from None
 
 
 def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.AssetsDefinition]:
@@ -124,7 +191,6 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         # The window (and the daily catch-up) is one run: one date-range list call for all its dates.
         "backfill_policy": dg.BackfillPolicy.single_run(),
     }
-    api = api_asset(tenant)
 
     @dg.asset(
         name="smartmoving_customers",
@@ -132,7 +198,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             f"{tenant.name}: SmartMoving customers with a job on the service date (all pages, opportunity "
             "summaries included), payload kept verbatim. Table raw_customers."
         ),
-        **api,
+        **api_asset(tenant, "smartmoving_customers"),
         **common,
     )
     def smartmoving_customers(
@@ -140,8 +206,8 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
     ) -> dg.Output[pd.DataFrame]:
         dates = service_dates(context)
         started = time.monotonic()
-        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
-            customers = call_api(client.list_customers, dates[0], dates[-1])
+        with open_client(smartmoving, tenant, context) as client:
+            customers = call_api(client.list_customers, dates[0], dates[-1], tenant=tenant)
             calls = Counter(client.calls)
         frame = customers_frame(customers, dates, dt.datetime.now(dt.UTC), context.run.run_id)
         opportunities = sum(len(c.get("opportunities") or []) for c in customers)
@@ -164,7 +230,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             "every opportunity listed on the service date. Details are reused from the previous pull while the "
             "list summary is unchanged and younger than detail_max_age_hours. Table raw_opportunities."
         ),
-        **api,
+        **api_asset(tenant, "smartmoving_opportunities"),
         **common,
     )
     def smartmoving_opportunities(
@@ -208,8 +274,8 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                     fetched_at[oid] = detail.fetched_at
         reused = len(details)
         to_fetch = [oid for oid in summaries if oid not in details]
-        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
-            fetched = call_api(client.get_opportunities, to_fetch)
+        with open_client(smartmoving, tenant, context) as client:
+            fetched = call_api(client.get_opportunities, to_fetch, tenant=tenant)
             calls = Counter(client.calls)
         # Deleted in SmartMoving between the list and the details: its journeys leave with the next merge.
         vanished = [oid for oid in to_fetch if oid not in fetched]
@@ -252,6 +318,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         kinds={"pandas", "postgres"},
         owners=OWNERS,
         tags=names.tags,
+        metadata=table_metadata(tenant, "smartmoving_jobs"),
         **common,
     )
     def smartmoving_jobs(
@@ -280,13 +347,13 @@ def build_branches_asset(tenant: Tenant) -> dg.AssetsDefinition:
             "Table raw_branches."
         ),
         group_name=tenant.names.group("reference"),
-        **api_asset(tenant),
+        **api_asset(tenant, "smartmoving_branches"),
     )
     def smartmoving_branches(
         context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
     ) -> dg.Output[pd.DataFrame]:
-        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
-            branches = call_api(client.list_branches)
+        with open_client(smartmoving, tenant, context) as client:
+            branches = call_api(client.list_branches, tenant=tenant)
             calls = Counter(client.calls)
         frame = branches_frame(branches, dt.datetime.now(dt.UTC), context.run.run_id)
         mapped = set(tenant.branch_by_smartmoving_name())

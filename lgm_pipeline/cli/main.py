@@ -1,7 +1,8 @@
 """``lgm``: the command line of lgm-pipeline.
 
 lgm up                 embedded PostgreSQL + simulator (if needed), one full sync, then the Dagster UI
-lgm sync               what the schedule does, headless, in one process; non-zero exit on failure
+lgm sync               what the schedule does, headless, in one process (exit 0 ok, 1 failed sync,
+                       2 configuration error, 130/143 interrupted by SIGINT/SIGTERM)
 lgm status             last sync per tenant and branch
 lgm simulator          the SmartMoving simulator alone
 lgm check-connection   ping SmartMoving, report latency, key validity and branches
@@ -13,57 +14,86 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import getpass
+import json
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 
+from lgm_pipeline.cli.output import Output, hide_dagster_warnings
 from lgm_pipeline.cli.runtime import SetupError, lgm_runtime, project_file
 from lgm_pipeline.tenants import TenantConfigError, load_tenants
 from lgm_pipeline.tenants.config import get_tenant
 
+#: Exit codes: a sync that ran and failed; settings the operator must fix (and usage errors, as argparse).
+EXIT_FAILED, EXIT_CONFIGURATION = 1, 2
 
-def _progress(message: str) -> None:
-    print(f"  {message}", file=sys.stderr, flush=True)
+
+class Interrupted(Exception):
+    """The command was stopped by SIGINT/SIGTERM after printing what it finished; ``main`` exits 128 + signal."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
-def _sync(args: argparse.Namespace) -> int:
+def _sync(args: argparse.Namespace, out: Output, ui_url: str | None = None) -> int:
     import dagster as dg
 
     from lgm_pipeline.assets.automation import catch_up_dates, catch_up_run_config
+    from lgm_pipeline.cli.signals import exit_code, stop_on_signals
     from lgm_pipeline.definitions import build_definitions
-    from lgm_pipeline.sync import format_report, run_sync
+    from lgm_pipeline.sync import Interruption, format_report, report_dict, run_sync
 
     defs = build_definitions()
     instance = dg.DagsterInstance.get()
-    ok = True
+    status = 0
+    reports = []
     tenants = [get_tenant(args.tenant)] if args.tenant else list(load_tenants())
-    for tenant in tenants:
-        dates, run_config = args.date or None, None
-        if getattr(args, "catch_up", False):
-            dates, run_config = catch_up_dates(tenant, tenant.today()), catch_up_run_config(tenant)
-            if not dates:
-                print(f"{tenant.key}: nothing to catch up (catch_up_days is {tenant.catch_up_days})")
-                continue
-        report = run_sync(
-            defs,
-            tenant,
-            instance,
-            dates,
-            args.branch or None,
-            progress=_progress,
-            run_config=run_config,
-            with_branches=getattr(args, "catch_up", False) or args.command == "up",
-        )
-        print(format_report(report))
-        ok = ok and report.ok
-    return 0 if ok else 1
+    with stop_on_signals(Interruption(), out.notice) as interruption:
+        for tenant in tenants:
+            if interruption.requested:
+                break
+            dates, run_config = args.date or None, None
+            if getattr(args, "catch_up", False):
+                dates, run_config = catch_up_dates(tenant, tenant.today()), catch_up_run_config(tenant)
+                if not dates:
+                    out.progress(f"{tenant.key}: nothing to catch up (catch_up_days is {tenant.catch_up_days})")
+                    continue
+            report = run_sync(
+                defs,
+                tenant,
+                instance,
+                dates,
+                args.branch or None,
+                progress=out.progress,
+                run_config=run_config,
+                with_branches=getattr(args, "catch_up", False) or args.command == "up",
+                interruption=interruption,
+                console_level=out.dagster_level,
+            )
+            reports.append(report)
+            if not out.json:
+                out.summary(format_report(report, ui_url))
+            if report.configuration_error:
+                status = EXIT_CONFIGURATION
+            elif not report.ok and status == 0:
+                status = EXIT_FAILED
+    if out.json:
+        out.summary(json.dumps([report_dict(r) for r in reports], indent=2))
+    for report in reports:
+        if report.configuration_error:
+            out.error(f"lgm: {report.configuration_error} (tenant {report.tenant.key})")
+    if interruption.requested:
+        raise Interrupted(exit_code(interruption.reason))
+    return status
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    with lgm_runtime():
-        return _sync(args)
+    out = Output.from_args(args)
+    with hide_dagster_warnings(out.verbose), lgm_runtime(say=not out.quiet):
+        return _sync(args, out)
 
 
 def _default_signals() -> None:
@@ -72,10 +102,11 @@ def _default_signals() -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    with lgm_runtime() as dagster_home:
+    out = Output.from_args(args)
+    with hide_dagster_warnings(out.verbose), lgm_runtime() as dagster_home:
         print("Syncing today and tomorrow before starting the UI...", file=sys.stderr)
         args.date, args.branch, args.tenant = None, None, None
-        sync_status = _sync(args)
+        sync_status = _sync(args, out, ui_url=f"http://{args.host}:{args.port}")
         if sync_status:
             print("The first sync had failures (see above); the UI shows the failed runs.", file=sys.stderr)
         command = [
@@ -95,7 +126,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         # Shells and supervisors may start us with SIGINT/SIGTERM ignored; Ctrl-C and `kill` must still stop us.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        process = subprocess.Popen(command, start_new_session=True, preexec_fn=_default_signals)
+        env = dict(os.environ)
+        if not out.verbose:
+            # `dagster dev` warns on every start that it is superseded by `dg dev` (a CLI lgm does not use)
+            # and the code server repeats the beta warnings of the definitions: nothing an operator can act on.
+            env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), *DAGSTER_DEV_WARNING_FILTERS]))
+        process = subprocess.Popen(command, start_new_session=True, preexec_fn=_default_signals, env=env)
         try:
             return process.wait()
         except KeyboardInterrupt:
@@ -108,6 +144,14 @@ def cmd_up(args: argparse.Namespace) -> int:
                 os.killpg(process.pid, signal.SIGKILL)
             print("Stopped.", file=sys.stderr)
             return 0
+
+
+#: PYTHONWARNINGS entries for `dagster dev` and its children (category classes are imported by path).
+DAGSTER_DEV_WARNING_FILTERS = (
+    "ignore::dagster_shared.utils.warnings.SupersessionWarning",
+    "ignore::dagster_shared.utils.warnings.BetaWarning",
+    "ignore::dagster_shared.utils.warnings.PreviewWarning",
+)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -168,7 +212,7 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from lgm_pipeline.storage.access import grant_reader
+    from lgm_pipeline.storage.access import check_locations, grant_reader
     from lgm_pipeline.storage.resources import PostgresResource
 
     with lgm_runtime(smartmoving=False, say=False):
@@ -178,11 +222,14 @@ def cmd_db(args: argparse.Namespace) -> int:
                 print(f"{tenant.key}: schema {tenant.schema} up to date")
             return 0
         tenant = get_tenant(args.tenant)
+        locations = args.location or []
+        check_locations(tenant, locations)  # before asking for a password
         password = os.environ.get(args.password_env) if args.password_env else getpass.getpass("Password: ")
         if not password:
             raise SetupError("an empty password is not accepted")
-        grant_reader(postgres.engine(), tenant, args.login, password)
-        print(f"{args.login} can now read schema {tenant.schema} (read-only)")
+        grant_reader(postgres.engine(), tenant, args.login, password, locations)
+        scope = f"only {', '.join(locations)}" if locations else "every branch"
+        print(f"{args.login} can now read schema {tenant.schema} (read-only, {scope})")
         return 0
 
 
@@ -200,9 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="sync once, then serve the Dagster UI and daemon until Ctrl-C")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--port", type=int, default=3000)
+    _output_options(up, json_option=False)
     up.set_defaults(func=cmd_up)
 
     sync = commands.add_parser("sync", help="sync the window (default: today and tomorrow, all branches)")
+    _output_options(sync)
     sync.add_argument("--date", action="append", type=dt.date.fromisoformat, help="YYYY-MM-DD (repeatable)")
     sync.add_argument("--branch", action="append", help="location id, e.g. loc_lgm_calgary_001 (repeatable)")
     sync.add_argument("--tenant", help="only this tenant key")
@@ -259,18 +308,46 @@ def build_parser() -> argparse.ArgumentParser:
     grant = db_commands.add_parser("grant-reader", help="create or update a read-only login for a tenant's CRM")
     grant.add_argument("--tenant", required=True)
     grant.add_argument("--login", required=True)
+    grant.add_argument(
+        "--location",
+        action="append",
+        help="bind the login to this branch's rows, e.g. loc_lgm_toronto_001 (repeatable; re-run to change);"
+        " without it the login reads every branch",
+    )
     grant.add_argument("--password-env", help="read the password from this environment variable (else prompt)")
     db.set_defaults(func=cmd_db)
     return parser
 
 
+def _output_options(parser: argparse.ArgumentParser, json_option: bool = True) -> None:
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
+        "-v", "--verbose", action="store_true", help="also print Dagster's event log (always kept in the UI)"
+    )
+    shown.add_argument("-q", "--quiet", action="store_true", help="print only the summary (and errors)")
+    if json_option:
+        parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from lgm_pipeline.cli.signals import exit_now
+    from lgm_pipeline.storage.database import DatabaseUnavailableError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SetupError, TenantConfigError, ValueError) as error:
+    except (SetupError, TenantConfigError, DatabaseUnavailableError, ValueError) as error:
         print(f"lgm: {error}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIGURATION
+    except Interrupted as interrupted:
+        if argv is not None:
+            return interrupted.code  # called in-process (tests): leave the process alone
+        exit_now(interrupted.code)
+        raise  # unreachable
+    except KeyboardInterrupt:
+        # Ctrl-C before the sync started (loading definitions, starting PostgreSQL): nothing to report.
+        print("lgm: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -26,10 +26,12 @@ from lgm_pipeline.smartmoving.errors import (
     AuthenticationError,
     AuthorizationError,
     DeadlineExceededError,
+    EndpointNotFoundError,
     MalformedPayloadError,
     NotFoundError,
     QuotaExhaustedError,
     SmartMovingError,
+    UnusableBaseURLError,
     UpstreamUnavailableError,
 )
 from lgm_pipeline.smartmoving.ratelimit import TokenBucket
@@ -40,6 +42,22 @@ _MAX_MESSAGE_CHARS = 200
 
 
 _request_log = logging.getLogger(__name__)
+
+#: Endpoints of one record: a 404 there means the record is gone (deleted since it was listed). A 404
+#: on any other endpoint (the lists, ping) means the base URL does not point at the API.
+RECORD_ENDPOINTS = frozenset({"opportunity", "lead", "opportunity_jobs"})
+
+# Every attempt of every client of this process, failed ones included: ``lgm sync`` runs its Dagster
+# runs in this process and reads the calls a run spent here, whether its steps succeeded or not
+# (a failed step records no output metadata, and its earlier attempts record nothing at all).
+_process_calls: collections.Counter[str] = collections.Counter()
+_process_calls_lock = threading.Lock()
+
+
+def calls_in_process() -> collections.Counter[str]:
+    """A copy of the calls (attempts, by endpoint) made by every client of this process so far."""
+    with _process_calls_lock:
+        return collections.Counter(_process_calls)
 
 
 def service_date_param(day: date) -> int:
@@ -111,13 +129,16 @@ class SmartMovingClient:
             if rate_limit_per_minute is None
             else TokenBucket.for_limit(rate_limit_per_minute, rate_limit_headroom, clock=clock, sleep=sleep)
         )
-        self._http = httpx.Client(
-            base_url=f"{self.base_url}/api",
-            headers={"x-api-key": api_key, "accept": "application/json"},
-            timeout=timeout_seconds,
-            transport=transport,
-            limits=httpx.Limits(max_connections=max(10, max_concurrency * 2)),
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=f"{self.base_url}/api",
+                headers={"x-api-key": api_key, "accept": "application/json"},
+                timeout=timeout_seconds,
+                transport=transport,
+                limits=httpx.Limits(max_connections=max(10, max_concurrency * 2)),
+            )
+        except (httpx.InvalidURL, TypeError) as exc:
+            raise UnusableBaseURLError(f"SmartMoving base URL is not usable: {self._redact(str(exc))}") from None
 
     def __repr__(self) -> str:
         return f"SmartMovingClient(base_url={self.base_url!r})"
@@ -229,19 +250,26 @@ class SmartMovingClient:
         started = self._clock()
         results: dict[str, dict] = {}
         workers = min(self.max_concurrency, len(unique))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smartmoving") as pool:
-            futures = {pool.submit(self._get_opportunity_or_stop, op, oid): oid for oid in unique}
-            try:
-                for future in as_completed(futures):
-                    try:
-                        results[futures[future]] = future.result()
-                    except NotFoundError:
-                        self._log.warning("SmartMoving opportunity %s no longer exists", futures[future])
-            except BaseException:
-                # Stop the siblings before they spend more quota on a batch that already failed.
-                op.cancel.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smartmoving")
+        futures = {pool.submit(self._get_opportunity_or_stop, op, oid): oid for oid in unique}
+        try:
+            for future in as_completed(futures):
+                try:
+                    results[futures[future]] = future.result()
+                except NotFoundError:
+                    self._log.warning("SmartMoving opportunity %s no longer exists", futures[future])
+        except Exception:
+            # Stop the siblings before they spend more quota on a batch that already failed.
+            op.cancel.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        except BaseException:
+            # An interrupt (Ctrl-C, SIGTERM): the operator wants out now. The siblings stop at their next
+            # request or wait; one still inside a request finishes it in the background, unwaited.
+            op.cancel.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         self._log.info(
             "SmartMoving opportunities: fetched %d details in %.0f ms",
             len(results),
@@ -340,9 +368,18 @@ class SmartMovingClient:
     def _log_page(self, endpoint: str, page: int, records: int, elapsed: float) -> None:
         self._log.info("SmartMoving %s page %d: %d records in %.0f ms", endpoint, page, records, elapsed * 1000)
 
-    def _count(self, endpoint: str) -> None:
+    def _count(self, endpoint: str, calls: int = 1) -> None:
         with self._lock:
-            self.calls[endpoint] += 1
+            self.calls[endpoint] += calls
+        with _process_calls_lock:
+            _process_calls[endpoint] += calls
+
+    def _wait(self, op: _Operation, seconds: float) -> None:
+        """A retry wait that a cancelled batch (a sibling failed, the run was interrupted) cuts short."""
+        if self._sleep is not time.sleep:
+            self._sleep(seconds)  # simulated time (tests)
+        elif op.cancel.wait(seconds):
+            raise _Cancelled
 
     def _remaining(self, op: _Operation) -> float | None:
         if op.deadline is None:
@@ -392,9 +429,11 @@ class SmartMovingClient:
             retry_after: float | None = None
             try:
                 response = self._http.get(path, params=params, timeout=timeout)
-            except httpx.UnsupportedProtocol as exc:
-                # A configuration mistake (base URL without http/https): retrying cannot help.
-                raise SmartMovingError(f"SmartMoving base URL is not usable: {self._redact(str(exc))}") from None
+            except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+                # A configuration mistake (base URL without http/https, malformed): retrying cannot help,
+                # and nothing reached SmartMoving, so it is no call.
+                self._count(endpoint, -1)
+                raise UnusableBaseURLError(f"SmartMoving base URL is not usable: {self._redact(str(exc))}") from None
             except httpx.TransportError as exc:
                 # Only the class name and httpx's own short text: never the request or its headers.
                 problem = f"{type(exc).__name__}: {self._redact(str(exc)) or 'no detail'}"
@@ -413,7 +452,7 @@ class SmartMovingClient:
                         problem = "invalid JSON on HTTP 200"
                 else:
                     message = self._redact(_error_message(response))
-                    self._raise_for_final_status(response, message)
+                    self._raise_for_final_status(endpoint, response, message)
                     problem = f"HTTP {status}" + (f" ({message})" if message else "")
                     retry_after = _retry_after_seconds(response)
             attempt += 1
@@ -439,11 +478,20 @@ class SmartMovingClient:
                 self.max_retries,
                 wait,
             )
-            self._sleep(wait)
+            self._wait(op, wait)
 
-    def _raise_for_final_status(self, response: httpx.Response, message: str) -> None:
+    def _raise_for_final_status(self, endpoint: str, response: httpx.Response, message: str) -> None:
         """Raise for answers that retrying cannot change; return for retryable ones."""
         status = response.status_code
+        if status == 404:
+            if endpoint in RECORD_ENDPOINTS:
+                raise NotFoundError(
+                    f"SmartMoving answered HTTP 404 for {response.request.url.path}"
+                    + (f": {message}" if message else "")
+                )
+            # Without the query string: it is not secret, but it is noise in a one-line message.
+            url = str(response.request.url.copy_with(query=None))
+            raise EndpointNotFoundError(self._redact(url), self._redact(self.base_url))
         if status == 401:
             raise AuthenticationError("SmartMoving rejected the API key (401)")
         if status == 403:

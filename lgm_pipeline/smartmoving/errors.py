@@ -11,12 +11,33 @@ class SmartMovingError(Exception):
     """Base class: anything the SmartMoving client refuses to paper over."""
 
 
-class AuthenticationError(SmartMovingError):
+class ConfigurationError(SmartMovingError):
+    """The settings are wrong (base URL, key): retrying cannot help, the operator must fix them."""
+
+
+class AuthenticationError(ConfigurationError):
     """The API key was rejected (401). Retrying cannot help."""
 
 
-class AuthorizationError(SmartMovingError):
+class AuthorizationError(ConfigurationError):
     """The key is valid but not allowed to call this endpoint (403), e.g. Basic tier on premium."""
+
+
+class EndpointNotFoundError(ConfigurationError):
+    """A list endpoint every SmartMoving account has answered 404: the base URL points elsewhere."""
+
+    def __init__(self, url: str, base_url: str) -> None:
+        self.url = url
+        self.base_url = base_url
+        super().__init__(f"SmartMoving answered 404 Not Found for {url}")
+
+    def __reduce__(self) -> tuple[type[EndpointNotFoundError], tuple[str, str]]:
+        # Dagster pickles errors across process boundaries; the default would replay (message,).
+        return (type(self), (self.url, self.base_url))
+
+
+class UnusableBaseURLError(ConfigurationError):
+    """The base URL cannot be requested at all (no http(s) scheme, malformed)."""
 
 
 class QuotaExhaustedError(SmartMovingError):
@@ -32,7 +53,7 @@ class DeadlineExceededError(SmartMovingError):
 
 
 class NotFoundError(SmartMovingError):
-    """The API answered that the record does not exist (SmartMoving uses 400 for this)."""
+    """The API answered that the record does not exist (SmartMoving uses 400 for this; 404 on a record too)."""
 
 
 class MalformedPayloadError(SmartMovingError):

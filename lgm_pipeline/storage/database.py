@@ -17,7 +17,7 @@ import psutil
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from lgm_pipeline.settings import configured_database_url, lgm_home
+from lgm_pipeline.settings import DATABASE_URL_ENV, configured_database_url, lgm_home
 
 log = logging.getLogger(__name__)
 _embedded_lock = threading.Lock()
@@ -89,9 +89,52 @@ def redacted(url: str | URL) -> str:
     return make_url(str(url) if isinstance(url, URL) else url).render_as_string(hide_password=True)
 
 
+#: First contact with the server: a host that drops packets fails in seconds, not after TCP's minutes.
+CONNECT_TIMEOUT_SECONDS = 10
+
+# libpq's wording (lower-cased) -> what the operator reads. First match wins.
+_CONNECTION_PROBLEMS: tuple[tuple[str, str], ...] = (
+    ("connection refused", "connection refused"),
+    ("password authentication failed", "login refused: wrong user or password"),
+    ("no password supplied", "login refused: the server wants a password and the URL has none"),
+    ("no pg_hba.conf entry", "login refused by the server's pg_hba.conf"),
+    ('role "', "login refused: no such user"),
+    ('database "', "that database does not exist"),
+    ("could not translate host name", "unknown host"),
+    ("name or service not known", "unknown host"),
+    ("timeout expired", f"no answer within {CONNECT_TIMEOUT_SECONDS} s"),
+    ("no route to host", "no route to host"),
+    ("network is unreachable", "network unreachable"),
+    ("too many connections", "the server has too many connections"),
+    ("the database system is starting up", "the server is starting up; try again in a moment"),
+    ("the database system is shutting down", "the server is shutting down"),
+)
+
+
+def describe_connection_error(error: BaseException) -> str:
+    """One short reason for a failed connection, from libpq's multi-line text."""
+    text = str(error).strip()
+    lowered = text.lower()
+    for needle, reason in _CONNECTION_PROBLEMS:
+        if needle in lowered and (not needle.endswith('"') or "does not exist" in lowered):
+            return reason
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first.removeprefix("connection failed: ")[:200]
+
+
+def unavailable(url: str, error: BaseException) -> DatabaseUnavailableError:
+    """``cannot reach PostgreSQL at <url> (<reason>); check LGM_DATABASE_URL``: one line, no password."""
+    where = f"check {DATABASE_URL_ENV}" if configured_database_url() else f"the embedded server under {lgm_home()}"
+    return DatabaseUnavailableError(
+        f"cannot reach PostgreSQL at {redacted(url)} ({describe_connection_error(error)}); {where}"
+    )
+
+
 def ensure_database(url: str, name: str) -> None:
     """Create database ``name`` on the server of ``url`` if it does not exist yet."""
-    admin = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=1)
+    admin = create_engine(
+        url, isolation_level="AUTOCOMMIT", pool_size=1, connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    )
     try:
         with admin.connect() as conn:
             exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
@@ -99,7 +142,7 @@ def ensure_database(url: str, name: str) -> None:
                 quoted = conn.dialect.identifier_preparer.quote(name)
                 conn.execute(sa.text(f"CREATE DATABASE {quoted}"))
     except sa.exc.OperationalError as exc:
-        raise DatabaseUnavailableError(f"cannot reach PostgreSQL at {redacted(url)}: {exc.orig}") from None
+        raise unavailable(url, exc.orig or exc) from None
     finally:
         admin.dispose()
 

@@ -83,6 +83,16 @@ def column_schema(table: sa.Table) -> dg.TableSchema:
     return dg.TableSchema(columns=columns, constraints=constraints)
 
 
+def table_metadata(tenant: Tenant, asset: str) -> dict[str, dg.MetadataValue]:
+    """Where an asset's rows live and their columns: on the definition (the UI shows them before any run)
+    and on every materialization."""
+    table = ASSET_TABLES[asset]
+    return {
+        "dagster/table_name": dg.MetadataValue.text(f"{tenant.schema}.{table.name}"),
+        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(table)),
+    }
+
+
 class PostgresIOManager(dg.ConfigurableIOManager):
     """Stores the SmartMoving raw assets and ``journeys`` in the tenant's PostgreSQL schema."""
 
@@ -113,8 +123,7 @@ class PostgresIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(
             {
                 **self._row_counts(context, tenant, table, result.rows),
-                "dagster/table_name": dg.MetadataValue.text(f"{tenant.schema}.{result.table}"),
-                "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(table)),
+                **table_metadata(tenant, name),
                 "inserted": result.inserted,
                 "updated": result.updated,
                 "deleted": result.deleted,

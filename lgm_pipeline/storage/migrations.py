@@ -21,9 +21,17 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
 from lgm_pipeline.domain.mappings import FALLEN_THROUGH_STAGES, FINISHED_STAGES, STAGE_ORDER, STATUS_MAPPING
-from lgm_pipeline.storage.access import apply_access, apply_crm_access, quote_ident, quote_literal
+from lgm_pipeline.storage.access import (
+    apply_access,
+    apply_branch_access,
+    apply_crm_access,
+    grant_branch_views,
+    quote_ident,
+    quote_literal,
+)
 from lgm_pipeline.storage.tables import (
     MAX_MONEY,
+    branch_logins,
     company,
     journey_audit,
     journey_progress,
@@ -223,6 +231,9 @@ def sync_views(conn: Connection, tenant: Tenant) -> list[str]:
             conn.exec_driver_sql(f"CREATE {statement}")
         conn.exec_driver_sql(f"COMMENT ON VIEW {qualified} IS {quote_literal(conn, digest)}")
         replaced.append(name)
+    if replaced:
+        # Default privileges cover the tenant-wide groups; the branch group is granted by name.
+        grant_branch_views(conn, tenant)
     return replaced
 
 
@@ -341,12 +352,19 @@ def _leads(conn: Connection, tenant: Tenant) -> None:
     apply_crm_access(conn, tenant)  # grants on the new tables, the branch policy on leads too
 
 
+def _branch_logins(conn: Connection, tenant: Tenant) -> None:
+    """Migration 6: logins bound to branches by the owner's ``branch_logins``, not by a session setting."""
+    branch_logins.create(conn.execution_options(**tenant_options(tenant)), checkfirst=True)
+    apply_branch_access(conn, tenant)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
     Migration(3, "reader/writer roles, grants, row-level security", apply_access),
     Migration(4, "booked work only, money per job, address roles, CRM progress, board views", _booked_work_only),
     Migration(5, "leads, their quarantine and audit", _leads),
+    Migration(6, "branch logins: row access bound to the login's branches", _branch_logins),
 )
 
 

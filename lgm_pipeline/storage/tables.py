@@ -225,6 +225,17 @@ locations = sa.Table(
     sa.Column("updated_at", _TS, nullable=False, server_default=_now()),
 )
 
+#: Branch-bound reader logins (``lgm db grant-reader --location``) and the branches each may read.
+#: Row-level security looks the session's login up here; only the schema owner writes it. A branch
+#: leaving the tenants file takes its bindings with it, so its logins then read nothing.
+branch_logins = sa.Table(
+    "branch_logins",
+    metadata,
+    sa.Column("login", sa.Text, primary_key=True),
+    sa.Column("location_id", sa.Text, sa.ForeignKey("locations.location_id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("granted_at", _TS, nullable=False, server_default=_now()),
+)
+
 raw_leads = sa.Table(
     "raw_leads",
     metadata,
