@@ -250,7 +250,9 @@ def apply_branch_access(conn: Connection, tenant: Tenant) -> None:
         f"DROP POLICY IF EXISTS {_OWN_BINDING_POLICY} ON {bindings}",
         f"CREATE POLICY {_OWN_BINDING_POLICY} ON {bindings} FOR SELECT TO {branch} USING (login = session_user)",
     ]
-    for name, predicate in _branch_bounds(conn, tenant).items():
+    bounds = _branch_bounds(conn, tenant)
+    for table in BRANCH_READABLE:
+        name, predicate = table.name, bounds[table.name]  # a readable table without a bound is a bug
         qualified = f"{schema}.{quote_ident(conn, name)}"
         if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": qualified}).scalar() is None:
             continue  # created by a later migration, which applies this again
