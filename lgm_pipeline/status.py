@@ -52,17 +52,23 @@ def format_status(status: TenantStatus) -> str:
     if not status.branches:
         lines.append("  never synced: run `lgm sync`")
     else:
+        # Each row is the latest journeys write of one (service date, branch); every header names its count.
         lines.append(
-            f"  {'date':<12}{'branch':<32}{'age':>9}{'rows':>6}{'ins':>5}{'upd':>5}{'del':>5}{'quar.':>6}  state"
+            "  latest journeys write per service date and branch; jobs = journeys stored + quarantined (a job of a"
+            " branch not in the tenants file is quarantined in every branch of its date)"
+        )
+        lines.append(
+            f"  {'service date':<14}{'branch':<32}{'written':>12}{'jobs':>10}{'added':>7}{'changed':>9}"
+            f"{'removed':>9}{'quarantined':>13}  state"
         )
         for row in status.branches:
             age: dt.timedelta = row["age"]
             minutes = int(age.total_seconds() // 60)
             state = "STALE" if age > STALE_AFTER else row["status"]
             lines.append(
-                f"  {row['service_date'].isoformat():<12}{row['location_id']:<32}{minutes:>7}m"
-                f"{row['rows_written']:>6}{row['inserted']:>5}{row['updated']:>5}{row['deleted']:>5}"
-                f"{row['quarantined']:>6}  {state}"
+                f"  {row['service_date'].isoformat():<14}{row['location_id']:<32}{f'{minutes} min ago':>12}"
+                f"{row['rows_written']:>10}{row['inserted']:>7}{row['updated']:>9}{row['deleted']:>9}"
+                f"{row['quarantined']:>13}  {state}"
             )
     if status.leads is not None:
         lines.append(
@@ -70,7 +76,7 @@ def format_status(status: TenantStatus) -> str:
             f"(last 7 days, not converted), {status.leads['quarantined']} quarantined"
         )
     lines.append(
-        f"  API calls today {status.api_calls_today}; projected this month {status.projected_monthly_calls} "
-        f"of {quota} ({status.projected_monthly_calls / quota:.0%} of quota)"
+        f"  SmartMoving API calls today (tenant time) {status.api_calls_today}; at this pace this month "
+        f"{status.projected_monthly_calls} of the {quota} quota ({status.projected_monthly_calls / quota:.0%})"
     )
     return "\n".join(lines)

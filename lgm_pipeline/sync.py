@@ -418,7 +418,9 @@ def _count_quarantine(report: SyncReport) -> None:
     for branch in report.branches:
         if branch.success:
             branch.quarantined = counts.get((branch.service_date, branch.location_id), 0)
-    report.unmapped_quarantined = {day: n for (day, location), n in sorted(counts.items()) if location is None and n}
+    report.unmapped_quarantined = {
+        day: n for (day, location), n in sorted(counts.items(), key=lambda item: item[0][0]) if location is None and n
+    }
 
 
 def consecutive_blocks(dates: Sequence[dt.date]) -> list[list[dt.date]]:

@@ -146,11 +146,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 0
 
 
-#: PYTHONWARNINGS entries for `dagster dev` and its children (category classes are imported by path).
+#: PYTHONWARNINGS entries for `dagster dev` and its children. By message, with built-in categories: Python
+#: reads PYTHONWARNINGS before site-packages are importable, so Dagster's warning classes cannot be named.
 DAGSTER_DEV_WARNING_FILTERS = (
-    "ignore::dagster_shared.utils.warnings.SupersessionWarning",
-    "ignore::dagster_shared.utils.warnings.BetaWarning",
-    "ignore::dagster_shared.utils.warnings.PreviewWarning",
+    "ignore:Function `dev_command` is superseded:FutureWarning",
+    "ignore:Parameter `backfill_policy` of function `asset` is currently in beta:Warning",
 )
 
 
@@ -329,6 +329,12 @@ def _output_options(parser: argparse.ArgumentParser, json_option: bool = True) -
         parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
 
 
+def _one_line(text: str) -> str:
+    """A multi-line message (a YAML parser's, with its caret line) as one line."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    return "; ".join(line for line in lines if line.strip("^ "))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from lgm_pipeline.cli.signals import exit_now
     from lgm_pipeline.storage.database import DatabaseUnavailableError
@@ -337,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (SetupError, TenantConfigError, DatabaseUnavailableError, ValueError) as error:
-        print(f"lgm: {error}", file=sys.stderr)
+        print(f"lgm: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_CONFIGURATION
     except Interrupted as interrupted:
         if argv is not None:

@@ -139,6 +139,9 @@ class SmartMovingClient:
             )
         except (httpx.InvalidURL, TypeError) as exc:
             raise UnusableBaseURLError(f"SmartMoving base URL is not usable: {self._redact(str(exc))}") from None
+        if self._http.base_url.scheme in ("http", "https") and not self._http.base_url.host:
+            # httpx would only fail at connect time, like an outage (retried for minutes).
+            raise UnusableBaseURLError("SmartMoving base URL is not usable: it names no host")
 
     def __repr__(self) -> str:
         return f"SmartMovingClient(base_url={self.base_url!r})"

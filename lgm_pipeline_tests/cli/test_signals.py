@@ -32,7 +32,7 @@ DAY = "2026-11-25"
 # Sends SIGINT to itself from inside the journeys write (its transaction open, rows merged), then keeps
 # the transaction busy on the server, so the interrupt lands mid-write.
 _INTERRUPT_THE_JOURNEYS_WRITE = """
-import os, signal, sys
+import os, signal, sys, time
 import sqlalchemy as sa
 from lgm_pipeline.storage import write
 
@@ -42,6 +42,13 @@ def record_then_interrupt(conn, tenant, **kwargs):
     original(conn, tenant, **kwargs)
     if kwargs["asset"] == "journeys":
         print("test: interrupting the journeys write", file=sys.stderr, flush=True)
+        if os.environ.get("TEST_STUCK_AFTER_INTERRUPT"):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                conn.execute(sa.text("SELECT pg_sleep(20)"))
+            finally:
+                time.sleep(30)  # a clean-up that hangs: only a second Ctrl-C gets the operator out
+        # The interrupt lands here, or in the statement: the transaction is open, the rows merged.
         os.kill(os.getpid(), signal.SIGINT)
         conn.execute(sa.text("SELECT pg_sleep(20)"))
 
@@ -126,6 +133,7 @@ def _stats(simulator: RunningSimulator, name: str) -> int:
 
 
 def _assert_stopped(finished: Finished, code: int, database_url: str) -> dict[str, str]:
+    print(f"{signal.Signals(code - 128).name} -> exit in {finished.seconds:.2f} s")  # shown with -s
     assert finished.returncode == code, (finished.stdout, finished.stderr)
     assert finished.seconds < MAX_EXIT_SECONDS, finished.seconds
     assert "Traceback" not in finished.stderr, finished.stderr
@@ -162,16 +170,22 @@ def test_sigint_during_the_step_retry_wait_stops_at_once(lgm_env, simulator, dat
     assert _stats(simulator, "errors") <= attempts + 1, "no retry of the step after the interrupt"
 
 
-def test_sigint_during_the_journeys_write_rolls_it_back(lgm_env, simulator, database_url) -> None:
+def _until_the_write_interrupts_itself(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
     command = [sys.executable, "-c", _INTERRUPT_THE_JOURNEYS_WRITE, "sync", "--date", DAY, "--branch", CALGARY]
-    process = subprocess.Popen(command, env=lgm_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    seen: list[str] = []
+    for line in process.stderr:
+        seen.append(line)
+        if line.startswith("test: interrupting the journeys write"):
+            return process, seen
+    process.kill()
+    raise AssertionError(f"the journeys write never ran: {''.join(seen)}")
+
+
+def test_sigint_during_the_journeys_write_rolls_it_back(lgm_env, simulator, database_url) -> None:
+    process, seen = _until_the_write_interrupts_itself(lgm_env)
     try:
-        assert process.stderr is not None
-        seen: list[str] = []
-        for line in process.stderr:  # until the write interrupts itself
-            seen.append(line)
-            if line.startswith("test: interrupting the journeys write"):
-                break
         sent = time.monotonic()
         stdout, stderr = process.communicate(timeout=60)
         seconds = time.monotonic() - sent
@@ -179,6 +193,7 @@ def test_sigint_during_the_journeys_write_rolls_it_back(lgm_env, simulator, data
         if process.poll() is None:
             process.kill()
     stderr = "".join(seen) + stderr
+    print(f"SIGINT in the journeys write -> exit in {seconds:.2f} s")  # shown with -s
     assert process.returncode == 130, (stdout, stderr)
     assert seconds < MAX_EXIT_SECONDS, seconds
     assert "Traceback" not in stderr, stderr
@@ -199,9 +214,19 @@ def test_sigint_during_the_journeys_write_rolls_it_back(lgm_env, simulator, data
 
 
 def test_a_second_sigint_exits_at_once(lgm_env, simulator, database_url) -> None:
-    simulator.set_faults(FaultConfig(latency_ms=20_000))
-    finished = _interrupt(
-        lgm_env, ["sync"], ready=lambda: _stats(simulator, "total") >= 1, signals=(signal.SIGINT, signal.SIGINT)
-    )
-    assert finished.returncode == 130, (finished.stdout, finished.stderr)
-    assert finished.seconds < 2.0
+    # The first Ctrl-C lands in the journeys write, whose clean-up then hangs (30 s): the second one exits.
+    process, _ = _until_the_write_interrupts_itself({**lgm_env, "TEST_STUCK_AFTER_INTERRUPT": "1"})
+    try:
+        time.sleep(1.0)
+        assert process.poll() is None, ("still stuck after the first interrupt", process.communicate())
+        sent = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+        seconds = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+    print(f"second SIGINT -> exit in {seconds:.2f} s")  # shown with -s
+    assert process.returncode == 130, stderr
+    assert seconds < 2.0
+    assert "SIGINT received again: exiting now" in stderr

@@ -12,15 +12,18 @@ from typing import Any
 import httpx
 import pytest
 
-from lgm_pipeline.smartmoving.client import SmartMovingClient
+from lgm_pipeline.smartmoving.client import SmartMovingClient, calls_in_process
 from lgm_pipeline.smartmoving.errors import (
     AuthenticationError,
     AuthorizationError,
+    ConfigurationError,
     DeadlineExceededError,
+    EndpointNotFoundError,
     MalformedPayloadError,
     NotFoundError,
     QuotaExhaustedError,
     SmartMovingError,
+    UnusableBaseURLError,
     UpstreamUnavailableError,
 )
 from lgm_pipeline_tests.smartmoving.conftest import TEST_KEY, FakeTime, Handler, envelope
@@ -579,3 +582,74 @@ def test_list_short_twice_fails_instead_of_dropping_a_customer(make_client: Make
     handler, _ = _paged([[[a, b], [d]]], total=4)
     with pytest.raises(SmartMovingError, match="received 3 of 4"):
         make_client(handler).list_customers(date(2026, 11, 25), date(2026, 11, 25))
+
+
+# ---- what retrying cannot heal ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call", ["customers", "branches", "leads", "ping"])
+def test_404_on_a_list_endpoint_is_a_configuration_error_at_once(make_client: MakeClient, fake_time, call) -> None:
+    client = make_client(lambda request: httpx.Response(404, text="Not Found"))
+    calls = {
+        "customers": lambda: client.list_customers(DAY, DAY),
+        "branches": client.list_branches,
+        "leads": lambda: client.list_leads(DAY, DAY),
+        "ping": client.ping,
+    }
+    with pytest.raises(EndpointNotFoundError, match="404 Not Found for ") as raised:
+        calls[call]()
+    assert isinstance(raised.value, ConfigurationError)
+    assert "?" not in str(raised.value)  # the URL tried, without its query string
+    assert sum(client.calls.values()) == 1 and fake_time.sleeps == []
+
+
+def test_404_on_one_opportunity_is_a_vanished_record_not_a_configuration_error(make_client: MakeClient) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        oid = request.url.path.rsplit("/", 1)[-1]
+        return (
+            httpx.Response(404, text="Not Found")
+            if oid == "gone"
+            else httpx.Response(200, json={"id": oid, "jobs": []})
+        )
+
+    client = make_client(handler)
+    assert sorted(client.get_opportunities(["a", "gone"])) == ["a"]
+
+
+@pytest.mark.parametrize("base_url", ["http://sm.test:notaport/v1", "https:///v1"])
+def test_a_malformed_base_url_is_a_configuration_error(fake_time, base_url: str) -> None:
+    # A host-less URL fails at construction, an invalid port at the first request: never a retry.
+    with (
+        pytest.raises(UnusableBaseURLError, match="base URL is not usable"),
+        SmartMovingClient(base_url, TEST_KEY, rate_limit_per_minute=None, sleep=fake_time.sleep) as client,
+    ):
+        client.ping()
+    assert fake_time.sleeps == []
+
+
+def test_transient_errors_keep_their_retries(make_client: MakeClient, fake_time) -> None:
+    client = make_client(sequence(httpx.Response(503), httpx.Response(502), ok([])))
+    assert client.list_branches() == []
+    assert client.calls["branches"] == 3 and len(fake_time.sleeps) == 2
+
+
+def test_every_attempt_counts_in_the_process_including_failed_ones(make_client: MakeClient) -> None:
+    before = calls_in_process()
+    client = make_client(lambda request: httpx.Response(401))
+    with pytest.raises(AuthenticationError):
+        client.list_branches()
+    spent = calls_in_process()
+    spent.subtract(before)
+    assert spent["branches"] == 1
+
+
+def test_a_retry_wait_of_a_cancelled_batch_ends_at_once() -> None:
+    client = SmartMovingClient("http://sm.test/v1", TEST_KEY, rate_limit_per_minute=None)
+    operation = client._operation("opportunities")
+    threading.Timer(0.1, operation.cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(Exception, match="") as raised:
+        client._wait(operation, 30.0)
+    assert type(raised.value).__name__ == "_Cancelled"
+    assert time.monotonic() - started < 5
+    client.close()
