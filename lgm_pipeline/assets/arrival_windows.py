@@ -15,7 +15,7 @@ import pandas as pd
 
 from lgm_pipeline.assets.metadata import preview
 from lgm_pipeline.assets.partitions import TenantPartitions
-from lgm_pipeline.assets.raw import api_asset, call_api
+from lgm_pipeline.assets.raw import api_asset, call_api, open_client
 from lgm_pipeline.domain.mappings import STATUS_MAPPING
 from lgm_pipeline.smartmoving.errors import NotFoundError
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
@@ -87,10 +87,10 @@ def build_arrival_windows_asset(tenant: Tenant, partitions: TenantPartitions) ->
             )
             return
         jobs_by_opportunity: dict[str, list[dict]] = {}
-        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
+        with open_client(smartmoving, tenant, context) as client:
             for oid in ids:
                 try:
-                    jobs_by_opportunity[oid] = call_api(client.get_opportunity_jobs, oid)
+                    jobs_by_opportunity[oid] = call_api(client.get_opportunity_jobs, oid, tenant=tenant)
                 except NotFoundError:
                     continue  # deleted since the pull: its journeys leave with the next merge
             calls = Counter(client.calls)

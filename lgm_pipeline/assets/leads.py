@@ -16,7 +16,7 @@ import pandas as pd
 from lgm_pipeline.assets.journeys import rule_check
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
-from lgm_pipeline.assets.raw import api_asset, call_api, service_dates
+from lgm_pipeline.assets.raw import api_asset, call_api, open_client, service_dates
 from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
 from lgm_pipeline.quality.rules import lead_rules_for, validate_leads
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
@@ -64,8 +64,8 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
     ) -> dg.Output[pd.DataFrame]:
         dates = service_dates(context)
-        with smartmoving.account(tenant.key).get_client(logger=context.log) as client:
-            pulled = call_api(client.list_leads, *utc_dates(tenant, dates))
+        with open_client(smartmoving, tenant, context) as client:
+            pulled = call_api(client.list_leads, *utc_dates(tenant, dates), tenant=tenant)
             calls = Counter(client.calls)
         frame = raw_leads_frame(tenant, pulled, dates, dt.datetime.now(dt.UTC), context.run.run_id)
         runs_per_day = CYCLES_PER_DAY if tenant.today() in dates else 1
