@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from lgm_pipeline.assets.freshness import STALE_AFTER
+from lgm_pipeline.assets.freshness import STALE_AFTER, is_stale
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import sync_runs, tenant_options
@@ -22,6 +22,8 @@ class TenantStatus:
     api_calls_today: int
     projected_monthly_calls: int
     leads: dict[str, int] | None = None  # today, recent (leads_recent), quarantined
+    #: When it was read: each branch's window (its today and tomorrow) is taken at this moment.
+    now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
 
 def tenant_status(tenant: Tenant, postgres: PostgresResource | None = None) -> TenantStatus:
@@ -42,7 +44,19 @@ def tenant_status(tenant: Tenant, postgres: PostgresResource | None = None) -> T
     now = dt.datetime.now(dt.UTC)
     elapsed_share = max((now - day_start).total_seconds() / 86400, 1 / CYCLES_PER_DAY)
     projected = int(calls_today / elapsed_share * 30) if calls_today else 0
-    return TenantStatus(tenant, rows, int(calls_today), projected, leads)
+    return TenantStatus(tenant, with_unsynced_window_dates(tenant, rows, now), int(calls_today), projected, leads, now)
+
+
+def with_unsynced_window_dates(tenant: Tenant, rows: list[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
+    """``rows`` plus a "never synced" row for each date of a branch's window that has no write yet."""
+    written = {(r["location_id"], r["service_date"]) for r in rows}
+    missing = [
+        {"location_id": b.location_id, "service_date": day, "age": None}
+        for b in tenant.branches
+        for day in b.window(now)
+        if (b.location_id, day) not in written
+    ]
+    return sorted([*rows, *missing], key=lambda r: (-r["service_date"].toordinal(), r["location_id"]))
 
 
 def format_status(status: TenantStatus) -> str:
@@ -55,16 +69,21 @@ def format_status(status: TenantStatus) -> str:
         # Each row is the latest journeys write of one (service date, branch); every header names its count.
         lines.append(
             "  latest journeys write per service date and branch; jobs = journeys stored + quarantined (a job of a"
-            " branch not in the tenants file is quarantined in every branch of its date)"
+            " branch not in the tenants file is quarantined in every branch of its date); STALE: a date of the"
+            " branch's own today and tomorrow (its time zone) not written in the last"
+            f" {int(STALE_AFTER.total_seconds() // 60)} min"
         )
         lines.append(
             f"  {'service date':<14}{'branch':<32}{'written':>12}{'jobs':>10}{'added':>7}{'changed':>9}"
             f"{'removed':>9}{'quarantined':>13}  state"
         )
         for row in status.branches:
-            age: dt.timedelta = row["age"]
+            age: dt.timedelta | None = row["age"]
+            if age is None:
+                lines.append(f"  {row['service_date'].isoformat():<14}{row['location_id']:<32}{'never':>12}  STALE")
+                continue
             minutes = int(age.total_seconds() // 60)
-            state = "STALE" if age > STALE_AFTER else row["status"]
+            state = "STALE" if is_stale(tenant, row, status.now) else row["status"]
             lines.append(
                 f"  {row['service_date'].isoformat():<14}{row['location_id']:<32}{f'{minutes} min ago':>12}"
                 f"{row['rows_written']:>10}{row['inserted']:>7}{row['updated']:>9}{row['deleted']:>9}"

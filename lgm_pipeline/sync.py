@@ -2,7 +2,8 @@
 
 Used by ``lgm sync`` and ``lgm up``. Runs go through the Dagster instance like any other run, so
 they show in the UI: one raw run per block of consecutive dates, then one ``journeys`` run per
-(date, branch), exactly the runs the schedule and the automation sensor produce for those dates.
+(date, branch) (for the cycle's window, only the dates of each branch's own window), exactly the runs
+the schedule and the automation sensor produce for those dates.
 
 Why sync launches the journeys runs itself rather than asking the automation conditions: it must
 work without a daemon (``lgm up`` syncs before the daemon starts; ``lgm sync`` from cron) and for
@@ -457,8 +458,12 @@ def run_sync(
     with_leads: bool | None = None,
     interruption: Interruption | None = None,
     console_level: str | None = None,
+    now: dt.datetime | None = None,
 ) -> SyncReport:
     """Pull the dates (one run per block of consecutive dates), then rebuild journeys for each (date, branch).
+
+    Without ``dates``: the cycle's window at ``now`` (default: the current time), each branch's
+    journeys rebuilt for the dates of its own window only, as the automation does.
 
     ``with_branches``: also pull SmartMoving's branches (dispatch addresses), as the daily schedule does.
     ``with_leads``: also pull yesterday's and today's leads (default: when syncing the cycle's own window).
@@ -467,11 +472,18 @@ def run_sync(
     """
     with_leads = dates is None if with_leads is None else with_leads
     started = time.monotonic()
-    dates = sorted(set(dates or tenant.sync_window()))
     unknown = sorted(set(location_ids or ()) - set(tenant.location_ids))
     if unknown:
         raise ValueError(f"unknown branch(es) {unknown}; configured: {tenant.location_ids}")
     branches = list(location_ids or tenant.location_ids)
+    if dates:
+        dates = sorted(set(dates))
+        rebuilt = {day: branches for day in dates}
+    else:
+        # The cycle: as the daemon's automation, each branch's journeys of the dates in its own window.
+        now = now or dt.datetime.now(dt.UTC)
+        dates = tenant.sync_window(now)
+        rebuilt = {day: [b for b in branches if tenant.rebuilds_after_pull(b, day, now)] for day in dates}
     report = SyncReport(tenant, dates)
     console = quiet_console(console_level) if console_level else None
     try:
@@ -481,7 +493,7 @@ def run_sync(
                 tenant,
                 instance,
                 report,
-                branches,
+                rebuilt,
                 progress,
                 run_config,
                 console,
@@ -506,7 +518,7 @@ def _sync(
     tenant: Tenant,
     instance: dg.DagsterInstance,
     report: SyncReport,
-    branches: list[str],
+    rebuilt: dict[dt.date, list[str]],
     progress: Progress,
     run_config: dict | None,
     console: dict[str, Any] | None,
@@ -517,7 +529,7 @@ def _sync(
     dates = report.dates
     raw_job = defs.resolve_job_def(raw_job_name(tenant))
     journeys_job = defs.resolve_job_def(journeys_job_name(tenant))
-    pending = [(day, location_id) for day in dates for location_id in branches]
+    pending = [(day, location_id) for day in dates for location_id in rebuilt[day]]
     report.not_started = list(pending)
     if with_branches:
         run = _execute(defs.resolve_job_def(branches_job_name(tenant)), instance, interruption, _merged(None, console))
@@ -566,6 +578,7 @@ def _sync(
     report.not_started = [(day, loc) for day, loc in pending if day in pulled]
     for day in pulled:
         day_results: list[BranchResult] = []
+        branches = rebuilt[day]
         for location_id in branches:
             run = _execute(
                 journeys_job,

@@ -21,6 +21,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.assets.freshness import FRESHNESS_CHECK
+from lgm_pipeline.naming import parse_journey_partition_key
 from lgm_pipeline.tenants import Tenant
 
 REFRESH_CRON = "0 */2 * * *"
@@ -173,36 +174,79 @@ def automation_sensor_name(tenant: Tenant) -> str:
 
 
 def journeys_lookback(tenant: Tenant) -> dt.timedelta:
-    """The dates whose raw pulls rebuild journeys: the catch-up's past dates, today and tomorrow.
+    """The dates whose raw pulls rebuild journeys: the catch-up's past dates and every branch's window.
 
-    Measured back from the end of the last partition (tomorrow): ``catch_up_days + 2`` dates, also
+    Measured back from the end of the last partition (the tenant's tomorrow, or the day after when a
+    branch lives east of the tenant's clock): ``catch_up_days + 1 + max_days_ahead`` dates, also
     across the DST changes (tested).
     """
-    return dt.timedelta(days=tenant.catch_up_days + 2)
+    return dt.timedelta(days=tenant.catch_up_days + 1 + tenant.max_days_ahead())
+
+
+class InBranchWindow(dg.AutomationCondition[dg.AssetKey]):
+    """True for a (date, branch) partition that a raw pull of its date rebuilds now.
+
+    That is, :meth:`Tenant.rebuilds_after_pull` at the evaluation time: the date is the branch's own
+    today or tomorrow, or has passed for every branch (the catch-up's dates). Arbitrary Python, so
+    the sensor evaluates it in the code server (``use_user_code_server``).
+    """
+
+    def __init__(self, tenant: Tenant) -> None:
+        self._tenant = tenant
+
+    @property
+    def name(self) -> str:
+        return "in_branch_window"
+
+    @property
+    def description(self) -> str:
+        return "The date is the branch's own today or tomorrow (its time zone), or has passed for every branch"
+
+    @property
+    def requires_cursor(self) -> bool:
+        return False
+
+    def evaluate(self, context: dg.AutomationContext[dg.AssetKey]) -> dg.AutomationResult[dg.AssetKey]:
+        now = context.evaluation_time
+        wanted = set()
+        for key in context.candidate_subset.expensively_compute_partition_keys():
+            day, location_id = parse_journey_partition_key(key)
+            if location_id in self._tenant.location_ids and self._tenant.rebuilds_after_pull(location_id, day, now):
+                wanted.add(key)
+        return dg.AutomationResult(
+            context, true_subset=context.candidate_subset.compute_intersection_with_partition_keys(wanted)
+        )
 
 
 def journeys_automation_condition(tenant: Tenant) -> dg.AutomationCondition:
-    """Dagster's ``eager()``, over the catch-up dates and the window, after complete raw pulls.
+    """Dagster's ``eager()``, over the catch-up dates and the branches' windows, after complete raw pulls.
 
     True for a (date, branch) partition when ``smartmoving_jobs`` of its date was written (or the
-    partition went missing) since the partition was last requested or materialized, no raw input is
-    missing or in progress, and it is not in progress itself. Two changes to ``eager()``:
+    partition went missing) while the date was in the branch's window (:class:`InBranchWindow`), since
+    the partition was last requested or materialized, no raw input is missing or in progress, and it
+    is not in progress itself. Three changes to ``eager()``:
 
     - its time window, the latest date by default, spans :func:`journeys_lookback`, so the catch-up's
       past dates are rebuilt too. A raw pull of an older date (a backfill) rebuilds nothing: backfill
       journeys with it (or use ``lgm sync --date``).
     - only ``smartmoving_jobs``, the last step of a raw run, counts as an update: a run that wrote
       the customers but failed on the opportunities leaves journeys alone, as ``lgm sync`` does.
+    - an update counts for a branch only inside its window: around midnight the cycle pulls a third
+      date for the branches still (or already) living it, and the other branches' partitions of that
+      date wait for their own window or the catch-up. The filter sits on the trigger, not on the
+      whole condition, so a partition is not rebuilt later when its window merely arrives.
 
     A materialization later than the raw write resets it, whoever launched it: ``lgm sync``'s own
     journeys runs and manual rebuilds are not repeated.
     """
     jobs = dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_jobs"))
+    in_window = InBranchWindow(tenant)
     return (
         dg.AutomationCondition.eager()
         .replace("in_latest_time_window", dg.AutomationCondition.in_latest_time_window(journeys_lookback(tenant)))
-        .replace("any_deps_updated", dg.AutomationCondition.any_deps_updated().allow(jobs))
-        .with_label(f"eager after a raw pull, last {tenant.catch_up_days + 2} dates")
+        .replace("newly_missing", dg.AutomationCondition.missing().newly_true() & in_window)
+        .replace("any_deps_updated", dg.AutomationCondition.any_deps_updated().allow(jobs) & in_window)
+        .with_label(f"eager after a raw pull, each branch's window and the last {tenant.catch_up_days} dates")
     )
 
 
@@ -218,6 +262,8 @@ def build_automation_sensor(tenant: Tenant) -> dg.AutomationConditionSensorDefin
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=AUTOMATION_INTERVAL_S,
         emit_backfills=False,
+        # InBranchWindow is Python of ours: the daemon alone could not evaluate it.
+        use_user_code_server=True,
         run_tags=tenant.names.tags,
         description="Rebuild each (date, branch) partition of journeys once after a raw pull of its date.",
     )

@@ -1,10 +1,11 @@
 """Is every branch's ``journeys`` data recent? The freshness policy and the check that enforces it.
 
-The 2-hour schedule rewrites each (date, branch) partition of the sync window every cycle; a
-branch whose latest write is older than :data:`STALE_AFTER` (two missed
-cycles) is stale. Dagster's ``FreshnessPolicy`` shows this on the asset in the UI, but it is
-evaluated per asset, not per branch, and only by the daemon; the ``journeys_freshness`` check
-reads ``sync_runs`` (the same rows ``lgm status`` shows) and fails naming the stale branches.
+The 2-hour schedule rewrites each (date, branch) partition of the branch's own window (its today
+and tomorrow, in its time zone) every cycle; a branch whose latest write of a date of its window
+is older than :data:`STALE_AFTER` (two missed cycles) is stale. Dagster's ``FreshnessPolicy`` shows
+this on the asset in the UI, but it is evaluated per asset, not per branch, and only by the daemon;
+the ``journeys_freshness`` check reads ``sync_runs`` (the same rows ``lgm status`` shows) and fails
+naming the stale branches.
 """
 
 import datetime as dt
@@ -26,25 +27,35 @@ FRESHNESS_CRON = "*/30 * * * *"
 JOURNEYS_FRESHNESS_POLICY = dg.FreshnessPolicy.time_window(fail_window=STALE_AFTER)
 
 
-def stale_branches(tenant: Tenant, latest: Sequence[dict[str, Any]], window: Sequence[dt.date]) -> dict[str, str]:
-    """location_id -> why it is stale, for each configured branch and date of ``window``.
+def stale_branches(tenant: Tenant, latest: Sequence[dict[str, Any]], now: dt.datetime) -> dict[str, str]:
+    """location_id -> why it is stale, for each configured branch and each date of its own window at ``now``.
 
     ``latest`` is :meth:`PostgresResource.latest_sync_status`: one row per (branch, date) with its
-    ``age``. A date never written counts as stale: the CRM would show nothing for it.
+    ``age``. A date never written counts as stale: the CRM would show nothing for it. A date out of
+    the branch's window (its yesterday, while the cycle still pulls it for a branch further west) is
+    no longer refreshed every cycle, so it is never stale.
     """
     ages = {(r["location_id"], r["service_date"]): r["age"] for r in latest}
     stale: dict[str, str] = {}
-    for location_id in tenant.location_ids:
+    for branch in tenant.branches:
         problems = []
-        for day in window:
-            age = ages.get((location_id, day))
+        for day in branch.window(now):
+            age = ages.get((branch.location_id, day))
             if age is None:
                 problems.append(f"{day.isoformat()} never synced")
             elif age > STALE_AFTER:
                 problems.append(f"{day.isoformat()} synced {int(age.total_seconds() // 60)} min ago")
         if problems:
-            stale[location_id] = "; ".join(problems)
+            stale[branch.location_id] = "; ".join(problems)
     return stale
+
+
+def is_stale(tenant: Tenant, row: dict[str, Any], now: dt.datetime) -> bool:
+    """Whether one ``latest_sync_status`` row is stale: a date of its branch's window written too long ago."""
+    location_id = row["location_id"]
+    if location_id not in tenant.location_ids:
+        return False
+    return row["service_date"] in tenant.branch(location_id).window(now) and row["age"] > STALE_AFTER
 
 
 def build_freshness_check(tenant: Tenant) -> dg.AssetChecksDefinition:
@@ -54,13 +65,13 @@ def build_freshness_check(tenant: Tenant) -> dg.AssetChecksDefinition:
         asset=asset_key,
         name=FRESHNESS_CHECK,
         description=(
-            f"Every branch's journeys of today and tomorrow were written less than "
-            f"{int(STALE_AFTER.total_seconds() // 60)} minutes ago (sync_runs; same rule as `lgm status`)."
+            f"Every branch's journeys of its own today and tomorrow (the branch's time zone) were written less "
+            f"than {int(STALE_AFTER.total_seconds() // 60)} minutes ago (sync_runs; same rule as `lgm status`)."
         ),
     )
     def journeys_freshness(postgres: PostgresResource) -> dg.AssetCheckResult:
-        window = tenant.sync_window()
-        stale = stale_branches(tenant, postgres.latest_sync_status(tenant), window)
+        now = dt.datetime.now(dt.UTC)
+        stale = stale_branches(tenant, postgres.latest_sync_status(tenant), now)
         return dg.AssetCheckResult(
             passed=not stale,
             severity=dg.AssetCheckSeverity.ERROR,
@@ -69,7 +80,9 @@ def build_freshness_check(tenant: Tenant) -> dg.AssetChecksDefinition:
             ),
             metadata={
                 "stale_after_minutes": int(STALE_AFTER.total_seconds() // 60),
-                "window": [d.isoformat() for d in window],
+                "windows": dg.MetadataValue.json(
+                    {b.location_id: [d.isoformat() for d in b.window(now)] for b in tenant.branches}
+                ),
                 "stale_branches": dg.MetadataValue.json(stale),
             },
         )

@@ -44,10 +44,13 @@ class TenantPartitions:
 
 
 def tenant_partitions(tenant: Tenant) -> TenantPartitions:
-    # end_offset=2: the last partition is tomorrow (a daily partition normally ends at yesterday),
-    # so the 48-hour window (today + tomorrow) is always addressable.
+    # A daily partition normally ends at yesterday: end_offset 2 makes the last one tomorrow (tenant
+    # time), 3 when a branch east of the tenant's clock can already be living the tenant's tomorrow,
+    # so every branch's window (today + tomorrow) is always addressable.
     service_date = dg.DailyPartitionsDefinition(
-        start_date=tenant.first_service_date.isoformat(), timezone=tenant.timezone, end_offset=2
+        start_date=tenant.first_service_date.isoformat(),
+        timezone=tenant.timezone,
+        end_offset=1 + tenant.max_days_ahead(),
     )
     branch = dg.StaticPartitionsDefinition(tenant.location_ids)
     return TenantPartitions(

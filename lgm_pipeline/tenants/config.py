@@ -38,6 +38,21 @@ class Branch:
     location_id: str
     name: str
     smartmoving_branch_name: str
+    #: IANA name of the branch's clock (the tenant's ``timezone`` when the file gives none): its day
+    #: views, its sync window and its freshness follow it.
+    timezone: str
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def today(self, now: dt.datetime | None = None) -> dt.date:
+        return (now or dt.datetime.now(dt.UTC)).astimezone(self.tz).date()
+
+    def window(self, now: dt.datetime | None = None) -> list[dt.date]:
+        """The branch's 48-hour window: its own today and tomorrow."""
+        today = self.today(now)
+        return [today, today + dt.timedelta(days=1)]
 
 
 @dataclass(frozen=True)
@@ -106,14 +121,65 @@ class Tenant:
             unknown=[name for name in mapped if name not in set(smartmoving_names)],
         )
 
+    def branch(self, location_id: str) -> Branch:
+        for branch in self.branches:
+            if branch.location_id == location_id:
+                return branch
+        raise KeyError(location_id)
+
     def today(self, now: dt.datetime | None = None) -> dt.date:
+        """Today on the tenant's clock (schedules, leads' creation dates, the API quota's day)."""
         now = now or dt.datetime.now(dt.UTC)
         return now.astimezone(self.tz).date()
 
     def sync_window(self, now: dt.datetime | None = None) -> list[dt.date]:
-        """The 48-hour window: today and tomorrow in the tenant's timezone."""
-        today = self.today(now)
-        return [today, today + dt.timedelta(days=1)]
+        """The dates the 2-hour cycle pulls: the union of every branch's today and tomorrow.
+
+        Two dates, three while midnight has passed for some branches and not for others (from
+        midnight in the easternmost branch to midnight in the westernmost).
+        """
+        dates = {day for branch in self.branches for day in branch.window(now)}
+        return sorted(dates or set(_two_days(self.today(now))))
+
+    def rebuilds_after_pull(self, location_id: str, day: dt.date, now: dt.datetime | None = None) -> bool:
+        """Whether a raw pull of ``day`` rebuilds this branch's journeys of ``day`` (automation and ``lgm sync``).
+
+        Yes inside the branch's own window, and for a date that has passed for every branch (the
+        catch-up's dates). No for the branch's yesterday while another branch still lives it, nor for
+        its day after tomorrow while another branch already lives tomorrow: the cycle pulls those
+        dates for the other branch, and this branch's partition waits for its own window (or the
+        catch-up).
+        """
+        branch = self.branch(location_id)
+        if day in branch.window(now):
+            return True
+        return day < min(b.today(now) for b in self.branches)
+
+    def max_days_ahead(self) -> int:
+        """How many days a branch's tomorrow can be past the tenant's today (1, or 2 with a branch east of it)."""
+        return 1 + any(_ahead_of(b.tz, self.tz) for b in self.branches)
+
+
+def _two_days(today: dt.date) -> list[dt.date]:
+    return [today, today + dt.timedelta(days=1)]
+
+
+def _ahead_of(zone: ZoneInfo, other: ZoneInfo) -> bool:
+    """Whether ``zone``'s clock is ever ahead of ``other``'s (checked in winter and in summer)."""
+    year = dt.datetime.now(dt.UTC).year
+    instants = (dt.datetime(year, 1, 15, 12, tzinfo=dt.UTC), dt.datetime(year, 7, 15, 12, tzinfo=dt.UTC))
+    return any(moment.astimezone(zone).utcoffset() > moment.astimezone(other).utcoffset() for moment in instants)  # type: ignore[operator]
+
+
+def _zone(value: Any, field: str, where: str) -> str:
+    timezone = str(value)
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise TenantConfigError(
+            f"{where}: unknown {field} {timezone!r}: use an IANA time zone name such as America/Vancouver"
+        ) from exc
+    return timezone
 
 
 def _require(block: dict[str, Any], field: str, where: str) -> Any:
@@ -134,11 +200,7 @@ def _parse_tenant(block: Any, index: int) -> Tenant:
         raise TenantConfigError(f"{where}: expected a mapping, got {type(block).__name__}")
     key = _match(_KEY_RE, _require(block, "key", where), "key", where)
     where = f"tenant {key!r}"
-    timezone = str(_require(block, "timezone", where))
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise TenantConfigError(f"{where}: unknown timezone {timezone!r}") from exc
+    timezone = _zone(_require(block, "timezone", where), "timezone", where)
     try:
         first = dt.date.fromisoformat(str(_require(block, "first_service_date", where)))
     except ValueError as exc:
@@ -163,6 +225,7 @@ def _parse_tenant(block: Any, index: int) -> Tenant:
                 location_id=_match(_LOCATION_RE, _require(b, "location_id", bwhere), "location_id", bwhere),
                 name=str(_require(b, "name", bwhere)),
                 smartmoving_branch_name=str(_require(b, "smartmoving_branch_name", bwhere)),
+                timezone=_zone(b.get("timezone") or timezone, "timezone", bwhere),
             )
         )
     for attr in ("location_id", "smartmoving_branch_name"):

@@ -41,12 +41,14 @@ def test_check_passes_when_fresh_and_fails_per_branch_when_stale(defs, tenant, i
 
 
 def test_a_date_never_synced_is_stale(tenant) -> None:
-    today, tomorrow = tenant.sync_window()
+    now = dt.datetime(2026, 11, 28, 17, 0, tzinfo=dt.UTC)  # noon in Toronto, 09:00 in Vancouver: one date for all
+    today, tomorrow = tenant.sync_window(now)
     recent = [
         {"location_id": loc, "service_date": today, "age": dt.timedelta(minutes=10)} for loc in tenant.location_ids
     ]
-    stale = stale_branches(tenant, recent, [today, tomorrow])
+    stale = stale_branches(tenant, recent, now)
     assert set(stale) == set(tenant.location_ids)
     assert all(reason == f"{tomorrow.isoformat()} never synced" for reason in stale.values())
     edge = [{**r, "age": STALE_AFTER} for r in recent]
-    assert stale_branches(tenant, edge, [today]) == {}  # exactly at the limit is still fresh, as in `lgm status`
+    edge += [{**r, "service_date": tomorrow} for r in edge]
+    assert stale_branches(tenant, edge, now) == {}  # exactly at the limit is still fresh, as in `lgm status`

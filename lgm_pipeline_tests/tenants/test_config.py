@@ -24,10 +24,28 @@ def test_lgm_is_configured_with_its_six_branches() -> None:
     assert lgm.smartmoving.api_key_env == "SMARTMOVING_API_KEY"
 
 
-def test_window_is_today_and_tomorrow_in_the_tenant_timezone() -> None:
+def test_window_is_today_and_tomorrow_when_every_branch_agrees_on_the_date() -> None:
     [lgm] = load_tenants()
     late_evening_toronto = dt.datetime(2026, 11, 26, 3, 30, tzinfo=dt.UTC)  # 22:30 on the 25th in Toronto
     assert lgm.sync_window(late_evening_toronto) == [dt.date(2026, 11, 25), dt.date(2026, 11, 26)]
+
+
+def test_each_lgm_branch_keeps_its_own_clock() -> None:
+    [lgm] = load_tenants()
+    zones = {b.name: b.timezone for b in lgm.branches}
+    assert zones == {
+        "Calgary": "America/Edmonton",
+        "Edmonton": "America/Edmonton",
+        "Vancouver": "America/Vancouver",
+        "Burnaby": "America/Vancouver",
+        "Winnipeg": "America/Winnipeg",
+        "Toronto": "America/Toronto",
+    }
+
+
+def test_a_branch_without_a_timezone_takes_the_tenants() -> None:
+    [acme] = parse_tenants({"tenants": [_tenant(timezone="America/Halifax")]})
+    assert acme.branches[0].timezone == "America/Halifax"
 
 
 def _tenant(**overrides: object) -> dict:
@@ -48,6 +66,10 @@ def _tenant(**overrides: object) -> dict:
     [
         ({"key": "Acme; DROP"}, "key="),
         ({"timezone": "Mars/Olympus"}, "unknown timezone"),
+        (
+            {"branches": [{"location_id": "loc_a", "name": "A", "smartmoving_branch_name": "A", "timezone": "PST"}]},
+            r"tenant 'acme' branches\[0\]: unknown timezone 'PST': use an IANA time zone name",
+        ),
         ({"branches": [{"location_id": "loc_a", "name": "A"}]}, "smartmoving_branch_name"),
         ({"smartmoving": {"api_key_env": "lower", "base_url_env": "X"}}, "api_key_env"),
         ({"first_service_date": "yesterday"}, "first_service_date"),
