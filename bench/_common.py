@@ -257,8 +257,10 @@ class TimedSync:
     runs: list[RunTiming]
 
 
-def timed_sync(tenant: Tenant, dates: list[dt.date] | None = None, run_config: dict | None = None) -> TimedSync:
-    """``run_sync`` of the window on an ephemeral instance, with its time split by phase."""
+def timed_sync(
+    tenant: Tenant, dates: list[dt.date] | None = None, run_config: dict | None = None, now: dt.datetime | None = None
+) -> TimedSync:
+    """``run_sync`` of the window (at ``now``) on an ephemeral instance, with its time split by phase."""
     import dagster as dg
 
     from lgm_pipeline.definitions import build_definitions
@@ -276,6 +278,7 @@ def timed_sync(tenant: Tenant, dates: list[dt.date] | None = None, run_config: d
             dates,
             progress=lambda m: marks.append((time.perf_counter(), m)),
             run_config=run_config,
+            now=now,
         )
         wall = time.perf_counter() - started
         runs = run_timings(instance)

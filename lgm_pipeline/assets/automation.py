@@ -1,12 +1,13 @@
 """What runs without anyone clicking: the 2-hour refresh, the daily catch-up, and journeys after each pull.
 
-The schedule pulls the raw assets for today and tomorrow (tenant timezone) in one run over the
-two dates (one date-range list call). Once a day the catch-up pulls the tenant's last
-``catch_up_days`` service dates the same way, so past jobs reach Completed and Closed.
+The schedule pulls the raw assets for every branch's today and tomorrow (each on its own clock: two
+dates, three around midnight) in one run (one date-range list call). Once a day the catch-up pulls
+the tenant's last ``catch_up_days`` service dates the same way, so past jobs reach Completed and Closed.
 
 ``journeys`` follows by declarative automation (:func:`journeys_automation_condition`): Dagster's
 ``eager`` condition with its time window widened from the latest date to the catch-up dates plus the
-window. When a raw pull of a date lands, every branch partition of that date is requested once; a
+window. When a raw pull of a date lands, each branch partition of that date in the branch's own
+window (:class:`InBranchWindow`; every branch for the catch-up's past dates) is requested once; a
 partition rebuilt after that pull (by ``lgm sync`` or by hand) counts as handled, so nothing is
 rebuilt twice, and a manual rebuild of one partition requests nothing else. Only ``journeys`` has a
 condition: the schedules drive the raw assets, leads and the rest. The per-tenant
@@ -146,7 +147,7 @@ def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinit
         job=raw_job,
         execution_timezone=tenant.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Refresh today and tomorrow (tenant timezone) from SmartMoving every 2 hours.",
+        description="Refresh every branch's today and tomorrow (its own time zone) from SmartMoving every 2 hours.",
     )
     def refresh(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
