@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 #: Session setting that overrides "now" for the day views (tests, replays); empty = real clock.
 CLOCK_SETTING = "lgm.clock"
 
+#: The zone whose date is the earliest on Earth (UTC-12; POSIX signs are inverted): a bound on "today"
+#: that holds whatever a row's branch zone is, so a per-row date filter can still use an index.
+EARLIEST_ZONE = "Etc/GMT+12"
+
 #: SQLSTATE of "cannot drop/change columns of a view" from CREATE OR REPLACE VIEW.
 INVALID_TABLE_DEFINITION = "42P16"
 
@@ -114,11 +118,25 @@ def _stage_rank(conn: Connection, expression: str) -> str:
     return f"(CASE {expression} {whens} ELSE 0 END)"
 
 
+def today_sql(conn: Connection, zone: str) -> str:
+    """SQL for today's date on the clock of ``zone`` (SQL: a literal or a column), ``lgm.clock`` or now()."""
+    setting = f"current_setting({quote_literal(conn, CLOCK_SETTING)}, true)"
+    # CASE, not coalesce(nullif(...)): row-level security lets a filter into an index scan only when
+    # PostgreSQL can tell it leaks nothing, and it gives up on COALESCE and NULLIF (every CRM login
+    # then read the day views by a seq scan of all journeys).
+    clock = f"(CASE WHEN {setting} <> '' THEN {setting}::timestamptz ELSE now() END)"
+    return f"({clock} AT TIME ZONE {zone})::date"
+
+
 def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
     """The CRM's views, with the tenant's timezone and the mapping table's stages written in.
 
     ``journeys_board`` is every journey with the CRM's latest field progress, the stage to show and
     the branch's dispatch address; the day views read it and list booked, not fallen-through work.
+    "Today" is each row's branch's (``locations.timezone``), so the day views are driven by
+    ``locations``: per branch, an index scan of its journeys of its own date (from today on: one
+    index range from the earliest today on Earth, joined to the branches). A journey whose branch
+    left the tenants file (no ``locations`` row) falls out of the day views; the board keeps it.
     """
     schema = quote_ident(conn, tenant.schema)
 
@@ -126,8 +144,8 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
         return f"{schema}.{quote_ident(conn, t if isinstance(t, str) else t.name)}"
 
     columns = ", ".join(f"j.{quote_ident(conn, c.name)}" for c in journeys.columns)
-    clock = f"coalesce(nullif(current_setting({quote_literal(conn, CLOCK_SETTING)}, true), '')::timestamptz, now())"
-    local_today = f"({clock} AT TIME ZONE {quote_literal(conn, tenant.timezone)})::date"
+    branch_today = today_sql(conn, "l.timezone")
+    earliest_today = today_sql(conn, quote_literal(conn, EARLIEST_ZONE))
     fallen = _in_list(conn, FALLEN_THROUGH_STAGES)
     booked = _in_list(conn, (m.stage for m in STATUS_MAPPING.values() if m.booked))
     finished = _in_list(conn, FINISHED_STAGES)
@@ -169,22 +187,37 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
         f"AND {schema}.{SERVICE_DATE_FUNCTION}(job -> 'jobDate') IS NULL "
         f"AND o.payload ->> 'status' IN {_in_list(conn, (str(c) for c, m in STATUS_MAPPING.items() if m.booked))}"
     )
+    # Each branch's dates, then its journeys: the planner loops over the few branches with a
+    # parameterized index scan of (service_date, location_id) instead of building the board for
+    # every journey. MATERIALIZED keeps the dates plain columns: inlined, they are expressions over
+    # locations' columns in functions that are not leakproof (AT TIME ZONE, date + 1), which
+    # row-level security (every CRM login) keeps out of the journeys scan: a seq scan of them all.
+    # b.* only: the day views keep the board's columns.
+    by_branch = (
+        f"WITH d AS MATERIALIZED (SELECT l.location_id, {branch_today} AS today, {branch_today} + 1 AS tomorrow "
+        f"FROM {table(locations)} l) "
+        f"SELECT b.* FROM d JOIN {board_view} b ON b.location_id = d.location_id AND b.service_date"
+    )
+    # "From today on" compares with a per-branch date the planner cannot estimate (it guessed a third
+    # of the table and hashed a scan of every journey): the earliest today on Earth, implied by each
+    # branch's, bounds the index range to the window's dates.
+    from_today = f"{by_branch} >= d.today AND b.service_date >= {earliest_today}"
+    # A lead naming no branch (or one no longer configured) is on the tenant's clock; the earliest
+    # today bounds created_date's index scan the same way.
+    lead_today = today_sql(conn, f"coalesce(l.timezone, {quote_literal(conn, tenant.timezone)})")
     definitions = {
         "journeys_board": board,
-        "journeys_today": f"SELECT * FROM {board_view} WHERE service_date = {local_today} AND status IN {booked}",
-        "journeys_tomorrow": (
-            f"SELECT * FROM {board_view} WHERE service_date = {local_today} + 1 AND status IN {booked}"
-        ),
-        "journeys_active": (
-            f"SELECT * FROM {board_view} WHERE service_date >= {local_today} AND board_stage NOT IN {finished}"
-        ),
-        "journeys_cancelled": (
-            f"SELECT * FROM {board_view} WHERE service_date >= {local_today} AND status IN {fallen}"
-        ),
+        "journeys_today": f"{by_branch} = d.today WHERE b.status IN {booked}",
+        "journeys_tomorrow": f"{by_branch} = d.tomorrow WHERE b.status IN {booked}",
+        "journeys_active": f"{from_today} WHERE b.board_stage NOT IN {finished}",
+        "journeys_cancelled": f"{from_today} WHERE b.status IN {fallen}",
         "unscheduled_jobs": unscheduled,
-        # The last 7 days' leads (tenant time) sales has not turned into an opportunity yet.
+        # The last 7 days' leads (each lead's branch's time) sales has not turned into an opportunity yet.
         "leads_recent": (
-            f"SELECT * FROM {table(leads)} WHERE created_date > {local_today} - 7 AND converted_opportunity_id IS NULL"
+            f"SELECT r.* FROM {table(leads)} r LEFT JOIN {table(locations)} l ON l.location_id = r.location_id "
+            f"WHERE r.created_date > {lead_today} - 7 "
+            f"AND r.created_date > {earliest_today} - 7 "
+            "AND r.converted_opportunity_id IS NULL"
         ),
     }
     # security_invoker: the reader's own rights and row-level security apply through the view, not
@@ -358,6 +391,27 @@ def _branch_logins(conn: Connection, tenant: Tenant) -> None:
     apply_branch_access(conn, tenant)
 
 
+def _branch_time_zones(conn: Connection, tenant: Tenant) -> None:
+    """Migration 7: ``locations.timezone``, each branch's clock, which the day views read.
+
+    A fresh database has the column already (migration 1 creates today's tables); an existing one
+    gets it filled from the tenants file before it becomes NOT NULL. A row of a branch the file no
+    longer has gets the tenant's timezone: ``sync_config_rows`` deletes it right after, but NOT NULL
+    must hold first.
+    """
+    _add_missing_columns(conn, tenant, locations)
+    scoped = conn.execution_options(**tenant_options(tenant))
+    zones = {b.location_id: b.timezone for b in tenant.branches}
+    zone = sa.case(zones, value=locations.c.location_id, else_=tenant.timezone) if zones else tenant.timezone
+    scoped.execute(
+        locations.update().where(locations.c.timezone.is_(None)).values(timezone=zone, updated_at=sa.func.now())
+    )
+    conn.exec_driver_sql(
+        f"ALTER TABLE {quote_ident(conn, tenant.schema)}.{quote_ident(conn, locations.name)} "
+        f"ALTER COLUMN {quote_ident(conn, locations.c.timezone.name)} SET NOT NULL"
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
@@ -365,6 +419,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "booked work only, money per job, address roles, CRM progress, board views", _booked_work_only),
     Migration(5, "leads, their quarantine and audit", _leads),
     Migration(6, "branch logins: row access bound to the login's branches", _branch_logins),
+    Migration(7, "per-branch time zones: locations.timezone, day views on each branch's clock", _branch_time_zones),
 )
 
 
@@ -390,12 +445,13 @@ def sync_config_rows(conn: Connection, tenant: Tenant) -> None:
             "client_id": tenant.client_id,
             "name": b.name,
             "smartmoving_branch_name": b.smartmoving_branch_name,
+            "timezone": b.timezone,
         }
         for b in tenant.branches
     ]
     if rows:
         stmt = insert(locations).values(rows)
-        compared = ("client_id", "name", "smartmoving_branch_name")
+        compared = ("client_id", "name", "smartmoving_branch_name", "timezone")
         conn.execute(
             stmt.on_conflict_do_update(
                 index_elements=[locations.c.location_id],

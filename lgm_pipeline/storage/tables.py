@@ -222,6 +222,8 @@ locations = sa.Table(
     sa.Column("client_id", sa.Text, nullable=False),
     sa.Column("name", sa.Text, nullable=False),
     sa.Column("smartmoving_branch_name", sa.Text, nullable=False),
+    # The branch's IANA time zone (tenants file): the day views compute each row's "today" on it.
+    sa.Column("timezone", sa.Text, nullable=False),
     sa.Column("updated_at", _TS, nullable=False, server_default=_now()),
 )
 
