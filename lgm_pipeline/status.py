@@ -69,7 +69,7 @@ def format_status(status: TenantStatus) -> str:
         # Each row is the latest journeys write of one (service date, branch); every header names its count.
         lines.append(
             "  latest journeys write per service date and branch; jobs = journeys stored + quarantined (a job of a"
-            " branch not in the tenants file is quarantined in every branch of its date); STALE: a date of the"
+            " branch not in the tenants file is quarantined in every branch of its date); stale: a date of the"
             " branch's own today and tomorrow (its time zone) not written in the last"
             f" {int(STALE_AFTER.total_seconds() // 60)} min"
         )

@@ -113,7 +113,8 @@ def test_day_views_follow_the_tenant_clock(writer: Writer, engine: Engine) -> No
         assert _ids(conn, "journeys_tomorrow") == ["jrn_tomorrow"]
         assert _ids(conn, "journeys_active") == ["jrn_today", "jrn_tomorrow", "jrn_toronto"]
         assert _ids(conn, "journeys_cancelled") == ["jrn_lost"]
-        conn.execute(sa.text("SELECT set_config('lgm.clock', '2026-11-26T05:00:00Z', false)"))
+        # 00:00 in Calgary (02:00 in Toronto): the Calgary journey of the 26th is today there
+        conn.execute(sa.text("SELECT set_config('lgm.clock', '2026-11-26T07:00:00Z', false)"))
         assert _ids(conn, "journeys_today") == ["jrn_tomorrow"]
 
 
@@ -122,8 +123,11 @@ def test_timezone_change_in_config_replaces_the_views(engine: Engine) -> None:
     tokyo = parse_tenants(_tenant_document("acme", [("loc_acme_a", "Alpha")], timezone="Asia/Tokyo"))[0]
     migrate(engine, tokyo)
     with engine.connect() as conn:
-        definition = conn.execute(sa.text("SELECT pg_get_viewdef('tenant_acme.journeys_today')")).scalar()
+        # leads without a branch fall back to the tenant's clock, written into the view
+        definition = conn.execute(sa.text("SELECT pg_get_viewdef('tenant_acme.leads_recent')")).scalar()
+        zones = conn.execute(sa.text("SELECT DISTINCT timezone FROM tenant_acme.locations")).scalars().all()
     assert "Asia/Tokyo" in definition
+    assert zones == ["Asia/Tokyo"]  # the branch without a timezone of its own follows the tenant's
 
 
 def test_reader_login_sees_its_tenant_filtered_by_branch(
