@@ -59,6 +59,11 @@ def with_unsynced_window_dates(tenant: Tenant, rows: list[dict[str, Any]], now: 
     return sorted([*rows, *missing], key=lambda r: (-r["service_date"].toordinal(), r["location_id"]))
 
 
+def _check_counts(row: dict[str, Any]) -> str:
+    warned, failed = row.get("checks_warned"), row.get("checks_failed")
+    return "-" if warned is None and failed is None else f"{warned or 0}/{failed or 0}"
+
+
 def format_status(status: TenantStatus) -> str:
     tenant = status.tenant
     quota = tenant.smartmoving.monthly_call_quota
@@ -69,13 +74,14 @@ def format_status(status: TenantStatus) -> str:
         # Each row is the latest journeys write of one (service date, branch); every header names its count.
         lines.append(
             "  latest journeys write per service date and branch; jobs = journeys stored + quarantined (a job of a"
-            " branch not in the tenants file is quarantined in every branch of its date); stale: a date of the"
+            " branch not in the tenants file counts in no branch: see smartmoving_jobs' branch_mapping check);"
+            " checks warn/error = the branch partition's failed checks by severity; stale: a date of the"
             " branch's own today and tomorrow (its time zone) not written in the last"
             f" {int(STALE_AFTER.total_seconds() // 60)} min"
         )
         lines.append(
             f"  {'service date':<14}{'branch':<32}{'written':>12}{'jobs':>10}{'added':>7}{'changed':>9}"
-            f"{'removed':>9}{'quarantined':>13}  state"
+            f"{'removed':>9}{'quarantined':>13}{'checks warn/error':>19}  state"
         )
         for row in status.branches:
             age: dt.timedelta | None = row["age"]
@@ -87,7 +93,7 @@ def format_status(status: TenantStatus) -> str:
             lines.append(
                 f"  {row['service_date'].isoformat():<14}{row['location_id']:<32}{f'{minutes} min ago':>12}"
                 f"{row['rows_written']:>10}{row['inserted']:>7}{row['updated']:>9}{row['deleted']:>9}"
-                f"{row['quarantined']:>13}  {state}"
+                f"{row['quarantined']:>13}{_check_counts(row):>19}  {state}"
             )
     if status.leads is not None:
         lines.append(

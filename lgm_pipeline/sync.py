@@ -49,7 +49,7 @@ from lgm_pipeline.assets.automation import (
     range_tags,
     raw_job_name,
 )
-from lgm_pipeline.assets.raw import CONFIGURATION_ERROR, STOP_CYCLE
+from lgm_pipeline.assets.raw import BRANCH_MAPPING_CHECK, CONFIGURATION_ERROR, STOP_CYCLE
 from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.smartmoving.client import calls_in_process
 from lgm_pipeline.tenants import Tenant
@@ -89,6 +89,9 @@ class RawPull:
     api_calls: dict[str, int] = field(default_factory=dict)
     duration_s: float = 0.0
     error: str | None = None
+    #: The date-level branch_mapping check: ISO date -> SmartMoving branch not in the tenants file -> jobs.
+    unmapped_branches: dict[str, dict[str, int]] = field(default_factory=dict)
+    unmapped_severity: str | None = None  # WARN or ERROR when the check failed
 
     @property
     def label(self) -> str:
@@ -358,17 +361,29 @@ def _raw_pull(block: list[dt.date], run: _Run) -> RawPull:
         elif name == "smartmoving_opportunities":
             pull.details_fetched = int(_metadata_value(metadata, "details_fetched") or 0)
             pull.details_reused = int(_metadata_value(metadata, "details_reused") or 0)
+    for evaluation in run.result.get_asset_check_evaluations():
+        if evaluation.check_name == BRANCH_MAPPING_CHECK and not evaluation.passed:
+            pull.unmapped_branches = dict(_metadata_value(evaluation.metadata, "by_date") or {})
+            pull.unmapped_severity = evaluation.severity.value
     return pull
 
 
 def _pull_line(tenant: Tenant, pull: RawPull) -> str:
     calls = sum(pull.api_calls.values())
     pages = pull.api_calls.get("customers", 0)
-    return (
+    line = (
         f"{tenant.key} {pull.label}: {pull.customers} customer rows ({pages} list call{'s' if pages != 1 else ''}), "
         f"{pull.opportunities_listed} opportunities: {pull.details_fetched} details fetched, "
         f"{pull.details_reused} reused; {calls} API calls, {pull.duration_s:.1f} s"
     )
+    if pull.unmapped_branches:
+        named = sorted({name for names in pull.unmapped_branches.values() for name in names})
+        jobs = sum(n for names in pull.unmapped_branches.values() for n in names.values())
+        line += (
+            f"\n{tenant.key} {pull.label}: {pull.unmapped_severity} branch_mapping: {jobs} booked job(s) of "
+            f"SmartMoving branch(es) not in the tenants file, quarantined: {', '.join(named)}"
+        )
+    return line
 
 
 def _branch_result(day: dt.date, location_id: str, run: _Run) -> BranchResult:
@@ -669,8 +684,13 @@ def format_report(report: SyncReport, ui_url: str | None = None) -> str:
             f"{b.service_date.isoformat():<12}{b.location_id:<32}{b.rows:>6}{b.quarantined:>7}{b.flagged:>7}"
             f"{checks:>21}  {status}"
         )
+    unmapped_names = {d: names for p in report.pulls for d, names in p.unmapped_branches.items()}
     for day, count in report.unmapped_quarantined.items():
-        lines.append(f"{day.isoformat():<12}{'(branch not in tenants file)':<32}{'':>6}{count:>7}")
+        named = ", ".join(sorted(unmapped_names.get(day.isoformat(), {})))
+        lines.append(
+            f"{day.isoformat():<12}{'(branch not in tenants file)':<32}{'':>6}{count:>7}"
+            + (f"  branch_mapping: {named}" if named else "")
+        )
     # Consecutive dates failing alike (a wrong setting fails them all) share one line.
     grouped: list[tuple[list[dt.date], str]] = []
     for day, error in sorted(report.raw_failures.items()):

@@ -18,6 +18,8 @@ import pandas as pd
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, per_branch, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
+from lgm_pipeline.quality.rules import MAX_QUARANTINE_SHARE
+from lgm_pipeline.quality.unmapped_branches import UnmappedBranches, unmapped_branches
 from lgm_pipeline.smartmoving.client import SmartMovingClient
 from lgm_pipeline.smartmoving.enums import OpportunityStatus
 from lgm_pipeline.smartmoving.errors import (
@@ -32,6 +34,7 @@ from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.io_manager import table_metadata
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline.transform.journeys import normalize_journeys
 from lgm_pipeline.transform.raw import (
     OpportunitySummary,
     branches_frame,
@@ -182,6 +185,10 @@ def open_client(
         raise api_failure(error, Counter(), tenant) from None
 
 
+#: Found once per date on ``smartmoving_jobs``: an unmapped branch's jobs belong to no branch partition.
+BRANCH_MAPPING_CHECK = "branch_mapping"
+
+
 def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.AssetsDefinition]:
     names = tenant.names
     common: dict[str, Any] = {
@@ -307,6 +314,8 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             },
         )
 
+    jobs_key = names.asset_key("smartmoving_jobs")
+
     @dg.asset(
         name="smartmoving_jobs",
         description=(
@@ -319,24 +328,71 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         owners=OWNERS,
         tags=names.tags,
         metadata=table_metadata(tenant, "smartmoving_jobs"),
+        check_specs=[
+            dg.AssetCheckSpec(
+                BRANCH_MAPPING_CHECK,
+                asset=jobs_key,
+                description=(
+                    "[blocking, per date] Booked jobs name a SmartMoving branch the tenants file maps; the others "
+                    "are quarantined (journeys_quarantine, no branch) and named here, once per date."
+                ),
+            )
+        ],
         **common,
     )
     def smartmoving_jobs(
-        context: dg.AssetExecutionContext, smartmoving_opportunities: pd.DataFrame
-    ) -> dg.Output[pd.DataFrame]:
+        context: dg.AssetExecutionContext,
+        smartmoving_customers: pd.DataFrame,
+        smartmoving_opportunities: pd.DataFrame,
+    ) -> Any:
+        dates = service_dates(context)
         frame = pd.concat(
-            [jobs_frame(smartmoving_opportunities, day, context.run.run_id) for day in service_dates(context)],
+            [jobs_frame(smartmoving_opportunities, day, context.run.run_id) for day in dates],
             ignore_index=True,
         )
-        return dg.Output(
+        yield dg.Output(
             frame,
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "preview": preview(frame, ["job_number", "job_type", "confirmed", "opportunity_id"]),
             },
         )
+        normalized = normalize_journeys(
+            tenant,
+            smartmoving_customers,
+            smartmoving_opportunities,
+            frame,
+            synced_at=dt.datetime.now(dt.UTC),
+            run_id=context.run.run_id,
+        )
+        yield branch_mapping_check(unmapped_branches(normalized), dates)
 
     return [smartmoving_customers, smartmoving_opportunities, smartmoving_jobs]
+
+
+def branch_mapping_check(found: UnmappedBranches, dates: list[dt.date]) -> dg.AssetCheckResult:
+    """One result for the run's dates: WARN naming the unmapped branches, ERROR past the quarantine share."""
+    share = found.worst_share()
+    label = dates[0].isoformat() if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
+    return dg.AssetCheckResult(
+        check_name=BRANCH_MAPPING_CHECK,
+        passed=not found.jobs,
+        severity=dg.AssetCheckSeverity.ERROR if share > MAX_QUARANTINE_SHARE else dg.AssetCheckSeverity.WARN,
+        description=(
+            f"{found.jobs} booked job(s) of SmartMoving branch(es) not in the tenants file, quarantined: "
+            f"{', '.join(found.names())}. Map them in tenants.yaml (then `lgm sync --date`) or ignore them there."
+            if found.jobs
+            else None
+        ),
+        metadata={
+            "partition": label,
+            "unmapped_jobs": found.jobs,
+            "by_date": dg.MetadataValue.json(found.by_date),
+            "worst_date_share": round(share, 4),
+            "action": "quarantined in journeys_quarantine (no branch)",
+            "examples": dg.MetadataValue.json(found.examples),
+        },
+    )
 
 
 def build_branches_asset(tenant: Tenant) -> dg.AssetsDefinition:

@@ -36,6 +36,14 @@ WIDE_CHECK_COLUMNS = {
 }
 
 
+#: A blocking rule's check turns ERROR when it quarantines more than this share of the rows it checked.
+MAX_QUARANTINE_SHARE = 0.05
+
+#: Rules about rows that belong to no branch partition (a SmartMoving branch the tenants file does not
+#: map): checked once per date on ``smartmoving_jobs``, not in every branch partition of the date.
+DATE_LEVEL_RULES = frozenset({"branch_mapping"})
+
+
 class Severity(StrEnum):
     BLOCKING = "blocking"
     WARNING = "warning"
@@ -158,6 +166,11 @@ def _reachable(frame: pd.DataFrame) -> pd.Series:
     phone = frame["phone"].fillna("").astype(str).str.match(E164_NANP)
     email = frame["email"].fillna("").astype(str).str.match(PLAUSIBLE_EMAIL)
     return named & (phone | email)
+
+
+def partition_rules_for(tenant: Tenant) -> list[Rule]:
+    """The rules a (date, branch) partition of journeys reports as its checks: about its own rows."""
+    return [rule for rule in rules_for(tenant) if rule.name not in DATE_LEVEL_RULES]
 
 
 def lead_rules_for(tenant: Tenant) -> list[Rule]:

@@ -23,7 +23,7 @@ from lgm_pipeline.storage.reads import BranchRows, read_frame
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.scope import PartitionScope
 from lgm_pipeline.storage.tables import ASSET_TABLES
-from lgm_pipeline.storage.write import ApiCalls, write_frame
+from lgm_pipeline.storage.write import ApiCalls, CheckCounts, write_frame
 from lgm_pipeline.tenants.config import Tenant, get_tenant
 
 
@@ -56,6 +56,14 @@ def api_calls_of(output_metadata: Mapping[str, Any]) -> ApiCalls | None:
         return None
     by_endpoint = _plain(output_metadata.get("api_calls_by_endpoint"))
     return ApiCalls(int(total), None if by_endpoint is None else {str(k): int(v) for k, v in by_endpoint.items()})
+
+
+def check_counts_of(output_metadata: Mapping[str, Any]) -> CheckCounts | None:
+    """The failed checks an asset reported in its output metadata (``checks_warned`` / ``checks_failed``)."""
+    warned, failed = _plain(output_metadata.get("checks_warned")), _plain(output_metadata.get("checks_failed"))
+    if warned is None and failed is None:
+        return None
+    return CheckCounts(int(warned or 0), int(failed or 0))
 
 
 def _plain(value: Any) -> Any:
@@ -119,6 +127,7 @@ class PostgresIOManager(dg.ConfigurableIOManager):
             run_id=context.run_id,
             asset=name,
             api_calls=api_calls_of(context.output_metadata),
+            check_counts=check_counts_of(context.output_metadata),
         )
         context.add_output_metadata(
             {

@@ -82,7 +82,7 @@ class MergeById:
         for scope in scopes:
             part = df if len(scopes) == 1 else df[df[date] == scope.service_date]
             stage = stage_frame(conn, table, part, constants, extra=self.extra_columns, index_id=True)
-            results[scope] = _merge(conn, tenant, table, self, stage, scope, len(part), run_id)
+            results[scope] = _merge(conn, tenant, table, self, stage, scope, run_id)
             # The next date stages and collects its changes under the same names.
             conn.exec_driver_sql(f"DROP TABLE {stage}, {_changed_ids(conn, table)}")
         return results
@@ -104,10 +104,9 @@ def _merge(
     spec: MergeById,
     stage: str,
     scope: PartitionScope,
-    rows: int,
     run_id: str,
 ) -> WriteResult:
-    """Merge the staged rows of one partition (``scope``) into ``table``; ``rows``: the frame's count."""
+    """Merge the staged rows of one partition (``scope``) into ``table``."""
     q = lambda name: quote_ident(conn, name)  # noqa: E731
     target = qualified(conn, tenant, table)
     quarantine = qualified(conn, tenant, spec.quarantine)
@@ -277,7 +276,7 @@ def _merge(
     held = [c.name for c in spec.quarantine.columns]
     values = ", ".join(special.get(c, f"s.{q(c)}") for c in held)
     updates = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in held if c not in ("id", "first_seen_at"))
-    quarantined = conn.execute(
+    conn.execute(
         sa.text(
             f"""
             INSERT INTO {quarantine} AS qr ({", ".join(q(c) for c in held)})
@@ -286,5 +285,11 @@ def _merge(
             """
         ),
         {**params, "client_id": tenant.client_id},
-    ).rowcount
+    )
+    # The partition's own count: rows of no branch, held by every branch partition of the date, are
+    # counted (and checked) once per date, not once per branch.
+    own = "" if scope.location_id is None or "location_id" not in table.columns else "WHERE s.location_id IS NOT NULL"
+    rows, quarantined = conn.execute(
+        sa.text(f"SELECT count(*), count(*) FILTER (WHERE NOT ({valid})) FROM {stage} s {own}"), params
+    ).one()
     return WriteResult(table.name, rows, inserted=inserted, updated=updated, deleted=deleted, quarantined=quarantined)

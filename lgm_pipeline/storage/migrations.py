@@ -46,6 +46,7 @@ from lgm_pipeline.storage.tables import (
     raw_leads,
     raw_opportunities,
     schema_migrations,
+    sync_runs,
     tenant_options,
 )
 from lgm_pipeline.tenants.config import Tenant
@@ -412,6 +413,11 @@ def _branch_time_zones(conn: Connection, tenant: Tenant) -> None:
     )
 
 
+def _check_counts(conn: Connection, tenant: Tenant) -> None:
+    """Migration 8: ``sync_runs.checks_warned`` / ``checks_failed``, which ``lgm status`` shows per branch."""
+    _add_missing_columns(conn, tenant, sync_runs)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
@@ -420,6 +426,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "leads, their quarantine and audit", _leads),
     Migration(6, "branch logins: row access bound to the login's branches", _branch_logins),
     Migration(7, "per-branch time zones: locations.timezone, day views on each branch's clock", _branch_time_zones),
+    Migration(8, "failed checks per partition in sync_runs", _check_counts),
 )
 
 

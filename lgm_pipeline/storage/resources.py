@@ -133,6 +133,18 @@ class PostgresResource(dg.ConfigurableResource):
             stmt = sa.select(journeys.c.id).where(journeys.c.id.in_(wanted))
             return set(conn.execution_options(**tenant_options(tenant)).execute(stmt).scalars())
 
+    def journey_counts(self, tenant: Tenant, location_id: str, days: Iterable[dt.date]) -> dict[dt.date, int]:
+        """Stored journeys of one branch on each of ``days`` (a day without any is absent)."""
+        wanted = sorted(set(days))
+        stmt = (
+            sa.select(journeys.c.service_date, sa.func.count())
+            .where(journeys.c.location_id == location_id, journeys.c.service_date.in_(wanted))
+            .group_by(journeys.c.service_date)
+        )
+        with self.ensure_tenant(tenant).connect() as conn:
+            rows = conn.execution_options(**tenant_options(tenant)).execute(stmt).all()
+        return {day: int(n) for day, n in rows}
+
     def recent_lead_contacts(self, tenant: Tenant, since: dt.date, exclude: Iterable[str]) -> pd.DataFrame:
         """Stored leads created since ``since`` (``id, phone, email, created_at``), but the ``exclude`` ids."""
         skipped = sorted(set(exclude))
@@ -197,6 +209,8 @@ class PostgresResource(dg.ConfigurableResource):
                 s.c.updated,
                 s.c.deleted,
                 s.c.quarantined,
+                s.c.checks_warned,
+                s.c.checks_failed,
                 s.c.api_calls,
                 s.c.finished_at,
                 (sa.func.now() - s.c.finished_at).label("age"),

@@ -203,6 +203,9 @@ sync_runs = sa.Table(
     sa.Column("api_calls", sa.Integer, nullable=True),
     sa.Column("api_calls_by_endpoint", JSONB, nullable=True),
     sa.Column("status", sa.Text, nullable=False),
+    # The partition's failed asset checks by severity (journeys; NULL for assets without checks).
+    sa.Column("checks_warned", sa.Integer, nullable=True),
+    sa.Column("checks_failed", sa.Integer, nullable=True),
     sa.Index("ix_sync_runs_asset_date_location", "asset", "service_date", "location_id"),
 )
 

@@ -100,6 +100,14 @@ class ApiCalls:
     by_endpoint: Mapping[str, int] | None = None
 
 
+@dataclass(frozen=True)
+class CheckCounts:
+    """A partition's failed asset checks by severity, recorded with its write in ``sync_runs``."""
+
+    warned: int
+    failed: int
+
+
 def write_frame(
     engine: Engine,
     tenant: Tenant,
@@ -110,6 +118,7 @@ def write_frame(
     run_id: str,
     asset: str,
     api_calls: ApiCalls | None = None,
+    check_counts: CheckCounts | None = None,
 ) -> WriteResult:
     """Write ``df`` as partition(s) ``scope`` of ``table`` with the table's strategy.
 
@@ -118,7 +127,7 @@ def write_frame(
     one source of that fact, whatever the frame says); a single scope's ``service_date`` /
     ``location_id`` fill those columns when the frame lacks them; every other column of the table
     must be present. ``api_calls`` go to the first scope's ``sync_runs`` row: the calls served the
-    whole range.
+    whole range. ``check_counts``: the partition's failed checks by severity, kept beside its counts.
     """
     scopes = [scope] if isinstance(scope, PartitionScope) else list(scope)
     if not scopes:
@@ -149,10 +158,11 @@ def write_frame(
                 started_at=started_at,
                 result=results[part],
                 api_calls=api_calls if index == 0 else None,
+                check_counts=check_counts,
             )
     return WriteResult(
         table.name,
-        rows=len(df),
+        rows=sum(r.rows for r in results.values()),
         inserted=sum(r.inserted for r in results.values()),
         updated=sum(r.updated for r in results.values()),
         deleted=sum(r.deleted for r in results.values()),
@@ -170,6 +180,7 @@ def _record_sync_run(
     started_at: dt.datetime,
     result: WriteResult,
     api_calls: ApiCalls | None,
+    check_counts: CheckCounts | None = None,
 ) -> None:
     conn.execution_options(**tenant_options(tenant)).execute(
         sync_runs.insert().values(
@@ -190,5 +201,7 @@ def _record_sync_run(
                 dict(api_calls.by_endpoint) if api_calls and api_calls.by_endpoint is not None else None
             ),
             status="success",
+            checks_warned=check_counts.warned if check_counts else None,
+            checks_failed=check_counts.failed if check_counts else None,
         )
     )

@@ -187,7 +187,7 @@ def test_migration_4_carries_an_existing_database_forward(writer: Writer, engine
     with engine.begin() as conn:
         conn.exec_driver_sql("UPDATE tenant_lgm.journeys SET smartmoving_status = 0 WHERE id = 'jrn_lead'")
 
-    assert migrate(engine, tenant) == [4, 5, 6, 7]
+    assert migrate(engine, tenant) == [4, 5, 6, 7, 8]
 
     rows = _journeys(engine)
     assert set(rows) == {"jrn_booked", "jrn_closed"}  # the lead and the phantom left journeys...
@@ -290,7 +290,7 @@ def test_migration_4_survives_an_amount_no_column_can_hold(writer: Writer, engin
     }
     writer.journeys(pd.DataFrame([journey_row("huge", raw_payload=payload)]))
     _downgrade_to_version_3(engine)
-    assert migrate(engine, tenant) == [4, 5, 6, 7]
+    assert migrate(engine, tenant) == [4, 5, 6, 7, 8]
     row = _journeys(engine)["jrn_huge"]
     assert float(row["estimated_cost"]) == 10.0  # the impossible charge is no amount; the payload keeps it
     assert row["opportunity_subtotal"] is None and float(row["opportunity_total"]) == 5.0
