@@ -72,13 +72,12 @@ def format_status(status: TenantStatus) -> str:
         lines.append("  never synced: run `lgm sync`")
     else:
         # Each row is the latest journeys write of one (service date, branch); every header names its count.
-        lines.append(
-            "  latest journeys write per service date and branch; jobs = journeys stored + quarantined (a job of a"
-            " branch not in the tenants file counts in no branch: see smartmoving_jobs' branch_mapping check);"
-            " checks warn/error = the branch partition's failed checks by severity; stale: a date of the"
-            " branch's own today and tomorrow (its time zone) not written in the last"
-            f" {int(STALE_AFTER.total_seconds() // 60)} min"
-        )
+        lines += [
+            "  latest journeys write per service date and branch; jobs = journeys stored + quarantined",
+            "  (jobs of branches not in the tenants file count in no branch: smartmoving_jobs' branch_mapping check);",
+            "  checks warn/error = the partition's failed checks by severity; stale = a date of the branch's own",
+            f"  today and tomorrow (its time zone) not written in the last {STALE_AFTER.total_seconds() // 60:.0f} min",
+        ]
         lines.append(
             f"  {'service date':<14}{'branch':<32}{'written':>12}{'jobs':>10}{'added':>7}{'changed':>9}"
             f"{'removed':>9}{'quarantined':>13}{'checks warn/error':>19}  state"

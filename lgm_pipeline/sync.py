@@ -371,19 +371,20 @@ def _raw_pull(block: list[dt.date], run: _Run) -> RawPull:
 def _pull_line(tenant: Tenant, pull: RawPull) -> str:
     calls = sum(pull.api_calls.values())
     pages = pull.api_calls.get("customers", 0)
-    line = (
+    return (
         f"{tenant.key} {pull.label}: {pull.customers} customer rows ({pages} list call{'s' if pages != 1 else ''}), "
         f"{pull.opportunities_listed} opportunities: {pull.details_fetched} details fetched, "
         f"{pull.details_reused} reused; {calls} API calls, {pull.duration_s:.1f} s"
     )
-    if pull.unmapped_branches:
-        named = sorted({name for names in pull.unmapped_branches.values() for name in names})
-        jobs = sum(n for names in pull.unmapped_branches.values() for n in names.values())
-        line += (
-            f"\n{tenant.key} {pull.label}: {pull.unmapped_severity} branch_mapping: {jobs} booked job(s) of "
-            f"SmartMoving branch(es) not in the tenants file, quarantined: {', '.join(named)}"
-        )
-    return line
+
+
+def _unmapped_line(tenant: Tenant, pull: RawPull) -> str:
+    named = sorted({name for names in pull.unmapped_branches.values() for name in names})
+    jobs = sum(n for names in pull.unmapped_branches.values() for n in names.values())
+    return (
+        f"{tenant.key} {pull.label}: {pull.unmapped_severity} branch_mapping: {jobs} booked job(s) of SmartMoving "
+        f"branch(es) not in the tenants file, quarantined: {', '.join(named)}"
+    )
 
 
 def _branch_result(day: dt.date, location_id: str, run: _Run) -> BranchResult:
@@ -590,6 +591,8 @@ def _sync(
             continue
         pulled.extend(block)
         progress(_pull_line(tenant, pull))
+        if pull.unmapped_branches:
+            progress(_unmapped_line(tenant, pull))
     report.not_started = [(day, loc) for day, loc in pending if day in pulled]
     for day in pulled:
         day_results: list[BranchResult] = []
