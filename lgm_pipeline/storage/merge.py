@@ -8,7 +8,7 @@ holds it all: a failure anywhere leaves the previous rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -53,6 +53,11 @@ class MergeById:
     audit_key: str  # the audit table's column naming the merged row
     #: Stage values that may insert a row; any other row only updates one that exists (None: all).
     insertable: Mapping[str, frozenset[str]] | None = None
+    #: SQL predicate on a stored row ``p`` of the partition that the frame no longer lists: true when
+    #: the source now files it in another partition, whose write will move it there (one audited
+    #: update). Such a row stays until then instead of being deleted here and inserted there: never
+    #: absent between two commits. None: every row the frame no longer lists leaves.
+    filed_elsewhere: Callable[[Connection, Tenant], str] | None = None
 
     extra_columns = MappingProxyType({QUARANTINE_REASONS: JSONB()})
 
@@ -144,8 +149,13 @@ def _merge(
     audit_columns = f"{q(spec.audit_key)}, action, changed_columns, before, after, run_id, partition_key"
     excluded_from_image = "ARRAY[" + ", ".join(f"'{c}'" for c in sorted(AUDIT_IMAGE_EXCLUDED)) + "]"
 
-    # Rows of this partition no longer in it (deleted or moved elsewhere in SmartMoving), and
-    # ids quarantined now wherever they were: out of the table, each with an audit row.
+    # Rows of this partition no longer in it (deleted in SmartMoving, or moved where no write will
+    # take them), and ids quarantined now wherever they were: out of the table, each with an audit row.
+    moving = (
+        f"\n                  AND NOT ({spec.filed_elsewhere(conn, tenant)}) -- moves with its new partition's write"
+        if spec.filed_elsewhere is not None
+        else ""
+    )
     deleted = conn.execute(
         sa.text(
             f"""
@@ -156,7 +166,7 @@ def _merge(
                 -- turns the anti-join into a per-row subplan, quadratic on large partitions.
                 SELECT p.id FROM {target} p
                 WHERE {scope_sql(scope, "p", date=date)}
-                  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = p.id AND {valid})
+                  AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.id = p.id AND {valid}){moving}
                 UNION ALL
                 SELECT s.id FROM {stage} s WHERE NOT ({valid})
               )

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from lgm_pipeline.domain.mappings import JOURNEY_CREATING_STAGES
+from lgm_pipeline.storage.access import quote_ident
 from lgm_pipeline.storage.merge import MergeById
 from lgm_pipeline.storage.replace import ReplacePartitions
 from lgm_pipeline.storage.scope import FrameError, PartitionScope, WriteResult
@@ -33,6 +34,7 @@ from lgm_pipeline.storage.tables import (
     lead_audit,
     leads,
     leads_quarantine,
+    locations,
     raw_branches,
     raw_customers,
     raw_job_timelines,
@@ -73,6 +75,25 @@ class WriteStrategy(Protocol):
 
 _REPLACE = ReplacePartitions()
 
+
+def _journey_filed_elsewhere(conn: Connection, tenant: Tenant) -> str:
+    """A journey whose job the latest pull files under another date or branch (rescheduled, re-branched).
+
+    The raw tables are rewritten per date on every pull, so a job seen, by a fetch newer than the
+    journey's, on another date (or under another mapped branch on its own date) has moved there.
+    """
+    schema = quote_ident(conn, tenant.schema)
+    return (
+        f"EXISTS (SELECT 1 FROM {schema}.{raw_jobs.name} rj "
+        f"LEFT JOIN {schema}.{raw_opportunities.name} ro "
+        "ON ro.opportunity_id = rj.opportunity_id AND ro.service_date = rj.service_date "
+        f"LEFT JOIN {schema}.{locations.name} l "
+        "ON l.smartmoving_branch_name = btrim(ro.payload -> 'branch' ->> 'name') "
+        "WHERE rj.job_id = p.smartmoving_job_id AND rj.fetched_at > p.source_fetched_at "
+        "AND (rj.service_date <> p.service_date OR l.location_id <> p.location_id))"
+    )
+
+
 #: Each table's write strategy, by table name: the one place that decides replace or merge.
 WRITE_STRATEGIES: Mapping[str, WriteStrategy] = {
     raw_customers.name: _REPLACE,
@@ -87,6 +108,7 @@ WRITE_STRATEGIES: Mapping[str, WriteStrategy] = {
         "journey_id",
         # Only booked work becomes a journey: a lead or a job first seen cancelled never does.
         {"status": frozenset(str(s) for s in JOURNEY_CREATING_STAGES)},
+        filed_elsewhere=_journey_filed_elsewhere,
     ),
     leads.name: MergeById(leads_quarantine, lead_audit, "lead_id"),
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -18,6 +19,7 @@ from lgm_pipeline_tests.storage.conftest import (
     journey_key,
     journey_row,
     journeys_frame,
+    raw_job_row,
 )
 
 
@@ -93,32 +95,83 @@ def test_stale_rebuild_does_not_move_a_job_back(writer: Writer, engine: Engine) 
     assert _rows(engine, "SELECT customer_name FROM tenant_lgm.journeys")[0][0] == "New"
 
 
-def _reschedule(writer: Writer, engine: Engine, order: list[str]) -> None:
+TORONTO_NAME = "TORONTO 🇨🇦 - Let's Get Moving"
+
+
+def _pulled(writer: Writer, job: str, day: dt.date, branch_name: str, fetched_at: dt.datetime) -> None:
+    """What a raw pull leaves: the job filed under ``day``, its opportunity naming ``branch_name``."""
+    writer.raw("smartmoving_jobs", pd.DataFrame([raw_job_row(job, day, fetched_at=fetched_at)]), day=day)
+    opportunity = {
+        "service_date": day,
+        "opportunity_id": f"opp_{job}",
+        "customer_id": f"cus_{job}",
+        "summary_hash": "h",
+        "payload": {"id": f"opp_{job}", "branch": {"name": branch_name}},
+        "fetched_at": fetched_at,
+    }
+    writer.raw("smartmoving_opportunities", pd.DataFrame([opportunity]), day=day)
+
+
+def _audit(engine: Engine, journey: str) -> list[tuple]:
+    return [
+        tuple(r)
+        for r in _rows(
+            engine,
+            "SELECT action, changed_columns, before, after FROM tenant_lgm.journey_audit "
+            f"WHERE journey_id = '{journey}' ORDER BY audit_id",
+        )
+    ]
+
+
+def _where(engine: Engine) -> list[tuple]:
+    rows = _rows(engine, "SELECT id, service_date, location_id FROM tenant_lgm.journeys ORDER BY id")
+    return [tuple(r) for r in rows]
+
+
+def _reschedule(writer: Writer, engine: Engine, order: list[str], day: dt.date, branch: str) -> None:
+    """Job a moves from (DAY, Calgary) to (day, branch); the two partitions are rebuilt in ``order``."""
     writer.journeys(journeys_frame([journey_row("a"), journey_row("keep")]), key=journey_key(DAY))
     later = FETCHED_AT + dt.timedelta(hours=1)
-    moved = journey_row("a", service_date=NEXT_DAY, location_id=TORONTO, source_fetched_at=later)
+    _pulled(writer, "a", day, TORONTO_NAME if branch == TORONTO else "CALGARY 🇨🇦 - Let's Get Moving", later)
+    moved = journey_row("a", service_date=day, location_id=branch, source_fetched_at=later)
     frames = {
         "old": (journeys_frame([journey_row("keep")]), journey_key(DAY)),
-        "new": (journeys_frame([moved]), journey_key(NEXT_DAY, TORONTO)),
+        "new": (journeys_frame([moved]), journey_key(day, branch)),
     }
     for which in order:
         writer.journeys(frames[which][0], key=frames[which][1])
-    rows = _rows(engine, "SELECT id, service_date, location_id FROM tenant_lgm.journeys ORDER BY id")
-    assert [tuple(r) for r in rows] == [("jrn_a", NEXT_DAY, TORONTO), ("jrn_keep", DAY, CALGARY)]
+        # never absent: after each commit the job is in one partition or the other
+        assert "jrn_a" in [r[0] for r in _where(engine)]
+    assert _where(engine) == [("jrn_a", day, branch), ("jrn_keep", DAY, CALGARY)]
+    [insert, update] = _audit(engine, "jrn_a")
+    assert insert[0] == "insert" and update[0] == "update"  # one move, not a delete and an insert
+    moved_columns = ["location_id", "service_date"] if day != DAY else ["location_id"]
+    assert sorted(update[1]) == moved_columns
+    assert update[2]["location_id"] == CALGARY and update[3]["location_id"] == branch  # old and new partition
 
 
-def test_reschedule_old_partition_first(writer: Writer, engine: Engine) -> None:
-    _reschedule(writer, engine, ["old", "new"])
-    actions = _rows(engine, "SELECT action FROM tenant_lgm.journey_audit WHERE journey_id = 'jrn_a' ORDER BY audit_id")
-    assert [a for (a,) in actions] == ["insert", "delete", "insert"]
+@pytest.mark.parametrize("order", [["old", "new"], ["new", "old"]])
+def test_a_rescheduled_job_moves_in_one_update_whichever_partition_is_rebuilt_first(
+    writer: Writer, engine: Engine, order: list[str]
+) -> None:
+    _reschedule(writer, engine, order, NEXT_DAY, TORONTO)
 
 
-def test_reschedule_new_partition_first(writer: Writer, engine: Engine) -> None:
-    _reschedule(writer, engine, ["new", "old"])
-    update = _rows(
-        engine, "SELECT changed_columns FROM tenant_lgm.journey_audit WHERE journey_id = 'jrn_a' AND action = 'update'"
-    )
-    assert sorted(update[0][0]) == ["location_id", "service_date"]
+@pytest.mark.parametrize("order", [["old", "new"], ["new", "old"]])
+def test_a_job_moved_to_another_branch_on_its_date_moves_in_one_update(
+    writer: Writer, engine: Engine, order: list[str]
+) -> None:
+    _reschedule(writer, engine, order, DAY, TORONTO)
+
+
+def test_a_job_no_pull_files_anywhere_leaves_with_a_delete(writer: Writer, engine: Engine) -> None:
+    writer.journeys(journeys_frame([journey_row("a"), journey_row("gone"), journey_row("stale")]))
+    # "stale" was last seen elsewhere by a fetch older than the journey's own: no evidence of a move
+    _pulled(writer, "stale", NEXT_DAY, TORONTO_NAME, FETCHED_AT - dt.timedelta(hours=1))
+    writer.journeys(journeys_frame([journey_row("a")]))
+    assert _where(engine) == [("jrn_a", DAY, CALGARY)]
+    assert [a[0] for a in _audit(engine, "jrn_gone")] == ["insert", "delete"]
+    assert [a[0] for a in _audit(engine, "jrn_stale")] == ["insert", "delete"]
 
 
 REASON = [{"rule": "booked_needs_cost", "column": "estimated_cost", "check": "not_null", "value": None}]
