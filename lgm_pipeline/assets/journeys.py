@@ -203,9 +203,8 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         outcome = validate_journeys(own[own_work].reset_index(drop=True), tenant)
         held = validate_journeys(stray[stray_work].reset_index(drop=True), tenant).frame
         frame = outcome.frame if held.empty else pd.concat([outcome.frame, held], ignore_index=True)
-        mine = outcome.frame
-        quarantined = mine["quarantine_reasons"].notna()
-        stored = mine[~quarantined]
+        quarantined = outcome.frame["quarantine_reasons"].notna()
+        stored = outcome.frame[~quarantined]
         # Checks are per asset, not per partition (partitioned checks are preview in 1.13): each result
         # names its partition.
         partition = f"{service_date.isoformat()} / {location_id}"
