@@ -284,13 +284,13 @@ def timed_sync(
         runs = run_timings(instance)
     finally:
         instance.dispose()
-    # Progress marks: "pulling ..." before each raw run, "... API calls so far" after it.
+    # Progress marks: "pulling ..." before each raw run, its pull line ("...; N API calls, T s") after it.
     raw_s = 0.0
     pulling_at: float | None = None
     for at, message in marks:
         if "pulling" in message:
             pulling_at = at
-        elif pulling_at is not None and ("API calls so far" in message or "FAILED" in message):
+        elif pulling_at is not None and ("API calls" in message or "FAILED" in message):
             raw_s += at - pulling_at
             pulling_at = None
     api_fetch_s = sum(
