@@ -174,6 +174,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         faults=parse_fault_options(args.fault or []),
         date_filter=args.date_filter,
         **({"api_key": args.api_key} if args.api_key else {}),
+        tenants=args.tenants,
     )
     serve_forever(config, port=args.port)
     return 0
@@ -240,6 +241,20 @@ def _share(text: str) -> float:
     return value
 
 
+# simulator.config.MAX_TENANTS, literal because importing the simulator package would slow every lgm command.
+_MAX_SIMULATOR_TENANTS = 1000
+
+
+def _tenant_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= _MAX_SIMULATOR_TENANTS:
+        raise argparse.ArgumentTypeError(f"{text} is not a tenant count from 1 to {_MAX_SIMULATOR_TENANTS}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lgm", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -297,6 +312,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("job_date", "service_date"),  # SimulatorConfig.date_filter; literal to keep startup light
         default="job_date",
         help="what FromServiceDate/ToServiceDate match: any job's date (job_date) or the service date only",
+    )
+    sim.add_argument(
+        "--tenants",
+        type=_tenant_count,
+        default=1,
+        metavar="N",
+        help="serve N independent tenants on the one port, 1..1000 (default: %(default)s, the plain key): "
+        "tenant i's key is API_KEY-t<i>, its world seed SEED+i-1, its rate limit its own; /_admin takes ?tenant=i",
     )
     sim.set_defaults(func=cmd_simulator)
 

@@ -46,6 +46,13 @@ Behaviour worth knowing when writing tests against it:
   what it was, but once conversions add opportunities, later steps sample from the larger world.
   ``POST /_admin/convert-lead`` and ``/_admin/patch-lead`` do the same on demand.
 * ``/_admin`` (no key, no faults, no latency) inspects and mutates the world: see ``app.py``.
+* Many tenants (``SimulatorConfig.tenants``, ``lgm simulator --tenants N``, up to 1000) share the
+  one port and base URL: tenant i answers to ``<api_key>-t<i>`` (the plain key when N is 1) and has
+  its own world seeded ``seed + i - 1``, rate limit, monthly quota, counters and faults. A world is
+  built on its tenant's first request, its dates as ever on demand. ``/_admin`` acts on tenant 1
+  unless given ``tenant=i`` (query string, or a POST's JSON body); ``GET /_admin/tenants`` lists the
+  keys and seeds. In process: ``sim.api_keys``, ``sim.tenant_world(i)``, ``sim.worlds``,
+  ``sim.stats(tenant=i)``.
 """
 
 from lgm_pipeline.simulator.app import create_app

@@ -3,6 +3,11 @@
 Every ``/v1/api`` request goes through, in order: latency, dropped connection, ``down``, the API
 key, the monthly quota, the per-minute rate limit, injected 5xx, then the endpoint. ``/_admin``
 skips all of it (no key, no faults): it is for tests and operators on loopback.
+
+Many tenants (``SimulatorConfig.tenants``): the ``x-api-key`` picks the tenant, and with it a
+world, counters, limits and faults of its own (see ``Tenants``). An unknown key is counted, faulted
+and refused as tenant 1's. Every ``/_admin`` endpoint acts on tenant 1 unless the query string (or
+a POST's JSON body) says ``tenant=i``; ``GET /_admin/tenants`` lists the keys.
 """
 
 from __future__ import annotations
@@ -157,7 +162,55 @@ class ApiState:
             return None
 
 
-Handler = Callable[[Request, dict[str, str]], Awaitable[Response]]
+class Tenants:
+    """Each tenant's world and API state, built on first use so a thousand tenants start at once."""
+
+    def __init__(self, config: SimulatorConfig, first_world: World | None = None) -> None:
+        self.config = config
+        self._count = config.tenants
+        self._by_key = {key: i for i, key in enumerate(config.api_keys(), start=1)}
+        self._lock = threading.Lock()
+        # A single tenant keeps the caller's own config object, exactly as before tenants existed.
+        first_config = config if config.tenants == 1 else config.for_tenant(1)
+        first = first_world or World(first_config)
+        self._states: dict[int, ApiState] = {1: ApiState(first, first_config)}
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def api_keys(self) -> list[str]:
+        return self.config.api_keys()
+
+    def state(self, tenant: int) -> ApiState:
+        with self._lock:
+            state = self._states.get(tenant)
+            if state is None:
+                tenant_config = self.config.for_tenant(tenant)  # refuses a tenant out of range
+                state = self._states[tenant] = ApiState(World(tenant_config), tenant_config)
+            return state
+
+    def by_key(self, key: str | None) -> ApiState | None:
+        if self._count == 1:
+            # Read live, as before tenants existed: tests switch config.api_key on a running simulator.
+            return self.state(1) if key and key == self.config.api_key else None
+        tenant = self._by_key.get(key) if key else None
+        return None if tenant is None else self.state(tenant)
+
+    def from_param(self, raw: object) -> ApiState:
+        """The tenant an admin request names (``tenant=i``), tenant 1 when it names none."""
+        if raw is None or raw == "":
+            return self.state(1)
+        if isinstance(raw, bool) or not isinstance(raw, int | str):
+            raise ValueError(f"tenant must be a number from 1 to {len(self)}, got {raw!r}")
+        try:
+            tenant = int(raw)
+        except ValueError:
+            raise ValueError(f"tenant must be a number from 1 to {len(self)}, got {raw!r}") from None
+        return self.state(tenant)
+
+
+Handler = Callable[[ApiState, Request, dict[str, str]], Awaitable[Response]]
 # (offset, limit) -> (total, rows): the records of one list query, as a page needs them.
 Lister = Callable[[int, int], tuple[int, list[dict[str, Any]]]]
 
@@ -215,11 +268,17 @@ def _bool_param(params: dict[str, str], name: str, default: bool) -> bool:
     raise BadRequest(f"The value '{raw}' is not valid for {name}.")
 
 
-def create_app(world: World, config: SimulatorConfig) -> Starlette:
-    state = ApiState(world, config)
+def create_app(world: World | None, config: SimulatorConfig) -> Starlette:
+    """The app for ``config.tenants`` tenants; ``world``, if given, is tenant 1's."""
+    tenants = Tenants(config, world)
 
     def api(name: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            key = request.headers.get("x-api-key") or request.query_params.get("api-key")
+            tenant = tenants.by_key(key)
+            # The key is read first only to pick whose counters and faults apply; it is still
+            # refused at its usual place in the order, after the faults.
+            state = tenant or tenants.state(1)
             state.count("total")
             faults = state.faults
             if faults.latency_ms:
@@ -231,8 +290,7 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
             if faults.down:
                 state.count("errors")
                 return _message(503, "Service Unavailable")
-            key = request.headers.get("x-api-key") or request.query_params.get("api-key")
-            if key != config.api_key:
+            if tenant is None or key is None:
                 state.count("unauthorized")
                 return _message(401, "Unauthorized: missing or invalid API key")
             refused = state.admit(key)
@@ -247,16 +305,17 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
             # ASP.NET binds query parameters case-insensitively; so does this.
             params = {k.lower(): v for k, v in request.query_params.items()}
             try:
-                return await handler(request, params)
+                return await handler(state, request, params)
             except (BadRequest, NotFound) as exc:
                 return _message(400, str(exc))
 
         return endpoint
 
-    async def ping(request: Request, params: dict[str, str]) -> Response:
+    async def ping(state: ApiState, request: Request, params: dict[str, str]) -> Response:
         return JSONResponse({"message": "pong"})
 
-    async def customers(request: Request, params: dict[str, str]) -> Response:
+    async def customers(state: ApiState, request: Request, params: dict[str, str]) -> Response:
+        world, config = state.world, state.config
         page, size = _paging(params, config.max_page_size)
         first = _date_param(params, "FromServiceDate")
         last = _date_param(params, "ToServiceDate")
@@ -273,8 +332,9 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
             state.faults,
         )
 
-    async def leads(request: Request, params: dict[str, str]) -> Response:
-        page, size = _paging(params, config.max_page_size)
+    async def leads(state: ApiState, request: Request, params: dict[str, str]) -> Response:
+        world = state.world
+        page, size = _paging(params, state.config.max_page_size)
         first, last = _date_param(params, "From"), _date_param(params, "To")
         span = _date_span(first, last, "date")
         if span:
@@ -283,19 +343,19 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
             lambda offset, limit: world.list_leads(first, last, offset=offset, limit=limit), page, size, state.faults
         )
 
-    async def lead(request: Request, params: dict[str, str]) -> Response:
-        return JSONResponse(world.lead_detail(request.path_params["id"]))
+    async def lead(state: ApiState, request: Request, params: dict[str, str]) -> Response:
+        return JSONResponse(state.world.lead_detail(request.path_params["id"]))
 
-    async def opportunity(request: Request, params: dict[str, str]) -> Response:
-        return JSONResponse(world.opportunity_detail(request.path_params["id"]))
+    async def opportunity(state: ApiState, request: Request, params: dict[str, str]) -> Response:
+        return JSONResponse(state.world.opportunity_detail(request.path_params["id"]))
 
-    async def opportunity_jobs(request: Request, params: dict[str, str]) -> Response:
-        return JSONResponse(world.opportunity_jobs(request.path_params["id"]))
+    async def opportunity_jobs(state: ApiState, request: Request, params: dict[str, str]) -> Response:
+        return JSONResponse(state.world.opportunity_jobs(request.path_params["id"]))
 
-    async def branches(request: Request, params: dict[str, str]) -> Response:
-        return JSONResponse(world.branches())
+    async def branches(state: ApiState, request: Request, params: dict[str, str]) -> Response:
+        return JSONResponse(state.world.branches())
 
-    async def unknown(request: Request, params: dict[str, str]) -> Response:
+    async def unknown(state: ApiState, request: Request, params: dict[str, str]) -> Response:
         return _message(404, "Not found")
 
     routes = [
@@ -307,10 +367,12 @@ def create_app(world: World, config: SimulatorConfig) -> Starlette:
         Route("/v1/api/leads", api("leads", leads)),
         Route("/v1/api/leads/{id}", api("lead", lead)),
         Route("/v1/api/{rest:path}", api("", unknown)),
-        *_admin_routes(state),
+        *_admin_routes(tenants),
     ]
     app = Starlette(routes=routes)
-    app.state.api = state
+    # Tenant 1's state, as when there was only one; app.state.tenants reaches the others.
+    app.state.api = tenants.state(1)
+    app.state.tenants = tenants
     return app
 
 
@@ -352,10 +414,11 @@ def _page(lister: Lister, page: int, size: int, faults: FaultConfig) -> Response
     return JSONResponse(body)
 
 
-def _admin_routes(state: ApiState) -> list[Route]:
-    world = state.world
+AdminHandler = Callable[[ApiState, dict[str, Any]], Any]
 
-    def admin(handler: Callable[[dict[str, Any]], Any]) -> Callable[[Request], Awaitable[Response]]:
+
+def _admin_routes(tenants: Tenants) -> list[Route]:
+    def admin(handler: AdminHandler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             try:
                 if request.method == "POST":
@@ -365,7 +428,10 @@ def _admin_routes(state: ApiState) -> list[Route]:
                         raise ValueError("expected a JSON object")
                 else:
                     body = dict(request.query_params)
-                return JSONResponse(handler(body))
+                # Popped so that handlers which refuse unknown fields (faults) never see it.
+                in_body = body.pop("tenant", None)
+                state = tenants.from_param(request.query_params.get("tenant", in_body))
+                return JSONResponse(handler(state, body))
             except NotFound as exc:
                 return _message(404, str(exc))
             except (ValueError, KeyError, TypeError) as exc:
@@ -376,49 +442,49 @@ def _admin_routes(state: ApiState) -> list[Route]:
     def day(value: Any) -> dt.date:
         return dt.date.fromisoformat(str(value))
 
-    def reset_stats(body: dict[str, Any]) -> dict[str, int]:
+    def reset_stats(state: ApiState, body: dict[str, Any]) -> dict[str, int]:
         state.reset_stats()
         return state.stats()
 
-    def set_faults(body: dict[str, Any]) -> dict[str, object]:
+    def set_faults(state: ApiState, body: dict[str, Any]) -> dict[str, object]:
         state.set_faults(FaultConfig.from_dict(body))
         return state.faults.to_dict()
 
-    def evolve(body: dict[str, Any]) -> dict[str, Any]:
+    def evolve(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
         steps = int(body.get("steps", 1))
         if steps < 0:
             raise ValueError("steps must be >= 0")
-        return {"steps": steps, "mutations": world.evolve(steps)}
+        return {"steps": steps, "mutations": state.world.evolve(steps)}
 
-    def reschedule(body: dict[str, Any]) -> dict[str, Any]:
+    def reschedule(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
         to_date = day(body["to_date"])
-        world.reschedule_job(str(body["job_id"]), to_date)
+        state.world.reschedule_job(str(body["job_id"]), to_date)
         return {"job_id": body["job_id"], "jobDate": to_int_date(to_date)}
 
-    def cancel(body: dict[str, Any]) -> dict[str, Any]:
-        world.cancel_opportunity(str(body["opportunity_id"]))
+    def cancel(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
+        state.world.cancel_opportunity(str(body["opportunity_id"]))
         return {"opportunity_id": body["opportunity_id"], "status": 20}
 
-    def rename(body: dict[str, Any]) -> dict[str, Any]:
-        world.rename_customer(str(body["customer_id"]), str(body["name"]))
+    def rename(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
+        state.world.rename_customer(str(body["customer_id"]), str(body["name"]))
         return {"customer_id": body["customer_id"], "name": body["name"]}
 
-    def add(body: dict[str, Any]) -> dict[str, Any]:
+    def add(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
         extra = {"status": int(body["status"])} if body.get("status") is not None else {}
-        return world.add_booking(day(body["service_date"]), body.get("branch_name"), **extra)
+        return state.world.add_booking(day(body["service_date"]), body.get("branch_name"), **extra)
 
-    def convert_lead(body: dict[str, Any]) -> dict[str, Any]:
-        return {"opportunity_id": world.convert_lead(str(body["lead_id"]))}
+    def convert_lead(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
+        return {"opportunity_id": state.world.convert_lead(str(body["lead_id"]))}
 
-    def patch_lead(body: dict[str, Any]) -> dict[str, Any]:
+    def patch_lead(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
         fields = body.get("fields") or {}
         if not isinstance(fields, dict):
             raise ValueError("fields must be a JSON object")
-        world.patch_lead(str(body["lead_id"]), fields)
+        state.world.patch_lead(str(body["lead_id"]), fields)
         return {"patched": body["lead_id"]}
 
-    def patch(body: dict[str, Any]) -> dict[str, Any]:
-        world.patch(
+    def patch(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
+        state.world.patch(
             str(body["opportunity_id"]),
             opportunity=body.get("opportunity"),
             customer=body.get("customer"),
@@ -426,29 +492,42 @@ def _admin_routes(state: ApiState) -> list[Route]:
         )
         return {"opportunity_id": body["opportunity_id"]}
 
-    def opportunities(body: dict[str, Any]) -> list[str]:
-        return world.opportunity_ids_on(day(body["date"]))
+    def opportunities(state: ApiState, body: dict[str, Any]) -> list[str]:
+        return state.world.opportunity_ids_on(day(body["date"]))
 
-    def close_day(body: dict[str, Any]) -> dict[str, Any]:
+    def close_day(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
         closed = day(body["date"])
-        return {"date": closed.isoformat(), "changes": world.close_day(closed)}
+        return {"date": closed.isoformat(), "changes": state.world.close_day(closed)}
 
-    def set_date_filter(body: dict[str, Any]) -> dict[str, str]:
-        world.set_date_filter(body["date_filter"])
-        return {"date_filter": world.date_filter}
+    def set_date_filter(state: ApiState, body: dict[str, Any]) -> dict[str, str]:
+        state.world.set_date_filter(body["date_filter"])
+        return {"date_filter": state.world.date_filter}
+
+    def get_date_filter(state: ApiState, body: dict[str, Any]) -> dict[str, str]:
+        return {"date_filter": state.world.date_filter}
+
+    def get_faults(state: ApiState, body: dict[str, Any]) -> dict[str, object]:
+        return state.faults.to_dict()
 
     async def date_filter(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse({"date_filter": world.date_filter})
-        return await admin(set_date_filter)(request)
+        return await admin(get_date_filter if request.method == "GET" else set_date_filter)(request)
 
     async def faults(request: Request) -> Response:
-        if request.method == "GET":
-            return JSONResponse(state.faults.to_dict())
-        return await admin(set_faults)(request)
+        return await admin(get_faults if request.method == "GET" else set_faults)(request)
+
+    async def tenant_list(request: Request) -> Response:
+        config = tenants.config
+        return JSONResponse(
+            {
+                "tenants": len(tenants),
+                "api_keys": tenants.api_keys,
+                "seeds": [config.seed + i for i in range(len(tenants))],
+            }
+        )
 
     return [
-        Route("/_admin/stats", admin(lambda body: state.stats()), methods=["GET"]),
+        Route("/_admin/tenants", tenant_list, methods=["GET"]),
+        Route("/_admin/stats", admin(lambda state, body: state.stats()), methods=["GET"]),
         Route("/_admin/stats/reset", admin(reset_stats), methods=["POST"]),
         Route("/_admin/faults", faults, methods=["GET", "POST"]),
         Route("/_admin/evolve", admin(evolve), methods=["POST"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import TypeVar
 
 # Deliberately not 32 hex characters, so it can never be mistaken for (or scanned as) a real key.
@@ -12,6 +12,9 @@ _Num = TypeVar("_Num", int, float)
 
 # The vendor docs leave open what FromServiceDate/ToServiceDate match; each reading is one value.
 DATE_FILTERS = ("job_date", "service_date")
+
+# Enough for a many-tenant benchmark; each tenant's world is built only when first asked for.
+MAX_TENANTS = 1000
 
 
 @dataclass
@@ -93,9 +96,43 @@ class SimulatorConfig:
     # "job_date": a customer matches when an opportunity's serviceDate or any job's jobDate is in range.
     # "service_date": only the opportunity's serviceDate (its first day) counts.
     date_filter: str = "job_date"
+    # Independent tenants served side by side: tenant i answers to tenant_api_key(i).
+    tenants: int = 1
 
     def __post_init__(self) -> None:
         check_date_filter(self.date_filter)
+        check_tenant_count(self.tenants)
+
+    def tenant_api_key(self, tenant: int) -> str:
+        """Tenant ``tenant``'s key (1-based): the plain key when it is the only tenant."""
+        self._check_tenant(tenant)
+        # A single tenant keeps the plain key, so single-tenant callers see nothing change.
+        return self.api_key if self.tenants == 1 else f"{self.api_key}-t{tenant}"
+
+    def api_keys(self) -> list[str]:
+        return [self.tenant_api_key(i) for i in range(1, self.tenants + 1)]
+
+    def for_tenant(self, tenant: int) -> SimulatorConfig:
+        """The one-tenant config of tenant ``tenant``: its key, and a seed of its own so worlds differ."""
+        self._check_tenant(tenant)
+        return replace(
+            self,
+            api_key=self.tenant_api_key(tenant),
+            seed=self.seed + tenant - 1,
+            tenants=1,
+            faults=replace(self.faults),
+            branch_names=None if self.branch_names is None else list(self.branch_names),
+        )
+
+    def _check_tenant(self, tenant: int) -> None:
+        if not 1 <= tenant <= self.tenants:
+            raise ValueError(f"tenant must be between 1 and {self.tenants}, got {tenant}")
+
+
+def check_tenant_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TENANTS:
+        raise ValueError(f"tenants must be a whole number from 1 to {MAX_TENANTS}; got {value!r}")
+    return value
 
 
 def check_date_filter(value: object) -> str:

@@ -11,7 +11,7 @@ from types import TracebackType
 import httpx
 import uvicorn
 
-from lgm_pipeline.simulator.app import QUIET_DROPS, ApiState, create_app
+from lgm_pipeline.simulator.app import QUIET_DROPS, ApiState, Tenants, create_app
 from lgm_pipeline.simulator.config import FaultConfig, SimulatorConfig
 from lgm_pipeline.simulator.world import World
 
@@ -28,10 +28,9 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _server(config: SimulatorConfig, host: str, port: int) -> tuple[uvicorn.Server, ApiState, World]:
+def _server(config: SimulatorConfig, host: str, port: int) -> tuple[uvicorn.Server, Tenants]:
     logging.getLogger("uvicorn.error").addFilter(QUIET_DROPS)
-    world = World(config)
-    app = create_app(world, config)
+    app = create_app(None, config)
     uv_config = uvicorn.Config(
         app,
         host=host,
@@ -41,20 +40,29 @@ def _server(config: SimulatorConfig, host: str, port: int) -> tuple[uvicorn.Serv
         lifespan="off",
         timeout_graceful_shutdown=1,
     )
-    return uvicorn.Server(uv_config), app.state.api, world
+    return uvicorn.Server(uv_config), app.state.tenants
 
 
 class RunningSimulator:
-    """A simulator serving on loopback from a daemon thread; use as a context manager."""
+    """A simulator serving on loopback from a daemon thread; use as a context manager.
+
+    ``world``, ``api_key`` and the stats and faults methods are tenant 1's; with
+    ``config.tenants`` > 1, ``api_keys[i - 1]``, ``tenant_world(i)`` and the ``tenant=`` arguments
+    reach tenant i.
+    """
 
     def __init__(self, config: SimulatorConfig, port: int = 0) -> None:
         self.config = config
-        self.api_key = config.api_key
+        self.api_keys: list[str] = config.api_keys()
+        self.api_key = self.api_keys[0]
         self._socket = _bind("127.0.0.1", port)
         self.port: int = self._socket.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.admin_url = f"http://127.0.0.1:{self.port}/_admin"
-        self._server, self._state, self.world = _server(config, "127.0.0.1", self.port)
+        self._server, self._tenants = _server(config, "127.0.0.1", self.port)
+        # Tenant 1's state under its old name: tests reach in to swap its clock.
+        self._state: ApiState = self._tenants.state(1)
+        self.world: World = self._state.world
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._socket]}, name="smartmoving-simulator", daemon=True
         )
@@ -73,18 +81,30 @@ class RunningSimulator:
         self.stop()
         raise RuntimeError(f"SmartMoving simulator did not answer within {_STARTUP_TIMEOUT_SECONDS}s")
 
-    def stats(self) -> dict[str, int]:
-        return self._state.stats()
+    def _tenant_state(self, tenant: int) -> ApiState:
+        return self._tenants.state(tenant)
 
-    def reset_stats(self) -> None:
-        self._state.reset_stats()
+    def tenant_world(self, tenant: int) -> World:
+        """Tenant ``tenant``'s world (1-based), built now if no request has needed it yet."""
+        return self._tenant_state(tenant).world
 
-    def set_faults(self, faults: FaultConfig) -> None:
-        self._state.set_faults(faults)
+    @property
+    def worlds(self) -> list[World]:
+        """Every tenant's world, in tenant order; builds the ones not yet used (cheap: dates stay lazy)."""
+        return [self.tenant_world(i) for i in range(1, len(self.api_keys) + 1)]
+
+    def stats(self, tenant: int = 1) -> dict[str, int]:
+        return self._tenant_state(tenant).stats()
+
+    def reset_stats(self, tenant: int = 1) -> None:
+        self._tenant_state(tenant).reset_stats()
+
+    def set_faults(self, faults: FaultConfig, tenant: int = 1) -> None:
+        self._tenant_state(tenant).set_faults(faults)
 
     @property
     def faults(self) -> FaultConfig:
-        return self._state.faults
+        return self._tenant_state(1).faults
 
     def stop(self) -> None:
         self._server.should_exit = True
@@ -112,8 +132,20 @@ def serve_forever(config: SimulatorConfig, port: int, host: str = "127.0.0.1") -
     """Serve in the foreground until Ctrl-C (the ``lgm`` CLI's simulator command)."""
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
-    server, _state, _world = _server(config, host, bound)
-    print(f"SmartMoving simulator listening on http://{host}:{bound}/v1 (api key: {config.api_key})", flush=True)
+    server, _tenants = _server(config, host, bound)
+    url = f"http://{host}:{bound}/v1"
+    if config.tenants == 1:
+        print(f"SmartMoving simulator listening on {url} (api key: {config.api_key})", flush=True)
+    else:
+        # Two lines for any N: a thousand keys would not fit a screen, and they follow one rule.
+        last = config.tenants
+        print(f"SmartMoving simulator listening on {url} ({last} tenants)", flush=True)
+        print(
+            f"tenant i = 1..{last}: api key {config.api_key}-t<i> (e.g. {config.tenant_api_key(1)} .. "
+            f"{config.tenant_api_key(last)}), seed {config.seed}+i-1; /_admin/...?tenant=i (default 1); "
+            "GET /_admin/tenants lists the keys",
+            flush=True,
+        )
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

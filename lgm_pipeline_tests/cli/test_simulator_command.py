@@ -78,3 +78,42 @@ def test_the_help_documents_every_simulator_option(capsys: pytest.CaptureFixture
     for option in ("--port", "--api-key", "--seed", "--customers-per-day", "--churn", "--rate-limit", "--fault"):
         assert option in text
     assert "0 = a world that stays still" in text
+
+
+@pytest.mark.parametrize("value", ["0", "1001", "many"])
+def test_a_tenant_count_outside_one_to_a_thousand_is_refused_by_name(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as raised:
+        build_parser().parse_args(["simulator", "--tenants", value])
+    assert raised.value.code == 2
+    assert "--tenants" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_the_tenant_count_defaults_to_one_and_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_parser().parse_args(["simulator"]).tenants == 1
+    assert build_parser().parse_args(["simulator", "--tenants", "1000"]).tenants == 1000
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["simulator", "--help"])
+    assert "--tenants N" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_many_tenants_are_announced_in_two_lines_and_served_by_key() -> None:
+    port = _free_port()
+    command = [sys.executable, "-m", "lgm_pipeline.cli.main", "simulator", "--port", str(port), "--tenants", "50"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline(), process.stdout.readline()]
+        base_url = f"http://127.0.0.1:{port}/v1"
+        statuses = [
+            httpx.get(f"{base_url}/api/ping", headers={"x-api-key": key}, timeout=10).status_code
+            for key in (f"{DEMO_API_KEY}-t50", f"{DEMO_API_KEY}-t51", DEMO_API_KEY)
+        ]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert f"listening on http://127.0.0.1:{port}/v1 (50 tenants)" in lines[0]
+    assert f"{DEMO_API_KEY}-t<i>" in lines[1] and "tenant=i" in lines[1]
+    assert statuses == [200, 401, 401]
