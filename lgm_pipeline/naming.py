@@ -87,3 +87,8 @@ def parse_journey_partition_key(key: str) -> tuple[dt.date, str]:
     if not location_id:
         raise ValueError(f"journeys partition key {str(key)!r} is not of the form {JOURNEY_KEY_FORM}")
     return service_date, location_id
+
+
+#: Output metadata of an asset whose run may cover several partitions: partition key -> that partition's
+#: counts and checks (``journeys``), for ``sync_runs`` and ``lgm sync``'s report.
+BY_PARTITION_METADATA = "by_partition"

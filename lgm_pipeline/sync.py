@@ -46,11 +46,12 @@ from lgm_pipeline.assets.automation import (
     journeys_job_name,
     lead_dates,
     leads_job_name,
+    partition_range_tags,
     range_tags,
     raw_job_name,
 )
 from lgm_pipeline.assets.raw import BRANCH_MAPPING_CHECK, CONFIGURATION_ERROR, STOP_CYCLE
-from lgm_pipeline.naming import journey_partition_key
+from lgm_pipeline.naming import BY_PARTITION_METADATA, journey_partition_key, parse_journey_partition_key
 from lgm_pipeline.smartmoving.client import calls_in_process
 from lgm_pipeline.tenants import Tenant
 
@@ -387,28 +388,45 @@ def _unmapped_line(tenant: Tenant, pull: RawPull) -> str:
     )
 
 
-def _branch_result(day: dt.date, location_id: str, run: _Run) -> BranchResult:
+def _branch_result(day: dt.date, location_id: str, key: str, run: _Run) -> BranchResult:
+    """One (date, branch) partition's result from the run that rebuilt it, alone or with others."""
     result = run.result
     branch = BranchResult(day, location_id, success=result.success, run_id=run.run_id)
     if not result.success:
         branch.error = _failure_text(result)
         return branch
     for event in result.get_asset_materialization_events():
-        metadata = event.materialization.metadata
-        branch.rows = int(metadata["journeys"].value)  # type: ignore[arg-type]
-        # What the partition held back, unmapped branches' jobs included; _count_quarantine replaces it.
-        branch.quarantined = int(metadata["quarantined"].value)  # type: ignore[arg-type]
-        branch.flagged = int(metadata["flagged"].value)  # type: ignore[arg-type]
-    for evaluation in result.get_asset_check_evaluations():
-        if evaluation.passed:
-            branch.checks_passed += 1
+        # Every partition of the run carries the run's output metadata: each one's own figures are in it.
+        summary = (_metadata_value(event.materialization.metadata, BY_PARTITION_METADATA) or {}).get(key)
+        if summary is None:
             continue
-        branch.failed_checks.append(evaluation.check_name)
-        if evaluation.severity == dg.AssetCheckSeverity.WARN:
-            branch.checks_warned += 1
-        else:
-            branch.checks_failed += 1
+        branch.rows = int(summary["journeys"])
+        # What the partition held back; _count_quarantine replaces it with the rows it wrote.
+        branch.quarantined = int(summary["quarantined"])
+        branch.flagged = int(summary["flagged"])
+        branch.checks_passed = int(summary["checks_passed"])
+        branch.checks_warned = int(summary["checks_warned"])
+        branch.checks_failed = int(summary["checks_failed"])
+        branch.failed_checks = list(summary["failed_checks"])
+        break
     return branch
+
+
+def journeys_run_ranges(
+    partitions_def: dg.PartitionsDefinition, day: dt.date, branches: Sequence[str]
+) -> list[list[str]]:
+    """The runs that rebuild ``branches`` of ``day``: the keys of each, grouped as Dagster's backfill groups them.
+
+    The automation requests the same partitions as a backfill, and a single-run backfill makes one run per
+    range of keys that Dagster's partition subset yields (for a date's branches, one run unless they are
+    not neighbours in the branch order): ``lgm sync`` launches exactly those runs.
+    """
+    wanted = [str(journey_partition_key(day.isoformat(), b)) for b in branches]
+    subset = partitions_def.subset_with_partition_keys(wanted)
+    return [
+        [str(k) for k in partitions_def.get_partition_keys_in_range(key_range)]
+        for key_range in subset.get_partition_key_ranges(partitions_def)
+    ]
 
 
 def _count_quarantine(report: SyncReport) -> None:
@@ -594,25 +612,26 @@ def _sync(
         if pull.unmapped_branches:
             progress(_unmapped_line(tenant, pull))
     report.not_started = [(day, loc) for day, loc in pending if day in pulled]
+    partitions_def = journeys_job.partitions_def
+    assert partitions_def is not None
     for day in pulled:
         day_results: list[BranchResult] = []
         branches = rebuilt[day]
-        for location_id in branches:
+        for keys in journeys_run_ranges(partitions_def, day, branches):
             run = _execute(
-                journeys_job,
-                instance,
-                interruption,
-                _merged(None, console),
-                partition_key=journey_partition_key(day.isoformat(), location_id),
+                journeys_job, instance, interruption, _merged(None, console), tags=partition_range_tags(keys)
             )
-            report.not_started.remove((day, location_id))
-            branch = _branch_result(day, location_id, run)
             _add_calls(report, run.api_calls)
-            report.branches.append(branch)
-            day_results.append(branch)
-            if not branch.success:
-                _record_failure(report, run, f"{day} {location_id} journeys")
-                progress(f"{tenant.key} {day} {location_id}: FAILED {branch.error}  [run {run.run_id}]")
+            for key in keys:
+                _, location_id = parse_journey_partition_key(key)
+                report.not_started.remove((day, location_id))
+                branch = _branch_result(day, location_id, key, run)
+                report.branches.append(branch)
+                day_results.append(branch)
+            if not run.result.success:
+                what = f"{day} {location_id}" if len(keys) == 1 else f"{day} ({len(keys)} branches)"
+                text = _record_failure(report, run, f"{what} journeys")
+                progress(f"{tenant.key} {what}: FAILED {text}  [run {run.run_id}]")
         ok = [b for b in day_results if b.success]
         progress(
             f"{tenant.key} {day}: journeys of {len(ok)}/{len(branches)} branches, {sum(b.rows for b in ok)} rows, "

@@ -17,6 +17,7 @@ condition: the schedules drive the raw assets, leads and the rest. The per-tenan
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -69,6 +70,11 @@ def range_tags(dates: list[dt.date]) -> dict[str, str]:
         ASSET_PARTITION_RANGE_START_TAG: min(dates).isoformat(),
         ASSET_PARTITION_RANGE_END_TAG: max(dates).isoformat(),
     }
+
+
+def partition_range_tags(keys: Sequence[str]) -> dict[str, str]:
+    """Tags that make one run cover ``keys``, the first and last of a range (a single-run backfill's form)."""
+    return {ASSET_PARTITION_RANGE_START_TAG: str(keys[0]), ASSET_PARTITION_RANGE_END_TAG: str(keys[-1])}
 
 
 def window_run_requests(tenant: Tenant, now: dt.datetime) -> list[dg.RunRequest]:
@@ -254,15 +260,16 @@ def journeys_automation_condition(tenant: Tenant) -> dg.AutomationCondition:
 def build_automation_sensor(tenant: Tenant) -> dg.AutomationConditionSensorDefinition:
     """Evaluates the tenant's automation conditions (only ``journeys`` has one), on from the first start.
 
-    One run per requested partition (``emit_backfills=False``), like ``lgm sync``'s runs: a backfill
-    would only wrap the same per-partition runs and wait for the backfill daemon.
+    A tick requesting several partitions emits one backfill (``emit_backfills``), which ``journeys``'
+    single-run backfill policy turns into one run per pulled date (Dagster groups a 2-D subset's ranges
+    by its dimension with fewer keys: the dates), as ``lgm sync`` does (:func:`sync.journeys_run_ranges`).
     """
     return dg.AutomationConditionSensorDefinition(
         automation_sensor_name(tenant),
         target=dg.AssetSelection.assets(tenant.names.asset_key("journeys")),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=AUTOMATION_INTERVAL_S,
-        emit_backfills=False,
+        emit_backfills=True,
         # InBranchWindow is Python of ours: the daemon alone could not evaluate it.
         use_user_code_server=True,
         run_tags=tenant.names.tags,

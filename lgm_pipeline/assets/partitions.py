@@ -52,7 +52,8 @@ def tenant_partitions(tenant: Tenant) -> TenantPartitions:
         timezone=tenant.timezone,
         end_offset=1 + tenant.max_days_ahead(),
     )
-    branch = dg.StaticPartitionsDefinition(tenant.location_ids)
+    # West to east: around midnight, each date's branches to rebuild are neighbours, so one run takes them.
+    branch = dg.StaticPartitionsDefinition(tenant.location_ids_west_to_east)
     return TenantPartitions(
         service_date=service_date,
         journeys=JourneyPartitionsDefinition({DATE_DIMENSION: service_date, BRANCH_DIMENSION: branch}),

@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from lgm_pipeline.naming import BRANCH_ROWS, parse_journey_partition_key
+from lgm_pipeline.naming import BRANCH_ROWS, BY_PARTITION_METADATA, parse_journey_partition_key
 from lgm_pipeline.storage.reads import BranchRows, read_frame
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.scope import PartitionScope
@@ -58,12 +58,15 @@ def api_calls_of(output_metadata: Mapping[str, Any]) -> ApiCalls | None:
     return ApiCalls(int(total), None if by_endpoint is None else {str(k): int(v) for k, v in by_endpoint.items()})
 
 
-def check_counts_of(output_metadata: Mapping[str, Any]) -> CheckCounts | None:
-    """The failed checks an asset reported in its output metadata (``checks_warned`` / ``checks_failed``)."""
-    warned, failed = _plain(output_metadata.get("checks_warned")), _plain(output_metadata.get("checks_failed"))
-    if warned is None and failed is None:
+def check_counts_of(output_metadata: Mapping[str, Any]) -> dict[str, CheckCounts] | None:
+    """Each partition's failed checks, by partition key, from an asset's ``by_partition`` output metadata."""
+    by_partition = _plain(output_metadata.get(BY_PARTITION_METADATA))
+    if by_partition is None:
         return None
-    return CheckCounts(int(warned or 0), int(failed or 0))
+    return {
+        str(key): CheckCounts(int(counts.get("checks_warned") or 0), int(counts.get("checks_failed") or 0))
+        for key, counts in by_partition.items()
+    }
 
 
 def _plain(value: Any) -> Any:

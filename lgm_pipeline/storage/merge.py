@@ -23,6 +23,7 @@ from lgm_pipeline.storage.scope import (
     FrameError,
     PartitionScope,
     WriteResult,
+    in_scope,
     lock_partition,
     qualified,
     scope_params,
@@ -62,14 +63,13 @@ class MergeById:
     extra_columns = MappingProxyType({QUARANTINE_REASONS: JSONB()})
 
     def check(self, table: sa.Table, df: pd.DataFrame, scopes: Sequence[PartitionScope]) -> None:
-        if len(scopes) > 1 and any(scope.location_id is not None for scope in scopes):
-            raise FrameError(f"{table.name} frame: one date x branch partition per write")
         if df["id"].isna().any() or df["id"].duplicated().any():
             raise FrameError(f"{table.name} frame: id must be present and unique")
         if len(scopes) > 1:
-            outside = ~df[date_column(table)].isin([scope.service_date for scope in scopes])
-            if outside.any():
-                raise FrameError(f"{int(outside.sum())} row(s) of the {table.name} frame lie outside the partitions")
+            date = date_column(table)
+            owned = pd.concat([in_scope(df, scope, date=date) for scope in scopes], axis=1).any(axis=1)
+            if not owned.all():
+                raise FrameError(f"{int((~owned).sum())} row(s) of the {table.name} frame lie outside the partitions")
 
     def write(
         self,
@@ -81,11 +81,14 @@ class MergeById:
         constants: Mapping[str, Any],
         run_id: str,
     ) -> dict[PartitionScope, WriteResult]:
-        """Merge date by date (leads of yesterday and today), each as a single-date write would."""
+        """Merge partition by partition (leads' dates, a journeys run's branches), each as its own write would.
+
+        A journey row of an unmapped branch (no location) goes with every branch partition of its date.
+        """
         date = date_column(table)
         results: dict[PartitionScope, WriteResult] = {}
         for scope in scopes:
-            part = df if len(scopes) == 1 else df[df[date] == scope.service_date]
+            part = df if len(scopes) == 1 else df[in_scope(df, scope, date=date)]
             stage = stage_frame(conn, table, part, constants, extra=self.extra_columns, index_id=True)
             results[scope] = _merge(conn, tenant, table, self, stage, scope, run_id)
             # The next date stages and collects its changes under the same names.

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -70,6 +71,16 @@ def scope_sql(
             test = f"({test} OR {alias}.{column} IS NULL)"
         parts.append(test)
     return " AND ".join(parts)
+
+
+def in_scope(df: pd.DataFrame, scope: PartitionScope, *, date: str = "service_date") -> pd.Series:
+    """Which rows of ``df`` the scope owns, as :func:`scope_sql` with ``null_location_included`` says."""
+    mask = pd.Series(True, index=df.index)
+    if scope.service_date is not None:
+        mask &= pd.to_datetime(df[date]).dt.date == scope.service_date
+    if scope.location_id is not None and "location_id" in df.columns:
+        mask &= df["location_id"].isna() | (df["location_id"] == scope.location_id)
+    return mask
 
 
 def scope_params(scope: PartitionScope) -> dict[str, Any]:

@@ -140,7 +140,7 @@ def write_frame(
     run_id: str,
     asset: str,
     api_calls: ApiCalls | None = None,
-    check_counts: CheckCounts | None = None,
+    check_counts: Mapping[str, CheckCounts] | None = None,
 ) -> WriteResult:
     """Write ``df`` as partition(s) ``scope`` of ``table`` with the table's strategy.
 
@@ -149,7 +149,8 @@ def write_frame(
     one source of that fact, whatever the frame says); a single scope's ``service_date`` /
     ``location_id`` fill those columns when the frame lacks them; every other column of the table
     must be present. ``api_calls`` go to the first scope's ``sync_runs`` row: the calls served the
-    whole range. ``check_counts``: the partition's failed checks by severity, kept beside its counts.
+    whole range. ``check_counts``: each partition's failed checks by severity (by partition key), kept
+    beside its counts.
     """
     scopes = [scope] if isinstance(scope, PartitionScope) else list(scope)
     if not scopes:
@@ -180,7 +181,7 @@ def write_frame(
                 started_at=started_at,
                 result=results[part],
                 api_calls=api_calls if index == 0 else None,
-                check_counts=check_counts,
+                check_counts=(check_counts or {}).get(str(part.key)),
             )
     return WriteResult(
         table.name,

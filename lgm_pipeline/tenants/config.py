@@ -127,6 +127,17 @@ class Tenant:
                 return branch
         raise KeyError(location_id)
 
+    @property
+    def location_ids_west_to_east(self) -> list[str]:
+        """Branches by clock, west first (standard time offsets; file order among equals).
+
+        Whatever the hour, the branches already living a date then follow those still on the previous
+        one: each date a cycle rebuilds is one run of neighbouring branch partitions.
+        """
+        january = dt.datetime(2026, 1, 15, 12, tzinfo=dt.UTC)
+        offset = {b.location_id: january.astimezone(b.tz).utcoffset() for b in self.branches}
+        return sorted(self.location_ids, key=lambda location_id: offset[location_id])
+
     def today(self, now: dt.datetime | None = None) -> dt.date:
         """Today on the tenant's clock (schedules, leads' creation dates, the API quota's day)."""
         now = now or dt.datetime.now(dt.UTC)

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from lgm_pipeline.storage.database import create_engine
@@ -53,3 +55,11 @@ def db(database_url: str) -> Iterator[sa.Engine]:
 @pytest.fixture
 def window(tenant: Tenant) -> list[dt.date]:
     return tenant.sync_window()
+
+
+def journeys_partitions_of(run: dg.DagsterRun, tenant: Tenant) -> list[str]:
+    """The journeys partitions a run rebuilt: its one partition, or every key of its range."""
+    if "dagster/partition" in run.tags:
+        return [run.tags["dagster/partition"]]
+    key_range = dg.PartitionKeyRange(run.tags[ASSET_PARTITION_RANGE_START_TAG], run.tags[ASSET_PARTITION_RANGE_END_TAG])
+    return [str(k) for k in tenant_partitions(tenant).journeys.get_partition_keys_in_range(key_range)]

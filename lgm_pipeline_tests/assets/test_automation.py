@@ -23,6 +23,7 @@ from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.naming import journey_partition_key, parse_journey_partition_key
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant, load_tenants
+from lgm_pipeline_tests.assets.conftest import journeys_partitions_of
 
 
 def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
@@ -200,12 +201,20 @@ def test_lgm_sync_makes_the_automations_runs_and_the_daemon_does_not_repeat_them
     automation = Automation(defs, instance, tenant)
     report = run_sync(defs, tenant, instance, with_leads=False)
     assert report.ok
-    # the runs the schedule and the automation make: one raw run over the window, one run per partition
+    # the runs the schedule and the automation make: one raw run over the window, one journeys run per date
+    # covering all its branches (a single-run backfill of the requested partitions)
     runs = instance.get_run_records()
     journeys_runs = [r.dagster_run for r in runs if r.dagster_run.job_name == journeys_job_name(tenant)]
     raw_runs = [r.dagster_run for r in runs if r.dagster_run.job_name == raw_job_name(tenant)]
     assert len(raw_runs) == 1
-    assert sorted(r.tags["dagster/partition"] for r in journeys_runs) == sorted(_in_own_window(tenant, window))
+    assert len(journeys_runs) == len(window)
+    rebuilt = [k for r in journeys_runs for k in journeys_partitions_of(r, tenant)]
+    assert sorted(rebuilt) == sorted(_in_own_window(tenant, window))
+    dates_per_run = [
+        {parse_journey_partition_key(k)[0] for k in journeys_partitions_of(r, tenant)} for r in journeys_runs
+    ]
+    assert all(len(dates) == 1 for dates in dates_per_run)
+    assert report.branches and all(b.success and b.checks_passed for b in report.branches)
     # sync's journeys runs came after its raw pull: the daemon's next evaluation has nothing to do
     assert automation.tick() == set()
 
