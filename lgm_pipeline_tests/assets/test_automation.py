@@ -6,6 +6,7 @@ import datetime as dt
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.assets.automation import (
@@ -217,6 +218,40 @@ def test_lgm_sync_makes_the_automations_runs_and_the_daemon_does_not_repeat_them
     assert report.branches and all(b.success and b.checks_passed for b in report.branches)
     # sync's journeys runs came after its raw pull: the daemon's next evaluation has nothing to do
     assert automation.tick() == set()
+
+
+def _partition_writers(db: sa.Engine, tenant: Tenant) -> dict[tuple[dt.date, str], set[str]]:
+    """The runs that wrote each (date, branch) of journeys (``sync_runs``, one row per partition write)."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            sa.text(f"SELECT service_date, location_id, run_id FROM {tenant.schema}.sync_runs WHERE asset = 'journeys'")
+        ).all()
+    writers: dict[tuple[dt.date, str], set[str]] = {}
+    for day, location_id, run_id in rows:
+        writers.setdefault((day, location_id), set()).add(run_id)
+    return writers
+
+
+def test_an_engineer_rebuilds_one_branch_partition_alone_after_a_date_run(defs, tenant, instance, window, db) -> None:
+    assert run_sync(defs, tenant, instance, with_leads=False).ok
+    before = _partition_writers(db, tenant)
+    branch = tenant.location_ids[0]
+    key = str(journey_partition_key(window[0].isoformat(), branch))
+    # what the UI's "Materialize" of one partition launches: the partition tag only
+    result = defs.resolve_job_def(journeys_job_name(tenant)).execute_in_process(
+        instance=instance, tags={"dagster/partition": key}
+    )
+    assert result.success
+    after = _partition_writers(db, tenant)
+    assert after[(window[0], branch)] == before[(window[0], branch)] | {result.run_id}
+    assert {p: w for p, w in after.items() if p != (window[0], branch)} == {
+        p: w for p, w in before.items() if p != (window[0], branch)
+    }
+    # its checks speak of that partition alone, as before runs covered several
+    evaluations = result.get_asset_check_evaluations()
+    assert evaluations and all(e.metadata["partition"].value == f"{window[0]} / {branch}" for e in evaluations)
+    [materialization] = result.get_asset_materialization_events()
+    assert materialization.materialization.partition == key
 
 
 def test_lgm_sync_of_one_branch_leaves_the_other_branches_to_the_daemon(defs, tenant, instance, window) -> None:

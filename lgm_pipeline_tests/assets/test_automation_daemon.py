@@ -1,4 +1,5 @@
-"""The journeys automation through a real ``dagster-daemon``: a raw pull is followed by its 12 partitions, once.
+"""The journeys automation through a real ``dagster-daemon``: a raw pull is followed by its 12 partitions, once,
+in one run per date.
 
 The daemon runs as a subprocess, as in a deployment: the package's ``dagster.yaml`` (PostgreSQL
 storage in the test database's ``_dagster`` twin), its workspace, the simulator as SmartMoving. The
@@ -22,17 +23,21 @@ from pathlib import Path
 import dagster as dg
 import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
+from dagster._core.storage.tags import BACKFILL_ID_TAG
 
 from lgm_pipeline.assets.automation import AUTOMATION_INTERVAL_S, automation_sensor_name, range_tags, raw_job_name
+from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.settings import DAGSTER_STORAGE_URL_ENV
 from lgm_pipeline.storage.database import dagster_database_name, dagster_storage_url, ensure_database
+from lgm_pipeline.sync import journeys_run_ranges
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline_tests.assets.conftest import journeys_partitions_of
 
 CLI_DIR = Path(__file__).resolve().parents[2] / "lgm_pipeline" / "cli"
-#: From the raw pull to the 12th partition: up to a sensor interval, then 12 runs 4 at a time, each
-#: ~10-20 s of process start-up (run worker + step subprocess) on a 2-core machine.
+#: From the raw pull to the 12th partition: up to a sensor interval, the backfill daemon's next
+#: iteration, then 2 runs, each ~10-20 s of process start-up (run worker + step subprocess) on 2 cores.
 REBUILT_TIMEOUT_S = 300
 TICK_TIMEOUT_S = AUTOMATION_INTERVAL_S * 3
 
@@ -128,7 +133,7 @@ def test_daemon_rebuilds_each_branch_partition_of_a_pulled_window_once(daemon: D
     while True:
         assert daemon.process.poll() is None, daemon.log_tail()
         runs = _journeys_runs(daemon, tenant)
-        done = {r.tags["dagster/partition"] for r in runs if r.status == dg.DagsterRunStatus.SUCCESS}
+        done = {k for r in runs if r.status == dg.DagsterRunStatus.SUCCESS for k in journeys_partitions_of(r, tenant)}
         failed = [r for r in runs if r.status == dg.DagsterRunStatus.FAILURE]
         assert not failed, daemon.log_tail()
         if done >= expected:
@@ -138,10 +143,14 @@ def test_daemon_rebuilds_each_branch_partition_of_a_pulled_window_once(daemon: D
         time.sleep(1)
     rebuilt_after = time.monotonic() - pulled
 
-    # every run was launched by the automation sensor, one per partition, and each partition is written
-    assert len(runs) == 12
-    assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(expected)
-    assert {r.tags.get("dagster/sensor_name") for r in runs} == {automation_sensor_name(tenant)}
+    # the automation sensor's backfill made one run per pulled date, each over all its branches: what lgm sync runs
+    assert len(runs) == len(window)
+    partitions_def = tenant_partitions(tenant).journeys
+    assert sorted(journeys_partitions_of(r, tenant) for r in runs) == sorted(
+        keys for day in window for keys in journeys_run_ranges(partitions_def, day, tenant.location_ids)
+    )
+    backfills = {r.tags.get(BACKFILL_ID_TAG) for r in runs}
+    assert len(backfills) == 1 and None not in backfills
     assert all(r.tags.get("tenant") == tenant.key for r in runs)
     materialized = daemon.instance.get_materialized_partitions(key)
     assert materialized == expected
@@ -156,10 +165,10 @@ def test_daemon_rebuilds_each_branch_partition_of_a_pulled_window_once(daemon: D
     # the next ticks (runs done, nothing new pulled) launch nothing more
     ticks = _wait_for_tick(daemon, tenant, after=len(_automation_ticks(daemon, tenant)))
     ticks = _wait_for_tick(daemon, tenant, after=len(ticks))
-    assert len(_journeys_runs(daemon, tenant)) == 12
-    requested = [len(t.run_ids) for t in reversed(ticks) if t.tick_id != first[-1].tick_id]
+    assert len(_journeys_runs(daemon, tenant)) == len(window)
+    requested = [t.requested_asset_materialization_count for t in reversed(ticks) if t.tick_id != first[-1].tick_id]
     print(
-        f"12 partitions rebuilt {rebuilt_after:.1f} s after the raw pull; runs launched per tick: {requested}; "
-        f"test {time.monotonic() - started:.1f} s"
+        f"12 partitions rebuilt in {len(runs)} runs {rebuilt_after:.1f} s after the raw pull; partitions requested "
+        f"per tick: {requested}; test {time.monotonic() - started:.1f} s"
     )
     assert sum(requested) == 12

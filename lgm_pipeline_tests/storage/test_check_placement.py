@@ -15,6 +15,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from lgm_pipeline.assets.automation import partition_range_tags
 from lgm_pipeline.assets.factory import tenant_assets
 from lgm_pipeline.assets.journeys import BRANCH_VOLUME_CHECK, USUAL_VOLUME, volume_check
 from lgm_pipeline.naming import IO_MANAGER_KEY, POSTGRES_RESOURCE_KEY, SMARTMOVING_RESOURCE_KEY, journey_partition_key
@@ -48,11 +49,13 @@ def _day(unmapped: int, clean_per_branch: int = 4) -> list[dict[str, Any]]:
 
 
 def _materialize(
-    tenant: Tenant, postgres: PostgresResource, io_manager: PostgresIOManager, name: str, key: str
+    tenant: Tenant, postgres: PostgresResource, io_manager: PostgresIOManager, name: str, key: str | list[str]
 ) -> dg.ExecuteInProcessResult:
+    """One partition (``key``), or the range from the first to the last of ``key`` in one run."""
     return dg.materialize(
         tenant_assets(tenant),
-        partition_key=key,
+        partition_key=key if isinstance(key, str) else None,
+        tags=None if isinstance(key, str) else partition_range_tags(key),
         selection=[tenant.names.asset_key(name)],
         resources={
             POSTGRES_RESOURCE_KEY: postgres,
@@ -143,6 +146,29 @@ def test_a_quarantined_row_warns_in_its_own_partition_only_and_lgm_status_counts
     toronto = _checks(run("journeys", str(journey_partition_key(DAY.isoformat(), TORONTO))))
     assert not calgary["status_mapping"].passed and calgary["status_mapping"].severity == dg.AssetCheckSeverity.WARN
     assert all(e.passed for e in toronto.values())
+    status = format_status(tenant_status(tenant))
+    assert " 1/0 " in _status_line(status, CALGARY)
+    assert " 0/0 " in _status_line(status, TORONTO)
+
+
+def test_one_run_over_both_branches_keeps_each_partitions_findings_apart(writer: Writer, run, tenant: Tenant) -> None:
+    bad = payloads.opportunity(DAY, branch=payloads.CALGARY, status=99)
+    _write_raw(writer, [*_day(unmapped=0, clean_per_branch=30), bad])
+    # west to east, Calgary to Toronto: Calgary, Edmonton, Winnipeg and Toronto in one run
+    west_to_east = tenant.location_ids_west_to_east
+    branches = west_to_east[west_to_east.index(CALGARY) : west_to_east.index(TORONTO) + 1]
+    keys = [str(journey_partition_key(DAY.isoformat(), b)) for b in branches]
+    result = run("journeys", keys)
+    assert result.success
+    assert len(keys) == 4
+    assert sorted(m.materialization.partition for m in result.get_asset_materialization_events()) == sorted(keys)
+    # one result per check for the run (Dagster's rule), failing where one partition failed, naming it
+    status_mapping = _checks(result)["status_mapping"]
+    assert not status_mapping.passed and status_mapping.severity == dg.AssetCheckSeverity.WARN
+    assert list(status_mapping.metadata["failing_partitions"].value) == [f"{DAY} / {CALGARY}"]
+    assert status_mapping.metadata["partitions_checked"].value == 4
+    assert all(e.passed for name, e in _checks(result).items() if name != "status_mapping")
+    # each partition's own record: lgm status counts the warning against Calgary only
     status = format_status(tenant_status(tenant))
     assert " 1/0 " in _status_line(status, CALGARY)
     assert " 0/0 " in _status_line(status, TORONTO)
