@@ -1,9 +1,9 @@
 """A full sync in one process: what the schedule and the journeys automation do, run headless.
 
 Used by ``lgm sync`` and ``lgm up``. Runs go through the Dagster instance like any other run, so
-they show in the UI: one raw run per block of consecutive dates, then one ``journeys`` run per
-(date, branch) (for the cycle's window, only the dates of each branch's own window), exactly the runs
-the schedule and the automation sensor produce for those dates.
+they show in the UI: one raw run per block of consecutive dates, then one ``journeys`` run per date
+over its branches (for the cycle's window, the branches living that date), exactly the runs the
+schedule and the automation sensor's backfill produce for those dates.
 
 Why sync launches the journeys runs itself rather than asking the automation conditions: it must
 work without a daemon (``lgm up`` syncs before the daemon starts; ``lgm sync`` from cron) and for
@@ -494,7 +494,7 @@ def run_sync(
     console_level: str | None = None,
     now: dt.datetime | None = None,
 ) -> SyncReport:
-    """Pull the dates (one run per block of consecutive dates), then rebuild journeys for each (date, branch).
+    """Pull the dates (one run per block of consecutive dates), then rebuild journeys (one run per date).
 
     Without ``dates``: the cycle's window at ``now`` (default: the current time), each branch's
     journeys rebuilt for the dates of its own window only, as the automation does.

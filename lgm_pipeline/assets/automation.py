@@ -22,7 +22,6 @@ from collections.abc import Sequence
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from lgm_pipeline.assets.freshness import FRESHNESS_CHECK
 from lgm_pipeline.naming import parse_journey_partition_key
 from lgm_pipeline.tenants import Tenant
 
@@ -49,10 +48,12 @@ def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
     )
     journeys = dg.define_asset_job(
         journeys_job_name(tenant),
-        # Only the per-partition checks: the freshness check spans every branch and runs on its own schedule.
-        selection=dg.AssetSelection.assets(tenant.names.asset_key("journeys"))
-        - dg.AssetSelection.checks(dg.AssetCheckKey(tenant.names.asset_key("journeys"), FRESHNESS_CHECK)),
-        description="Rebuild one date x branch partition of journeys from the raw tables (no API call).",
+        # Every check of journeys, the freshness check too: the automation's backfill runs all of them (Dagster
+        # gives a backfill run every check of its assets), and lgm sync makes the same runs.
+        selection=dg.AssetSelection.assets(tenant.names.asset_key("journeys")),
+        description=(
+            "Rebuild journeys partitions from the raw tables (no API call): one date x branch, or a date's branches."
+        ),
         tags=tenant.names.tags,
     )
     retention = dg.define_asset_job(

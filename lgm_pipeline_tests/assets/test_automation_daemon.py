@@ -154,13 +154,13 @@ def test_daemon_rebuilds_each_branch_partition_of_a_pulled_window_once(daemon: D
     assert all(r.tags.get("tenant") == tenant.key for r in runs)
     materialized = daemon.instance.get_materialized_partitions(key)
     assert materialized == expected
-    # the freshness check spans every branch and has its own schedule: it does not ride along
+    # a backfill runs every check of journeys: the freshness check rides along, as in lgm sync's runs
     checks = {
         e.dagster_event.event_specific_data.check_name  # type: ignore[union-attr]
         for r in runs
         for e in daemon.instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     }
-    assert checks and "journeys_freshness" not in checks
+    assert "journeys_freshness" in checks and "branch_volume" in checks
 
     # the next ticks (runs done, nothing new pulled) launch nothing more
     ticks = _wait_for_tick(daemon, tenant, after=len(_automation_ticks(daemon, tenant)))
