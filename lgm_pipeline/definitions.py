@@ -20,6 +20,9 @@ def build_definitions() -> dg.Definitions:
     tenants = load_tenants()
     postgres = PostgresResource()
     shared = dg.Definitions(
+        # A run's steps depend on each other (customers -> opportunities -> jobs; one journeys step): the
+        # multiprocess default would only add a Python process, with its imports, per step of every run.
+        executor=dg.in_process_executor,
         resources={
             POSTGRES_RESOURCE_KEY: postgres,
             IO_MANAGER_KEY: PostgresIOManager(postgres=postgres),
