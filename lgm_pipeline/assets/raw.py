@@ -39,8 +39,10 @@ from lgm_pipeline.transform.raw import (
     OpportunitySummary,
     branches_frame,
     customers_frame,
+    departures_frame,
     enum_code,
     jobs_frame,
+    jobs_on,
     listed_jobs,
     opportunities_frame,
     opportunity_dates,
@@ -281,18 +283,27 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                     fetched_at[oid] = detail.fetched_at
         reused = len(details)
         to_fetch = [oid for oid in summaries if oid not in details]
+        window = set(dates)
         with open_client(smartmoving, tenant, context) as client:
             fetched = call_api(client.get_opportunities, to_fetch, tenant=tenant)
+            # Deleted in SmartMoving between the list and the details: its journeys leave with the next merge.
+            vanished = [oid for oid in to_fetch if oid not in fetched]
+            for oid, payload in fetched.items():
+                details[oid] = payload
+                fetched_at[oid] = now
+            # Journeys of these dates whose job this pull files on none of them leave with the next
+            # merge; their opportunities' details say why. Only an opportunity the list no longer shows
+            # costs a call (at most once per pull; none once its journeys are gone).
+            filed = {str(job["id"]) for payload in details.values() for job in jobs_on(payload, window)}
+            leaving = [job for job in postgres.journey_jobs_on(tenant, dates) if job.job_id not in filed]
+            unexplained = sorted({job.opportunity_id for job in leaving} - set(details) - set(vanished))
+            explaining = call_api(client.get_opportunities, unexplained, tenant=tenant)
             calls = Counter(client.calls)
-        # Deleted in SmartMoving between the list and the details: its journeys leave with the next merge.
-        vanished = [oid for oid in to_fetch if oid not in fetched]
-        for oid, payload in fetched.items():
-            details[oid] = payload
-            fetched_at[oid] = now
         if vanished:
             context.log.warning(f"{len(vanished)} listed opportunities no longer exist in SmartMoving: {vanished[:5]}")
+        departures = departures_frame(leaving, {**details, **explaining}, fetched_at, window, now, context.run.run_id)
+        postgres.write_departures(tenant, departures, dates, context.run.run_id)
         # A carried opportunity whose multi-day job moved off these dates no longer belongs here.
-        window = set(dates)
         for oid in carried & set(details):
             if not opportunity_dates(details[oid]) & window:
                 del details[oid]
@@ -307,6 +318,11 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                 "details_reused": dg.MetadataValue.int(reused),
                 "vanished": dg.MetadataValue.int(len(vanished)),
                 "carried_multi_day": dg.MetadataValue.int(len(carried & set(details))),
+                # Journeys leaving these dates: why (raw_job_departures), and the calls that told.
+                "departures": dg.MetadataValue.json(
+                    {str(reason): int(n) for reason, n in departures["reason"].value_counts().sort_index().items()}
+                ),
+                "departure_details_fetched": dg.MetadataValue.int(len(unexplained)),
                 "rows_per_branch": per_branch(branches),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
                 **api_cost_metadata(tenant, calls, runs_per_day(tenant, dates)),

@@ -12,6 +12,9 @@ Behaviour worth knowing when writing tests against it:
   client's sync) first runs one ``World.evolve()`` step when ``churn > 0``: status
   progressions, a new booking, a reschedule, a cancellation, a contact fix. Pages 2.. of the same
   sync see the same data. Set ``churn=0`` for a frozen world.
+* Evolution never deletes; ``POST /_admin/delete`` (``World.delete_opportunity``) does: the
+  opportunity leaves every list and its details answer 400 "Opportunity not found", as a
+  deleted one does in SmartMoving.
 * The monthly quota's real response is undocumented; the simulator answers 429 with
   ``{"message": "Monthly API call quota exceeded"}``, ``X-Quota-Exceeded: true`` and a
   ``Retry-After`` of the seconds until the next calendar month (UTC).

@@ -465,6 +465,10 @@ def _admin_routes(tenants: Tenants) -> list[Route]:
         state.world.cancel_opportunity(str(body["opportunity_id"]))
         return {"opportunity_id": body["opportunity_id"], "status": 20}
 
+    def delete(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
+        state.world.delete_opportunity(str(body["opportunity_id"]))
+        return {"deleted": body["opportunity_id"]}
+
     def rename(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
         state.world.rename_customer(str(body["customer_id"]), str(body["name"]))
         return {"customer_id": body["customer_id"], "name": body["name"]}
@@ -533,6 +537,7 @@ def _admin_routes(tenants: Tenants) -> list[Route]:
         Route("/_admin/evolve", admin(evolve), methods=["POST"]),
         Route("/_admin/reschedule", admin(reschedule), methods=["POST"]),
         Route("/_admin/cancel", admin(cancel), methods=["POST"]),
+        Route("/_admin/delete", admin(delete), methods=["POST"]),
         Route("/_admin/rename", admin(rename), methods=["POST"]),
         Route("/_admin/add", admin(add), methods=["POST"]),
         Route("/_admin/patch", admin(patch), methods=["POST"]),

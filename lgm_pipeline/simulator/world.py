@@ -693,6 +693,18 @@ class World:
             opp = self._opportunity(opportunity_id)
             self._set_status(opp, S.CANCELLED)
 
+    def delete_opportunity(self, opportunity_id: str) -> None:
+        """Gone from SmartMoving: off every list, and its details answer 400 "Opportunity not found"."""
+        with self._lock:
+            opp = self._opportunity(opportunity_id)
+            opp["serviceDate"] = None
+            opp["jobs"] = []  # no date left: _reindex takes it out of both date indexes
+            self._reindex(opportunity_id)
+            del self.opportunities[opportunity_id]
+            self._customer_opps[opp["_customer_id"]].remove(opportunity_id)
+            for job_id in [j for j, o in self._job_opp.items() if o == opportunity_id]:
+                del self._job_opp[job_id]
+
     def rename_customer(self, customer_id: str, name: str) -> None:
         with self._lock:
             self._customer(customer_id)["name"] = name

@@ -105,11 +105,14 @@ def quote_literal(conn: Connection, value: str) -> str:
     return processor(value)
 
 
-def branch_predicate(conn: Connection) -> str:
-    """SQL true for rows of a branch the session allows (all branches when none is set)."""
+def branch_predicate(conn: Connection, location: str = "location_id") -> str:
+    """SQL true for rows of a branch the session allows (all branches when none is set).
+
+    ``location``: the SQL naming the row's branch (a view over audit images has no such column).
+    """
     setting = f"current_setting({quote_literal(conn, ALLOWED_LOCATIONS_SETTING)}, true)"
     # Location ids never contain spaces (tenants config), so spaces after commas are dropped.
-    return f"(coalesce({setting}, '') = '' OR location_id = ANY (string_to_array(replace({setting}, ' ', ''), ',')))"
+    return f"(coalesce({setting}, '') = '' OR {location} = ANY (string_to_array(replace({setting}, ' ', ''), ',')))"
 
 
 def _create_group_role(conn: Connection, role: str) -> None:

@@ -46,6 +46,15 @@ AUDIT_IMAGE_EXCLUDED = frozenset({"raw_payload"})
 
 
 @dataclass(frozen=True)
+class Departure:
+    """Why a row left the table, in the audit table's own ``columns`` of its delete row."""
+
+    columns: tuple[str, ...]
+    #: SQL: a query over a leaving row ``g`` (the table's row) returning at most one row of ``columns``.
+    source: Callable[[Connection, Tenant], str]
+
+
+@dataclass(frozen=True)
 class MergeById:
     """A table merged by ``id`` into itself, with ``audit`` and ``quarantine`` beside it."""
 
@@ -59,6 +68,8 @@ class MergeById:
     #: update). Such a row stays until then instead of being deleted here and inserted there: never
     #: absent between two commits. None: every row the frame no longer lists leaves.
     filed_elsewhere: Callable[[Connection, Tenant], str] | None = None
+    #: Where a row that leaves finds why (None: its delete row says nothing more than the image).
+    departure: Departure | None = None
 
     extra_columns = MappingProxyType({QUARANTINE_REASONS: JSONB()})
 
@@ -159,6 +170,11 @@ def _merge(
         if spec.filed_elsewhere is not None
         else ""
     )
+    why_columns = why_values = why_join = ""
+    if spec.departure is not None:
+        why_columns = "".join(f", {q(c)}" for c in spec.departure.columns)
+        why_values = "".join(f", why.{q(c)}" for c in spec.departure.columns)
+        why_join = f"\n            LEFT JOIN LATERAL ({spec.departure.source(conn, tenant)} LIMIT 1) why ON true"
     deleted = conn.execute(
         sa.text(
             f"""
@@ -175,9 +191,10 @@ def _merge(
               )
               RETURNING j.*
             )
-            INSERT INTO {audit} ({audit_columns})
-            SELECT g.id, 'delete', '{{}}', to_jsonb(g) - {excluded_from_image}, NULL, :run_id, :partition_key
-            FROM gone g
+            INSERT INTO {audit} ({audit_columns}{why_columns})
+            SELECT g.id, 'delete', '{{}}', to_jsonb(g) - {excluded_from_image}, NULL,
+                   :run_id, :partition_key{why_values}
+            FROM gone g{why_join}
             """
         ),
         params,

@@ -25,6 +25,7 @@ from lgm_pipeline.storage.access import (
     apply_access,
     apply_branch_access,
     apply_crm_access,
+    branch_predicate,
     grant_branch_views,
     quote_ident,
     quote_literal,
@@ -42,6 +43,7 @@ from lgm_pipeline.storage.tables import (
     locations,
     metadata,
     raw_branches,
+    raw_job_departures,
     raw_job_timelines,
     raw_leads,
     raw_opportunities,
@@ -206,6 +208,24 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
     # A lead naming no branch (or one no longer configured) is on the tenant's clock; the earliest
     # today bounds created_date's index scan the same way.
     lead_today = today_sql(conn, f"coalesce(l.timezone, {quote_literal(conn, tenant.timezone)})")
+    # Jobs that left a branch's coming days with a known reason (rescheduled past the pulled dates,
+    # cancelled, deleted), from the latest audit row of each: a job that came back (a later insert) or
+    # left again unexplained is not listed. The delete's image holds the journey as it was.
+    was = "a.before ->> "
+    moved_out = (
+        f"SELECT a.journey_id, {was}'smartmoving_job_id' AS smartmoving_job_id, {was}'job_number' AS job_number, "
+        f"{was}'quote_number' AS quote_number, {was}'customer_name' AS customer_name, "
+        f"{was}'customer_phone' AS customer_phone, l.location_id, l.name AS branch, "
+        f"CAST({was}'service_date' AS date) AS old_service_date, a.new_service_date, a.reason, "
+        f"a.at AS seen_at, a.run_id "
+        f"FROM {table(journey_audit)} a JOIN {table(locations)} l ON l.location_id = {was}'location_id' "
+        "WHERE a.reason IS NOT NULL "
+        f"AND CAST({was}'service_date' AS date) >= {branch_today} "
+        f"AND NOT EXISTS (SELECT 1 FROM {table(journey_audit)} b "
+        "WHERE b.journey_id = a.journey_id AND b.audit_id > a.audit_id) "
+        # The audit table has no branch column for the CRM's per-request filter: the image names it.
+        f"AND {branch_predicate(conn, 'l.location_id')}"
+    )
     definitions = {
         "journeys_board": board,
         "journeys_today": f"{by_branch} = d.today WHERE b.status IN {booked}",
@@ -220,6 +240,7 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
             f"AND r.created_date > {earliest_today} - 7 "
             "AND r.converted_opportunity_id IS NULL"
         ),
+        "journeys_moved_out": moved_out,
     }
     # security_invoker: the reader's own rights and row-level security apply through the view, not
     # the owner's (PostgreSQL >= 15).
@@ -291,6 +312,25 @@ def _add_missing_columns(conn: Connection, tenant: Tenant, table: sa.Table) -> l
         )
         added.append(column.name)
     return added
+
+
+def _add_missing_checks_and_indexes(conn: Connection, tenant: Tenant, table: sa.Table) -> None:
+    """The CHECK constraints and indexes of the metadata the database table lacks, as declared there."""
+    qualified = f"{quote_ident(conn, tenant.schema)}.{quote_ident(conn, table.name)}"
+    present = set(
+        conn.execute(
+            sa.text("SELECT conname FROM pg_constraint WHERE conrelid = CAST(:t AS regclass)"), {"t": qualified}
+        ).scalars()
+    )
+    for constraint in table.constraints:
+        if isinstance(constraint, sa.CheckConstraint) and constraint.name not in present:
+            conn.exec_driver_sql(
+                f"ALTER TABLE {qualified} ADD CONSTRAINT {quote_ident(conn, str(constraint.name))} "
+                f"CHECK ({constraint.sqltext})"
+            )
+    scoped = conn.execution_options(**tenant_options(tenant))
+    for index in table.indexes:
+        index.create(scoped, checkfirst=True)
 
 
 def _booked_work_only(conn: Connection, tenant: Tenant) -> None:
@@ -418,6 +458,18 @@ def _check_counts(conn: Connection, tenant: Tenant) -> None:
     _add_missing_columns(conn, tenant, sync_runs)
 
 
+def _departure_reasons(conn: Connection, tenant: Tenant) -> None:
+    """Migration 9: why a journey left its date: ``raw_job_departures`` and ``journey_audit.reason``.
+
+    Existing audit rows keep every value: the new columns are NULL for them (a delete written before
+    this change says no more than it did). A fresh database has it all from migration 1.
+    """
+    scoped = conn.execution_options(**tenant_options(tenant))
+    raw_job_departures.create(scoped, checkfirst=True)
+    _add_missing_columns(conn, tenant, journey_audit)
+    _add_missing_checks_and_indexes(conn, tenant, journey_audit)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
@@ -427,6 +479,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "branch logins: row access bound to the login's branches", _branch_logins),
     Migration(7, "per-branch time zones: locations.timezone, day views on each branch's clock", _branch_time_zones),
     Migration(8, "failed checks per partition in sync_runs", _check_counts),
+    Migration(9, "why a journey left its date: raw_job_departures, journey_audit.reason", _departure_reasons),
 )
 
 

@@ -21,16 +21,19 @@ from sqlalchemy.engine import Engine
 from lgm_pipeline.storage import database
 from lgm_pipeline.storage.access import quote_ident
 from lgm_pipeline.storage.migrations import migrate
+from lgm_pipeline.storage.scope import PartitionScope
 from lgm_pipeline.storage.tables import (
     RAW_TABLES,
     date_column,
     journeys,
     leads,
     leads_quarantine,
+    raw_job_departures,
     raw_opportunities,
     sync_runs,
     tenant_options,
 )
+from lgm_pipeline.storage.write import write_frame
 from lgm_pipeline.tenants.config import Tenant
 
 # (database URL, tenant) pairs migrated by this process; a tenant edited in config is a new key.
@@ -47,6 +50,15 @@ class CachedDetail:
     payload: dict[str, Any]
     service_date: dt.date
     customer_id: str
+
+
+@dataclass(frozen=True)
+class JourneyJob:
+    """A stored journey's SmartMoving job, where it is now and which opportunity it belongs to."""
+
+    service_date: dt.date
+    job_id: str
+    opportunity_id: str
 
 
 class PostgresResource(dg.ConfigurableResource):
@@ -123,6 +135,31 @@ class PostgresResource(dg.ConfigurableResource):
         stmt = sa.select(t.c.opportunity_id).distinct().where(t.c.service_date >= since, has_job)
         with self.ensure_tenant(tenant).connect() as conn:
             return set(conn.execution_options(**tenant_options(tenant)).execute(stmt).scalars())
+
+    def journey_jobs_on(self, tenant: Tenant, dates: Iterable[dt.date]) -> list[JourneyJob]:
+        """The jobs of the journeys stored on ``dates`` (any branch), with their opportunities."""
+        opportunity = journeys.c.external_ids["smartmoving_opportunity_id"].astext
+        stmt = (
+            sa.select(journeys.c.service_date, journeys.c.smartmoving_job_id, opportunity)
+            .where(journeys.c.service_date.in_(sorted(set(dates))), opportunity.is_not(None))
+            .order_by(journeys.c.service_date, journeys.c.smartmoving_job_id)
+        )
+        with self.ensure_tenant(tenant).connect() as conn:
+            rows = conn.execution_options(**tenant_options(tenant)).execute(stmt).all()
+        return [JourneyJob(*row) for row in rows]
+
+    def write_departures(self, tenant: Tenant, frame: pd.DataFrame, dates: Iterable[dt.date], run_id: str) -> None:
+        """Replace the departures of each pulled date with ``frame``'s (none left: the date's are cleared)."""
+        scopes = [PartitionScope(key=day.isoformat(), service_date=day) for day in sorted(set(dates))]
+        write_frame(
+            self.ensure_tenant(tenant),
+            tenant,
+            raw_job_departures,
+            frame,
+            scope=scopes,
+            run_id=run_id,
+            asset=raw_job_departures.name,
+        )
 
     def existing_journey_ids(self, tenant: Tenant, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` are journeys already (in any partition)."""

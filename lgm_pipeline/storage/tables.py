@@ -163,7 +163,7 @@ journeys_quarantine = sa.Table(
 )
 
 
-def _audit_table(name: str, key: str) -> sa.Table:
+def _audit_table(name: str, key: str, *extra: sa.Column | sa.Index | sa.CheckConstraint) -> sa.Table:
     """One row per insert/update/delete of a merged row (``key``), with its run and partition."""
     return sa.Table(
         name,
@@ -179,10 +179,31 @@ def _audit_table(name: str, key: str) -> sa.Table:
         sa.Column("at", _TS, nullable=False, server_default=_now()),
         sa.CheckConstraint("action IN ('insert', 'update', 'delete')", name=f"ck_{name}_action"),
         sa.Index(f"ix_{name}_{key}", key),
+        *extra,
     )
 
 
-journey_audit = _audit_table("journey_audit", "journey_id")
+#: Why a journey left its date: the values of ``journey_audit.reason`` (the delete row of a job no
+#: pull files on a pulled date any more; NULL for any other audit row, or a departure no detail explains).
+DEPARTURE_REASONS: tuple[str, ...] = ("rescheduled", "cancelled", "deleted")
+
+
+def _departure_reason_check(table: str) -> sa.CheckConstraint:
+    return sa.CheckConstraint(
+        "reason IN ({})".format(", ".join(f"'{r}'" for r in DEPARTURE_REASONS)), name=f"ck_{table}_reason"
+    )
+
+
+journey_audit = _audit_table(
+    "journey_audit",
+    "journey_id",
+    sa.Column("reason", sa.Text, nullable=True),
+    # A rescheduled job's new date, as its opportunity's details give it (NULL: no date yet, "TBD").
+    sa.Column("new_service_date", sa.Date, nullable=True),
+    _departure_reason_check("journey_audit"),
+    # The view of jobs that left the board reads only these few rows of a table that only grows.
+    sa.Index("ix_journey_audit_departures", "at", postgresql_where=sa.text("reason IS NOT NULL")),
+)
 
 sync_runs = sa.Table(
     "sync_runs",
@@ -319,6 +340,25 @@ raw_job_timelines = sa.Table(
     sa.Column("run_id", sa.Text, nullable=False),
 )
 
+#: Jobs that had a journey on a pulled date and that the pull files on none of its dates, with why
+#: (from their opportunity's details, fetched for the purpose when the customers list no longer shows
+#: it; ``deleted`` when SmartMoving answers 400 for it). Replaced per date by every pull, like the other
+#: raw tables; the journeys merge copies the reason into the delete's audit row.
+raw_job_departures = sa.Table(
+    "raw_job_departures",
+    metadata,
+    # The date the job left: its journey's date.
+    sa.Column("service_date", sa.Date, primary_key=True),
+    sa.Column("job_id", sa.Text, primary_key=True),
+    sa.Column("opportunity_id", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("new_service_date", sa.Date, nullable=True),
+    # When the evidence was fetched: only a departure seen after the journey's own fetch explains it.
+    sa.Column("fetched_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+    _departure_reason_check("raw_job_departures"),
+)
+
 #: SmartMoving's branches (``/api/branches``) as last pulled: the dispatch address the board shows.
 raw_branches = sa.Table(
     "raw_branches",
@@ -351,7 +391,14 @@ ASSET_TABLES: dict[str, sa.Table] = {
 }
 
 #: Tables with one row per source record and date; pruned by retention, never merged.
-RAW_TABLES: tuple[sa.Table, ...] = (raw_customers, raw_opportunities, raw_jobs, raw_job_timelines, raw_leads)
+RAW_TABLES: tuple[sa.Table, ...] = (
+    raw_customers,
+    raw_opportunities,
+    raw_jobs,
+    raw_job_timelines,
+    raw_leads,
+    raw_job_departures,
+)
 
 #: Journey-level tables the CRM filters by branch (row-level security applies to these).
 BRANCH_SCOPED_TABLES: tuple[sa.Table, ...] = (journeys, journeys_quarantine, leads, leads_quarantine)

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from lgm_pipeline.domain.mappings import JOURNEY_CREATING_STAGES
 from lgm_pipeline.storage.access import quote_ident
-from lgm_pipeline.storage.merge import MergeById
+from lgm_pipeline.storage.merge import Departure, MergeById
 from lgm_pipeline.storage.replace import ReplacePartitions
 from lgm_pipeline.storage.scope import FrameError, PartitionScope, WriteResult
 from lgm_pipeline.storage.staging import ExtraColumns, check_frame_columns
@@ -37,6 +37,7 @@ from lgm_pipeline.storage.tables import (
     locations,
     raw_branches,
     raw_customers,
+    raw_job_departures,
     raw_job_timelines,
     raw_jobs,
     raw_leads,
@@ -94,11 +95,26 @@ def _journey_filed_elsewhere(conn: Connection, tenant: Tenant) -> str:
     )
 
 
+def _journey_departure(conn: Connection, tenant: Tenant) -> str:
+    """Why a journey ``g`` leaving its partition left: the latest pull of its date, if it saw the job go.
+
+    ``raw_job_departures`` holds what the raw pull of each date found (its opportunity's details, or
+    SmartMoving's 400), newer than the journey's own fetch; no such row: no reason (NULL).
+    """
+    schema = quote_ident(conn, tenant.schema)
+    return (
+        f"SELECT d.reason, d.new_service_date FROM {schema}.{raw_job_departures.name} d "
+        "WHERE d.service_date = g.service_date AND d.job_id = g.smartmoving_job_id "
+        "AND d.fetched_at > g.source_fetched_at"
+    )
+
+
 #: Each table's write strategy, by table name: the one place that decides replace or merge.
 WRITE_STRATEGIES: Mapping[str, WriteStrategy] = {
     raw_customers.name: _REPLACE,
     raw_opportunities.name: _REPLACE,
     raw_jobs.name: _REPLACE,
+    raw_job_departures.name: _REPLACE,
     raw_job_timelines.name: _REPLACE,
     raw_branches.name: _REPLACE,
     raw_leads.name: _REPLACE,
@@ -109,6 +125,7 @@ WRITE_STRATEGIES: Mapping[str, WriteStrategy] = {
         # Only booked work becomes a journey: a lead or a job first seen cancelled never does.
         {"status": frozenset(str(s) for s in JOURNEY_CREATING_STAGES)},
         filed_elsewhere=_journey_filed_elsewhere,
+        departure=Departure(("reason", "new_service_date"), _journey_departure),
     ),
     leads.name: MergeById(leads_quarantine, lead_audit, "lead_id"),
 }

@@ -9,13 +9,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from lgm_pipeline.storage.tables import raw_branches, raw_customers, raw_job_timelines, raw_jobs, raw_opportunities
+from lgm_pipeline.domain.mappings import FALLEN_THROUGH_STAGES, STATUS_MAPPING
+from lgm_pipeline.storage.tables import (
+    raw_branches,
+    raw_customers,
+    raw_job_departures,
+    raw_job_timelines,
+    raw_jobs,
+    raw_opportunities,
+)
+
+if TYPE_CHECKING:  # the database resource's type only: transform stays free of Dagster at run time
+    from lgm_pipeline.storage.resources import JourneyJob
 
 # The frames' columns are the tables' columns: one definition, in storage.tables.
 CUSTOMER_COLUMNS = [c.name for c in raw_customers.columns]
@@ -23,6 +34,7 @@ OPPORTUNITY_COLUMNS = [c.name for c in raw_opportunities.columns]
 JOB_COLUMNS = [c.name for c in raw_jobs.columns]
 BRANCH_COLUMNS = [c.name for c in raw_branches.columns]
 TIMELINE_COLUMNS = [c.name for c in raw_job_timelines.columns]
+DEPARTURE_COLUMNS = [c.name for c in raw_job_departures.columns]
 
 
 #: Enum codes land in PostgreSQL ``integer`` columns: a larger value would fail the whole write.
@@ -199,6 +211,15 @@ def job_date(job: Mapping[str, Any]) -> dt.date | None:
     return yyyymmdd_to_date(job.get("jobDate"))
 
 
+def jobs_on(opportunity: Mapping[str, Any], days: Collection[dt.date]) -> list[dict[str, Any]]:
+    """The opportunity's jobs (with an id) dated on one of ``days``: what a pull of them files."""
+    return [
+        job
+        for job in opportunity.get("jobs") or []
+        if isinstance(job, dict) and job.get("id") is not None and job_date(job) in days
+    ]
+
+
 def jobs_frame(opportunities: pd.DataFrame, service_date: dt.date, run_id: str) -> pd.DataFrame:
     """One row per job dated ``service_date`` (a multi-day move's other jobs belong to other dates)."""
     rows: list[dict[str, Any]] = []
@@ -206,9 +227,7 @@ def jobs_frame(opportunities: pd.DataFrame, service_date: dt.date, run_id: str) 
     for opportunity, customer_id, fetched_at in zip(
         opportunities["payload"], opportunities["customer_id"], opportunities["fetched_at"], strict=True
     ):
-        for job in opportunity.get("jobs") or []:
-            if not isinstance(job, dict) or job_date(job) != service_date or job.get("id") is None:
-                continue
+        for job in jobs_on(opportunity, {service_date}):
             if str(job["id"]) in seen:  # the same opportunity filed under several dates of a pull
                 continue
             seen.add(str(job["id"]))
@@ -231,6 +250,61 @@ def jobs_frame(opportunities: pd.DataFrame, service_date: dt.date, run_id: str) 
     frame = pd.DataFrame(rows, columns=JOB_COLUMNS)
     frame["job_type"] = frame["job_type"].astype("Int64")
     return frame
+
+
+def departure_reason(
+    job_id: str, detail: Mapping[str, Any] | None, days: Collection[dt.date]
+) -> tuple[str, dt.date | None] | None:
+    """Why a job no longer shows on ``days`` (its journey's pulled dates), from its opportunity's details.
+
+    ``detail`` None: SmartMoving answered 400 for the opportunity. Returns (reason, new date) or None
+    when the details still date the job on ``days`` (nothing explains why the list left it out).
+    """
+    if detail is None:
+        return "deleted", None
+    job = next((j for j in detail.get("jobs") or [] if isinstance(j, dict) and str(j.get("id")) == job_id), None)
+    if job is None:
+        return "deleted", None  # removed from its opportunity, which lives on
+    mapping = STATUS_MAPPING.get(enum_code(detail.get("status")))  # type: ignore[arg-type]
+    if mapping is not None and mapping.stage in FALLEN_THROUGH_STAGES:
+        # Whatever its date now: the booking fell through (cancelled, lost, sent back to lead).
+        return "cancelled", None
+    day = job_date(job)
+    if day in days:
+        return None
+    return "rescheduled", day  # None: no date yet ("TBD")
+
+
+def departures_frame(
+    leaving: Iterable[JourneyJob],
+    details: Mapping[str, Mapping[str, Any]],
+    fetched_at: Mapping[str, dt.datetime],
+    days: Collection[dt.date],
+    now: dt.datetime,
+    run_id: str,
+) -> pd.DataFrame:
+    """One row per leaving job whose opportunity's details (absent from ``details``: a 400) say why.
+
+    ``fetched_at``: when each detail was fetched; one fetched just now for the purpose, or a 400, is ``now``.
+    """
+    rows = []
+    for job in leaving:
+        detail = details.get(job.opportunity_id)
+        why = departure_reason(job.job_id, detail, days)
+        if why is None:
+            continue
+        rows.append(
+            {
+                "service_date": job.service_date,
+                "job_id": job.job_id,
+                "opportunity_id": job.opportunity_id,
+                "reason": why[0],
+                "new_service_date": why[1],
+                "fetched_at": fetched_at.get(job.opportunity_id, now) if detail is not None else now,
+                "run_id": run_id,
+            }
+        )
+    return pd.DataFrame(rows, columns=DEPARTURE_COLUMNS)
 
 
 def branches_frame(branches: Iterable[Mapping[str, Any]], fetched_at: dt.datetime, run_id: str) -> pd.DataFrame:

@@ -208,3 +208,17 @@ def test_generated_data_is_realistically_messy(simulator: RunningSimulator) -> N
     assert max(set(statuses), key=statuses.count) == OpportunityStatus.BOOKED
     assert {0, 1, 3, 10, 11, 20, 30} <= set(statuses)
     assert len({c["id"] for c in customers}) < len(opportunities)  # some customers have two
+
+
+def test_a_deleted_opportunity_leaves_the_list_and_its_details_answer_400(
+    api: httpx.Client, admin: httpx.Client
+) -> None:
+    def listed() -> set[str]:
+        return {o["id"] for c in _all_pages(api, 500, **_day_params()) for o in c.get("opportunities") or []}
+
+    victim = sorted(listed())[0]
+    assert admin.post("/delete", json={"opportunity_id": victim}).json() == {"deleted": victim}
+    assert victim not in listed()
+    for path in (f"/api/opportunities/{victim}", f"/api/opportunities/{victim}/jobs"):
+        response = api.get(path)
+        assert (response.status_code, response.json()) == (400, {"message": "Opportunity not found"})
