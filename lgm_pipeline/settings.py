@@ -38,3 +38,23 @@ def smartmoving_rate_limit(tenant_default: int) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f"{RATE_LIMIT_OVERRIDE_ENV} must be 'off' or a whole number, not {value!r}") from None
+
+
+REFRESH_CRON_ENV = "LGM_REFRESH_CRON"
+#: Every 2 hours: 12 cycles a day (assets.metadata.CYCLES_PER_DAY and the API budget assume it).
+DEFAULT_REFRESH_CRON = "0 */2 * * *"
+
+
+def refresh_cron() -> str:
+    """The raw refresh schedule's cron: ``LGM_REFRESH_CRON`` over every 2 hours.
+
+    For tests and demos that want a tick within a minute (``* * * * *``); a production change of
+    cadence changes the API budget too (docs/performance.md)."""
+    value = (os.environ.get(REFRESH_CRON_ENV) or "").strip()
+    if not value:
+        return DEFAULT_REFRESH_CRON
+    from dagster._utils.schedules import is_valid_cron_string  # late: most commands never need it
+
+    if not is_valid_cron_string(value):
+        raise ValueError(f"{REFRESH_CRON_ENV} is not a cron expression: {value!r} (e.g. '0 */2 * * *')")
+    return value
