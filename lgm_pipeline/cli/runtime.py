@@ -90,7 +90,9 @@ def code_location() -> CodeLocation:
 def grpc_workspace_text(location: CodeLocation, host: str, port: int) -> str:
     """A workspace that reaches ``location`` over gRPC at host:port instead of loading it in-process."""
     load_from = [{"grpc_server": {"host": host, "port": port, "location_name": location.location_name}}]
-    return "# Written by `lgm serve`: the code server it started.\n" + yaml.safe_dump({"load_from": load_from})
+    return "# Written by lgm (cli/runtime.py): the code location over gRPC.\n" + yaml.safe_dump(
+        {"load_from": load_from}
+    )
 
 
 #: PYTHONWARNINGS entries for Dagster's processes. By message, with built-in categories: Python reads
