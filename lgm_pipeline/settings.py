@@ -58,3 +58,23 @@ def refresh_cron() -> str:
     if not is_valid_cron_string(value):
         raise ValueError(f"{REFRESH_CRON_ENV} is not a cron expression: {value!r} (e.g. '0 */2 * * *')")
     return value
+
+
+DAGSTER_HISTORY_DAYS_ENV = "LGM_DAGSTER_HISTORY_DAYS"
+#: Longer than the automation's lookback (catch_up_days + the window, 10 days for lgm): the journeys
+#: condition reads the materializations of those dates, which go with their runs.
+DEFAULT_DAGSTER_HISTORY_DAYS = 14
+
+
+def dagster_history_days() -> int:
+    """Finished Dagster runs (and their event logs) older than this many days are deleted daily."""
+    value = (os.environ.get(DAGSTER_HISTORY_DAYS_ENV) or "").strip()
+    if not value:
+        return DEFAULT_DAGSTER_HISTORY_DAYS
+    try:
+        days = int(value)
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise ValueError(f"{DAGSTER_HISTORY_DAYS_ENV} must be a whole number of days (0 or more), not {value!r}")
+    return days

@@ -93,7 +93,8 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
         "daily_arrival_windows",
         "daily_retention",
     )
+    # plus the one deployment-wide schedule, not per tenant
     assert {s.name for s in two.schedules} == {
         f"{key}_{name}" for key in ("lgm", "acme") for name in (*daily, "journeys_freshness")
-    }
+    } | {"dagster_history_retention_daily"}
     assert parse_tenants({"tenants": [acme]})[0].schema == "tenant_acme"
