@@ -1,15 +1,17 @@
-"""Retention of Dagster's own history: finished runs and their event logs.
+"""Retention of Dagster's own history: finished runs, their event logs and asset check results.
 
 Why a job of ours: the instance's ``retention`` setting prunes schedule and sensor ticks only, while
 every cycle adds runs and a few hundred event-log rows for good (docs/deploy.md, "Storage growth"). Once
 a day the runs that finished more than ``LGM_DAGSTER_HISTORY_DAYS`` ago are deleted with their events
-(``DagsterInstance.delete_run``). The tenants' own tables are untouched: journeys and sync history
+(``DagsterInstance.delete_run``) and check results. The tenants' own tables are untouched: journeys and sync history
 live in PostgreSQL regardless (their retention is each tenant's ``history_retention``).
 """
 
 import datetime as dt
 
 import dagster as dg
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 
 from lgm_pipeline.naming import OWNERS
 from lgm_pipeline.settings import dagster_history_days
@@ -32,9 +34,20 @@ def prune_runs(instance: dg.DagsterInstance, keep_days: int, now: dt.datetime, s
         doomed = [r.dagster_run.run_id for r in records if r.dagster_run.run_id != spare]
         for run_id in doomed:
             instance.delete_run(run_id)
+        _delete_check_executions(instance, doomed)
         deleted += len(doomed)
         if len(records) < BATCH:
             return deleted
+
+
+def _delete_check_executions(instance: dg.DagsterInstance, run_ids: list[str]) -> None:
+    """The asset check results of those runs: ``delete_run`` leaves them behind (Dagster 1.13), and with
+    9 checks per journeys partition they are a quarter of what a cycle adds (docs/deploy.md)."""
+    storage = instance.event_log_storage
+    if not run_ids or not isinstance(storage, SqlEventLogStorage) or not storage.has_table("asset_check_executions"):
+        return
+    with storage.index_connection() as conn:
+        conn.execute(AssetCheckExecutionsTable.delete().where(AssetCheckExecutionsTable.c.run_id.in_(run_ids)))
 
 
 @dg.op(description="Delete finished Dagster runs and their event logs older than LGM_DAGSTER_HISTORY_DAYS.")

@@ -33,6 +33,21 @@ def test_prunes_finished_runs_older_than_the_cutoff_with_their_events() -> None:
         assert instance.get_run_by_id(young) is not None
 
 
+@dg.asset(check_specs=[dg.AssetCheckSpec("positive", asset="thing")])
+def thing():
+    yield dg.Output(1)
+    yield dg.AssetCheckResult(passed=True)
+
+
+def test_the_check_results_of_a_deleted_run_go_too() -> None:
+    key = dg.AssetCheckKey(dg.AssetKey("thing"), "positive")
+    with dg.instance_for_test() as instance:
+        dg.materialize([thing], instance=instance)
+        assert len(instance.event_log_storage.get_asset_check_execution_history(key, limit=10)) == 1
+        assert prune_runs(instance, 0, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)) == 1
+        assert instance.event_log_storage.get_asset_check_execution_history(key, limit=10) == []
+
+
 def test_the_job_runs_and_keeps_its_own_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DAGSTER_HISTORY_DAYS_ENV, "0")
     with dg.instance_for_test() as instance:
