@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lgm_pipeline.assets.dagster_history import build_dagster_history_definitions
 from lgm_pipeline.assets.factory import build_tenant_definitions, smartmoving_resource
 from lgm_pipeline.naming import IO_MANAGER_KEY, POSTGRES_RESOURCE_KEY, SMARTMOVING_RESOURCE_KEY
 from lgm_pipeline.storage.io_manager import PostgresIOManager
@@ -29,7 +30,9 @@ def build_definitions() -> dg.Definitions:
             SMARTMOVING_RESOURCE_KEY: smartmoving_resource(tenants),
         },
     )
-    return dg.Definitions.merge(shared, *(build_tenant_definitions(t) for t in tenants))
+    return dg.Definitions.merge(
+        shared, build_dagster_history_definitions(), *(build_tenant_definitions(t) for t in tenants)
+    )
 
 
 @dg.definitions

@@ -38,3 +38,43 @@ def smartmoving_rate_limit(tenant_default: int) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f"{RATE_LIMIT_OVERRIDE_ENV} must be 'off' or a whole number, not {value!r}") from None
+
+
+REFRESH_CRON_ENV = "LGM_REFRESH_CRON"
+#: Every 2 hours: 12 cycles a day (assets.metadata.CYCLES_PER_DAY and the API budget assume it).
+DEFAULT_REFRESH_CRON = "0 */2 * * *"
+
+
+def refresh_cron() -> str:
+    """The raw refresh schedule's cron: ``LGM_REFRESH_CRON`` over every 2 hours.
+
+    For tests and demos that want a tick within a minute (``* * * * *``); a production change of
+    cadence changes the API budget too (docs/performance.md)."""
+    value = (os.environ.get(REFRESH_CRON_ENV) or "").strip()
+    if not value:
+        return DEFAULT_REFRESH_CRON
+    from dagster._utils.schedules import is_valid_cron_string  # late: most commands never need it
+
+    if not is_valid_cron_string(value):
+        raise ValueError(f"{REFRESH_CRON_ENV} is not a cron expression: {value!r} (e.g. '0 */2 * * *')")
+    return value
+
+
+DAGSTER_HISTORY_DAYS_ENV = "LGM_DAGSTER_HISTORY_DAYS"
+#: Longer than the automation's lookback (catch_up_days + the window, 10 days for lgm): the journeys
+#: condition reads the materializations of those dates, which go with their runs.
+DEFAULT_DAGSTER_HISTORY_DAYS = 14
+
+
+def dagster_history_days() -> int:
+    """Finished Dagster runs (and their event logs) older than this many days are deleted daily."""
+    value = (os.environ.get(DAGSTER_HISTORY_DAYS_ENV) or "").strip()
+    if not value:
+        return DEFAULT_DAGSTER_HISTORY_DAYS
+    try:
+        days = int(value)
+    except ValueError:
+        days = -1
+    if days < 0:
+        raise ValueError(f"{DAGSTER_HISTORY_DAYS_ENV} must be a whole number of days (0 or more), not {value!r}")
+    return days

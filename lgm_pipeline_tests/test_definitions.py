@@ -58,9 +58,9 @@ def test_asset_specs_snapshot() -> None:
     }
 
 
-def test_api_key_is_an_env_var_not_a_value() -> None:
-    resource = defs().resources["smartmoving"].account("lgm")
-    assert isinstance(resource.api_key, dg.EnvVar) and resource.api_key.env_var_name == "SMARTMOVING_API_KEY"
+def test_api_key_is_an_env_var_name_not_a_value() -> None:
+    account = defs().resources["smartmoving"].account("lgm")
+    assert (account.api_key_env, account.base_url_env) == ("SMARTMOVING_API_KEY", "SMARTMOVING_BASE_URL")
 
 
 def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch) -> None:
@@ -93,7 +93,8 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
         "daily_arrival_windows",
         "daily_retention",
     )
+    # plus the one deployment-wide schedule, not per tenant
     assert {s.name for s in two.schedules} == {
         f"{key}_{name}" for key in ("lgm", "acme") for name in (*daily, "journeys_freshness")
-    }
+    } | {"dagster_history_retention_daily"}
     assert parse_tenants({"tenants": [acme]})[0].schema == "tenant_acme"

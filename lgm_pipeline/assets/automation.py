@@ -23,9 +23,10 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.naming import parse_journey_partition_key
+from lgm_pipeline.settings import DEFAULT_REFRESH_CRON, refresh_cron
 from lgm_pipeline.tenants import Tenant
 
-REFRESH_CRON = "0 */2 * * *"
+REFRESH_CRON = DEFAULT_REFRESH_CRON  # the leads schedule's; the raw refresh reads refresh_cron()
 RETENTION_CRON = "30 3 * * *"
 CATCH_UP_CRON = "15 4 * * *"  # after the evening's jobs are closed in SmartMoving, before the day starts
 ARRIVAL_WINDOWS_CRON = "0 15 * * *"  # dispatch plans tomorrow in the afternoon
@@ -150,7 +151,7 @@ def build_branches_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefini
 def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=tenant.names.schedule("every_2_hours"),
-        cron_schedule=REFRESH_CRON,
+        cron_schedule=refresh_cron(),
         job=raw_job,
         execution_timezone=tenant.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,

@@ -31,8 +31,8 @@ from lgm_pipeline.tenants import Tenant
 def smartmoving_account(tenant: Tenant) -> SmartMovingAccount:
     """The tenant's API settings; the key and base URL are read from the environment at run time."""
     return SmartMovingAccount(
-        base_url=dg.EnvVar(tenant.smartmoving.base_url_env),
-        api_key=dg.EnvVar(tenant.smartmoving.api_key_env),
+        base_url_env=tenant.smartmoving.base_url_env,
+        api_key_env=tenant.smartmoving.api_key_env,
         rate_limit_per_minute=smartmoving_rate_limit(tenant.smartmoving.rate_limit_per_minute),
     )
 

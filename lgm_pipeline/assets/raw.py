@@ -26,6 +26,7 @@ from lgm_pipeline.smartmoving.errors import (
     AuthenticationError,
     ConfigurationError,
     EndpointNotFoundError,
+    MissingSettingError,
     QuotaExhaustedError,
     SmartMovingError,
     UnusableBaseURLError,
@@ -180,10 +181,11 @@ def call_api(func: Any, *args: Any, tenant: Tenant | None = None) -> Any:
 def open_client(
     smartmoving: SmartMovingResource, tenant: Tenant, context: dg.AssetExecutionContext
 ) -> SmartMovingClient:
-    """The tenant's client; a base URL httpx cannot even parse fails the step at once, like a 404."""
+    """The tenant's client; an unset variable or a base URL httpx cannot even parse fails the step at once,
+    like a 404 (no retry, the cycle stops), and only this tenant's step."""
     try:
         return smartmoving.account(tenant.key).get_client(logger=context.log)
-    except UnusableBaseURLError as error:
+    except (UnusableBaseURLError, MissingSettingError) as error:
         raise api_failure(error, Counter(), tenant) from None
 
 

@@ -1,6 +1,8 @@
 """``lgm``: the command line of lgm-pipeline.
 
 lgm up                 embedded PostgreSQL + simulator (if needed), one full sync, then the Dagster UI
+lgm serve              the production topology on one machine: gRPC code server, daemon and webserver as
+                       separate processes (exit 0 stopped by Ctrl-C/SIGTERM, 1 a service died, 2 settings)
 lgm sync               what the schedule does, headless, in one process (exit 0 ok, 1 failed sync,
                        2 configuration error, 130/143 interrupted by SIGINT/SIGTERM)
 lgm status             last sync per tenant and branch
@@ -22,7 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from lgm_pipeline.cli.output import Output, hide_dagster_warnings
-from lgm_pipeline.cli.runtime import SetupError, lgm_runtime, project_file
+from lgm_pipeline.cli.runtime import SetupError, dagster_process_env, default_signals, lgm_runtime, project_file
 from lgm_pipeline.tenants import TenantConfigError, load_tenants
 from lgm_pipeline.tenants.config import get_tenant
 
@@ -96,11 +98,6 @@ def cmd_sync(args: argparse.Namespace) -> int:
         return _sync(args, out)
 
 
-def _default_signals() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
 def cmd_up(args: argparse.Namespace) -> int:
     out = Output.from_args(args)
     with hide_dagster_warnings(out.verbose), lgm_runtime() as dagster_home:
@@ -126,12 +123,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         # Shells and supervisors may start us with SIGINT/SIGTERM ignored; Ctrl-C and `kill` must still stop us.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
-        env = dict(os.environ)
-        if not out.verbose:
-            # `dagster dev` warns on every start that it is superseded by `dg dev` (a CLI lgm does not use)
-            # and the code server repeats the beta warnings of the definitions: nothing an operator can act on.
-            env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), *DAGSTER_DEV_WARNING_FILTERS]))
-        process = subprocess.Popen(command, start_new_session=True, preexec_fn=_default_signals, env=env)
+        env = dagster_process_env(out.verbose)
+        process = subprocess.Popen(command, start_new_session=True, preexec_fn=default_signals, env=env)
         try:
             return process.wait()
         except KeyboardInterrupt:
@@ -146,12 +139,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 0
 
 
-#: PYTHONWARNINGS entries for `dagster dev` and its children. By message, with built-in categories: Python
-#: reads PYTHONWARNINGS before site-packages are importable, so Dagster's warning classes cannot be named.
-DAGSTER_DEV_WARNING_FILTERS = (
-    "ignore:Function `dev_command` is superseded:FutureWarning",
-    "ignore:Parameter `backfill_policy` of function `asset` is currently in beta:Warning",
-)
+def cmd_serve(args: argparse.Namespace) -> int:
+    from lgm_pipeline.cli.serve import serve
+    from lgm_pipeline.settings import refresh_cron
+
+    refresh_cron()  # a bad override is a configuration error now, not a code server that never loads
+    with hide_dagster_warnings(args.verbose), lgm_runtime(smartmoving=args.simulator) as dagster_home:
+        print(f"Dagster home: {dagster_home}", file=sys.stderr)
+        return serve(args.host, args.port, args.code_port, args.verbose)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -264,6 +259,23 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, default=3000)
     _output_options(up, json_option=False)
     up.set_defaults(func=cmd_up)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve the gRPC code server, daemon and webserver as separate processes until Ctrl-C (no first sync)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="the webserver's address (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=3000, help="the webserver's port (default: %(default)s)")
+    serve.add_argument(
+        "--code-port", type=int, default=4000, help="the code server's gRPC port on 127.0.0.1 (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--simulator",
+        action="store_true",
+        help="serve tenants without SmartMoving settings from the built-in simulator, as `lgm up` does",
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="keep Dagster's warnings")
+    serve.set_defaults(func=cmd_serve)
 
     sync = commands.add_parser("sync", help="sync the window (default: today and tomorrow, all branches)")
     _output_options(sync)

@@ -12,11 +12,15 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+import yaml
 
 from lgm_pipeline.settings import (
     DAGSTER_STORAGE_URL_ENV,
@@ -54,7 +58,11 @@ def packaged_text(name: str) -> str:
 
 def project_file(name: str) -> Path:
     """A packaged file Dagster reads by path, written into ``$LGM_HOME/dagster`` (rewritten when it changed)."""
-    text = packaged_text(name)
+    return generated_file(name, packaged_text(name))
+
+
+def generated_file(name: str, text: str) -> Path:
+    """``text`` as ``$LGM_HOME/dagster/<name>``, rewritten only when it changed."""
     folder = lgm_home() / "dagster"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
@@ -64,6 +72,58 @@ def project_file(name: str) -> Path:
         staging.write_text(text, encoding="utf-8")
         os.replace(staging, path)
     return path
+
+
+@dataclass(frozen=True)
+class CodeLocation:
+    module_name: str
+    location_name: str
+
+
+def code_location() -> CodeLocation:
+    """The code location of the packaged workspace: its one source, for `lgm serve`'s gRPC workspace too."""
+    [entry] = yaml.safe_load(packaged_text("workspace.yaml"))["load_from"]
+    module = entry["python_module"]
+    return CodeLocation(module["module_name"], module["location_name"])
+
+
+def grpc_workspace_text(location: CodeLocation, host: str, port: int) -> str:
+    """A workspace that reaches ``location`` over gRPC at host:port instead of loading it in-process."""
+    load_from = [{"grpc_server": {"host": host, "port": port, "location_name": location.location_name}}]
+    return "# Written by lgm (cli/runtime.py): the code location over gRPC.\n" + yaml.safe_dump(
+        {"load_from": load_from}
+    )
+
+
+#: PYTHONWARNINGS entries for Dagster's processes. By message, with built-in categories: Python reads
+#: PYTHONWARNINGS before site-packages are importable, so Dagster's warning classes cannot be named.
+DAGSTER_WARNING_FILTERS = (
+    # `dagster dev` warns on every start that it is superseded by `dg dev` (a CLI lgm does not use)
+    "ignore:Function `dev_command` is superseded:FutureWarning",
+    # the code server repeats the beta warnings of the definitions: nothing an operator can act on
+    "ignore:Parameter `backfill_policy` of function `asset` is currently in beta:Warning",
+    "ignore:Parameter `use_user_code_server` of initializer `AutomationConditionSensorDefinition.__init__`:Warning",
+)
+
+
+def dagster_process_env(verbose: bool) -> dict[str, str]:
+    """The environment for Dagster's own processes: ours (database, secrets), minus their noise unless verbose."""
+    env = dict(os.environ)
+    if not verbose:
+        env["PYTHONWARNINGS"] = ",".join(filter(None, [env.get("PYTHONWARNINGS"), *DAGSTER_WARNING_FILTERS]))
+    return env
+
+
+def default_signals() -> None:
+    """In a child before exec: SIGINT/SIGTERM stop it, even when our own parent started us ignoring them."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def missing_smartmoving_settings(tenant: Tenant) -> list[str]:
+    """The tenant's SmartMoving variables that are unset (names only: the values are secrets)."""
+    names = (tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env)
+    return [name for name in names if not os.environ.get(name)]
 
 
 def _prepare_dagster_home() -> Path:
@@ -76,11 +136,10 @@ def _prepare_dagster_home() -> Path:
 
 def _needs_simulator(tenant: Tenant) -> bool:
     url_env, key_env = tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env
-    has_url, has_key = bool(os.environ.get(url_env)), bool(os.environ.get(key_env))
-    if has_url != has_key:
-        missing = key_env if has_url else url_env
-        raise SetupError(f"tenant {tenant.key}: {missing} is not set (set both {url_env} and {key_env}, or neither)")
-    return not has_url
+    missing = missing_smartmoving_settings(tenant)
+    if len(missing) == 1:
+        raise SetupError(f"tenant {tenant.key}: {missing[0]} is not set (set both {url_env} and {key_env}, or neither)")
+    return bool(missing)
 
 
 def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool) -> None:

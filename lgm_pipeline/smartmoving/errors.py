@@ -40,6 +40,19 @@ class UnusableBaseURLError(ConfigurationError):
     """The base URL cannot be requested at all (no http(s) scheme, malformed)."""
 
 
+class MissingSettingError(ConfigurationError):
+    """The environment variable that should hold the tenant's base URL or key is unset or empty."""
+
+    def __init__(self, variable: str, what: str) -> None:
+        self.variable = variable
+        self.what = what
+        super().__init__(f"environment variable {variable} (the SmartMoving {what}) is not set")
+
+    def __reduce__(self) -> tuple[type[MissingSettingError], tuple[str, str]]:
+        # Dagster pickles errors across process boundaries; the default would replay (message,).
+        return (type(self), (self.variable, self.what))
+
+
 class QuotaExhaustedError(SmartMovingError):
     """The key's call quota is spent; retrying would only burn what is left of it."""
 

@@ -3,23 +3,34 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import dagster as dg
 from pydantic import Field
 
 from lgm_pipeline.smartmoving.client import SmartMovingClient
+from lgm_pipeline.smartmoving.errors import MissingSettingError
+
+
+def _required_env(name: str, what: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise MissingSettingError(name, what)
+    return value
 
 
 class SmartMovingAccount(dg.Config):
     """SmartMoving connection settings for one tenant.
 
-    ``api_key`` is given as ``dg.EnvVar(...)``: Dagster then stores only the variable's name in
-    run config and resolves the value at run time. ``repr=False`` keeps the resolved value out of
-    the account's repr, which Dagster and user code can log.
+    The base URL and key are given as the NAMES of the environment variables holding them and read
+    when a client is made. Why not ``dg.EnvVar``: Dagster resolves every EnvVar of a resource's config
+    when a run starts, and one resource holds every tenant's account, so one tenant's unset key would
+    fail every other tenant's runs. Read here, it fails only the runs that use that tenant's account,
+    with a message naming the variable. Dagster still stores only the names in run config.
     """
 
-    base_url: str = Field(description="API root, e.g. https://api-public.smartmoving.com/v1")
-    api_key: str = Field(repr=False, description="SmartMoving API key; pass dg.EnvVar, never a literal")
+    base_url_env: str = Field(description="Environment variable with the API root, e.g. SMARTMOVING_BASE_URL")
+    api_key_env: str = Field(description="Environment variable with the API key, e.g. SMARTMOVING_API_KEY")
     page_size: int = 500
     max_concurrency: int = 4
     rate_limit_per_minute: int | None = Field(
@@ -30,11 +41,16 @@ class SmartMovingAccount(dg.Config):
     backoff_max_seconds: float = 30.0
     deadline_seconds: float = 900.0
 
+    @property
+    def base_url(self) -> str:
+        """The API root from the environment (not a secret, but unset it is a configuration error too)."""
+        return _required_env(self.base_url_env, "base URL")
+
     def get_client(self, logger: logging.Logger | None = None) -> SmartMovingClient:
         """A new client; the caller closes it (``with account.get_client() as client:``)."""
         return SmartMovingClient(
             self.base_url,
-            self.api_key,
+            _required_env(self.api_key_env, "API key"),
             page_size=self.page_size,
             max_concurrency=self.max_concurrency,
             rate_limit_per_minute=self.rate_limit_per_minute,

@@ -56,8 +56,9 @@ def defs(
     def fast_account(tenant: Tenant) -> SmartMovingAccount:  # noqa: F811
         base = production(tenant)
         settings: dict[str, Any] = {
-            "base_url": base.base_url,
-            "api_key": base.api_key,  # still the EnvVar: resolved at run time, as in production
+            # still the variables' names: read at run time, as in production
+            "base_url_env": base.base_url_env,
+            "api_key_env": base.api_key_env,
             "rate_limit_per_minute": base.rate_limit_per_minute,
             "page_size": PAGE_SIZE,
             "max_retries": 4,

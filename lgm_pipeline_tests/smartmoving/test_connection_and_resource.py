@@ -45,9 +45,10 @@ def test_connection_when_unreachable_cannot_judge_the_key(make_client: MakeClien
 
 def test_resource_resolves_env_var_and_hides_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LGM_TEST_SMARTMOVING_KEY", TEST_KEY)
+    monkeypatch.setenv("LGM_TEST_SMARTMOVING_URL", "https://sm.example.test/v1")
     account = SmartMovingAccount(
-        base_url="https://sm.example.test/v1",
-        api_key=dg.EnvVar("LGM_TEST_SMARTMOVING_KEY"),
+        base_url_env="LGM_TEST_SMARTMOVING_URL",
+        api_key_env="LGM_TEST_SMARTMOVING_KEY",
         page_size=250,
         rate_limit_per_minute=None,
     )

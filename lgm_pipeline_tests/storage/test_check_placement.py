@@ -62,7 +62,7 @@ def _materialize(
             IO_MANAGER_KEY: io_manager,
             # required by the raw assets' definitions; none selected here calls the API
             SMARTMOVING_RESOURCE_KEY: SmartMovingResource(
-                accounts={tenant.key: SmartMovingAccount(base_url="http://127.0.0.1:9/v1", api_key="unused")}
+                accounts={tenant.key: SmartMovingAccount(base_url_env="UNUSED_URL", api_key_env="UNUSED_KEY")}
             ),
         },
         instance=dg.DagsterInstance.ephemeral(),
