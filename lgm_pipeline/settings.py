@@ -38,3 +38,16 @@ def smartmoving_rate_limit(tenant_default: int) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f"{RATE_LIMIT_OVERRIDE_ENV} must be 'off' or a whole number, not {value!r}") from None
+
+
+REFRESH_CRON_ENV = "LGM_REFRESH_CRON"
+DEFAULT_REFRESH_CRON = "0 */2 * * *"
+
+
+def refresh_cron() -> str:
+    """The cycle's cron (raw refresh and leads): ``LGM_REFRESH_CRON`` over every 2 hours.
+
+    Why an override: a benchmark or a demo triggers one cycle through the daemon at a chosen minute
+    instead of waiting for the next even hour.
+    """
+    return (os.environ.get(REFRESH_CRON_ENV) or "").strip() or DEFAULT_REFRESH_CRON

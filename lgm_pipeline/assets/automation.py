@@ -23,9 +23,10 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from lgm_pipeline.assets.freshness import FRESHNESS_CHECK
 from lgm_pipeline.naming import parse_journey_partition_key
+from lgm_pipeline.settings import refresh_cron
 from lgm_pipeline.tenants import Tenant
 
-REFRESH_CRON = "0 */2 * * *"
+REFRESH_CRON = refresh_cron()  # read when the code location loads: LGM_REFRESH_CRON (settings.py)
 RETENTION_CRON = "30 3 * * *"
 CATCH_UP_CRON = "15 4 * * *"  # after the evening's jobs are closed in SmartMoving, before the day starts
 ARRIVAL_WINDOWS_CRON = "0 15 * * *"  # dispatch plans tomorrow in the afternoon
