@@ -132,8 +132,9 @@ class SimulatorProcess:
 
     base_url: str
     admin_url: str
-    api_key: str
+    api_key: str  # tenant 1's
     process: subprocess.Popen[bytes]
+    api_keys: list[str] = field(default_factory=list)  # tenant i's is api_keys[i - 1]
 
     def stats(self) -> dict[str, int]:
         return httpx.get(f"{self.admin_url}/stats", timeout=30).json()
@@ -141,29 +142,35 @@ class SimulatorProcess:
     def reset_stats(self) -> None:
         httpx.post(f"{self.admin_url}/stats/reset", timeout=30)
 
-    def generate(self, days: list[dt.date]) -> int:
+    def generate(self, days: list[dt.date], tenant: int = 1) -> int:
         """Generate the dates up front: generation is the simulator's cost, not the pipeline's."""
         return sum(
-            len(httpx.get(f"{self.admin_url}/opportunities", params={"date": d.isoformat()}, timeout=600).json())
+            len(
+                httpx.get(
+                    f"{self.admin_url}/opportunities", params={"date": d.isoformat(), "tenant": tenant}, timeout=600
+                ).json()
+            )
             for d in days
         )
 
 
 @contextmanager
 def simulator_process(
-    customers_per_day: int, rate_limit: int | None, churn: float = 0.03, latency_ms: int = 0
+    customers_per_day: int, rate_limit: int | None, churn: float = 0.03, latency_ms: int = 0, tenants: int = 1
 ) -> Iterator[SimulatorProcess]:
-    from lgm_pipeline.simulator import DEMO_API_KEY
+    """What ``lgm simulator --tenants N`` serves; ``rate_limit`` None is ``--rate-limit 0`` (off)."""
+    from lgm_pipeline.simulator import SimulatorConfig
 
     port = free_port()
     code = (
         "from lgm_pipeline.simulator import FaultConfig, SimulatorConfig, serve_forever\n"
         f"serve_forever(SimulatorConfig(customers_per_day={customers_per_day}, "
-        f"rate_limit_per_minute={rate_limit!r}, churn={churn!r}, faults=FaultConfig(latency_ms={latency_ms})), "
-        f"port={port})\n"
+        f"rate_limit_per_minute={rate_limit!r}, churn={churn!r}, faults=FaultConfig(latency_ms={latency_ms}), "
+        f"tenants={tenants}), port={port})\n"
     )
+    keys = SimulatorConfig(tenants=tenants).api_keys()
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
-    sim = SimulatorProcess(f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}/_admin", DEMO_API_KEY, process)
+    sim = SimulatorProcess(f"http://127.0.0.1:{port}/v1", f"http://127.0.0.1:{port}/_admin", keys[0], process, keys)
     try:
         deadline = time.monotonic() + 30
         while True:

@@ -46,7 +46,7 @@ DEFAULT_REFRESH_CRON = "0 */2 * * *"
 
 
 def refresh_cron() -> str:
-    """The raw refresh schedule's cron: ``LGM_REFRESH_CRON`` over every 2 hours.
+    """The cycle's cron (raw refresh and leads): ``LGM_REFRESH_CRON`` over every 2 hours.
 
     For tests and demos that want a tick within a minute (``* * * * *``); a production change of
     cadence changes the API budget too (docs/performance.md)."""

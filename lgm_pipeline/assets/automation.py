@@ -26,7 +26,7 @@ from lgm_pipeline.naming import parse_journey_partition_key
 from lgm_pipeline.settings import DEFAULT_REFRESH_CRON, refresh_cron
 from lgm_pipeline.tenants import Tenant
 
-REFRESH_CRON = DEFAULT_REFRESH_CRON  # the leads schedule's; the raw refresh reads refresh_cron()
+REFRESH_CRON = DEFAULT_REFRESH_CRON  # the cycle's cadence; both its schedules read refresh_cron() (the override)
 RETENTION_CRON = "30 3 * * *"
 CATCH_UP_CRON = "15 4 * * *"  # after the evening's jobs are closed in SmartMoving, before the day starts
 ARRIVAL_WINDOWS_CRON = "0 15 * * *"  # dispatch plans tomorrow in the afternoon
@@ -325,7 +325,7 @@ def build_leads_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinitio
 
     @dg.schedule(
         name=tenant.names.schedule("leads_every_2_hours"),
-        cron_schedule=REFRESH_CRON,
+        cron_schedule=refresh_cron(),
         job=job,
         execution_timezone=tenant.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
