@@ -117,6 +117,8 @@ def test_branch_logins_see_their_branch_of_leads(
             _allow(conn, "loc_lgm_toronto_001")
             assert conn.execute(sa.text("SELECT id FROM tenant_lgm.leads")).scalars().all() == ["lead_t"]
             _allow(conn, "")
+            # The view's "last 7 days" on the rows' own clock, not the machine's.
+            conn.execute(sa.text("SELECT set_config('lgm.clock', '2026-11-25T17:00:00Z', false)"))
             assert conn.execute(sa.text("SELECT count(*) FROM tenant_lgm.leads_recent")).scalar() == 3
     finally:
         reader.dispose()
