@@ -17,6 +17,8 @@ from lgm_pipeline_tests.storage.conftest import DAILY
 DAY = dt.date(2026, 11, 25)
 YESTERDAY = DAY - dt.timedelta(days=1)
 AT = dt.datetime(2026, 11, 25, 15, tzinfo=dt.UTC)
+#: The views' "now" (``lgm.clock``): the day of the rows, not the machine's.
+CLOCK = "2026-11-25T17:00:00Z"
 REASON = [{"rule": "lead_contact", "column": "name", "check": "name_and_a_phone_or_email", "value": None}]
 
 
@@ -63,7 +65,7 @@ def _write(io_manager: PostgresIOManager, rows: list[dict[str, Any]], first: dt.
 
 def _rows(engine: Engine, sql: str) -> list[tuple]:
     with engine.connect() as conn:
-        conn.execute(sa.text("SELECT set_config('lgm.clock', '2026-11-25T17:00:00Z', false)"))
+        conn.execute(sa.text("SELECT set_config('lgm.clock', :now, false)"), {"now": CLOCK})
         return [tuple(r) for r in conn.execute(sa.text(sql))]
 
 
@@ -117,8 +119,7 @@ def test_branch_logins_see_their_branch_of_leads(
             _allow(conn, "loc_lgm_toronto_001")
             assert conn.execute(sa.text("SELECT id FROM tenant_lgm.leads")).scalars().all() == ["lead_t"]
             _allow(conn, "")
-            # The view's "last 7 days" on the rows' own clock, not the machine's.
-            conn.execute(sa.text("SELECT set_config('lgm.clock', '2026-11-25T17:00:00Z', false)"))
+            conn.execute(sa.text("SELECT set_config('lgm.clock', :now, false)"), {"now": CLOCK})
             assert conn.execute(sa.text("SELECT count(*) FROM tenant_lgm.leads_recent")).scalar() == 3
     finally:
         reader.dispose()
