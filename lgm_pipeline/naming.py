@@ -92,3 +92,8 @@ def parse_journey_partition_key(key: str) -> tuple[dt.date, str]:
 #: Output metadata of an asset whose run may cover several partitions: partition key -> that partition's
 #: counts and checks (``journeys``), for ``sync_runs`` and ``lgm sync``'s report.
 BY_PARTITION_METADATA = "by_partition"
+
+#: Output metadata of a date-partitioned asset that also rewrites dates outside its run's partitions:
+#: ISO dates. The leads pulled with the window include the day before it (a lead created late is worked
+#: on the next morning); the IO manager writes those dates in the same transaction as the partitions.
+ALSO_REWRITES_METADATA = "lgm/also_rewrites_dates"

@@ -44,8 +44,6 @@ from dagster._utils.interrupts import _received_interrupt
 from lgm_pipeline.assets.automation import (
     branches_job_name,
     journeys_job_name,
-    lead_dates,
-    leads_job_name,
     partition_range_tags,
     range_tags,
     raw_job_name,
@@ -147,6 +145,8 @@ class SyncReport:
 
 
 Progress = Callable[[str], None]
+#: Which steps of a run a question is about (by step key).
+Steps = Callable[[str], bool]
 
 
 class Interruption:
@@ -288,10 +288,15 @@ def _first_line(text: str) -> str:
     return lines[0] if lines else ""
 
 
-def _failure(result: dg.ExecuteInProcessResult) -> tuple[str, bool, bool]:
-    """(what went wrong, in words an operator can act on; stops the cycle; is a configuration error)."""
+def _failure(result: dg.ExecuteInProcessResult, steps: Steps | None = None) -> tuple[str, bool, bool]:
+    """(what went wrong, in words an operator can act on; stops the cycle; is a configuration error).
+
+    ``steps``: only the failures of the steps it accepts (the raw pull's, or the leads' of the same run).
+    """
     for event in result.all_events:
         if not (event.is_step_failure and event.step_failure_data):
+            continue
+        if steps is not None and not steps(event.step_key or ""):
             continue
         data = event.step_failure_data
         user = data.user_failure_data
@@ -328,9 +333,9 @@ def _failure_text(result: dg.ExecuteInProcessResult) -> str:
     return _failure(result)[0]
 
 
-def _record_failure(report: SyncReport, run: _Run, what: str) -> str:
-    text, _, configuration = _failure(run.result)
-    report.failed_runs[run.run_id] = what
+def _record_failure(report: SyncReport, run: _Run, what: str, steps: Steps | None = None) -> str:
+    text, _, configuration = _failure(run.result, steps)
+    report.failed_runs.setdefault(run.run_id, what)
     if configuration and report.configuration_error is None:
         report.configuration_error = text
     return text
@@ -346,8 +351,24 @@ def _metadata_value(metadata: Mapping[str, Any], name: str) -> Any:
     return None if entry is None else getattr(entry, "value", entry)
 
 
-def _raw_pull(block: list[dt.date], run: _Run) -> RawPull:
-    pull = RawPull(block, run.run_id, run.result.success, api_calls=dict(run.api_calls), duration_s=run.duration_s)
+def _leads_steps(tenant: Tenant) -> Steps:
+    """The steps of the raw run that pull and merge the leads: their failure is the leads', not the pull's."""
+    names = {tenant.names.op("smartmoving_leads"), tenant.names.op("leads")}
+    return names.__contains__
+
+
+def _succeeded_apart_from(result: dg.ExecuteInProcessResult, steps: Steps) -> bool:
+    """Whether the run did all it was asked, except perhaps the ``steps`` (whose failure is reported apart)."""
+    if result.success:
+        return True
+    if result.dagster_run.status == DagsterRunStatus.CANCELED:
+        return False
+    failed = {event.step_key or "" for event in result.all_events if event.is_step_failure}
+    return bool(failed) and all(steps(key) for key in failed)
+
+
+def _raw_pull(block: list[dt.date], run: _Run, ok: bool) -> RawPull:
+    pull = RawPull(block, run.run_id, ok, api_calls=dict(run.api_calls), duration_s=run.duration_s)
     seen: set[str] = set()
     for event in run.result.get_asset_materialization_events():
         # A range run records one materialization per date, each with the run's (shared) numbers.
@@ -578,21 +599,40 @@ def _sync(
                 return
     pulled: list[dt.date] = []
     blocks = consecutive_blocks(dates)
+    leads_steps = _leads_steps(tenant)
+    raw_only = [key for key in raw_job.asset_layer.executable_asset_keys if not leads_steps(key.to_python_identifier())]
+
+    def not_leads(step: str) -> bool:
+        return not leads_steps(step)
+
     for index, block in enumerate(blocks):
         label = block[0].isoformat() if len(block) == 1 else f"{block[0]}..{block[-1]}"
         progress(f"{tenant.key} {label}: pulling customers and opportunity details from SmartMoving")
+        # The leads ride in the first pull, as in the daemon's runs.
+        leads_here = with_leads and index == 0
         try:
-            raw = _execute(raw_job, instance, interruption, _merged(run_config, console), tags=range_tags(block))
+            raw = _execute(
+                raw_job,
+                instance,
+                interruption,
+                _merged(run_config, console),
+                tags=range_tags(block),
+                asset_selection=None if leads_here else raw_only,
+            )
         except _Stopped:
             for day in [d for later in blocks[index:] for d in later]:
                 report.raw_failures[day] = "not pulled: interrupted"
             raise
         _add_calls(report, raw.api_calls)
-        pull = _raw_pull(block, raw)
+        raw_ok = _succeeded_apart_from(raw.result, leads_steps)
+        pull = _raw_pull(block, raw, raw_ok)
         report.pulls.append(pull)
-        if not raw.result.success:
-            text, stop, _ = _failure(raw.result)
-            _record_failure(report, raw, f"{label} raw pull")
+        text, stop, _ = _failure(raw.result, not_leads) if not raw_ok else ("", False, False)
+        if not raw_ok:
+            _record_failure(report, raw, f"{label} raw pull", not_leads)
+        if leads_here and not stop:  # a stopped cycle's leads made no call: nothing to say of them
+            _leads_outcome(tenant, report, raw, leads_steps, progress)
+        if not raw_ok:
             pull.error = text
             for day in block:
                 report.raw_failures[day] = text
@@ -638,45 +678,24 @@ def _sync(
             f"checks {sum(b.checks_passed for b in ok)} ok / {sum(b.checks_warned for b in ok)} warn / "
             f"{sum(b.checks_failed for b in ok)} fail"
         )
-    if with_leads and not report.cycle_stopped:
-        _sync_leads(defs, tenant, instance, report, progress, interruption, console)
 
 
-def _sync_leads(
-    defs: dg.Definitions,
-    tenant: Tenant,
-    instance: dg.DagsterInstance,
-    report: SyncReport,
-    progress: Progress,
-    interruption: Interruption | None = None,
-    console: dict[str, Any] | None = None,
-) -> None:
-    dates = lead_dates(tenant)
-    if not dates:
-        return
-    run = _execute(
-        defs.resolve_job_def(leads_job_name(tenant)),
-        instance,
-        interruption,
-        _merged(None, console),
-        tags=range_tags(dates),
-    )
-    _add_calls(report, run.api_calls)
-    if not run.result.success:
-        report.leads_failure = _record_failure(report, run, "leads")
+def _leads_outcome(tenant: Tenant, report: SyncReport, run: _Run, steps: Steps, progress: Progress) -> None:
+    """The leads' part of a raw run: their counts, or their failure (the pull itself may have succeeded)."""
+    if any(event.is_step_failure and steps(event.step_key or "") for event in run.result.all_events):
+        report.leads_failure = _record_failure(report, run, "leads", steps)
         progress(f"{tenant.key} leads: FAILED {report.leads_failure}  [run {run.run_id}]")
         return
+    dates: list[str] = []
     for event in run.result.get_asset_materialization_events():
+        if event.asset_key == tenant.names.asset_key("smartmoving_leads"):
+            dates = list(_metadata_value(event.materialization.metadata, "dates") or [])
         if event.asset_key == tenant.names.asset_key("leads"):
             metadata = event.materialization.metadata
             report.leads = int(metadata["leads"].value)  # type: ignore[arg-type]
             report.leads_quarantined = int(metadata["quarantined"].value)  # type: ignore[arg-type]
-            break
-    calls = sum(run.api_calls.values())
-    progress(
-        f"{tenant.key} leads {dates[0]}..{dates[-1]}: {report.leads}, {report.leads_quarantined} quarantined; "
-        f"{calls} API calls"
-    )
+    if dates:
+        progress(f"{tenant.key} leads {dates[0]}..{dates[-1]}: {report.leads}, {report.leads_quarantined} quarantined")
 
 
 def _finished_dates(report: SyncReport) -> list[str]:

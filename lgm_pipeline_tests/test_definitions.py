@@ -87,7 +87,6 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
     assert {"acme/journeys", "lgm/journeys"} <= keys
     daily = (
         "every_2_hours",
-        "leads_every_2_hours",
         "daily_catch_up",
         "daily_branches",
         "daily_arrival_windows",

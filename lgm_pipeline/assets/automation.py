@@ -1,8 +1,9 @@
 """What runs without anyone clicking: the 2-hour refresh, the daily catch-up, and journeys after each pull.
 
 The schedule pulls the raw assets for every branch's today and tomorrow (each on its own clock: two
-dates, three around midnight) in one run (one date-range list call). Once a day the catch-up pulls
-the tenant's last ``catch_up_days`` service dates the same way, so past jobs reach Completed and Closed.
+dates, three around midnight) and the leads of yesterday and today in one run (one date-range list
+call each). Once a day the catch-up pulls the tenant's last ``catch_up_days`` service dates the same
+way, so past jobs reach Completed and Closed.
 
 ``journeys`` follows by declarative automation (:func:`journeys_automation_condition`): Dagster's
 ``eager`` condition with its time window widened from the latest date to the catch-up dates plus the
@@ -43,8 +44,12 @@ def journeys_job_name(tenant: Tenant) -> str:
 def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
     raw = dg.define_asset_job(
         raw_job_name(tenant),
-        selection=dg.AssetSelection.groups(tenant.names.group("raw")),
-        description="Pull one service date from SmartMoving into the raw tables.",
+        # The leads ride along: one run pulls the window's jobs and the leads (yesterday's and today's).
+        selection=dg.AssetSelection.groups(tenant.names.group("raw"), tenant.names.group("leads")),
+        description=(
+            "Pull service dates from SmartMoving into the raw tables, and the leads created from the day before "
+            "the first date up to today."
+        ),
         tags=tenant.names.tags,
     )
     journeys = dg.define_asset_job(
@@ -303,36 +308,3 @@ def build_arrival_windows_schedule(
         return dg.RunRequest(run_key=f"arrival-windows@{now.isoformat()}", partition_key=tomorrow.isoformat())
 
     return job, arrival_windows
-
-
-def leads_job_name(tenant: Tenant) -> str:
-    return tenant.names.job("leads")
-
-
-def lead_dates(tenant: Tenant, now: dt.datetime | None = None) -> list[dt.date]:
-    """Yesterday and today (tenant time): leads created late yesterday are still being worked on."""
-    today = tenant.today(now)
-    return [d for d in (today - dt.timedelta(days=1), today) if d >= tenant.first_service_date]
-
-
-def build_leads_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
-    job = dg.define_asset_job(
-        leads_job_name(tenant),
-        selection=dg.AssetSelection.groups(tenant.names.group("leads")),
-        description="Pull new SmartMoving leads (creation dates) and merge them into the leads table.",
-        tags=tenant.names.tags,
-    )
-
-    @dg.schedule(
-        name=tenant.names.schedule("leads_every_2_hours"),
-        cron_schedule=refresh_cron(),
-        job=job,
-        execution_timezone=tenant.timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Yesterday's and today's leads (tenant time) in one run: one date-range list call.",
-    )
-    def leads_refresh(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
-        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        return [dg.RunRequest(run_key=f"leads@{now.isoformat()}", tags=range_tags(lead_dates(tenant, now)))]
-
-    return job, leads_refresh

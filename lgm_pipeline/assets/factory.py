@@ -13,7 +13,6 @@ from lgm_pipeline.assets.automation import (
     build_branches_schedule,
     build_catch_up_schedule,
     build_jobs,
-    build_leads_schedule,
     build_refresh_schedule,
     build_retention_schedule,
 )
@@ -60,17 +59,15 @@ def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
     freshness_job, freshness_schedule = build_freshness_schedule(tenant, freshness_check)
     branches_job, branches_schedule = build_branches_schedule(tenant)
     windows_job, windows_schedule = build_arrival_windows_schedule(tenant)
-    leads_job, leads_schedule = build_leads_schedule(tenant)
     return dg.Definitions(
         assets=tenant_assets(tenant),
         asset_checks=[freshness_check],
-        jobs=[raw_job, journeys_job, retention_job, freshness_job, branches_job, windows_job, leads_job],
+        jobs=[raw_job, journeys_job, retention_job, freshness_job, branches_job, windows_job],
         schedules=[
             build_refresh_schedule(tenant, raw_job),
             build_catch_up_schedule(tenant, raw_job),
             branches_schedule,
             windows_schedule,
-            leads_schedule,
             build_retention_schedule(tenant, retention_job),
             freshness_schedule,
         ],

@@ -1,8 +1,11 @@
 """New SmartMoving leads of one tenant, partitioned by creation date (tenant timezone).
 
-Every 2 hours one run pulls today's and yesterday's leads (yesterday's may still change: a lead
-created late is worked on the next morning) with one date-range list call, keeps the payloads in
-``raw_leads`` and merges the typed rows into ``leads``, with audit and quarantine, like journeys.
+The leads ride in the raw run (the 2-hour window, the daily catch-up): one date-range list call pulls
+the leads created from the day before the run's first date up to today (:func:`lead_pull_dates`; a
+lead created late is worked on the next morning, so yesterday's still change), keeps the payloads in
+``raw_leads`` and merges the typed rows into ``leads``, with audit and quarantine, like journeys. The
+day before is rewritten in the same transaction as the run's own partitions
+(:data:`ALSO_REWRITES_METADATA`); ``leads`` of a date reads the raw leads of that date and the day before.
 """
 
 import datetime as dt
@@ -16,8 +19,8 @@ import pandas as pd
 from lgm_pipeline.assets.journeys import rule_check
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
-from lgm_pipeline.assets.raw import api_asset, call_api, open_client, service_dates
-from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
+from lgm_pipeline.assets.raw import AFTER_THE_PULL, api_asset, call_api, open_client, service_dates
+from lgm_pipeline.naming import ALSO_REWRITES_METADATA, IO_MANAGER_KEY, OWNERS
 from lgm_pipeline.quality.rules import lead_rules_for, validate_leads
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.io_manager import table_metadata
@@ -42,6 +45,20 @@ def utc_dates(tenant: Tenant, dates: list[dt.date]) -> tuple[dt.date, dt.date]:
     return start, end
 
 
+def lead_pull_dates(tenant: Tenant, dates: list[dt.date], now: dt.datetime | None = None) -> list[dt.date]:
+    """The creation dates a run over ``dates`` pulls: from the day before the first up to the last, never
+    past today (tenant time) nor before the first service date. The window (today, tomorrow) pulls
+    yesterday and today."""
+    first = max(min(dates) - dt.timedelta(days=1), tenant.first_service_date)
+    last = min(max(dates), tenant.today(now))
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _also_rewrites(pulled: list[dt.date], dates: list[dt.date]) -> dict[str, dg.MetadataValue]:
+    extra = [d.isoformat() for d in pulled if d not in dates]
+    return {ALSO_REWRITES_METADATA: dg.MetadataValue.json(extra)} if extra else {}
+
+
 def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.AssetsDefinition]:
     names = tenant.names
     group = names.group("leads")
@@ -58,23 +75,29 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         group_name=group,
         partitions_def=partitions.service_date,
         backfill_policy=single_run,
+        op_tags=AFTER_THE_PULL,
         **api_asset(tenant, "smartmoving_leads"),
     )
     def smartmoving_leads(
         context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
     ) -> dg.Output[pd.DataFrame]:
         dates = service_dates(context)
-        with open_client(smartmoving, tenant, context) as client:
-            pulled = call_api(client.list_leads, *utc_dates(tenant, dates), tenant=tenant)
-            calls = Counter(client.calls)
-        frame = raw_leads_frame(tenant, pulled, dates, dt.datetime.now(dt.UTC), context.run.run_id)
+        created = lead_pull_dates(tenant, dates)
+        pulled: list[Any] = []
+        calls: Counter[str] = Counter()
+        if created:  # none when every date of the run is after tomorrow: no call
+            with open_client(smartmoving, tenant, context) as client:
+                pulled = call_api(client.list_leads, *utc_dates(tenant, created), tenant=tenant)
+                calls = Counter(client.calls)
+        frame = raw_leads_frame(tenant, pulled, created, dt.datetime.now(dt.UTC), context.run.run_id)
         runs_per_day = CYCLES_PER_DAY if tenant.today() in dates else 1
         return dg.Output(
             frame,
             metadata={
                 "rows": dg.MetadataValue.int(len(frame)),
                 "pulled": dg.MetadataValue.int(len(pulled)),
-                "dates": dg.MetadataValue.json([d.isoformat() for d in dates]),
+                "dates": dg.MetadataValue.json([d.isoformat() for d in created]),
+                **_also_rewrites(created, dates),
                 **api_cost_metadata(tenant, calls, runs_per_day),
             },
         )
@@ -90,7 +113,15 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         partitions_def=partitions.service_date,
         backfill_policy=single_run,
         io_manager_key=IO_MANAGER_KEY,
-        ins={"smartmoving_leads": dg.AssetIn(raw_key)},
+        # A date's leads are normalized with the day before's: both are pulled and rewritten together.
+        ins={
+            "smartmoving_leads": dg.AssetIn(
+                raw_key,
+                partition_mapping=dg.TimeWindowPartitionMapping(
+                    start_offset=-1, allow_nonexistent_upstream_partitions=True
+                ),
+            )
+        },
         check_specs=[
             dg.AssetCheckSpec(rule.name, asset=leads_key, description=f"[{rule.severity.value}] {rule.description}")
             for rule in lead_rules_for(tenant)
@@ -107,9 +138,11 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         smartmoving_leads: pd.DataFrame,
     ) -> Any:
         started = time.monotonic()
-        dates = service_dates(context)
+        dates = lead_pull_dates(tenant, service_dates(context))
         frame = normalize_leads(tenant, smartmoving_leads, dt.datetime.now(dt.UTC), context.run.run_id)
-        earlier = postgres.recent_lead_contacts(tenant, dates[0] - DUPLICATE_WINDOW, exclude=frame["id"])
+        earlier = postgres.recent_lead_contacts(
+            tenant, min(dates or service_dates(context)) - DUPLICATE_WINDOW, exclude=frame["id"]
+        )
         outcome = validate_leads(mark_probable_duplicates(frame, earlier), tenant)
         quarantined = outcome.frame["quarantine_reasons"].notna()
         stored = outcome.frame[~quarantined]
@@ -122,6 +155,7 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
                 "by_status": dg.MetadataValue.json(stored["status"].fillna("(none)").value_counts().to_dict()),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
                 "preview": preview(stored, ["created_date", "status", "source", "location_id"]),
+                **_also_rewrites(dates, service_dates(context)),
             },
         )
         label = ", ".join(d.isoformat() for d in dates)

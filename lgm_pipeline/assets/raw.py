@@ -162,6 +162,11 @@ def api_asset(tenant: Tenant, asset: str) -> dict[str, Any]:
     }
 
 
+#: Op tags of the leads' steps: they run after the raw pull's steps of the same run (the dispatcher's
+#: data first), and not at all when an earlier step stopped the cycle (:func:`open_client`).
+AFTER_THE_PULL = {"dagster/priority": "-1"}
+
+
 def service_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The dates of the run: one partition, or a range launched as a single run."""
     return sorted(dt.date.fromisoformat(key) for key in context.partition_keys)
@@ -182,11 +187,31 @@ def open_client(
     smartmoving: SmartMovingResource, tenant: Tenant, context: dg.AssetExecutionContext
 ) -> SmartMovingClient:
     """The tenant's client; an unset variable or a base URL httpx cannot even parse fails the step at once,
-    like a 404 (no retry, the cycle stops), and only this tenant's step."""
+    like a 404 (no retry, the cycle stops), and only this tenant's step.
+
+    A step of a run in which an earlier step met such an error (wrong settings, a rejected key, an
+    exhausted quota) fails at once too, with that error and without a call: the leads run after the
+    raw pull in the same run (a lower step priority), and would only spend a call failing the same way.
+    """
+    earlier = _stopping_failure(context)
+    if earlier is not None:
+        raise earlier
     try:
         return smartmoving.account(tenant.key).get_client(logger=context.log)
     except (UnusableBaseURLError, MissingSettingError) as error:
         raise api_failure(error, Counter(), tenant) from None
+
+
+def _stopping_failure(context: dg.AssetExecutionContext) -> dg.Failure | None:
+    """The failure that stopped the cycle in an earlier step of this run, repeated for this step (no call)."""
+    records = context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    for record in records:
+        data = record.dagster_event.step_failure_data if record.dagster_event else None
+        user = data.user_failure_data if data else None
+        if user is not None and user.metadata.get(STOP_CYCLE):
+            metadata = {k: v for k, v in user.metadata.items() if not k.startswith("api_calls")}
+            return dg.Failure(description=user.description, allow_retries=False, metadata=metadata)
+    return None
 
 
 #: Found once per date on ``smartmoving_jobs``: an unmapped branch's jobs belong to no branch partition.

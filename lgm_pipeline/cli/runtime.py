@@ -103,6 +103,8 @@ DAGSTER_WARNING_FILTERS = (
     # the code server repeats the beta warnings of the definitions: nothing an operator can act on
     "ignore:Parameter `backfill_policy` of function `asset` is currently in beta:Warning",
     "ignore:Parameter `use_user_code_server` of initializer `AutomationConditionSensorDefinition.__init__`:Warning",
+    "ignore:Parameter `allow_nonexistent_upstream_partitions` of initializer `TimeWindowPartitionMapping.__init__`"
+    ":Warning",
 )
 
 

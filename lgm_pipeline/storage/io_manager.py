@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from lgm_pipeline.naming import BRANCH_ROWS, BY_PARTITION_METADATA, parse_journey_partition_key
+from lgm_pipeline.naming import ALSO_REWRITES_METADATA, BRANCH_ROWS, BY_PARTITION_METADATA, parse_journey_partition_key
 from lgm_pipeline.storage.reads import BranchRows, read_frame
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.scope import PartitionScope
@@ -47,6 +47,18 @@ def partition_scope(key: str, partitions_def: dg.PartitionsDefinition | None) ->
         service_date, location_id = parse_journey_partition_key(key)
         return PartitionScope(key=str(key), service_date=service_date, location_id=location_id)
     return PartitionScope(key=str(key), service_date=dt.date.fromisoformat(key))
+
+
+def output_scopes(
+    keys: Sequence[str], partitions_def: dg.PartitionsDefinition | None, output_metadata: Mapping[str, Any]
+) -> list[PartitionScope]:
+    """The partitions an output writes, plus the dates it declares it also rewrites, in date order."""
+    scopes = {str(k): partition_scope(k, partitions_def) for k in keys}
+    for day in _plain(output_metadata.get(ALSO_REWRITES_METADATA)) or ():
+        if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+            raise dg.DagsterInvariantViolationError(f"{ALSO_REWRITES_METADATA} applies to daily partitions only")
+        scopes.setdefault(str(day), partition_scope(str(day), partitions_def))
+    return sorted(scopes.values(), key=lambda s: (s.service_date or dt.date.min, s.location_id or ""))
 
 
 def api_calls_of(output_metadata: Mapping[str, Any]) -> ApiCalls | None:
@@ -117,7 +129,7 @@ class PostgresIOManager(dg.ConfigurableIOManager):
         tenant, table, name = _tenant_and_table(context.asset_key)
         # A single-run range (the window, the catch-up) writes each of its dates in one transaction.
         scope = (
-            [partition_scope(k, context.asset_partitions_def) for k in context.asset_partition_keys]
+            output_scopes(context.asset_partition_keys, context.asset_partitions_def, context.output_metadata)
             if context.has_asset_partitions
             else PartitionScope()
         )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+import dagster as dg
 import sqlalchemy as sa
 
-from lgm_pipeline.assets.automation import lead_dates
+from lgm_pipeline.assets.automation import raw_job_name
+from lgm_pipeline.assets.leads import lead_pull_dates
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline_tests.assets.conftest import db, defs, instance, simulator, tenant, window  # noqa: F401
 
@@ -17,9 +21,15 @@ def _count(db: sa.Engine, sql: str, **params: object) -> int:  # noqa: F811
 
 
 def test_sync_fills_leads_and_the_recent_view(defs, tenant, instance, db, simulator) -> None:  # noqa: F811
+    started = dt.datetime.now(dt.UTC)
     report = run_sync(defs, tenant, instance, location_ids=["loc_lgm_calgary_001"])
     assert report.ok, report
-    dates = lead_dates(tenant)
+    # the leads ride in the window's raw run: one pull run, then one journeys run per date
+    runs = instance.get_runs(dg.RunsFilter(created_after=started))
+    assert len(runs) == 1 + len(report.dates)
+    assert [r.job_name for r in runs].count(raw_job_name(tenant)) == 1
+    dates = lead_pull_dates(tenant, report.dates)
+    assert dates == [tenant.today() - dt.timedelta(days=1), tenant.today()]
     pulled = {lead_id for day in dates for lead_id in simulator.world.lead_ids_on(day)}
     stored = _count(db, f"SELECT count(*) FROM {tenant.schema}.leads")
     held = _count(db, f"SELECT count(*) FROM {tenant.schema}.leads_quarantine")
@@ -71,3 +81,20 @@ def test_hostile_and_converted_leads(defs, tenant, instance, db, simulator) -> N
             sa.text(f"SELECT count(*) FROM {tenant.schema}.leads_recent WHERE smartmoving_lead_id = :i"), {"i": fourth}
         ).scalar()
     assert (status, converted, in_recent) == ("CONVERTED", opportunity, 0)
+
+
+def test_leads_that_fail_leave_the_pull_and_journeys_done(defs, tenant, instance, db, monkeypatch) -> None:  # noqa: F811
+    """The leads share the raw run: their failure is theirs alone, reported apart, and spends no later call."""
+    from lgm_pipeline.smartmoving.client import SmartMovingClient
+    from lgm_pipeline.smartmoving.errors import AuthorizationError
+
+    def refused(self: SmartMovingClient, *args: object) -> list[dict]:
+        raise AuthorizationError("SmartMoving answered 403 Forbidden for /api/leads")
+
+    monkeypatch.setattr(SmartMovingClient, "list_leads", refused)
+    report = run_sync(defs, tenant, instance, location_ids=["loc_lgm_calgary_001"])
+    assert report.leads_failure and "403" in report.leads_failure
+    assert not report.raw_failures and all(pull.success for pull in report.pulls)
+    assert {b.service_date for b in report.branches if b.success} == set(report.dates)
+    assert _count(db, f"SELECT count(*) FROM {tenant.schema}.journeys") > 0
+    assert not report.ok  # the operator hears of it: exit code and a line of its own
