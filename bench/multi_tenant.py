@@ -10,15 +10,15 @@ Issue 17 item 4. On a fresh database (``fresh_database``) the script:
 2. starts the production topology as separate processes, each in its own session: a gRPC code
    server (``dagster api grpc``; it launches the run workers), ``dagster-daemon run`` and
    ``dagster-webserver``, on the packaged ``dagster.yaml`` (PostgreSQL storage, 4 concurrent runs);
-3. sets LGM_REFRESH_CRON to one minute (``--lead-s`` after start) so the refresh and leads schedules
-   of every tenant tick exactly once, then waits until each tenant's raw and leads runs succeeded
+3. sets LGM_REFRESH_CRON to one minute (``--lead-s`` after start) so the refresh schedule of every
+   tenant ticks exactly once, then waits until each tenant's raw run (the leads ride in it) succeeded
    and every journeys partition the automation sensor owes that window is materialized;
 4. writes JSON and prints a summary.
 
 How it measures:
 
 - ``runs_per_tenant_cycle``: runs carrying the tenant's tag launched since the tick by the cycle
-  (raw job, leads job, runs of ``journeys``); other scheduled runs (freshness checks every 30 min) are
+  (the raw job, with the leads, and runs of ``journeys``); other scheduled runs (freshness checks every 30 min) are
   listed apart.
 - ``cycle_wall_s``: the tick's scheduled time to the end of the cycle's last run.
 - CPU: for each process tree we started, sum over its live processes of own + reaped children's
@@ -66,7 +66,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS_DIR, free_port, fresh_database, machine, simulator_process, table
 
-from lgm_pipeline.settings import RATE_LIMIT_OVERRIDE_ENV, REFRESH_CRON_ENV
+from lgm_pipeline.settings import (
+    AUTOMATION_INTERVAL_ENV,
+    RATE_LIMIT_OVERRIDE_ENV,
+    REFRESH_CRON_ENV,
+    automation_interval_s,
+)
 from lgm_pipeline.tenants.config import DEFAULT_TENANTS_FILE, TENANTS_FILE_ENV
 
 SAMPLE_INTERVAL_S = 0.5
@@ -366,9 +371,8 @@ class TenantProgress:
     key: str
     expected_partitions: set[str]
     raw_ok: bool = False
-    leads_ok: bool = False
     materialized: int = 0
-    cycle_runs: dict[str, int] = field(default_factory=dict)  # "raw" | "leads" | "journeys" -> runs
+    cycle_runs: dict[str, int] = field(default_factory=dict)  # "raw" | "journeys" -> runs
     other_runs: dict[str, int] = field(default_factory=dict)  # job name -> runs
     in_progress: int = 0
     failed: list[str] = field(default_factory=list)
@@ -376,12 +380,7 @@ class TenantProgress:
 
     @property
     def done(self) -> bool:
-        return (
-            self.raw_ok
-            and self.leads_ok
-            and self.materialized >= len(self.expected_partitions)
-            and not self.in_progress
-        )
+        return self.raw_ok and self.materialized >= len(self.expected_partitions) and not self.in_progress
 
 
 def expected_journeys_partitions(tenant: Any, tick: dt.datetime) -> set[str]:
@@ -396,32 +395,36 @@ def expected_journeys_partitions(tenant: Any, tick: dt.datetime) -> set[str]:
     }
 
 
-def tenant_progress(instance: Any, tenant: Any, tick: dt.datetime, expected: set[str]) -> TenantProgress:
+def cycle_run_records(instance: Any, tick: dt.datetime) -> list[Any]:
+    """Every run launched since the tick (a minute's margin: the records' create time is the daemon's)."""
     import dagster as dg
 
-    from lgm_pipeline.assets.automation import leads_job_name, raw_job_name
+    return list(instance.get_run_records(dg.RunsFilter(created_after=tick - dt.timedelta(seconds=60))))
+
+
+def tenant_progress(instance: Any, tenant: Any, records: list[Any], expected: set[str]) -> TenantProgress:
+    """The tenant's part of the cycle: its raw run (tenant tag) and the runs of its ``journeys`` (the
+    location's automation sensor launches those, with its own tags: they are told apart by asset key)."""
+    import dagster as dg
+
+    from lgm_pipeline.assets.automation import raw_job_name
 
     progress = TenantProgress(tenant.key, expected)
     journeys_key = tenant.names.asset_key("journeys")
-    # A minute's margin: the run records' create time is the daemon's, the tick ours.
-    records = instance.get_run_records(
-        dg.RunsFilter(tags=tenant.names.tags, created_after=tick - dt.timedelta(seconds=60))
-    )
     for record in records:
         run = record.dagster_run
         if run.job_name == raw_job_name(tenant):
             kind = "raw"
-        elif run.job_name == leads_job_name(tenant):
-            kind = "leads"
         elif run.asset_selection and journeys_key in run.asset_selection:
             kind = "journeys"
-        else:
+        elif run.tags.get("tenant") == tenant.key:
             progress.other_runs[run.job_name] = progress.other_runs.get(run.job_name, 0) + 1
+            continue
+        else:
             continue
         progress.cycle_runs[kind] = progress.cycle_runs.get(kind, 0) + 1
         if run.status == dg.DagsterRunStatus.SUCCESS:
             progress.raw_ok |= kind == "raw"
-            progress.leads_ok |= kind == "leads"
         elif run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
             progress.failed.append(f"{run.job_name} {run.run_id} {run.status.value}")
         else:
@@ -429,6 +432,25 @@ def tenant_progress(instance: Any, tenant: Any, tick: dt.datetime, expected: set
         progress.last_end = max(progress.last_end, record.end_time or 0.0)
     progress.materialized = len(instance.get_materialized_partitions(journeys_key) & expected)
     return progress
+
+
+def measure_standing_cost(children: list[Child], args: argparse.Namespace, tenants: Any, tick: dt.datetime) -> dict:
+    """CPU of our processes while nothing runs (the sensor ticking, the schedules evaluated): ``--idle-s``."""
+    idle_s = min(args.idle_s, (tick - dt.datetime.now(dt.UTC)).total_seconds() - 5)
+    roots = {c.role: c.process.pid for c in children}
+    before = {role: tree_cpu_s(pid) for role, pid in roots.items()}
+    time.sleep(idle_s)
+    spent = {role: round(tree_cpu_s(pid) - before[role], 2) for role, pid in roots.items()}
+    cores = sum(spent.values()) / idle_s
+    result = {
+        "idle_s": round(idle_s, 1),
+        "automation_interval_s": automation_interval_s(),
+        "cpu_s_by_role": spent,
+        "cores": round(cores, 4),
+        "cpu_s_per_tenant_per_2h": round(cores * 7200 / len(tenants), 2),
+    }
+    print(f"standing cost: {json.dumps(result)}", file=sys.stderr)
+    return result
 
 
 def wait_until(what: str, condition: Callable[[], bool], timeout_s: float, children: list[Child]) -> None:
@@ -443,19 +465,17 @@ def wait_until(what: str, condition: Callable[[], bool], timeout_s: float, child
 
 
 def schedules_ready(instance: Any, tenants: tuple[Any, ...]) -> bool:
-    """Each tenant's refresh schedule has its state (the tick counts from then) and its sensor ticked once."""
+    """Each tenant's refresh schedule has its state (the tick counts from then) and the automation sensor ticked."""
     from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
-    from lgm_pipeline.assets.automation import automation_sensor_name
+    from lgm_pipeline.assets.automation import AUTOMATION_SENSOR
 
     schedules = {s.instigator_name for s in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)}
-    wanted_schedules = {t.names.schedule("every_2_hours") for t in tenants} | {
-        t.names.schedule("leads_every_2_hours") for t in tenants
-    }
+    wanted_schedules = {t.names.schedule("every_2_hours") for t in tenants}
     if not wanted_schedules <= schedules:
         return False
     # The automation sensor's first tick only records what exists: a raw pull before it would go unseen.
-    sensors = {automation_sensor_name(t) for t in tenants}
+    sensors = {AUTOMATION_SENSOR}
     ticked = set()
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
         if state.instigator_name in sensors:
@@ -548,6 +568,7 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         dagster_engine = sa.create_engine(dagster_db_url, poolclass=sa.pool.NullPool)
         stack.callback(dagster_engine.dispose)
+        standing = measure_standing_cost(children, args, tenants, tick) if args.idle_s else None
         time.sleep(max(0.0, (tick - dt.datetime.now(dt.UTC)).total_seconds()))
         sizes_before = table_sizes(dagster_engine)
         roots = {c.role: c.process.pid for c in children}
@@ -564,7 +585,8 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         complete = True
         last_line = ""
         while True:
-            progress = {t.key: tenant_progress(instance, t, tick, expected[t.key]) for t in tenants}
+            records = cycle_run_records(instance, tick)
+            progress = {t.key: tenant_progress(instance, t, records, expected[t.key]) for t in tenants}
             failed = [f for p in progress.values() for f in p.failed]
             if failed:
                 raise RuntimeError(f"runs failed: {failed[:5]}\n{daemon.log_tail()}")
@@ -610,6 +632,7 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     growth = {name: (sizes_after.get(name, 0) - sizes_before.get(name, 0)) / MIB for name in sizes_after}
     return {
         "tenants": args.tenants,
+        "standing_cost": standing,
         "cycle_complete": complete,
         # An incomplete cycle: how far it got when the measurement stopped (its CPU and storage are up to then).
         "stopped_after_s": None if complete else stopped_s,
@@ -618,7 +641,7 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "runs_per_tenant_cycle": sum(runs) / len(runs),
         "runs_per_tenant_cycle_max": max(runs),
         "runs_by_kind": {
-            kind: sum(p.cycle_runs.get(kind, 0) for p in progress.values()) for kind in ("raw", "leads", "journeys")
+            kind: sum(p.cycle_runs.get(kind, 0) for p in progress.values()) for kind in ("raw", "journeys")
         },
         "other_runs_by_job": {job: n for p in progress.values() for job, n in p.other_runs.items()},
         "journeys_partitions": sum(len(e) for e in expected.values()),
@@ -678,9 +701,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--graphql-interval-s", type=float, default=2.0, help="pause between catalog loads")
     parser.add_argument("--keep-database", action="store_true", help="keep lgm_bench_multi_* to look at after")
+    parser.add_argument(
+        "--idle-s",
+        type=float,
+        default=0.0,
+        help="before the tick, measure the standing cost (sensors, schedules, nothing running) for this long",
+    )
+    parser.add_argument(
+        "--automation-interval-s", type=int, default=None, help="LGM_AUTOMATION_INTERVAL_S (default: the package's)"
+    )
     args = parser.parse_args(argv)
     if args.lead_s is None:
         args.lead_s = 75 + 3 * args.tenants
+    args.lead_s += args.idle_s
+    if args.automation_interval_s is not None:
+        os.environ[AUTOMATION_INTERVAL_ENV] = str(args.automation_interval_s)
     # SIGTERM unwinds like Ctrl-C: every child's group is stopped, the databases dropped. SIGINT is set
     # too: a shell starting us in the background leaves it ignored, and Python would keep it so.
     signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dagster as dg
 
+from lgm_pipeline.assets.automation import build_automation_sensor
 from lgm_pipeline.assets.dagster_history import build_dagster_history_definitions
 from lgm_pipeline.assets.factory import build_tenant_definitions, smartmoving_resource
+from lgm_pipeline.assets.freshness import FRESHNESS_CHECK, build_freshness_schedule
 from lgm_pipeline.naming import IO_MANAGER_KEY, POSTGRES_RESOURCE_KEY, SMARTMOVING_RESOURCE_KEY
 from lgm_pipeline.storage.io_manager import PostgresIOManager
 from lgm_pipeline.storage.resources import PostgresResource
-from lgm_pipeline.tenants import load_tenants
+from lgm_pipeline.tenants import Tenant, load_tenants
 
 
 def build_definitions() -> dg.Definitions:
@@ -30,8 +32,19 @@ def build_definitions() -> dg.Definitions:
             SMARTMOVING_RESOURCE_KEY: smartmoving_resource(tenants),
         },
     )
+    per_tenant = [build_tenant_definitions(t) for t in tenants]
     return dg.Definitions.merge(
-        shared, build_dagster_history_definitions(), *(build_tenant_definitions(t) for t in tenants)
+        shared, build_dagster_history_definitions(), *per_tenant, build_tenant_group_definitions(per_tenant, tenants)
+    )
+
+
+def build_tenant_group_definitions(per_tenant: list[dg.Definitions], tenants: list[Tenant]) -> dg.Definitions:
+    """What the code location runs once for all its tenants (a tenant group): the automation sensor and the
+    freshness checks' schedule. Per tenant they cost a sensor tick or a run each, whatever the tenant's size."""
+    checks = [c for d in per_tenant for c in d.asset_checks or () if c.check_key.name == FRESHNESS_CHECK]
+    freshness_job, freshness_schedule = build_freshness_schedule(checks)
+    return dg.Definitions(
+        jobs=[freshness_job], schedules=[freshness_schedule], sensors=[build_automation_sensor(tenants)]
     )
 
 

@@ -78,3 +78,23 @@ def dagster_history_days() -> int:
     if days < 0:
         raise ValueError(f"{DAGSTER_HISTORY_DAYS_ENV} must be a whole number of days (0 or more), not {value!r}")
     return days
+
+
+AUTOMATION_INTERVAL_ENV = "LGM_AUTOMATION_INTERVAL_S"
+#: How often the automation sensor evaluates journeys' condition: a raw pull is followed within this.
+DEFAULT_AUTOMATION_INTERVAL_S = 30
+
+
+def automation_interval_s() -> int:
+    """``LGM_AUTOMATION_INTERVAL_S`` over 30 s. Each tick costs CPU for every tenant's journeys whether or
+    not anything ran (docs/performance.md, section 10): raise it with the tenants of a code location."""
+    value = (os.environ.get(AUTOMATION_INTERVAL_ENV) or "").strip()
+    if not value:
+        return DEFAULT_AUTOMATION_INTERVAL_S
+    try:
+        seconds = int(value)
+    except ValueError:
+        seconds = 0
+    if not 5 <= seconds <= 3600:
+        raise ValueError(f"{AUTOMATION_INTERVAL_ENV} must be a whole number of seconds from 5 to 3600, not {value!r}")
+    return seconds

@@ -92,8 +92,15 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
         "daily_arrival_windows",
         "daily_retention",
     )
-    # plus the one deployment-wide schedule, not per tenant
-    assert {s.name for s in two.schedules} == {
-        f"{key}_{name}" for key in ("lgm", "acme") for name in (*daily, "journeys_freshness")
-    } | {"dagster_history_retention_daily"}
+    # plus the code location's own (its tenants together), not per tenant
+    assert {s.name for s in two.schedules} == {f"{key}_{name}" for key in ("lgm", "acme") for name in daily} | {
+        "dagster_history_retention_daily",
+        "journeys_freshness",
+    }
+    assert [s.name for s in two.sensors] == ["journeys_automation"]
+    both = two.resolve_job_def("journeys_freshness").asset_layer.asset_graph.asset_check_keys
+    assert {(k.asset_key.path[0], k.name) for k in both} == {
+        ("lgm", "journeys_freshness"),
+        ("acme", "journeys_freshness"),
+    }
     assert parse_tenants({"tenants": [acme]})[0].schema == "tenant_acme"

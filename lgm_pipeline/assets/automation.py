@@ -11,8 +11,8 @@ window. When a raw pull of a date lands, each branch partition of that date in t
 window (:class:`InBranchWindow`; every branch for the catch-up's past dates) is requested once; a
 partition rebuilt after that pull (by ``lgm sync`` or by hand) counts as handled, so nothing is
 rebuilt twice, and a manual rebuild of one partition requests nothing else. Only ``journeys`` has a
-condition: the schedules drive the raw assets, leads and the rest. The per-tenant
-:func:`build_automation_sensor` evaluates it every 30 s and is on from the first start.
+condition: the schedules drive the raw assets, leads and the rest. The code location's one
+:func:`build_automation_sensor` evaluates every tenant's, every 30 s by default, on from the first start.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.naming import parse_journey_partition_key
-from lgm_pipeline.settings import DEFAULT_REFRESH_CRON, refresh_cron
+from lgm_pipeline.settings import DEFAULT_REFRESH_CRON, automation_interval_s, refresh_cron
 from lgm_pipeline.tenants import Tenant
 
 REFRESH_CRON = DEFAULT_REFRESH_CRON  # the cycle's cadence; both its schedules read refresh_cron() (the override)
@@ -179,12 +179,10 @@ def build_retention_schedule(tenant: Tenant, job: dg.UnresolvedAssetJobDefinitio
     )
 
 
-#: How often the automation sensor evaluates journeys' condition (a raw pull is followed within this).
-AUTOMATION_INTERVAL_S = 30
-
-
-def automation_sensor_name(tenant: Tenant) -> str:
-    return tenant.names.sensor("automation")
+#: The code location's one automation sensor: every tenant's ``journeys`` (a location is a tenant group).
+AUTOMATION_SENSOR = "journeys_automation"
+#: Tag on the runs the automation sensor launches (they cover one tenant each; the asset keys say which).
+AUTOMATION_RUN_TAGS = {"lgm/launched_by": AUTOMATION_SENSOR}
 
 
 def journeys_lookback(tenant: Tenant) -> dt.timedelta:
@@ -264,23 +262,31 @@ def journeys_automation_condition(tenant: Tenant) -> dg.AutomationCondition:
     )
 
 
-def build_automation_sensor(tenant: Tenant) -> dg.AutomationConditionSensorDefinition:
-    """Evaluates the tenant's automation conditions (only ``journeys`` has one), on from the first start.
+def build_automation_sensor(tenants: Sequence[Tenant]) -> dg.AutomationConditionSensorDefinition:
+    """Evaluates every tenant's automation condition (only ``journeys`` has one), on from the first start.
+
+    One sensor per code location, not per tenant: a tick's cost is mostly per asset evaluated, and a
+    sensor per tenant adds a tick's fixed cost (a gRPC call, the cursor rewritten, the daemon's
+    bookkeeping) per tenant, every interval (:func:`settings.automation_interval_s`). A code location
+    is a tenant group (its tenants file; docs/performance.md, section 10), so this is a sensor per group.
 
     A tick requesting several partitions emits one backfill (``emit_backfills``), which ``journeys``'
-    single-run backfill policy turns into one run per pulled date (Dagster groups a 2-D subset's ranges
-    by its dimension with fewer keys: the dates), as ``lgm sync`` does (:func:`sync.journeys_run_ranges`).
+    single-run backfill policy turns into one run per tenant and pulled date (Dagster groups a 2-D
+    subset's ranges by its dimension with fewer keys: the dates), as ``lgm sync`` does
+    (:func:`sync.journeys_run_ranges`). Those runs carry :data:`AUTOMATION_RUN_TAGS`, not the tenant
+    tag: a sensor's run tags are fixed, and journeys runs call no API, so the per-tenant run limit has
+    nothing to guard there.
     """
     return dg.AutomationConditionSensorDefinition(
-        automation_sensor_name(tenant),
-        target=dg.AssetSelection.assets(tenant.names.asset_key("journeys")),
+        AUTOMATION_SENSOR,
+        target=dg.AssetSelection.assets(*(t.names.asset_key("journeys") for t in tenants)),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=AUTOMATION_INTERVAL_S,
+        minimum_interval_seconds=automation_interval_s(),
         emit_backfills=True,
         # InBranchWindow is Python of ours: the daemon alone could not evaluate it.
         use_user_code_server=True,
-        run_tags=tenant.names.tags,
-        description="Rebuild each (date, branch) partition of journeys once after a raw pull of its date.",
+        run_tags=AUTOMATION_RUN_TAGS,
+        description="Rebuild each (date, branch) partition of every tenant's journeys once after a raw pull of it.",
     )
 
 

@@ -9,14 +9,13 @@ import dagster as dg
 from lgm_pipeline.assets.arrival_windows import build_arrival_windows_asset
 from lgm_pipeline.assets.automation import (
     build_arrival_windows_schedule,
-    build_automation_sensor,
     build_branches_schedule,
     build_catch_up_schedule,
     build_jobs,
     build_refresh_schedule,
     build_retention_schedule,
 )
-from lgm_pipeline.assets.freshness import build_freshness_check, build_freshness_schedule
+from lgm_pipeline.assets.freshness import build_freshness_check
 from lgm_pipeline.assets.journeys import build_journeys_asset
 from lgm_pipeline.assets.leads import build_leads_assets
 from lgm_pipeline.assets.maintenance import build_retention_asset
@@ -56,20 +55,17 @@ def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
 def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
     raw_job, journeys_job, retention_job = build_jobs(tenant)
     freshness_check = build_freshness_check(tenant)
-    freshness_job, freshness_schedule = build_freshness_schedule(tenant, freshness_check)
     branches_job, branches_schedule = build_branches_schedule(tenant)
     windows_job, windows_schedule = build_arrival_windows_schedule(tenant)
     return dg.Definitions(
         assets=tenant_assets(tenant),
         asset_checks=[freshness_check],
-        jobs=[raw_job, journeys_job, retention_job, freshness_job, branches_job, windows_job],
+        jobs=[raw_job, journeys_job, retention_job, branches_job, windows_job],
         schedules=[
             build_refresh_schedule(tenant, raw_job),
             build_catch_up_schedule(tenant, raw_job),
             branches_schedule,
             windows_schedule,
             build_retention_schedule(tenant, retention_job),
-            freshness_schedule,
         ],
-        sensors=[build_automation_sensor(tenant)],
     )

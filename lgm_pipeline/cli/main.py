@@ -141,9 +141,11 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from lgm_pipeline.cli.serve import serve
-    from lgm_pipeline.settings import refresh_cron
+    from lgm_pipeline.settings import automation_interval_s, refresh_cron
 
-    refresh_cron()  # a bad override is a configuration error now, not a code server that never loads
+    # A bad override is a configuration error now, not a code server that never loads.
+    refresh_cron()
+    automation_interval_s()
     with hide_dagster_warnings(args.verbose), lgm_runtime(smartmoving=args.simulator) as dagster_home:
         print(f"Dagster home: {dagster_home}", file=sys.stderr)
         return serve(args.host, args.port, args.code_port, args.verbose)

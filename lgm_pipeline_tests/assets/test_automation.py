@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.assets.automation import (
-    automation_sensor_name,
+    AUTOMATION_SENSOR,
     catch_up_dates,
     catch_up_run_config,
     journeys_automation_condition,
@@ -22,6 +22,7 @@ from lgm_pipeline.assets.automation import (
 from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.naming import journey_partition_key, parse_journey_partition_key
+from lgm_pipeline.settings import AUTOMATION_INTERVAL_ENV
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant, load_tenants
 from lgm_pipeline_tests.assets.conftest import journeys_partitions_of
@@ -70,13 +71,12 @@ def test_only_journeys_is_automated_by_a_sensor_that_runs_from_the_first_start()
     assert checks == []
     repository = defs.get_repository_def()
     automation_sensors = [s for s in repository.sensor_defs if isinstance(s, dg.AutomationConditionSensorDefinition)]
-    # one per tenant, and no stopped-by-default `default_automation_condition_sensor` next to them
-    assert sorted(s.name for s in automation_sensors) == sorted(automation_sensor_name(t) for t in tenants)
-    for tenant in tenants:
-        sensor = defs.resolve_sensor_def(automation_sensor_name(tenant))
-        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-        assert sensor.minimum_interval_seconds == 30
-        assert sensor.asset_selection.resolve(graph) == {tenant.names.asset_key("journeys")}  # type: ignore[union-attr]
+    # one for the code location (a tenant group), and no stopped-by-default `default_automation_condition_sensor`
+    assert [s.name for s in automation_sensors] == [AUTOMATION_SENSOR]
+    [sensor] = automation_sensors
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.minimum_interval_seconds == 30
+    assert sensor.asset_selection.resolve(graph) == {t.names.asset_key("journeys") for t in tenants}  # type: ignore[union-attr]
     assert not [s for s in repository.sensor_defs if not isinstance(s, dg.AutomationConditionSensorDefinition)]
 
 
@@ -262,3 +262,11 @@ def test_lgm_sync_of_one_branch_leaves_the_other_branches_to_the_daemon(defs, te
     # the pulled dates' other branches are rebuilt by the daemon; the synced one is not rebuilt again
     assert automation.tick() == _in_own_window(tenant, window, others)
     assert automation.tick() == set()
+
+
+def test_the_automation_interval_is_a_setting_and_a_bad_value_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(AUTOMATION_INTERVAL_ENV, "120")
+    assert build_definitions().resolve_sensor_def(AUTOMATION_SENSOR).minimum_interval_seconds == 120
+    monkeypatch.setenv(AUTOMATION_INTERVAL_ENV, "2 minutes")
+    with pytest.raises(ValueError, match=AUTOMATION_INTERVAL_ENV):
+        build_definitions()

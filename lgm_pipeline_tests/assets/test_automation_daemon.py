@@ -25,11 +25,11 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster._core.storage.tags import BACKFILL_ID_TAG
 
-from lgm_pipeline.assets.automation import AUTOMATION_INTERVAL_S, automation_sensor_name, range_tags, raw_job_name
+from lgm_pipeline.assets.automation import AUTOMATION_RUN_TAGS, AUTOMATION_SENSOR, range_tags, raw_job_name
 from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.naming import journey_partition_key
-from lgm_pipeline.settings import DAGSTER_STORAGE_URL_ENV
+from lgm_pipeline.settings import DAGSTER_STORAGE_URL_ENV, DEFAULT_AUTOMATION_INTERVAL_S
 from lgm_pipeline.storage.database import dagster_database_name, dagster_storage_url, ensure_database
 from lgm_pipeline.sync import journeys_run_ranges
 from lgm_pipeline.tenants import Tenant
@@ -39,7 +39,7 @@ CLI_DIR = Path(__file__).resolve().parents[2] / "lgm_pipeline" / "cli"
 #: From the raw pull to the 12th partition: up to a sensor interval, the backfill daemon's next
 #: iteration, then 2 runs, each ~10-20 s of process start-up (run worker + step subprocess) on 2 cores.
 REBUILT_TIMEOUT_S = 300
-TICK_TIMEOUT_S = AUTOMATION_INTERVAL_S * 3
+TICK_TIMEOUT_S = DEFAULT_AUTOMATION_INTERVAL_S * 3
 
 
 @dataclass
@@ -88,8 +88,8 @@ def daemon(database_url: str, simulator, tmp_path: Path, monkeypatch: pytest.Mon
         instance.dispose()
 
 
-def _automation_ticks(daemon: Daemon, tenant: Tenant) -> list:
-    name = automation_sensor_name(tenant)
+def _automation_ticks(daemon: Daemon) -> list:
+    name = AUTOMATION_SENSOR
     for state in daemon.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
         if state.origin.instigator_name == name:
             ticks = daemon.instance.get_ticks(state.instigator_origin_id, state.selector_id)
@@ -97,12 +97,12 @@ def _automation_ticks(daemon: Daemon, tenant: Tenant) -> list:
     return []
 
 
-def _wait_for_tick(daemon: Daemon, tenant: Tenant, after: int) -> list:
+def _wait_for_tick(daemon: Daemon, after: int) -> list:
     """The finished ticks once there are more than ``after`` of them (newest first)."""
     deadline = time.monotonic() + TICK_TIMEOUT_S
     while time.monotonic() < deadline:
         assert daemon.process.poll() is None, daemon.log_tail()
-        ticks = _automation_ticks(daemon, tenant)
+        ticks = _automation_ticks(daemon)
         if len(ticks) > after:
             return ticks
         time.sleep(1)
@@ -118,7 +118,7 @@ def _journeys_runs(daemon: Daemon, tenant: Tenant) -> list[dg.DagsterRun]:
 def test_daemon_rebuilds_each_branch_partition_of_a_pulled_window_once(daemon: Daemon, tenant, window) -> None:
     started = time.monotonic()
     # the sensor's first evaluation only records the state (it would request nothing)
-    first = _wait_for_tick(daemon, tenant, after=0)
+    first = _wait_for_tick(daemon, after=0)
     print(f"first automation tick {time.monotonic() - started:.1f} s after the daemon started")
 
     # the 2-hour schedule's run: today and tomorrow, in one run, recorded in the daemon's instance
@@ -151,7 +151,9 @@ def test_daemon_rebuilds_each_branch_partition_of_a_pulled_window_once(daemon: D
     )
     backfills = {r.tags.get(BACKFILL_ID_TAG) for r in runs}
     assert len(backfills) == 1 and None not in backfills
-    assert all(r.tags.get("tenant") == tenant.key for r in runs)
+    # the location's sensor launched them (its fixed run tags), one tenant's journeys each
+    assert all(AUTOMATION_RUN_TAGS.items() <= r.tags.items() for r in runs)
+    assert all(r.asset_selection == {key} for r in runs)
     materialized = daemon.instance.get_materialized_partitions(key)
     assert materialized == expected
     # a backfill runs every check of journeys: the freshness check rides along, as in lgm sync's runs
@@ -163,8 +165,8 @@ def test_daemon_rebuilds_each_branch_partition_of_a_pulled_window_once(daemon: D
     assert "journeys_freshness" in checks and "branch_volume" in checks
 
     # the next ticks (runs done, nothing new pulled) launch nothing more
-    ticks = _wait_for_tick(daemon, tenant, after=len(_automation_ticks(daemon, tenant)))
-    ticks = _wait_for_tick(daemon, tenant, after=len(ticks))
+    ticks = _wait_for_tick(daemon, after=len(_automation_ticks(daemon)))
+    ticks = _wait_for_tick(daemon, after=len(ticks))
     assert len(_journeys_runs(daemon, tenant)) == len(window)
     requested = [t.requested_asset_materialization_count for t in reversed(ticks) if t.tick_id != first[-1].tick_id]
     print(

@@ -138,12 +138,12 @@ def today(window: list[dt.date]) -> dt.date:  # noqa: F811
 
 
 def freshness_evaluation(defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance) -> Any:  # noqa: F811
-    """Run the tenant's freshness job as its schedule does; returns the one check evaluation."""
-    from lgm_pipeline.assets.freshness import freshness_job_name
+    """Run the location's freshness job as its schedule does; returns the tenant's check evaluation."""
+    from lgm_pipeline.assets.freshness import FRESHNESS_JOB
 
-    result = defs.resolve_job_def(freshness_job_name(tenant)).execute_in_process(instance=instance)
+    result = defs.resolve_job_def(FRESHNESS_JOB).execute_in_process(instance=instance)
     assert result.success
-    [evaluation] = result.get_asset_check_evaluations()
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.asset_key.path[0] == tenant.key]
     return evaluation
 
 

@@ -88,7 +88,7 @@ def test_journeys_asset_page_shows_description_sensor_and_latest_partition(lgm_u
     text = _text(browse(lgm_up.url("assets/lgm/journeys"), "--dump-dom").decode(errors="replace"))
     assert "lgm / journeys" in text
     assert "truck journeys, one row per SmartMoving job" in text  # the asset's description
-    assert "lgm_automation" in text  # the automation sensor that keeps it fresh
+    assert "journeys_automation" in text  # the automation sensor that keeps it fresh
     assert "tenant_lgm.journeys" in text  # where the rows are (IO manager metadata)
     # the latest materialization is one branch x date partition, named as in the partition picker
     assert re.search(r"loc_lgm_[a-z_]+_\d{3}\|\d{4}-\d{2}-\d{2}", text), text[:2000]
