@@ -117,11 +117,12 @@ def tenant_key(index: int) -> str:
     return f"t{index:03d}"
 
 
-def write_tenants_file(path: Path, count: int) -> None:
-    """N copies of the packaged ``lgm`` tenant: same branches, own key, own SmartMoving variables."""
+def write_tenants_file(path: Path, count: int, first: int = 1) -> None:
+    """N copies of the packaged ``lgm`` tenant (numbered from ``first``): same branches, own key, own
+    SmartMoving variables."""
     template = next(t for t in yaml.safe_load(DEFAULT_TENANTS_FILE.read_text())["tenants"] if t["key"] == "lgm")
     tenants = []
-    for index in range(1, count + 1):
+    for index in range(first, first + count):
         key = tenant_key(index)
         block = json.loads(json.dumps(template))  # a deep copy
         block.update(key=key, client_id=f"clm_bench_{key}", name=f"Bench tenant {index}")
@@ -147,9 +148,11 @@ class Child:
 
 
 @contextmanager
-def child_process(role: str, command: list[str], env: dict[str, str], log_dir: Path) -> Iterator[Child]:
+def child_process(
+    role: str, command: list[str], env: dict[str, str], log_dir: Path, name: str | None = None
+) -> Iterator[Child]:
     """A process in its own session, stopped with everything it started (run workers too) on exit."""
-    log_path = log_dir / f"{role}.log"
+    log_path = log_dir / f"{name or role}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
@@ -179,14 +182,27 @@ def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 20) ->
         process.wait(timeout=10)
 
 
-def workspace_file(folder: Path, grpc_port: int) -> Path:
+def location_name(index: int, locations: int) -> str:
+    return LOCATION_NAME if locations == 1 else f"{LOCATION_NAME}_{index:02d}"
+
+
+def workspace_file(folder: Path, grpc_ports: list[int]) -> Path:
+    """One code location per gRPC code server (a tenant group each when there are several)."""
     path = folder / "workspace.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {"load_from": [{"grpc_server": {"host": "127.0.0.1", "port": grpc_port, "location_name": LOCATION_NAME}}]}
-        )
-    )
+    servers = [
+        {"grpc_server": {"host": "127.0.0.1", "port": port, "location_name": location_name(i, len(grpc_ports))}}
+        for i, port in enumerate(grpc_ports, start=1)
+    ]
+    path.write_text(yaml.safe_dump({"load_from": servers}))
     return path
+
+
+def cpu_by_role(children: list[Child]) -> dict[str, float]:
+    """CPU seconds so far of each role's process trees (several code servers add up)."""
+    spent: dict[str, float] = {}
+    for child in children:
+        spent[child.role] = spent.get(child.role, 0.0) + tree_cpu_s(child.process.pid)
+    return spent
 
 
 # --- CPU and memory ------------------------------------------------------------------------
@@ -437,10 +453,9 @@ def tenant_progress(instance: Any, tenant: Any, records: list[Any], expected: se
 def measure_standing_cost(children: list[Child], args: argparse.Namespace, tenants: Any, tick: dt.datetime) -> dict:
     """CPU of our processes while nothing runs (the sensor ticking, the schedules evaluated): ``--idle-s``."""
     idle_s = min(args.idle_s, (tick - dt.datetime.now(dt.UTC)).total_seconds() - 5)
-    roots = {c.role: c.process.pid for c in children}
-    before = {role: tree_cpu_s(pid) for role, pid in roots.items()}
+    before = cpu_by_role(children)
     time.sleep(idle_s)
-    spent = {role: round(tree_cpu_s(pid) - before[role], 2) for role, pid in roots.items()}
+    spent = {role: round(cpu - before[role], 2) for role, cpu in cpu_by_role(children).items()}
     cores = sum(spent.values()) / idle_s
     result = {
         "idle_s": round(idle_s, 1),
@@ -464,8 +479,9 @@ def wait_until(what: str, condition: Callable[[], bool], timeout_s: float, child
         time.sleep(1)
 
 
-def schedules_ready(instance: Any, tenants: tuple[Any, ...]) -> bool:
-    """Each tenant's refresh schedule has its state (the tick counts from then) and the automation sensor ticked."""
+def schedules_ready(instance: Any, tenants: tuple[Any, ...], locations: int) -> bool:
+    """Each tenant's refresh schedule has its state (the tick counts from then) and every code location's
+    automation sensor ticked."""
     from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
     from lgm_pipeline.assets.automation import AUTOMATION_SENSOR
@@ -475,14 +491,12 @@ def schedules_ready(instance: Any, tenants: tuple[Any, ...]) -> bool:
     if not wanted_schedules <= schedules:
         return False
     # The automation sensor's first tick only records what exists: a raw pull before it would go unseen.
-    sensors = {AUTOMATION_SENSOR}
-    ticked = set()
+    ticked = 0
     for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
-        if state.instigator_name in sensors:
+        if state.instigator_name == AUTOMATION_SENSOR:
             ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=5)
-            if any(t.status != TickStatus.STARTED for t in ticks):
-                ticked.add(state.instigator_name)
-    return ticked == sensors
+            ticked += any(t.status != TickStatus.STARTED for t in ticks)
+    return ticked == locations
 
 
 def graphql_ready(url: str) -> bool:
@@ -522,19 +536,30 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         dagster_db_url = sa.make_url(dagster_storage_url(url)).set(drivername="postgresql+psycopg")
         databases = (sa.make_url(url).database, dagster_db_url.database)
 
-        grpc_port, web_port = free_port(), free_port()
-        workspace = workspace_file(work, grpc_port)
+        per_location = args.tenants_per_location or args.tenants
+        firsts = list(range(1, args.tenants + 1, per_location))
+        grpc_ports, web_port = [free_port() for _ in firsts], free_port()
+        workspace = workspace_file(work, grpc_ports)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAGSTER_HOME": str(dagster_home)}
         bin_dir = Path(sys.executable).parent
-        code_server = stack.enter_context(
-            child_process(
-                "code_server",
-                [str(bin_dir / "dagster"), "api", "grpc", "-m", "lgm_pipeline.definitions", "-h", "127.0.0.1",
-                 "-p", str(grpc_port), "--location-name", LOCATION_NAME],
-                env,
-                work,
-            )
-        )  # fmt: skip
+        code_servers = []
+        for index, (first, port) in enumerate(zip(firsts, grpc_ports, strict=True), start=1):
+            # A tenant group: its own tenants file, as a deployment gives each code location.
+            group_file = work / f"tenants_{index:02d}.yaml"
+            write_tenants_file(group_file, min(per_location, args.tenants - first + 1), first)
+            name = location_name(index, len(firsts))
+            code_servers.append(
+                stack.enter_context(
+                    child_process(
+                        "code_server",
+                        [str(bin_dir / "dagster"), "api", "grpc", "-m", "lgm_pipeline.definitions", "-h", "127.0.0.1",
+                         "-p", str(port), "--location-name", name],
+                        {**env, TENANTS_FILE_ENV: str(group_file)},
+                        work,
+                        name=name,
+                    )
+                )
+            )  # fmt: skip
         daemon = stack.enter_context(
             child_process("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)], env, work)
         )
@@ -546,7 +571,7 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 work,
             )
         )
-        children = [code_server, daemon, webserver]
+        children = [*code_servers, daemon, webserver]
         print(f"tick at {tick:%H:%M} UTC (cron {os.environ[REFRESH_CRON_ENV]!r}); logs in {work}", file=sys.stderr)
 
         # Worlds up front: generating them is the simulator's cost, not the cycle's.
@@ -559,7 +584,12 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         graphql_url = f"http://127.0.0.1:{web_port}/graphql"
         seconds_left = (tick - dt.datetime.now(dt.UTC)).total_seconds()
         wait_until("webserver", lambda: graphql_ready(graphql_url), seconds_left, children)
-        wait_until("daemon's schedules and sensors", lambda: schedules_ready(instance, tenants), seconds_left, children)
+        wait_until(
+            "daemon's schedules and sensors",
+            lambda: schedules_ready(instance, tenants, len(firsts)),
+            seconds_left,
+            children,
+        )
         ready_s = (dt.datetime.now(dt.UTC) - launched).total_seconds()
         if dt.datetime.now(dt.UTC) >= tick - dt.timedelta(seconds=2):
             raise RuntimeError(f"ready after {ready_s:.0f} s, past the tick: rerun with a larger --lead-s")
@@ -571,8 +601,7 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         standing = measure_standing_cost(children, args, tenants, tick) if args.idle_s else None
         time.sleep(max(0.0, (tick - dt.datetime.now(dt.UTC)).total_seconds()))
         sizes_before = table_sizes(dagster_engine)
-        roots = {c.role: c.process.pid for c in children}
-        cpu_before = {role: tree_cpu_s(pid) for role, pid in roots.items()}
+        cpu_before = cpu_by_role(children)
         sampler = Sampler(children, dagster_db_url.render_as_string(hide_password=False), databases)
         sampler.start()
         stack.callback(sampler.stop)
@@ -611,9 +640,9 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 )
                 complete = False
                 break
-            time.sleep(2)
+            time.sleep(max(2.0, len(tenants) / 10))  # our own polling must not take the cycle's CPU
 
-        cpu_after = {role: tree_cpu_s(pid) for role, pid in roots.items()}
+        cpu_after = cpu_by_role(children)
         poller.stop()
         sampler.stop()
         sizes_after = table_sizes(dagster_engine)
@@ -621,17 +650,18 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     stopped_s = (dt.datetime.now(dt.UTC) - tick).total_seconds()
     cycle_wall_s = max(p.last_end for p in progress.values()) - tick.timestamp() if complete else None
     # The run workers exit into their code server's children time: one figure for the two.
-    cpu_by_role = {
+    cycle_cpu_by_role = {
         "code_server_and_run_workers" if role == "code_server" else role: cpu_after[role] - cpu_before[role]
-        for role in roots
+        for role in cpu_after
     }
-    cpu_by_role["postgres_backends"] = sampler.postgres_cpu_s()
+    cycle_cpu_by_role["postgres_backends"] = sampler.postgres_cpu_s()
     # The webserver's CPU is mostly our polling of the catalog: reported, not counted in the cycle's.
-    cycle_cpu_s = sum(v for role, v in cpu_by_role.items() if role != "webserver")
+    cycle_cpu_s = sum(v for role, v in cycle_cpu_by_role.items() if role != "webserver")
     runs = [sum(p.cycle_runs.values()) for p in progress.values()]
     growth = {name: (sizes_after.get(name, 0) - sizes_before.get(name, 0)) / MIB for name in sizes_after}
     return {
         "tenants": args.tenants,
+        "code_locations": len(firsts),
         "standing_cost": standing,
         "cycle_complete": complete,
         # An incomplete cycle: how far it got when the measurement stopped (its CPU and storage are up to then).
@@ -648,7 +678,7 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "cycle_wall_s": cycle_wall_s,
         "cpu_s_per_tenant_cycle": cycle_cpu_s / args.tenants if complete else None,
         "cpu_s_total": cycle_cpu_s,
-        "cpu_s_by_role": cpu_by_role,
+        "cpu_s_by_role": cycle_cpu_by_role,
         "peak_rss_mib": sampler.peak_rss,
         "peak_total_rss_mib": sampler.peak_total_rss,
         "graphql_assets_p50_s": percentile(poller.timings, 0.50),
@@ -701,6 +731,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--graphql-interval-s", type=float, default=2.0, help="pause between catalog loads")
     parser.add_argument("--keep-database", action="store_true", help="keep lgm_bench_multi_* to look at after")
+    parser.add_argument(
+        "--tenants-per-location",
+        type=int,
+        default=None,
+        metavar="K",
+        help="tenant groups: one code location (code server, tenants file) per K tenants (default: one for all)",
+    )
     parser.add_argument(
         "--idle-s",
         type=float,

@@ -19,6 +19,7 @@ import psutil
 import pytest
 import yaml
 
+from lgm_pipeline.assets.automation import AUTOMATION_RUN_TAGS
 from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from lgm_pipeline.tenants import Tenant, load_tenants
@@ -130,7 +131,7 @@ def test_schedule_tick_builds_the_window_through_the_daemon_and_survives_a_kille
     ]
     # launched by the daemon's automation sensor, not by anyone else
     assert journeys_runs and all(r.dagster_run.tags.get("dagster/sensor_name") for r in journeys_runs)
-    assert all(r.dagster_run.tags.get("tenant") == tenant.key for r in journeys_runs)
+    assert all(AUTOMATION_RUN_TAGS.items() <= r.dagster_run.tags.items() for r in journeys_runs)
 
     # 2. the webserver answers GraphQL from the same storage
     listed = _graphql_run_ids(serve)
