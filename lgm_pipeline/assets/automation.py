@@ -181,8 +181,10 @@ def build_retention_schedule(tenant: Tenant, job: dg.UnresolvedAssetJobDefinitio
 
 #: The code location's one automation sensor: every tenant's ``journeys`` (a location is a tenant group).
 AUTOMATION_SENSOR = "journeys_automation"
-#: Tag on the runs the automation sensor launches (they cover one tenant each; the asset keys say which).
-AUTOMATION_RUN_TAGS = {"lgm/launched_by": AUTOMATION_SENSOR}
+#: Tags of the runs the automation sensor launches (they cover one tenant each; the asset keys say which).
+#: Ahead of the queued raw pulls: a tenant whose pull is done gets its journeys next, not after every
+#: other tenant's pull (the queue is otherwise first in, first out).
+AUTOMATION_RUN_TAGS = {"lgm/launched_by": AUTOMATION_SENSOR, "dagster/priority": "1"}
 
 
 def journeys_lookback(tenant: Tenant) -> dt.timedelta:
