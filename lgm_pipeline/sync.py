@@ -630,7 +630,8 @@ def _sync(
         text, stop, _ = _failure(raw.result, not_leads) if not raw_ok else ("", False, False)
         if not raw_ok:
             _record_failure(report, raw, f"{label} raw pull", not_leads)
-        if leads_here and not stop:  # a stopped cycle's leads made no call: nothing to say of them
+        interrupted = interruption is not None and interruption.requested
+        if leads_here and not stop and not interrupted:  # then the leads made no call: nothing to say of them
             _leads_outcome(tenant, report, raw, leads_steps, progress)
         if not raw_ok:
             pull.error = text

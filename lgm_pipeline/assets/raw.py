@@ -203,7 +203,11 @@ def open_client(
 
 
 def _stopping_failure(context: dg.AssetExecutionContext) -> dg.Failure | None:
-    """The failure that stopped the cycle in an earlier step of this run, repeated for this step (no call)."""
+    """The failure that stopped the cycle in an earlier step of this run, repeated for this step (no call);
+    or the run's cancellation (Ctrl-C, a terminated run): a step starting after it makes no call either."""
+    run = context.instance.get_run_by_id(context.run_id)
+    if run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
+        return dg.Failure(description="the run is being canceled: no call made", allow_retries=False)
     records = context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     for record in records:
         data = record.dagster_event.step_failure_data if record.dagster_event else None
