@@ -66,18 +66,23 @@ DAGSTER_HISTORY_DAYS_ENV = "LGM_DAGSTER_HISTORY_DAYS"
 DEFAULT_DAGSTER_HISTORY_DAYS = 14
 
 
+def _whole_number(env: str, default: int, low: int, high: int | None, what: str) -> int:
+    """``env`` as a whole number in ``low..high``, ``default`` when unset; otherwise an error naming it."""
+    value = (os.environ.get(env) or "").strip()
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = low - 1
+    if number < low or (high is not None and number > high):
+        raise ValueError(f"{env} must be a whole number of {what}, not {value!r}")
+    return number
+
+
 def dagster_history_days() -> int:
     """Finished Dagster runs (and their event logs) older than this many days are deleted daily."""
-    value = (os.environ.get(DAGSTER_HISTORY_DAYS_ENV) or "").strip()
-    if not value:
-        return DEFAULT_DAGSTER_HISTORY_DAYS
-    try:
-        days = int(value)
-    except ValueError:
-        days = -1
-    if days < 0:
-        raise ValueError(f"{DAGSTER_HISTORY_DAYS_ENV} must be a whole number of days (0 or more), not {value!r}")
-    return days
+    return _whole_number(DAGSTER_HISTORY_DAYS_ENV, DEFAULT_DAGSTER_HISTORY_DAYS, 0, None, "days (0 or more)")
 
 
 AUTOMATION_INTERVAL_ENV = "LGM_AUTOMATION_INTERVAL_S"
@@ -88,13 +93,4 @@ DEFAULT_AUTOMATION_INTERVAL_S = 30
 def automation_interval_s() -> int:
     """``LGM_AUTOMATION_INTERVAL_S`` over 30 s. Each tick costs CPU for every tenant's journeys whether or
     not anything ran (docs/performance.md, section 10): raise it with the tenants of a code location."""
-    value = (os.environ.get(AUTOMATION_INTERVAL_ENV) or "").strip()
-    if not value:
-        return DEFAULT_AUTOMATION_INTERVAL_S
-    try:
-        seconds = int(value)
-    except ValueError:
-        seconds = 0
-    if not 5 <= seconds <= 3600:
-        raise ValueError(f"{AUTOMATION_INTERVAL_ENV} must be a whole number of seconds from 5 to 3600, not {value!r}")
-    return seconds
+    return _whole_number(AUTOMATION_INTERVAL_ENV, DEFAULT_AUTOMATION_INTERVAL_S, 5, 3600, "seconds from 5 to 3600")
