@@ -130,9 +130,40 @@ class SyncReport:
         return (
             not self.raw_failures
             and not self.leads_failure
+            and not self.branches_failure
             and not self.interrupted
             and all(b.success for b in self.branches)
         )
+
+    @property
+    def partial(self) -> bool:
+        """Only a side pull failed (the leads, SmartMoving's branches): every date was pulled and every journeys
+        partition written, so the dispatchers' board is current; ``lgm sync`` exits 3, not 1."""
+        return (
+            not self.ok
+            and not self.configuration_error
+            and not self.interrupted
+            and not self.raw_failures
+            and all(b.success for b in self.branches)
+            and bool(self.leads_failure or self.branches_failure)
+        )
+
+    @property
+    def outcome(self) -> str:
+        """ok, partial, failed, configuration_error or interrupted: what the exit code says, per tenant."""
+        if self.interrupted:
+            return "interrupted"
+        if self.configuration_error:
+            return "configuration_error"
+        if self.ok:
+            return "ok"
+        return "partial" if self.partial else "failed"
+
+    @property
+    def side_failures(self) -> dict[str, str]:
+        """The side pulls that failed, by name (``leads``, ``branches``), with their reasons."""
+        failed = {"leads": self.leads_failure, "branches": self.branches_failure}
+        return {name: why for name, why in failed.items() if why}
 
     @property
     def total_api_calls(self) -> int:
@@ -746,6 +777,8 @@ def format_report(report: SyncReport, ui_url: str | None = None) -> str:
     if report.leads or report.leads_quarantined or report.leads_failure:
         state = f"FAILED: {report.leads_failure}" if report.leads_failure else "ok"
         lines.append(f"leads (yesterday and today): {report.leads}, quarantined {report.leads_quarantined}  {state}")
+    if report.branches_failure and not report.cycle_stopped:  # a stopped cycle says it on the dates' lines
+        lines.append(f"branches (SmartMoving's, dispatch addresses): FAILED: {report.branches_failure}")
     calls = ", ".join(f"{k}={v}" for k, v in sorted(report.api_calls.items())) or "none"
     lines.append(
         f"journeys {sum(b.rows for b in report.branches)}, quarantined jobs {report.quarantined_jobs}, "
@@ -770,6 +803,8 @@ def report_dict(report: SyncReport) -> dict[str, Any]:
         "tenant": report.tenant.key,
         "dates": [d.isoformat() for d in report.dates],
         "ok": report.ok,
+        # partial: only the leads or branches failed, every journeys partition was written (lgm sync exits 3).
+        "outcome": report.outcome,
         "branches": [
             {
                 "date": b.service_date.isoformat(),
@@ -805,6 +840,7 @@ def report_dict(report: SyncReport) -> dict[str, Any]:
         "journeys": sum(b.rows for b in report.branches),
         "quarantined_jobs": report.quarantined_jobs,
         "leads": {"rows": report.leads, "quarantined": report.leads_quarantined, "error": report.leads_failure},
+        "smartmoving_branches_error": report.branches_failure,
         "api_calls": report.total_api_calls,
         "api_calls_by_endpoint": dict(sorted(report.api_calls.items())),
         "failed_runs": [{"run_id": r, "what": w} for r, w in report.failed_runs.items()],

@@ -26,6 +26,7 @@ from lgm_pipeline.smartmoving.errors import (
     AuthenticationError,
     ConfigurationError,
     EndpointNotFoundError,
+    EndpointUnavailableError,
     MissingSettingError,
     QuotaExhaustedError,
     SmartMovingError,
@@ -113,7 +114,9 @@ def api_failure(
     stays retryable by the step's RetryPolicy.
     """
     url_env, key_env = _env_names(client, tenant)
-    final = isinstance(error, ConfigurationError | QuotaExhaustedError)
+    # An endpoint out of the key's reach (EndpointUnavailableError) will not heal either, but it is no setting's
+    # fault: the cycle stops pulling, without a configuration error, and what was written stands.
+    final = isinstance(error, ConfigurationError | QuotaExhaustedError | EndpointUnavailableError)
     metadata: dict[str, Any] = {
         "api_calls": dg.MetadataValue.int(sum(calls.values())),
         "api_calls_by_endpoint": dg.MetadataValue.json(dict(sorted(calls.items()))),
@@ -197,9 +200,24 @@ def open_client(
     if earlier is not None:
         raise earlier
     try:
-        return smartmoving.account(tenant.key).get_client(logger=context.log)
+        client = smartmoving.account(tenant.key).get_client(logger=context.log)
     except (UnusableBaseURLError, MissingSettingError) as error:
         raise api_failure(error, Counter(), tenant) from None
+    client.note_answered(_answered_in_run(context))
+    return client
+
+
+def _answered_in_run(context: dg.AssetExecutionContext) -> set[str]:
+    """Endpoints that answered in earlier steps of this run (each materialization records its calls): with them,
+    a 404/403 on this step's endpoint is that endpoint's (the leads after the pull), not the base URL's or key's."""
+    answered: set[str] = set()
+    for record in context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = record.asset_materialization
+        entry = materialization.metadata.get("api_calls_by_endpoint") if materialization else None
+        calls = getattr(entry, "value", None)
+        if isinstance(calls, dict):
+            answered.update(endpoint for endpoint, count in calls.items() if count)
+    return answered
 
 
 def _stopping_failure(context: dg.AssetExecutionContext) -> dg.Failure | None:

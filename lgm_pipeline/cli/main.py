@@ -4,7 +4,8 @@ lgm up                 embedded PostgreSQL + simulator (if needed), one full syn
 lgm serve              the production topology on one machine: gRPC code server, daemon and webserver as
                        separate processes (exit 0 stopped by Ctrl-C/SIGTERM, 1 a service died, 2 settings)
 lgm sync               what the schedule does, headless, in one process (exit 0 ok, 1 failed sync,
-                       2 configuration error, 130/143 interrupted by SIGINT/SIGTERM)
+                       2 configuration error, 3 partial: the leads or branches failed, the journeys
+                       were written, 130/143 interrupted by SIGINT/SIGTERM)
 lgm status             last sync per tenant and branch
 lgm simulator          the SmartMoving simulator alone
 lgm check-connection   ping SmartMoving, report latency, key validity and branches
@@ -28,8 +29,16 @@ from lgm_pipeline.cli.runtime import SetupError, dagster_process_env, default_si
 from lgm_pipeline.tenants import TenantConfigError, load_tenants
 from lgm_pipeline.tenants.config import get_tenant
 
-#: Exit codes: a sync that ran and failed; settings the operator must fix (and usage errors, as argparse).
-EXIT_FAILED, EXIT_CONFIGURATION = 1, 2
+#: Exit codes: a sync that ran and failed; settings the operator must fix (and usage errors, as argparse);
+#: partial: some endpoints failed (the leads, SmartMoving's branches), the rest was written.
+EXIT_FAILED, EXIT_CONFIGURATION, EXIT_PARTIAL = 1, 2, 3
+#: When tenants end differently, the exit code asking most of the operator wins.
+_EXIT_RANK = {0: 0, EXIT_PARTIAL: 1, EXIT_FAILED: 2, EXIT_CONFIGURATION: 3}
+_EXIT_BY_OUTCOME = {"ok": 0, "partial": EXIT_PARTIAL, "failed": EXIT_FAILED, "configuration_error": EXIT_CONFIGURATION}
+
+
+def _worse(status: int, other: int) -> int:
+    return max(status, other, key=_EXIT_RANK.__getitem__)
 
 
 class Interrupted(Exception):
@@ -78,15 +87,16 @@ def _sync(args: argparse.Namespace, out: Output, ui_url: str | None = None) -> i
             reports.append(report)
             if not out.json:
                 out.summary(format_report(report, ui_url))
-            if report.configuration_error:
-                status = EXIT_CONFIGURATION
-            elif not report.ok and status == 0:
-                status = EXIT_FAILED
+            # An interrupted report leaves the code to the signal (below).
+            status = _worse(status, _EXIT_BY_OUTCOME.get(report.outcome, 0))
     if out.json:
         out.summary(json.dumps([report_dict(r) for r in reports], indent=2))
     for report in reports:
         if report.configuration_error:
             out.error(f"lgm: {report.configuration_error} (tenant {report.tenant.key})")
+        elif report.partial:
+            failed = "; ".join(f"{name}: {why}" for name, why in report.side_failures.items())
+            out.error(f"lgm: partial sync, the journeys were written; failed: {failed} (tenant {report.tenant.key})")
     if interruption.requested:
         raise Interrupted(exit_code(interruption.reason))
     return status
@@ -183,7 +193,7 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
     from lgm_pipeline.assets.factory import smartmoving_resource
     from lgm_pipeline.smartmoving.connection import check_connection
 
-    ok = True
+    status = 0
     with lgm_runtime():
         for tenant in load_tenants():
             # build_resources resolves the EnvVars, as a run would; outside it they are only names.
@@ -192,9 +202,9 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
                 resources.smartmoving.account(tenant.key).get_client() as client,
             ):
                 report = check_connection(client)
-            status = "ok" if report.ok else f"FAILED: {report.error}"
+            verdict = "ok" if report.ok else f"{'PARTIAL' if report.partial else 'FAILED'}: {report.error}"
             latency = "-" if report.latency_ms is None else f"{report.latency_ms:.1f} ms"
-            print(f"{tenant.key}: {status}")
+            print(f"{tenant.key}: {verdict}")
             print(f"  latency {latency}, key valid: {report.key_valid}")
             print(f"  branches: {', '.join(report.branches) or '-'}")
             if report.ok:
@@ -205,8 +215,9 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
                     )
                 for name in gaps.unknown:
                     print(f"  warning: tenants.yaml maps {name!r}, which SmartMoving does not know: it will stay empty")
-            ok = ok and report.ok
-    return 0 if ok else 1
+            # Partial (one endpoint out of the key's reach, the rest answered): exit 3, as `lgm sync`.
+            status = _worse(status, 0 if report.ok else EXIT_PARTIAL if report.partial else EXIT_FAILED)
+    return status
 
 
 def cmd_db(args: argparse.Namespace) -> int:
@@ -319,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--fault",
         action="append",
-        help="e.g. error_rate=0.1, latency_ms=200, drop_connection_rate=0.05, malformed_pages=2,3, down (repeatable)",
+        help="e.g. error_rate=0.1, latency_ms=200, drop_connection_rate=0.05, malformed_pages=2,3, down, "
+        "endpoint_status=leads:404 (that endpoint always answers 404) (repeatable)",
     )
     sim.add_argument(
         "--date-filter",

@@ -1,7 +1,8 @@
 """The Starlette application: SmartMoving's ``/v1/api`` plus the simulator's ``/_admin``.
 
 Every ``/v1/api`` request goes through, in order: latency, dropped connection, ``down``, the API
-key, the monthly quota, the per-minute rate limit, injected 5xx, then the endpoint. ``/_admin``
+key, the monthly quota, the per-minute rate limit, injected 5xx, an endpoint's fixed status
+(``endpoint_status``: one endpoint out of the key's plan), then the endpoint. ``/_admin``
 skips all of it (no key, no faults): it is for tests and operators on loopback.
 
 Many tenants (``SimulatorConfig.tenants``): the ``x-api-key`` picks the tenant, and with it a
@@ -24,6 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from typing import Any
 
 from starlette.applications import Starlette
@@ -50,6 +52,7 @@ STAT_NAMES = (
 DEFAULT_PAGE_SIZE = 50
 MAX_DATE_SPAN_DAYS = 366
 _RATE_WINDOW_SECONDS = 60
+_KNOWN_STATUSES = frozenset(status.value for status in HTTPStatus)
 
 
 class BadRequest(ValueError):
@@ -300,6 +303,10 @@ def create_app(world: World | None, config: SimulatorConfig) -> Starlette:
             if injected is not None:
                 state.count("errors")
                 return _message(injected, "An unexpected error occurred" if injected == 500 else "Service Unavailable")
+            fixed = faults.endpoint_status.get(name) if name else None
+            if fixed is not None:
+                state.count("errors")
+                return _message(fixed, HTTPStatus(fixed).phrase if fixed in _KNOWN_STATUSES else "Error")
             if name:
                 state.count(name)
             # ASP.NET binds query parameters case-insensitively; so does this.

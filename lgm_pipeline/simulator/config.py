@@ -28,12 +28,17 @@ class FaultConfig:
     drop_connection_rate: float = 0.0
     duplicate_across_pages: bool = False
     down: bool = False
+    # Endpoint name (``leads``, ``branches``, ``customers``, ``ping``...) -> the HTTP status it always answers:
+    # an endpoint the key's plan leaves out (404, 403) while the others answer.
+    endpoint_status: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("error_rate", "drop_connection_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        # A copy of its own: tenants' faults start as copies of one config and must not share it.
+        self.endpoint_status = _statuses(self.endpoint_status)
         if self.latency_ms < 0:
             raise ValueError(f"latency_ms must be >= 0, got {self.latency_ms}")
 
@@ -52,6 +57,7 @@ class FaultConfig:
             drop_connection_rate=_number(data, "drop_connection_rate", float),
             duplicate_across_pages=_flag(data, "duplicate_across_pages"),
             down=_flag(data, "down"),
+            endpoint_status=_statuses(data.get("endpoint_status", {})),
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -73,6 +79,15 @@ def _pages(data: dict[str, object], name: str) -> list[int]:
     if not isinstance(value, list) or not all(isinstance(p, int) and not isinstance(p, bool) for p in value):
         raise ValueError(f"{name} must be a list of page numbers, got {value!r}")
     return list(value)
+
+
+def _statuses(value: object) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 400 <= v <= 599
+        for k, v in value.items()
+    ):
+        raise ValueError(f"endpoint_status must map endpoint names to HTTP statuses 400-599, got {value!r}")
+    return dict(value)
 
 
 def _flag(data: dict[str, object], name: str) -> bool:
@@ -143,12 +158,14 @@ def check_date_filter(value: object) -> str:
 
 _BOOL_FAULTS = {"duplicate_across_pages", "down"}
 _LIST_FAULTS = {"malformed_pages", "incomplete_pages"}
+_MAP_FAULTS = {"endpoint_status"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
 def parse_fault_options(values: list[str]) -> FaultConfig:
-    """Parse CLI options such as ``error_rate=0.1``, ``malformed_pages=2,3`` or a bare ``down``."""
+    """Parse CLI options such as ``error_rate=0.1``, ``malformed_pages=2,3``, ``endpoint_status=leads:404`` or a
+    bare ``down``."""
     data: dict[str, object] = {}
     for raw in values:
         name, sep, value = raw.partition("=")
@@ -163,6 +180,14 @@ def parse_fault_options(values: list[str]) -> FaultConfig:
                 raise ValueError(f"fault option {raw!r}: expected true or false")
         elif not sep or not value:
             raise ValueError(f"fault option {raw!r}: expected NAME=VALUE")
+        elif name in _MAP_FAULTS:
+            try:
+                data[name] = {
+                    endpoint.strip(): int(status)
+                    for endpoint, _, status in (pair.partition(":") for pair in value.split(","))
+                }
+            except ValueError as exc:
+                raise ValueError(f"fault option {raw!r}: expected endpoint:status pairs like leads:404") from exc
         elif name in _LIST_FAULTS:
             try:
                 data[name] = [int(p) for p in value.split(",") if p.strip()]

@@ -12,7 +12,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import date
@@ -27,6 +27,7 @@ from lgm_pipeline.smartmoving.errors import (
     AuthorizationError,
     DeadlineExceededError,
     EndpointNotFoundError,
+    EndpointUnavailableError,
     MalformedPayloadError,
     NotFoundError,
     QuotaExhaustedError,
@@ -44,7 +45,8 @@ _MAX_MESSAGE_CHARS = 200
 _request_log = logging.getLogger(__name__)
 
 #: Endpoints of one record: a 404 there means the record is gone (deleted since it was listed). A 404
-#: on any other endpoint (the lists, ping) means the base URL does not point at the API.
+#: on any other endpoint (the lists, ping) means the base URL does not point at the API, unless another
+#: endpoint has answered from it (then the key's plan may not include that one).
 RECORD_ENDPOINTS = frozenset({"opportunity", "lead", "opportunity_jobs"})
 
 # Every attempt of every client of this process, failed ones included: ``lgm sync`` runs its Dagster
@@ -118,6 +120,8 @@ class SmartMovingClient:
         self.timeout_seconds = timeout_seconds
         self.deadline_seconds = deadline_seconds
         self.calls: collections.Counter[str] = collections.Counter()
+        # Endpoints known to answer from this base URL with this key: a later 404/403 elsewhere is that endpoint's.
+        self._answered: set[str] = set()
         self._api_key = api_key
         self._log = logger or logging.getLogger(__name__)
         self._sleep = sleep
@@ -159,6 +163,21 @@ class SmartMovingClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def note_answered(self, endpoints: Iterable[str]) -> None:
+        """Endpoints that answered from this base URL in earlier steps of the cycle (another client's calls).
+
+        With them known, a 404 on another list endpoint, or a 403 on any, is that endpoint's problem
+        (:class:`EndpointUnavailableError`), not the base URL's or the key's.
+        """
+        with self._lock:
+            self._answered.update(endpoints)
+
+    @property
+    def answered(self) -> frozenset[str]:
+        """Endpoints that answered 2xx through this client, or were noted by :meth:`note_answered`."""
+        with self._lock:
+            return frozenset(self._answered)
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -444,6 +463,8 @@ class SmartMovingClient:
                 elapsed = self._clock() - started
                 status = response.status_code
                 if 200 <= status < 300:
+                    with self._lock:
+                        self._answered.add(endpoint)
                     if not expect_json:
                         return response.text, elapsed
                     try:
@@ -486,6 +507,11 @@ class SmartMovingClient:
     def _raise_for_final_status(self, endpoint: str, response: httpx.Response, message: str) -> None:
         """Raise for answers that retrying cannot change; return for retryable ones."""
         status = response.status_code
+        # A 404/403 while another endpoint answered from this base URL: the settings are right, this endpoint is
+        # out of the key's reach. Only with nothing answered yet is it the base URL (404) or the key (403).
+        answered = tuple(sorted(self.answered - {endpoint}))
+        if answered and (status == 403 or (status == 404 and endpoint not in RECORD_ENDPOINTS)):
+            raise EndpointUnavailableError(self._api_path(response), status, answered, message if status == 403 else "")
         if status == 404:
             if endpoint in RECORD_ENDPOINTS:
                 raise NotFoundError(
@@ -514,6 +540,12 @@ class SmartMovingClient:
                 f"SmartMoving answered HTTP {status} for {response.request.url.path}"
                 + (f": {message}" if message else "")
             )
+
+    def _api_path(self, response: httpx.Response) -> str:
+        """The request's path as the API's documentation names it (``/api/leads``), without the base URL's."""
+        path = response.request.url.path
+        prefix = self._http.base_url.path  # the base URL's path + "/api/"
+        return "/api/" + path.removeprefix(prefix) if path.startswith(prefix) else path
 
 
 def _segment(value: str) -> str:

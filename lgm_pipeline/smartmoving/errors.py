@@ -36,6 +36,36 @@ class EndpointNotFoundError(ConfigurationError):
         return (type(self), (self.url, self.base_url))
 
 
+class EndpointUnavailableError(SmartMovingError):
+    """One endpoint answered 404 or 403 while others answered from the same base URL and key.
+
+    Not a ConfigurationError: the settings are right (the other endpoints prove it), the key's SmartMoving plan
+    or permissions leave this endpoint out. Retrying cannot help, but the cycle's other work stands.
+    """
+
+    def __init__(self, path: str, status: int, answered: tuple[str, ...], detail: str = "") -> None:
+        self.path = path
+        self.status = status
+        self.answered = answered
+        self.detail = detail
+        others = " and ".join(filter(None, [", ".join(answered[:-1]), answered[-1] if answered else ""]))
+        if status == 403:
+            message = (
+                f"SmartMoving refused access to {path} (403): this key is not allowed that endpoint "
+                f"({others} answered with the same key)"
+            )
+        else:
+            message = (
+                f"SmartMoving answered {status} Not Found for {path}: this key's SmartMoving plan may not include "
+                f"{path} ({others} answered from the same base URL)"
+            )
+        super().__init__(f"{message}: {detail}" if detail else message)
+
+    def __reduce__(self) -> tuple[type[EndpointUnavailableError], tuple[str, int, tuple[str, ...], str]]:
+        # Dagster pickles errors across process boundaries; the default would replay (message,).
+        return (type(self), (self.path, self.status, self.answered, self.detail))
+
+
 class UnusableBaseURLError(ConfigurationError):
     """The base URL cannot be requested at all (no http(s) scheme, malformed)."""
 

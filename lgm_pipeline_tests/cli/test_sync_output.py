@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from lgm_pipeline.cli.main import main
-from lgm_pipeline.simulator import SimulatorConfig, start_simulator
+from lgm_pipeline.simulator import FaultConfig, SimulatorConfig, start_simulator
 from lgm_pipeline.simulator.server import RunningSimulator
 from lgm_pipeline.tenants.config import get_tenant
 
@@ -67,6 +68,55 @@ def test_a_wrong_key_fails_fast_counts_its_call_and_names_the_variable(
     assert "dagster._core" not in out and "Failure:" not in out
     assert "API calls 1 (customers=1)" in out
     assert "a-wrong-key" not in out + err
+
+
+def _journeys(database_url: str) -> int:
+    engine = sa.create_engine(database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM tenant_lgm.journeys")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("status", "meaning"),
+    [(404, "this key's SmartMoving plan may not include /api/leads"), (403, "this key is not allowed that endpoint")],
+)
+def test_leads_out_of_the_keys_reach_is_a_partial_sync_not_a_base_url_error(
+    database_url, simulator, capsys, status: int, meaning: str
+) -> None:
+    """A key whose plan leaves /api/leads out: the journeys are written, the leads have their own line, exit 3."""
+    simulator.set_faults(FaultConfig(endpoint_status={"leads": status}))
+    code, out, err, seconds = _sync(capsys, "--branch", CALGARY)
+    assert code == 3, (out, err)
+    assert seconds < FAIL_FAST_SECONDS  # a 404/403 is not retried, by the client or the step
+    assert _journeys(database_url) > 0  # written, not rolled back
+    [leads_line] = [line for line in out.splitlines() if line.startswith("leads ")]
+    assert "FAILED" in leads_line and "/api/leads" in leads_line and meaning in leads_line
+    assert "customers" in leads_line  # what answered from the same base URL, and so why it is not the settings
+    assert all(" ok" in line for line in out.splitlines() if line.startswith(get_tenant("lgm").today().isoformat()))
+    last = _last_line(err)
+    assert last.startswith("lgm: partial sync, the journeys were written; failed: leads: ") and meaning in last
+    for text in (out, err):
+        assert "SMARTMOVING_BASE_URL" not in text and "SMARTMOVING_API_KEY" not in text and "end in /v1" not in text
+    assert simulator.stats()["errors"] == 1  # one call to the leads, no retry
+
+    code, out, _, _ = _sync(capsys, "--json", "--quiet", "--branch", CALGARY)
+    [report] = json.loads(out)
+    assert code == 3 and (report["ok"], report["outcome"], report["configuration_error"]) == (False, "partial", None)
+    assert meaning in report["leads"]["error"] and all(b["ok"] for b in report["branches"])
+
+
+def test_a_404_on_the_first_call_still_names_the_base_url(database_url, simulator, capsys) -> None:
+    """The customers list is the cycle's first call: nothing has answered, so a 404 there is the settings'."""
+    simulator.set_faults(FaultConfig(endpoint_status={"customers": 404}))
+    code, out, err, seconds = _sync(capsys, "--branch", CALGARY)
+    assert code == 2 and seconds < FAIL_FAST_SECONDS, (out, err)
+    line = _last_line(err)
+    assert line.startswith("lgm: SmartMoving answered 404 Not Found for ") and "/api/customers" in line
+    assert "check SMARTMOVING_BASE_URL" in line and "end in /v1" in line
+    assert "API calls 1 (customers=1)" in out and _journeys(database_url) == 0
 
 
 def test_a_malformed_base_url_fails_fast(database_url, simulator, monkeypatch, capsys) -> None:

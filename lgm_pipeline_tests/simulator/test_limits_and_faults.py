@@ -140,10 +140,43 @@ def test_down_answers_503_everywhere_on_the_api(simulator: RunningSimulator) -> 
     assert httpx.get(f"{simulator.admin_url}/stats").status_code == 200
 
 
+def test_one_endpoint_answers_its_fixed_status_while_the_others_answer(simulator: RunningSimulator) -> None:
+    simulator.set_faults(FaultConfig(endpoint_status={"leads": 404, "branches": 403}))
+    with _client(simulator) as api:
+        leads = api.get("/api/leads", params={"From": 20260302, "To": 20260302})
+        branches = api.get("/api/branches")
+        customers = api.get("/api/customers", params=DAY_PARAMS)
+        refused = api.get("/api/leads", headers={"x-api-key": "not-the-key"})
+    assert (leads.status_code, leads.json()) == (404, {"message": "Not Found"})
+    assert (branches.status_code, branches.json()) == (403, {"message": "Forbidden"})
+    assert customers.status_code == 200
+    assert refused.status_code == 401  # the key is judged first, as any endpoint does
+    stats = simulator.stats()
+    assert (stats["errors"], stats["customers"], stats["unauthorized"]) == (2, 1, 1)
+
+
+def test_endpoint_status_through_the_admin_api(simulator: RunningSimulator) -> None:
+    set_faults = httpx.post(f"{simulator.admin_url}/faults", json={"endpoint_status": {"leads": 403}})
+    assert set_faults.json()["endpoint_status"] == {"leads": 403}
+    assert simulator.faults.endpoint_status == {"leads": 403}
+    for bad in ({"leads": "404"}, {"leads": 200}, ["leads"]):
+        assert httpx.post(f"{simulator.admin_url}/faults", json={"endpoint_status": bad}).status_code == 400
+
+
 def test_parse_fault_options() -> None:
     faults = parse_fault_options(["error_rate=0.1", "latency_ms=200", "malformed_pages=2,3", "down"])
     assert faults == FaultConfig(error_rate=0.1, latency_ms=200, malformed_pages=[2, 3], down=True)
     assert parse_fault_options([]) == FaultConfig()
-    for bad in (["nonsense=1"], ["error_rate=lots"], ["error_rate=2"], ["latency_ms"], ["down=perhaps"]):
+    statuses = parse_fault_options(["endpoint_status=leads:404, branches:403"])
+    assert statuses == FaultConfig(endpoint_status={"leads": 404, "branches": 403})
+    for bad in (
+        ["nonsense=1"],
+        ["error_rate=lots"],
+        ["error_rate=2"],
+        ["latency_ms"],
+        ["down=perhaps"],
+        ["endpoint_status=leads"],
+        ["endpoint_status=leads:200"],
+    ):
         with pytest.raises(ValueError):
             parse_fault_options(bad)

@@ -19,6 +19,7 @@ from lgm_pipeline.smartmoving.errors import (
     ConfigurationError,
     DeadlineExceededError,
     EndpointNotFoundError,
+    EndpointUnavailableError,
     MalformedPayloadError,
     NotFoundError,
     QuotaExhaustedError,
@@ -601,6 +602,57 @@ def test_404_on_a_list_endpoint_is_a_configuration_error_at_once(make_client: Ma
     assert isinstance(raised.value, ConfigurationError)
     assert "?" not in str(raised.value)  # the URL tried, without its query string
     assert sum(client.calls.values()) == 1 and fake_time.sleeps == []
+
+
+def _customers_answer_then(status: int) -> Handler:
+    """SmartMoving with the base URL right: the customers list answers, every other endpoint ``status``."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/api/customers"):
+            return ok(envelope([customer("c1")], 1, True))
+        return httpx.Response(status, json={"message": "Forbidden" if status == 403 else "Not Found"})
+
+    return handler
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_a_404_or_403_after_another_endpoint_answered_is_that_endpoints_alone(
+    make_client: MakeClient, fake_time, status: int
+) -> None:
+    client = make_client(_customers_answer_then(status))
+    client.list_customers(DAY, DAY)
+    with pytest.raises(EndpointUnavailableError) as raised:
+        client.list_leads(DAY, DAY)
+    error = raised.value
+    assert not isinstance(error, ConfigurationError)  # no setting to fix, no "check SMARTMOVING_BASE_URL"
+    assert (error.path, error.status, error.answered) == ("/api/leads", status, ("customers",))
+    expected = "may not include /api/leads" if status == 404 else "refused access to /api/leads (403)"
+    assert expected in str(error) and "customers answered" in str(error)
+    assert client.calls["leads"] == 1 and fake_time.sleeps == []
+
+
+def test_endpoints_noted_from_earlier_steps_count_as_answered(make_client: MakeClient) -> None:
+    """A step's fresh client told what answered earlier in the run (the leads after the pull)."""
+    client = make_client(lambda request: httpx.Response(404, text="Not Found"))
+    client.note_answered(["customers", "opportunity"])
+    with pytest.raises(EndpointUnavailableError, match=r"customers and opportunity answered from the same base URL"):
+        client.list_branches()
+
+
+@pytest.mark.parametrize(("status", "error"), [(404, EndpointNotFoundError), (403, AuthorizationError)])
+def test_the_first_endpoint_refusing_is_still_the_settings(make_client: MakeClient, status: int, error: type) -> None:
+    # Only the endpoint itself answered before (an earlier page): nothing proves the base URL or key right.
+    client = make_client(lambda request: httpx.Response(status, text="Not Found"))
+    client.note_answered(["leads"])
+    with pytest.raises(error):
+        client.list_leads(DAY, DAY)
+
+
+def test_a_404_on_a_record_after_the_list_answered_is_still_a_vanished_record(make_client: MakeClient) -> None:
+    client = make_client(_customers_answer_then(404))
+    client.list_customers(DAY, DAY)
+    with pytest.raises(NotFoundError):
+        client.get_opportunity("gone")
 
 
 def test_404_on_one_opportunity_is_a_vanished_record_not_a_configuration_error(make_client: MakeClient) -> None:
