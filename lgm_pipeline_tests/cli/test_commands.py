@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lgm_pipeline.cli.main import main
-from lgm_pipeline.simulator import SimulatorConfig, start_simulator
+from lgm_pipeline.simulator import FaultConfig, SimulatorConfig, start_simulator
 
 
 @pytest.fixture
@@ -29,6 +29,16 @@ def test_check_connection_with_a_wrong_key_says_so(database_url, simulator_env, 
     assert main(["check-connection"]) == 1
     out = capsys.readouterr().out
     assert "key valid: False" in out and "a-wrong-key" not in out
+
+
+def test_check_connection_with_the_branch_list_out_of_the_keys_reach_is_partial(
+    database_url, simulator_env, capsys
+) -> None:
+    simulator_env.set_faults(FaultConfig(endpoint_status={"branches": 403}))
+    assert main(["check-connection"]) == 3  # ping answered: the API is usable, one endpoint is not
+    out = capsys.readouterr().out
+    assert "lgm: PARTIAL: SmartMoving refused access to /api/branches (403)" in out and "key valid: True" in out
+    assert "SMARTMOVING_BASE_URL" not in out and "warning:" not in out  # no branch list, no mapping verdict
 
 
 def test_sync_one_branch_then_status(database_url, simulator_env, monkeypatch, tmp_path, capsys) -> None:

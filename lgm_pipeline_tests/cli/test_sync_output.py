@@ -119,6 +119,26 @@ def test_a_404_on_the_first_call_still_names_the_base_url(database_url, simulato
     assert "API calls 1 (customers=1)" in out and _journeys(database_url) == 0
 
 
+def test_partial_means_every_journeys_partition_was_written() -> None:
+    from lgm_pipeline.sync import BranchResult, SyncReport
+
+    def report(**fields: object) -> SyncReport:
+        today = get_tenant("lgm").today()
+        done = SyncReport(get_tenant("lgm"), [today], branches=[BranchResult(today, CALGARY, success=True, rows=3)])
+        for name, value in fields.items():
+            setattr(done, name, value)
+        return done
+
+    assert report().outcome == "ok"
+    assert report(leads_failure="x").outcome == "partial"
+    assert report(branches_failure="x").outcome == "partial"  # SmartMoving's branch list, after retries
+    assert report(leads_failure="x", raw_failures={get_tenant("lgm").today(): "y"}).outcome == "failed"
+    failed_branch = BranchResult(get_tenant("lgm").today(), TORONTO, success=False, error="z")
+    assert report(leads_failure="x", branches=[failed_branch]).outcome == "failed"
+    assert report(leads_failure="x", configuration_error="x").outcome == "configuration_error"
+    assert report(leads_failure="x", interrupted="SIGINT").outcome == "interrupted"
+
+
 def test_a_malformed_base_url_fails_fast(database_url, simulator, monkeypatch, capsys) -> None:
     monkeypatch.setenv("SMARTMOVING_BASE_URL", simulator.base_url.removeprefix("http://"))
     code, _, err, seconds = _sync(capsys, "--quiet")

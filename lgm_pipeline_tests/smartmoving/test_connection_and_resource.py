@@ -43,6 +43,27 @@ def test_connection_when_unreachable_cannot_judge_the_key(make_client: MakeClien
     assert report.error is not None and "unavailable after 2 attempts" in report.error
 
 
+@pytest.mark.parametrize(("status", "key_valid"), [(404, None), (403, True)])
+def test_branches_out_of_the_keys_reach_after_ping_answered_is_partial(
+    make_client: MakeClient, status: int, key_valid: bool | None
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/ping"):
+            return httpx.Response(200, text="")
+        return httpx.Response(status, json={"message": "Forbidden" if status == 403 else "Not Found"})
+
+    report = check_connection(make_client(handler))
+    assert (report.ok, report.partial, report.key_valid) == (False, True, key_valid)
+    assert report.unavailable_endpoint == "/api/branches" and report.latency_ms is not None
+    assert report.error is not None and "/api/branches" in report.error and "ping answered" in report.error
+
+
+def test_a_404_on_ping_is_no_partial_connection(make_client: MakeClient) -> None:
+    report = check_connection(make_client(lambda request: httpx.Response(404, text="Not Found")))
+    assert (report.ok, report.partial, report.unavailable_endpoint) == (False, False, None)
+    assert report.error is not None and "404 Not Found for https://sm.example.test/v1/api/ping" in report.error
+
+
 def test_resource_resolves_env_var_and_hides_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LGM_TEST_SMARTMOVING_KEY", TEST_KEY)
     monkeypatch.setenv("LGM_TEST_SMARTMOVING_URL", "https://sm.example.test/v1")
