@@ -25,7 +25,14 @@ import sys
 from collections.abc import Sequence
 
 from lgm_pipeline.cli.output import Output, hide_dagster_warnings
-from lgm_pipeline.cli.runtime import SetupError, dagster_process_env, default_signals, lgm_runtime, project_file
+from lgm_pipeline.cli.runtime import (
+    SetupError,
+    dagster_process_env,
+    default_signals,
+    lgm_runtime,
+    project_file,
+    warn_of_time_zones,
+)
 from lgm_pipeline.tenants import TenantConfigError, load_tenants
 from lgm_pipeline.tenants.config import get_tenant
 
@@ -111,6 +118,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     out = Output.from_args(args)
     with hide_dagster_warnings(out.verbose), lgm_runtime() as dagster_home:
+        warn_of_time_zones()
         print("Syncing today and tomorrow before starting the UI...", file=sys.stderr)
         args.date, args.branch, args.tenant = None, None, None
         sync_status = _sync(args, out, ui_url=f"http://{args.host}:{args.port}")
@@ -157,6 +165,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     refresh_cron()
     automation_interval_s()
     with hide_dagster_warnings(args.verbose), lgm_runtime(smartmoving=args.simulator) as dagster_home:
+        warn_of_time_zones()
         print(f"Dagster home: {dagster_home}", file=sys.stderr)
         return serve(args.host, args.port, args.code_port, args.verbose)
 
@@ -195,6 +204,7 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
 
     status = 0
     with lgm_runtime():
+        warn_of_time_zones()
         for tenant in load_tenants():
             # build_resources resolves the EnvVars, as a run would; outside it they are only names.
             with (

@@ -170,6 +170,26 @@ def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool) -> Non
             )
 
 
+def warn_of_time_zones() -> None:
+    """On stderr, one line per configured zone the server's own IANA data gives other offsets (the next year).
+
+    Only a warning, never a failure: the pipeline takes no date from the server's data (the day views
+    read the bundled offsets in ``zone_offsets``), but SQL of one's own with ``AT TIME ZONE`` does.
+    """
+    import sqlalchemy as sa
+
+    from lgm_pipeline.storage.resources import PostgresResource
+    from lgm_pipeline.storage.zones import time_zone_warnings
+
+    try:
+        lines = time_zone_warnings(PostgresResource().engine(), load_tenants())
+    except sa.exc.SQLAlchemyError as error:
+        # The command has its own work to do: a comparison that cannot run is one line, not its end.
+        lines = [f"warning: could not compare the time zones with PostgreSQL's ({type(error).__name__})"]
+    for line in lines:
+        print(line, file=sys.stderr, flush=True)
+
+
 @contextmanager
 def lgm_runtime(*, smartmoving: bool = True, say: bool = True) -> Iterator[Path]:
     """Database, Dagster home and (optionally) SmartMoving settings for the duration of a command.

@@ -21,7 +21,6 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from lgm_pipeline.simulator.config import SimulatorConfig, check_date_filter
 from lgm_pipeline.simulator.reference_data import (
@@ -40,6 +39,7 @@ from lgm_pipeline.simulator.reference_data import (
 )
 from lgm_pipeline.smartmoving.enums import JobType, OpportunityStatus, OpportunityType, PhoneType
 from lgm_pipeline.tenants import TenantConfigError, load_tenants
+from lgm_pipeline.tenants.timezones import zone
 
 Record = dict[str, Any]
 
@@ -535,7 +535,7 @@ class World:
             )
         except ValueError:
             return
-        start = start_local.replace(tzinfo=ZoneInfo(opp.get("_tz", "America/Toronto")))
+        start = start_local.replace(tzinfo=zone(opp.get("_tz", "America/Toronto")))
         end = start + dt.timedelta(minutes=job.get("_minutes", 240))
         created = opp["_created"]
         status = opp.get("status")

@@ -16,7 +16,8 @@ The barrier between branches is the branch group: a member reads only the rows o
 change it), through RESTRICTIVE policies that hold whatever else the login is granted. The group
 is granted SELECT on an explicit list of tables (:data:`BRANCH_READABLE`), every one of them under
 such a policy, and on the views, which run with the reader's rights; raw tables with other
-branches' customers (``raw_jobs``, ``raw_customers``, ``raw_leads``) are not granted at all.
+branches' customers (``raw_jobs``, ``raw_customers``, ``raw_leads``) are not granted at all. Two
+tables hold no branch's rows and are granted whole: ``company`` and ``zone_offsets`` (the clocks).
 
 RLS is ENABLEd, not FORCEd: the table owner (the pipeline's connection) is not filtered.
 """
@@ -45,6 +46,7 @@ from lgm_pipeline.storage.tables import (
     raw_job_timelines,
     raw_opportunities,
     tenant_options,
+    zone_offsets,
 )
 from lgm_pipeline.tenants.config import Tenant
 
@@ -271,6 +273,10 @@ def apply_branch_access(conn: Connection, tenant: Tenant) -> None:
                 f"DROP POLICY IF EXISTS {_ALL_ROWS_POLICY} ON {qualified}",
                 f"CREATE POLICY {_ALL_ROWS_POLICY} ON {qualified} USING (true) WITH CHECK (true)",
             ]
+    offsets = f"{schema}.{quote_ident(conn, zone_offsets.name)}"
+    if conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": offsets}).scalar() is not None:
+        # The day views' clocks: every zone's offsets, no branch's rows (so no policy), like company.
+        statements.append(f"GRANT SELECT ON {offsets} TO {branch}")
     for statement in statements:
         conn.exec_driver_sql(statement)
     grant_branch_views(conn, tenant)

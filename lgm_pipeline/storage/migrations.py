@@ -50,6 +50,13 @@ from lgm_pipeline.storage.tables import (
     schema_migrations,
     sync_runs,
     tenant_options,
+    zone_offsets,
+)
+from lgm_pipeline.storage.zones import (
+    EARLIEST_ZONE,
+    LOCAL_DATE_FUNCTION,
+    create_local_date_function,
+    sync_zone_offsets,
 )
 from lgm_pipeline.tenants.config import Tenant
 
@@ -57,10 +64,6 @@ log = logging.getLogger(__name__)
 
 #: Session setting that overrides "now" for the day views (tests, replays); empty = real clock.
 CLOCK_SETTING = "lgm.clock"
-
-#: The zone whose date is the earliest on Earth (UTC-12; POSIX signs are inverted): a bound on "today"
-#: that holds whatever a row's branch zone is, so a per-row date filter can still use an index.
-EARLIEST_ZONE = "Etc/GMT+12"
 
 #: SQLSTATE of "cannot drop/change columns of a view" from CREATE OR REPLACE VIEW.
 INVALID_TABLE_DEFINITION = "42P16"
@@ -110,6 +113,7 @@ def _create_functions(conn: Connection, tenant: Tenant) -> None:
         $fn$
         """
     )
+    create_local_date_function(conn, tenant)
 
 
 def _in_list(conn: Connection, stages: Iterable[str]) -> str:
@@ -121,14 +125,19 @@ def _stage_rank(conn: Connection, expression: str) -> str:
     return f"(CASE {expression} {whens} ELSE 0 END)"
 
 
-def today_sql(conn: Connection, zone: str) -> str:
-    """SQL for today's date on the clock of ``zone`` (SQL: a literal or a column), ``lgm.clock`` or now()."""
+def today_sql(conn: Connection, tenant: Tenant, zone: str) -> str:
+    """SQL for today's date on the clock of ``zone`` (SQL: a literal or a column), ``lgm.clock`` or now().
+
+    The date comes from the tenant's ``zone_offsets`` (the pipeline's bundled IANA data), not from
+    ``AT TIME ZONE``: the server's own data may be another release than the one Python's window uses.
+    """
     setting = f"current_setting({quote_literal(conn, CLOCK_SETTING)}, true)"
     # CASE, not coalesce(nullif(...)): row-level security lets a filter into an index scan only when
     # PostgreSQL can tell it leaks nothing, and it gives up on COALESCE and NULLIF (every CRM login
-    # then read the day views by a seq scan of all journeys).
+    # then read the day views by a seq scan of all journeys). The date function passes: it is given
+    # no column of the filtered table.
     clock = f"(CASE WHEN {setting} <> '' THEN {setting}::timestamptz ELSE now() END)"
-    return f"({clock} AT TIME ZONE {zone})::date"
+    return f"{quote_ident(conn, tenant.schema)}.{LOCAL_DATE_FUNCTION}({zone}, {clock})"
 
 
 def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
@@ -147,8 +156,8 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
         return f"{schema}.{quote_ident(conn, t if isinstance(t, str) else t.name)}"
 
     columns = ", ".join(f"j.{quote_ident(conn, c.name)}" for c in journeys.columns)
-    branch_today = today_sql(conn, "l.timezone")
-    earliest_today = today_sql(conn, quote_literal(conn, EARLIEST_ZONE))
+    branch_today = today_sql(conn, tenant, "l.timezone")
+    earliest_today = today_sql(conn, tenant, quote_literal(conn, EARLIEST_ZONE))
     fallen = _in_list(conn, FALLEN_THROUGH_STAGES)
     booked = _in_list(conn, (m.stage for m in STATUS_MAPPING.values() if m.booked))
     finished = _in_list(conn, FINISHED_STAGES)
@@ -193,7 +202,7 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
     # Each branch's dates, then its journeys: the planner loops over the few branches with a
     # parameterized index scan of (service_date, location_id) instead of building the board for
     # every journey. MATERIALIZED keeps the dates plain columns: inlined, they are expressions over
-    # locations' columns in functions that are not leakproof (AT TIME ZONE, date + 1), which
+    # locations' columns in functions that are not leakproof (lgm_local_date, date + 1), which
     # row-level security (every CRM login) keeps out of the journeys scan: a seq scan of them all.
     # b.* only: the day views keep the board's columns.
     by_branch = (
@@ -207,7 +216,7 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
     from_today = f"{by_branch} >= d.today AND b.service_date >= {earliest_today}"
     # A lead naming no branch (or one no longer configured) is on the tenant's clock; the earliest
     # today bounds created_date's index scan the same way.
-    lead_today = today_sql(conn, f"coalesce(l.timezone, {quote_literal(conn, tenant.timezone)})")
+    lead_today = today_sql(conn, tenant, f"coalesce(l.timezone, {quote_literal(conn, tenant.timezone)})")
     # Jobs that left a branch's coming days with a known reason (rescheduled past the pulled dates,
     # cancelled, deleted), from the latest audit row of each: a job that came back (a later insert) or
     # left again unexplained is not listed. The delete's image holds the journey as it was.
@@ -470,6 +479,17 @@ def _departure_reasons(conn: Connection, tenant: Tenant) -> None:
     _add_missing_checks_and_indexes(conn, tenant, journey_audit)
 
 
+def _zone_offsets(conn: Connection, tenant: Tenant) -> None:
+    """Migration 10: ``zone_offsets``, the bundled IANA data's offsets the day views take dates from.
+
+    ``sync_config_rows`` fills it right after, and ``sync_views`` remakes the views on it (their
+    statements changed). Every group reads it: it says nothing of any branch's rows.
+    """
+    zone_offsets.create(conn.execution_options(**tenant_options(tenant)), checkfirst=True)
+    apply_crm_access(conn, tenant)
+    apply_branch_access(conn, tenant)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
@@ -480,11 +500,12 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "per-branch time zones: locations.timezone, day views on each branch's clock", _branch_time_zones),
     Migration(8, "failed checks per partition in sync_runs", _check_counts),
     Migration(9, "why a journey left its date: raw_job_departures, journey_audit.reason", _departure_reasons),
+    Migration(10, "zone_offsets: day views on the pipeline's bundled IANA data, not the server's", _zone_offsets),
 )
 
 
 def sync_config_rows(conn: Connection, tenant: Tenant) -> None:
-    """Make ``company`` and ``locations`` match the tenants file (rows touched only on change)."""
+    """Make ``company``, ``locations`` and ``zone_offsets`` match the tenants file (rows touched only on change)."""
     conn = conn.execution_options(**tenant_options(tenant))
     row = {"client_id": tenant.client_id, "name": tenant.name, "timezone": tenant.timezone}
     stmt = insert(company).values(row)
@@ -522,6 +543,7 @@ def sync_config_rows(conn: Connection, tenant: Tenant) -> None:
             )
         )
     conn.execute(locations.delete().where(locations.c.location_id.not_in(tenant.location_ids)))
+    sync_zone_offsets(conn, tenant)
 
 
 def _applied_versions(conn: Connection, tenant: Tenant) -> set[int]:

@@ -251,6 +251,18 @@ locations = sa.Table(
     sa.Column("updated_at", _TS, nullable=False, server_default=_now()),
 )
 
+#: Each configured zone's offsets from UTC, from the pipeline's bundled IANA data (``tenants.timezones``):
+#: the day views take a branch's midnight from here, not from the server's own time-zone files, so
+#: they agree with the sync window Python computes whatever IANA release the server has.
+zone_offsets = sa.Table(
+    "zone_offsets",
+    metadata,
+    sa.Column("zone", sa.Text, primary_key=True),
+    # The offset holds from this instant to the zone's next row.
+    sa.Column("valid_from", _TS, primary_key=True),
+    sa.Column("utc_offset", sa.Interval, nullable=False),
+)
+
 #: Branch-bound reader logins (``lgm db grant-reader --location``) and the branches each may read.
 #: Row-level security looks the session's login up here; only the schema owner writes it. A branch
 #: leaving the tenants file takes its bindings with it, so its logins then read nothing.

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from lgm_pipeline.naming import TenantNames
+from lgm_pipeline.tenants.timezones import zone
 
 DEFAULT_TENANTS_FILE = Path(__file__).with_name("tenants.yaml")
 TENANTS_FILE_ENV = "LGM_TENANTS_FILE"
@@ -44,7 +45,7 @@ class Branch:
 
     @property
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return zone(self.timezone)
 
     def today(self, now: dt.datetime | None = None) -> dt.date:
         return (now or dt.datetime.now(dt.UTC)).astimezone(self.tz).date()
@@ -104,7 +105,7 @@ class Tenant:
 
     @property
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.timezone)
+        return zone(self.timezone)
 
     @property
     def location_ids(self) -> list[str]:
@@ -175,17 +176,17 @@ def _two_days(today: dt.date) -> list[dt.date]:
     return [today, today + dt.timedelta(days=1)]
 
 
-def _ahead_of(zone: ZoneInfo, other: ZoneInfo) -> bool:
-    """Whether ``zone``'s clock is ever ahead of ``other``'s (checked in winter and in summer)."""
+def _ahead_of(clock: ZoneInfo, other: ZoneInfo) -> bool:
+    """Whether ``clock`` is ever ahead of ``other`` (checked in winter and in summer)."""
     year = dt.datetime.now(dt.UTC).year
     instants = (dt.datetime(year, 1, 15, 12, tzinfo=dt.UTC), dt.datetime(year, 7, 15, 12, tzinfo=dt.UTC))
-    return any(moment.astimezone(zone).utcoffset() > moment.astimezone(other).utcoffset() for moment in instants)  # type: ignore[operator]
+    return any(moment.astimezone(clock).utcoffset() > moment.astimezone(other).utcoffset() for moment in instants)  # type: ignore[operator]
 
 
 def _zone(value: Any, field: str, where: str) -> str:
     timezone = str(value)
     try:
-        ZoneInfo(timezone)
+        zone(timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise TenantConfigError(
             f"{where}: unknown {field} {timezone!r}: use an IANA time zone name such as America/Vancouver"

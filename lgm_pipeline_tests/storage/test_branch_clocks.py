@@ -1,4 +1,10 @@
-"""The day views on each branch's clock (``locations.timezone``), not on the tenant's one clock."""
+"""The day views on each branch's clock (``locations.timezone``), not on the tenant's one clock.
+
+Instants are wall-clock times converted by the pipeline's own zone data (the bundled IANA release):
+the views and the sync window must agree on them whatever data the test server has, so no test
+assumes a branch's offset (IANA 2026f keeps British Columbia, Alberta and Manitoba on daylight time
+from November 2026; Debian 12's 2025b, which the machine's PostgreSQL reads, does not).
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.storage.migrations import MIGRATIONS, migrate, today_sql
 from lgm_pipeline.storage.tables import journeys, leads, tenant_options
 from lgm_pipeline.tenants.config import Tenant, parse_tenants
+from lgm_pipeline.tenants.timezones import zone
 from lgm_pipeline_tests.leads.test_leads_storage import lead_row
 from lgm_pipeline_tests.storage.conftest import CALGARY, TORONTO, journey_row
 
@@ -26,8 +33,14 @@ WINNIPEG = "loc_lgm_winnipeg_001"
 GONE = "loc_lgm_gone_001"  # a branch the tenants file no longer has
 SHORT = {CALGARY: "cal", TORONTO: "tor", VANCOUVER: "van", EDMONTON: "edm", WINNIPEG: "win", GONE: "gone"}
 
-VANCOUVER_LATE = "2026-11-28T07:30:00Z"  # 23:30 on Nov 27 in Vancouver, 02:30 on Nov 28 in Toronto
-TORONTO_PAST_MIDNIGHT = "2026-11-27T05:30:00Z"  # 00:30 on Nov 27 in Toronto, 22:30 on Nov 26 in Calgary
+
+def _local(wall: str, timezone: str) -> str:
+    """The instant (ISO, UTC) of wall-clock time ``wall`` on ``timezone``'s clock, by the pipeline's zone data."""
+    return dt.datetime.fromisoformat(wall).replace(tzinfo=zone(timezone)).astimezone(dt.UTC).isoformat()
+
+
+VANCOUVER_LATE = _local("2026-11-27T23:30", "America/Vancouver")  # past midnight (Nov 28) in Toronto
+TORONTO_PAST_MIDNIGHT = _local("2026-11-27T00:30", "America/Toronto")  # still Nov 26 in Calgary
 
 
 def _day(text: str) -> dt.date:
@@ -85,21 +98,19 @@ def test_just_past_midnight_in_toronto_the_western_branches_are_still_on_yesterd
     engine: Engine, tenant: Tenant
 ) -> None:
     days = [_day("2026-11-26"), _day("2026-11-27")]
-    _seed(engine, tenant, [TORONTO, CALGARY, EDMONTON, WINNIPEG], days)
+    branches = [TORONTO, CALGARY, EDMONTON, WINNIPEG]
+    _seed(engine, tenant, branches, days)
+    now = dt.datetime.fromisoformat(TORONTO_PAST_MIDNIGHT)
+    today = {location: tenant.branch(location).today(now) for location in branches}
+    # Toronto 00:30 on the 27th; Calgary and Edmonton 22:30 or 23:30 on the 26th. Winnipeg is on the
+    # 26th or, on UTC-5 from November 2026 (IANA 2026f), on Toronto's 27th: the zone data decides.
+    assert today[TORONTO] == days[1] and today[CALGARY] == today[EDMONTON] == days[0]
     with engine.connect() as conn:
         _at(conn, TORONTO_PAST_MIDNIGHT)
-        # Toronto 00:30 on the 27th; Calgary and Edmonton 22:30, Winnipeg 23:30 on the 26th.
-        assert _ids(conn, "tenant_lgm", "journeys_today") == [
-            "jrn_cal_1126",
-            "jrn_edm_1126",
-            "jrn_tor_1127",
-            "jrn_win_1126",
-        ]
-        assert _ids(conn, "tenant_lgm", "journeys_tomorrow") == [
-            "jrn_cal_1127",
-            "jrn_edm_1127",
-            "jrn_win_1127",
-        ]
+        assert _ids(conn, "tenant_lgm", "journeys_today") == sorted(_jid(loc, today[loc]) for loc in branches)
+        assert _ids(conn, "tenant_lgm", "journeys_tomorrow") == sorted(
+            _jid(loc, today[loc] + dt.timedelta(days=1)) for loc in branches if today[loc] == days[0]
+        )
 
 
 @pytest.mark.parametrize(
@@ -109,7 +120,7 @@ def test_just_past_midnight_in_toronto_the_western_branches_are_still_on_yesterd
         ("2026-03-09T04:30:00Z", "2026-03-09", "2026-03-08"),  # 00:30 EDT (23:30 in EST) / 21:30 PDT
         ("2026-11-01T07:30:00Z", "2026-11-01", "2026-11-01"),  # 02:30 EST (just fell back) / 00:30 PDT
         ("2026-11-01T06:30:00Z", "2026-11-01", "2026-10-31"),  # the second 01:30 EST / 23:30 PDT
-        ("2026-11-02T04:30:00Z", "2026-11-01", "2026-11-01"),  # 23:30 EST (00:30 in EDT) / 20:30 PST
+        ("2026-11-02T04:30:00Z", "2026-11-01", "2026-11-01"),  # 23:30 EST (00:30 in EDT) / 21:30 (UTC-7)
     ],
 )
 def test_each_branch_date_follows_its_own_dst_change(
@@ -127,6 +138,32 @@ def test_each_branch_date_follows_its_own_dst_change(
             _jid(TORONTO, _day(toronto_day)),
             _jid(VANCOUVER, _day(vancouver_day)),
         ]
+
+
+@pytest.mark.parametrize("evening", ["2026-11-27", "2027-01-15"])
+@pytest.mark.parametrize("location", [VANCOUVER, CALGARY, WINNIPEG])
+def test_a_western_branch_late_evening_is_today_there_and_an_hour_later_tomorrow(
+    engine: Engine, tenant: Tenant, evening: str, location: str
+) -> None:
+    """23:30 and 00:30 on the branch's own clock, as the sync window computes it, whatever the server's data.
+
+    At these instants the machine's PostgreSQL 15 (IANA 2025b: Vancouver on UTC-8 in winter) would
+    say 22:30 and 23:30 by its own ``AT TIME ZONE``, both still the evening's date.
+    """
+    day = _day(evening)
+    one = dt.timedelta(days=1)
+    seeded = [day - one, day, day + one, day + 2 * one]
+    _seed(engine, tenant, [location], seeded)
+    branch = tenant.branch(location)
+    next_morning = (day + one).isoformat()
+    for wall, today in ((f"{evening}T23:30", day), (f"{next_morning}T00:30", day + one)):
+        clock = _local(wall, branch.timezone)
+        assert branch.window(dt.datetime.fromisoformat(clock)) == [today, today + one]  # Python's window
+        with engine.connect() as conn:
+            _at(conn, clock)
+            assert _ids(conn, "tenant_lgm", "journeys_today") == [_jid(location, today)], wall
+            assert _ids(conn, "tenant_lgm", "journeys_tomorrow") == [_jid(location, today + one)], wall
+            assert _ids(conn, "tenant_lgm", "journeys_active") == [_jid(location, d) for d in seeded if d >= today]
 
 
 def _tenant_document(timezone: str, branches: list[dict[str, str]]) -> dict[str, Any]:
@@ -168,7 +205,7 @@ def test_a_branch_east_of_the_tenant_lives_its_own_later_date(engine: Engine) ->
     ]
     _insert_journeys(engine, acme, rows)
     with engine.connect() as conn:
-        # 00:30 on Nov 27 in Halifax; 20:30 on Nov 26 in Vancouver, the tenant's own clock.
+        # 00:30 on Nov 27 in Halifax; the evening of Nov 26 in Vancouver, the tenant's own clock.
         _at(conn, "2026-11-27T04:30:00Z")
         assert _ids(conn, "tenant_acme", "journeys_today") == ["jrn_loc_acme_hfx_1127", "jrn_loc_acme_van_1126"]
         assert _ids(conn, "tenant_acme", "journeys_tomorrow") == ["jrn_loc_acme_hfx_1128", "jrn_loc_acme_van_1127"]
@@ -267,7 +304,7 @@ def test_migration_7_gives_an_existing_database_its_branch_clocks(
 ) -> None:
     _seed(engine, tenant, [VANCOUVER, TORONTO], [_day("2026-11-27"), _day("2026-11-28")])
     with engine.begin() as conn:
-        today = today_sql(conn, "'America/Toronto'")
+        today = today_sql(conn, tenant, "'America/Toronto'")
         conn.exec_driver_sql("ALTER TABLE tenant_lgm.locations DROP COLUMN timezone CASCADE")  # and the views
         for name, select in _VERSION_6_VIEWS.items():
             conn.exec_driver_sql(
