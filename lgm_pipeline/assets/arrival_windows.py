@@ -21,7 +21,7 @@ from lgm_pipeline.smartmoving.errors import NotFoundError
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.raw import enum_code, timelines_frame
+from lgm_pipeline.transform.raw import read_status, timelines_frame
 
 
 class ArrivalWindowsConfig(dg.Config):
@@ -34,7 +34,7 @@ def booked_opportunity_ids(jobs: pd.DataFrame, opportunities: pd.DataFrame) -> l
     booked = {
         oid
         for oid, payload in zip(opportunities["opportunity_id"], opportunities["payload"], strict=True)
-        if (mapping := STATUS_MAPPING.get(enum_code(payload.get("status")))) is not None and mapping.booked  # type: ignore[arg-type]
+        if (mapping := STATUS_MAPPING.get(read_status(payload.get("status")))) is not None and mapping.booked  # type: ignore[arg-type]
     }
     return sorted(set(jobs["opportunity_id"]) & booked)
 

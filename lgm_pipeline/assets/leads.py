@@ -19,14 +19,24 @@ import pandas as pd
 from lgm_pipeline.assets.journeys import rule_check
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
-from lgm_pipeline.assets.raw import AFTER_THE_PULL, api_asset, call_api, open_client, service_dates
+from lgm_pipeline.assets.raw import (
+    AFTER_THE_PULL,
+    account_metadata,
+    api_asset,
+    attach_account,
+    call_api,
+    open_client,
+    records_read_check,
+    records_read_spec,
+    service_dates,
+)
 from lgm_pipeline.naming import ALSO_REWRITES_METADATA, IO_MANAGER_KEY, OWNERS
 from lgm_pipeline.quality.rules import lead_rules_for, validate_leads
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.io_manager import table_metadata
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.leads import mark_probable_duplicates, normalize_leads, raw_leads_frame
+from lgm_pipeline.transform.leads import mark_probable_duplicates, normalize_leads, read_leads
 
 #: Leads of the same phone or email within this many days are probably the same household.
 DUPLICATE_WINDOW = dt.timedelta(days=30)
@@ -76,24 +86,27 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         partitions_def=partitions.service_date,
         backfill_policy=single_run,
         op_tags=AFTER_THE_PULL,
+        check_specs=[records_read_spec(raw_key)],
         **api_asset(tenant, "smartmoving_leads"),
     )
-    def smartmoving_leads(
-        context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
-    ) -> dg.Output[pd.DataFrame]:
+    def smartmoving_leads(context: dg.AssetExecutionContext, smartmoving: SmartMovingResource) -> Any:
         dates = service_dates(context)
         created = lead_pull_dates(tenant, dates)
         pulled: list[Any] = []
         calls: Counter[str] = Counter()
+        duplicates = 0
         if created:  # none when every date of the run is after tomorrow: no call
             with open_client(smartmoving, tenant, context) as client:
                 pulled = call_api(client.list_leads, *utc_dates(tenant, created), tenant=tenant)
                 calls = Counter(client.calls)
-        frame = raw_leads_frame(tenant, pulled, created, dt.datetime.now(dt.UTC), context.run.run_id)
+                duplicates = client.duplicates["leads"]
+        fetched_at = dt.datetime.now(dt.UTC)
+        frame, account = read_leads(tenant, pulled, created or dates, fetched_at, context.run.run_id, duplicates)
         runs_per_day = CYCLES_PER_DAY if tenant.today() in dates else 1
-        return dg.Output(
-            frame,
+        yield dg.Output(
+            attach_account(frame, account, fetched_at, context.run.run_id),
             metadata={
+                **account_metadata(account),
                 "rows": dg.MetadataValue.int(len(frame)),
                 "pulled": dg.MetadataValue.int(len(pulled)),
                 "dates": dg.MetadataValue.json([d.isoformat() for d in created]),
@@ -101,6 +114,7 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
                 **api_cost_metadata(tenant, calls, runs_per_day),
             },
         )
+        yield records_read_check(account)
 
     @dg.asset(
         key=leads_key,

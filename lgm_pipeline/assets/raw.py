@@ -33,22 +33,29 @@ from lgm_pipeline.smartmoving.errors import (
     UnusableBaseURLError,
 )
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
-from lgm_pipeline.storage.io_manager import table_metadata
+from lgm_pipeline.storage.io_manager import table_metadata, with_pulled_records
 from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.storage.write import PulledRecords
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.journeys import normalize_journeys
 from lgm_pipeline.transform.raw import (
     OpportunitySummary,
+    PullAccount,
+    branches_account,
     branches_frame,
+    customers_account,
     customers_frame,
     departures_frame,
-    enum_code,
+    jobs_account,
     jobs_frame,
     jobs_on,
     listed_jobs,
+    listed_opportunities_account,
     opportunities_frame,
     opportunity_dates,
     opportunity_summaries,
+    read_status,
+    unreadable_frame,
 )
 
 # Transient upstream trouble is retried by the client first; this covers a whole step failing
@@ -145,7 +152,7 @@ def began_before(opportunity: dict[str, Any], dates: list[dt.date]) -> bool:
 
 def same_but_status(summary: OpportunitySummary, cached: dict[str, Any]) -> bool:
     """The listed jobs are the cached ones and no newly completed work awaits its actual charges."""
-    newly_completed = summary.status == OpportunityStatus.COMPLETED and enum_code(cached.get("status")) not in (
+    newly_completed = summary.status == OpportunityStatus.COMPLETED and read_status(cached.get("status")) not in (
         OpportunityStatus.COMPLETED,
         OpportunityStatus.CLOSED,
     )
@@ -236,6 +243,61 @@ def _stopping_failure(context: dg.AssetExecutionContext) -> dg.Failure | None:
     return None
 
 
+#: On every raw asset: each record served is stored, set aside for a stated reason, or quarantined.
+RECORDS_READ_CHECK = "records_read"
+RECORDS_READ_DESCRIPTION = (
+    "[per pull] Every record SmartMoving served is stored, set aside for a stated reason (a duplicate across "
+    "pages, a job dated outside the pulled dates) or kept raw in unreadable_records with a reason naming the "
+    "field and value. ERROR: the counts do not add up (a record was lost); WARN: records quarantined."
+)
+
+
+def records_read_spec(key: dg.AssetKey) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(RECORDS_READ_CHECK, asset=key, description=RECORDS_READ_DESCRIPTION)
+
+
+def records_read_check(account: PullAccount, key: dg.AssetKey | None = None) -> dg.AssetCheckResult:
+    """ERROR when served != stored + set aside + quarantined; WARN naming the first reasons when any
+    record was quarantined."""
+    quarantined = len(account.unreadable)
+    lost = account.served - account.stored - quarantined - sum(account.set_aside.values())
+    if lost:
+        description = f"{account.summary()}: {lost:+d} record(s) unaccounted for"
+    elif quarantined:
+        description = f"{account.summary()}. First: " + "; ".join(account.reasons(3))
+    else:
+        description = account.summary()
+    return dg.AssetCheckResult(
+        check_name=RECORDS_READ_CHECK,
+        asset_key=key,
+        passed=not lost and not quarantined,
+        severity=dg.AssetCheckSeverity.ERROR if lost else dg.AssetCheckSeverity.WARN,
+        description=description,
+        metadata={
+            "served": account.served,
+            "stored": account.stored,
+            "quarantined": quarantined,
+            "set_aside": dg.MetadataValue.json(account.set_aside),
+            "unaccounted": lost,
+            "reasons": dg.MetadataValue.json(account.reasons(20)),
+        },
+    )
+
+
+def account_metadata(account: PullAccount) -> dict[str, Any]:
+    return {
+        "served": dg.MetadataValue.int(account.served),
+        "stored": dg.MetadataValue.int(account.stored),
+        "quarantined": dg.MetadataValue.int(len(account.unreadable)),
+    }
+
+
+def attach_account(frame: pd.DataFrame, account: PullAccount, fetched_at: dt.datetime, run_id: str) -> pd.DataFrame:
+    """The frame, carrying its pull's served count and unreadable records to the IO manager's write."""
+    rows = unreadable_frame(account.unreadable, fetched_at, run_id).drop(columns=["record_kind", "run_id"])
+    return with_pulled_records(frame, PulledRecords(account.kind, account.served, rows.to_dict("records")))
+
+
 #: Found once per date on ``smartmoving_jobs``: an unmapped branch's jobs belong to no branch partition.
 BRANCH_MAPPING_CHECK = "branch_mapping"
 
@@ -256,22 +318,25 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             f"{tenant.name}: SmartMoving customers with a job on the service date (all pages, opportunity "
             "summaries included), payload kept verbatim. Table raw_customers."
         ),
+        check_specs=[records_read_spec(names.asset_key("smartmoving_customers"))],
         **api_asset(tenant, "smartmoving_customers"),
         **common,
     )
-    def smartmoving_customers(
-        context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
-    ) -> dg.Output[pd.DataFrame]:
+    def smartmoving_customers(context: dg.AssetExecutionContext, smartmoving: SmartMovingResource) -> Any:
         dates = service_dates(context)
         started = time.monotonic()
         with open_client(smartmoving, tenant, context) as client:
             customers = call_api(client.list_customers, dates[0], dates[-1], tenant=tenant)
             calls = Counter(client.calls)
-        frame = customers_frame(customers, dates, dt.datetime.now(dt.UTC), context.run.run_id)
-        opportunities = sum(len(c.get("opportunities") or []) for c in customers)
-        return dg.Output(
-            frame,
+            duplicates = client.duplicates["customers"]
+        fetched_at = dt.datetime.now(dt.UTC)
+        frame = customers_frame(customers, dates, fetched_at, context.run.run_id)
+        account = customers_account(customers, frame, dates, duplicates)
+        opportunities = sum(len(c.get("opportunities") or []) for c in customers if isinstance(c, dict))
+        yield dg.Output(
+            attach_account(frame, account, fetched_at, context.run.run_id),
             metadata={
+                **account_metadata(account),
                 "rows": dg.MetadataValue.int(len(frame)),
                 "opportunities_listed": dg.MetadataValue.int(opportunities),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
@@ -280,6 +345,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                 "preview": preview(frame, ["service_date", "customer_id", "name"]),
             },
         )
+        yield records_read_check(account)
 
     @dg.asset(
         name="smartmoving_opportunities",
@@ -288,6 +354,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             "every opportunity listed on the service date. Details are reused from the previous pull while the "
             "list summary is unchanged and younger than detail_max_age_hours. Table raw_opportunities."
         ),
+        check_specs=[records_read_spec(names.asset_key("smartmoving_opportunities"))],
         **api_asset(tenant, "smartmoving_opportunities"),
         **common,
     )
@@ -297,7 +364,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         smartmoving: SmartMovingResource,
         postgres: PostgresResource,
         smartmoving_customers: pd.DataFrame,
-    ) -> dg.Output[pd.DataFrame]:
+    ) -> Any:
         dates = service_dates(context)
         started = time.monotonic()
         summaries = opportunity_summaries(smartmoving_customers)
@@ -358,10 +425,15 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                 del details[oid]
 
         frame = opportunities_frame(details, summaries, fetched_at, dates, context.run.run_id)
+        account = listed_opportunities_account(smartmoving_customers, summaries)
+        # Listed but not stored: SmartMoving no longer knows it (a 400 between the list and the details).
+        account.set_aside = {"gone (400)": len(set(vanished) & (set(summaries) - carried))}
+        account.stored = len((set(summaries) - carried) & set(frame["opportunity_id"]))
         branches = pd.Series([(p.get("branch") or {}).get("name") for p in frame["payload"]], dtype=object)
-        return dg.Output(
-            frame,
+        yield dg.Output(
+            attach_account(frame, account, now, context.run.run_id),
             metadata={
+                **account_metadata(account),
                 "rows": dg.MetadataValue.int(len(frame)),
                 "details_fetched": dg.MetadataValue.int(len(fetched)),
                 "details_reused": dg.MetadataValue.int(reused),
@@ -378,6 +450,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                 "preview": preview(frame, ["opportunity_id", "customer_id", "summary_hash"]),
             },
         )
+        yield records_read_check(account)
 
     jobs_key = names.asset_key("smartmoving_jobs")
 
@@ -394,6 +467,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         tags=names.tags,
         metadata=table_metadata(tenant, "smartmoving_jobs"),
         check_specs=[
+            records_read_spec(jobs_key),
             dg.AssetCheckSpec(
                 BRANCH_MAPPING_CHECK,
                 asset=jobs_key,
@@ -415,13 +489,16 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             [jobs_frame(smartmoving_opportunities, day, context.run.run_id) for day in dates],
             ignore_index=True,
         )
+        account = jobs_account(smartmoving_opportunities, frame, dates)
         yield dg.Output(
-            frame,
+            attach_account(frame, account, dt.datetime.now(dt.UTC), context.run.run_id),
             metadata={
+                **account_metadata(account),
                 "rows": dg.MetadataValue.int(len(frame)),
                 "preview": preview(frame, ["job_number", "job_type", "confirmed", "opportunity_id"]),
             },
         )
+        yield records_read_check(account)
         normalized = normalize_journeys(
             tenant,
             smartmoving_customers,
@@ -468,23 +545,26 @@ def build_branches_asset(tenant: Tenant) -> dg.AssetsDefinition:
             "Table raw_branches."
         ),
         group_name=tenant.names.group("reference"),
+        check_specs=[records_read_spec(tenant.names.asset_key("smartmoving_branches"))],
         **api_asset(tenant, "smartmoving_branches"),
     )
-    def smartmoving_branches(
-        context: dg.AssetExecutionContext, smartmoving: SmartMovingResource
-    ) -> dg.Output[pd.DataFrame]:
+    def smartmoving_branches(context: dg.AssetExecutionContext, smartmoving: SmartMovingResource) -> Any:
         with open_client(smartmoving, tenant, context) as client:
             branches = call_api(client.list_branches, tenant=tenant)
             calls = Counter(client.calls)
-        frame = branches_frame(branches, dt.datetime.now(dt.UTC), context.run.run_id)
+        fetched_at = dt.datetime.now(dt.UTC)
+        frame = branches_frame(branches, fetched_at, context.run.run_id)
+        account = branches_account(branches, frame, fetched_at.date())
         mapped = set(tenant.branch_by_smartmoving_name())
-        return dg.Output(
-            frame,
+        yield dg.Output(
+            attach_account(frame, account, fetched_at, context.run.run_id),
             metadata={
+                **account_metadata(account),
                 "rows": dg.MetadataValue.int(len(frame)),
                 "not_in_tenants_file": dg.MetadataValue.json(sorted(str(n) for n in frame["name"] if n not in mapped)),
                 **api_cost_metadata(tenant, calls),
             },
         )
+        yield records_read_check(account)
 
     return smartmoving_branches

@@ -113,6 +113,8 @@ class SimulatorConfig:
     date_filter: str = "job_date"
     # Independent tenants served side by side: tenant i answers to tenant_api_key(i).
     tenants: int = 1
+    # Serve the other shapes the API's public descriptions give (simulator/drift.py).
+    drift: bool = False
 
     def __post_init__(self) -> None:
         check_date_filter(self.date_filter)

@@ -120,6 +120,9 @@ class SmartMovingClient:
         self.timeout_seconds = timeout_seconds
         self.deadline_seconds = deadline_seconds
         self.calls: collections.Counter[str] = collections.Counter()
+        #: List records served per endpoint (every page, before de-duplication) and ids seen twice.
+        self.received: collections.Counter[str] = collections.Counter()
+        self.duplicates: collections.Counter[str] = collections.Counter()
         # Endpoints known to answer from this base URL with this key: a later 404/403 elsewhere is that endpoint's.
         self._answered: set[str] = set()
         self._api_key = api_key
@@ -233,18 +236,25 @@ class SmartMovingClient:
             f"SmartMoving {endpoint} list kept changing while paging: received {len(records)} of {total}"
         )
 
-    def _pull_all(self, endpoint: str, path: str, filters: dict[str, Any]) -> tuple[list[dict], int | None]:
-        by_id: dict[str, dict] = {}
+    def _pull_all(self, endpoint: str, path: str, filters: dict[str, Any]) -> tuple[list[Any], int | None]:
+        by_id: dict[Any, Any] = {}
         total: int | None = None
+        self.duplicates[endpoint] = 0  # of this attempt: a list pulled again counts its own
         for page, records, listed in self._iter_pages(self._operation(endpoint), endpoint, path, filters):
             total = listed
-            for record in records:
-                record_id = record["id"]
+            for index, record in enumerate(records):
+                self.received[endpoint] += 1
+                record_id = record.get("id") if isinstance(record, dict) else None
+                if record_id is None or isinstance(record_id, dict | list):
+                    # No id to key it by: kept as sent, for the transform to quarantine with its reason.
+                    by_id[("unkeyed", page, index)] = record
+                    continue
                 if record_id in by_id:
                     # A record can slide onto the next page as the data moves; the later copy is fresher.
                     self._log.warning(
                         "SmartMoving %s: %s seen again on page %d, keeping the later copy", endpoint, record_id, page
                     )
+                    self.duplicates[endpoint] += 1
                     del by_id[record_id]
                 by_id[record_id] = record
         return list(by_id.values()), total
@@ -324,10 +334,9 @@ class SmartMovingClient:
         while True:
             params = {"Page": page, "PageSize": self.page_size, **filters}
             envelope, elapsed = self._request(op, endpoint, path, params=params, page=page)
+            # A record without a readable id is passed on as sent: the transform keeps it raw and
+            # quarantines it naming the field, rather than this pull dropping it or failing whole.
             records, last_page = _unwrap_page(envelope, endpoint, page)
-            for index, record in enumerate(records):
-                if not isinstance(record, dict) or not record.get("id"):
-                    raise MalformedPayloadError(endpoint, page, f"pageResults[{index}].id", "record without id")
             self._log_page(endpoint, page, len(records), elapsed)
             total = envelope.get("totalResults")
             yield page, records, total if isinstance(total, int) and not isinstance(total, bool) else None
@@ -347,9 +356,11 @@ class SmartMovingClient:
             body, elapsed = self._request(op, endpoint, path, params=params, page=page)
             if isinstance(body, list):
                 self._log_page(endpoint, page, len(body), elapsed)
+                self.received[endpoint] += len(body)
                 return body
             records, last_page = _unwrap_page(body, endpoint, page)
             self._log_page(endpoint, page, len(records), elapsed)
+            self.received[endpoint] += len(records)
             items.extend(records)
             if last_page:
                 return items

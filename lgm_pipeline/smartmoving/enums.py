@@ -20,6 +20,16 @@ class OpportunityStatus(IntEnum):
     BAD_LEAD = 50
 
 
+class LeadStatus(IntEnum):
+    """A lead's status: the opportunity statuses a lead can have (their names are accepted too)."""
+
+    NEW = 0
+    NEW_LEAD = 0
+    IN_PROGRESS = 1
+    LEAD_IN_PROGRESS = 1
+    BAD_LEAD = 50
+
+
 class JobType(IntEnum):
     MOVING = 1
     PACKING = 3

@@ -23,7 +23,7 @@ from lgm_pipeline.storage.reads import BranchRows, read_frame
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.scope import PartitionScope
 from lgm_pipeline.storage.tables import ASSET_TABLES
-from lgm_pipeline.storage.write import ApiCalls, CheckCounts, write_frame
+from lgm_pipeline.storage.write import ApiCalls, CheckCounts, PulledRecords, write_frame
 from lgm_pipeline.tenants.config import Tenant, get_tenant
 
 
@@ -68,6 +68,22 @@ def api_calls_of(output_metadata: Mapping[str, Any]) -> ApiCalls | None:
         return None
     by_endpoint = _plain(output_metadata.get("api_calls_by_endpoint"))
     return ApiCalls(int(total), None if by_endpoint is None else {str(k): int(v) for k, v in by_endpoint.items()})
+
+
+#: ``DataFrame.attrs`` key of a raw pull's frame: its :class:`PulledRecords` (served, unreadable rows),
+#: written in the frame's transaction. (Metadata would show the payloads in the UI; attrs travel with
+#: the frame to the IO manager and no further.)
+PULLED_ATTR = "lgm/pulled"
+
+
+def with_pulled_records(frame: pd.DataFrame, pulled: PulledRecords) -> pd.DataFrame:
+    frame.attrs[PULLED_ATTR] = pulled
+    return frame
+
+
+def pulled_records_of(frame: pd.DataFrame) -> PulledRecords | None:
+    pulled = frame.attrs.get(PULLED_ATTR)
+    return pulled if isinstance(pulled, PulledRecords) else None
 
 
 def check_counts_of(output_metadata: Mapping[str, Any]) -> dict[str, CheckCounts] | None:
@@ -143,6 +159,7 @@ class PostgresIOManager(dg.ConfigurableIOManager):
             asset=name,
             api_calls=api_calls_of(context.output_metadata),
             check_counts=check_counts_of(context.output_metadata),
+            pulled=pulled_records_of(obj),
         )
         context.add_output_metadata(
             {

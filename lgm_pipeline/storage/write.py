@@ -44,6 +44,7 @@ from lgm_pipeline.storage.tables import (
     raw_opportunities,
     sync_runs,
     tenant_options,
+    unreadable_records,
 )
 from lgm_pipeline.tenants.config import Tenant
 
@@ -147,6 +148,31 @@ class CheckCounts:
     failed: int
 
 
+@dataclass(frozen=True)
+class PulledRecords:
+    """What a pull served and the records of it that could not be read (``unreadable_records`` rows of
+    one kind), written with the pull's own rows so that served = stored + quarantined holds in the
+    database at every commit."""
+
+    kind: str
+    served: int
+    unreadable: list[dict[str, Any]]
+
+
+def _replace_unreadable(
+    conn: Connection, tenant: Tenant, pulled: PulledRecords, scopes: Sequence[PartitionScope], run_id: str
+) -> None:
+    scoped = conn.execution_options(**tenant_options(tenant))
+    stale = unreadable_records.delete().where(unreadable_records.c.record_kind == pulled.kind)
+    dates = [s.service_date for s in scopes if s.service_date is not None]
+    if dates:  # an unpartitioned pull (branches) replaces all of its kind
+        stale = stale.where(unreadable_records.c.service_date.in_(dates))
+    scoped.execute(stale)
+    if pulled.unreadable:
+        rows = [{**row, "record_kind": pulled.kind, "run_id": run_id} for row in pulled.unreadable]
+        scoped.execute(unreadable_records.insert(), rows)
+
+
 def write_frame(
     engine: Engine,
     tenant: Tenant,
@@ -158,6 +184,7 @@ def write_frame(
     asset: str,
     api_calls: ApiCalls | None = None,
     check_counts: Mapping[str, CheckCounts] | None = None,
+    pulled: PulledRecords | None = None,
 ) -> WriteResult:
     """Write ``df`` as partition(s) ``scope`` of ``table`` with the table's strategy.
 
@@ -188,6 +215,8 @@ def write_frame(
     started_at = dt.datetime.now(dt.UTC)
     with engine.begin() as conn:
         results = strategy.write(conn, tenant, table, df, scopes, constants, run_id)
+        if pulled is not None:
+            _replace_unreadable(conn, tenant, pulled, scopes, run_id)
         for index, part in enumerate(scopes):
             _record_sync_run(
                 conn,
@@ -199,6 +228,7 @@ def write_frame(
                 result=results[part],
                 api_calls=api_calls if index == 0 else None,
                 check_counts=(check_counts or {}).get(str(part.key)),
+                pulled=pulled if index == 0 else None,
             )
     return WriteResult(
         table.name,
@@ -221,6 +251,7 @@ def _record_sync_run(
     result: WriteResult,
     api_calls: ApiCalls | None,
     check_counts: CheckCounts | None = None,
+    pulled: PulledRecords | None = None,
 ) -> None:
     conn.execution_options(**tenant_options(tenant)).execute(
         sync_runs.insert().values(
@@ -243,5 +274,7 @@ def _record_sync_run(
             status="success",
             checks_warned=check_counts.warned if check_counts else None,
             checks_failed=check_counts.failed if check_counts else None,
+            served=pulled.served if pulled else None,
+            unreadable=len(pulled.unreadable) if pulled else None,
         )
     )

@@ -27,7 +27,7 @@ from lgm_pipeline.domain.mappings import (
 from lgm_pipeline.storage.tables import MAX_MONEY
 from lgm_pipeline.storage.tables import journeys as journeys_table
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.raw import enum_code, listed_statuses
+from lgm_pipeline.transform.raw import enum_code, listed_statuses, read_status
 
 JOURNEY_COLUMNS = [c.name for c in journeys_table.columns]  # one definition, in storage.tables
 
@@ -173,7 +173,7 @@ def _journey_row(
 ) -> dict[str, Any]:
     job_payload = job["payload"]
     opp_customer = opportunity.get("customer") or {}
-    status = _as_int(opportunity.get("status"))
+    status = read_status(opportunity.get("status"))
     mapping = STATUS_MAPPING.get(status) if status is not None else None
     job_type = _as_int(job.get("job_type"))
     type_info = job_type_info(job_type, custom_types)
@@ -258,7 +258,7 @@ def normalize_journeys(
     # The list is pulled every run while details may be cached (the catch-up reuses them across a
     # status-only change): the listed status is the current one.
     for oid, status in listed_statuses(customers).items():
-        if oid in opportunity_by_id and enum_code(opportunity_by_id[oid].get("status")) != status:
+        if oid in opportunity_by_id and read_status(opportunity_by_id[oid].get("status")) != status:
             opportunity_by_id[oid] = {**opportunity_by_id[oid], "status": status}
     customer_by_id = dict(zip(customers["customer_id"], customers["payload"], strict=True))
     branches = tenant.branch_by_smartmoving_name()

@@ -74,7 +74,7 @@ def test_hostile_values_are_stored_verbatim_flagged_or_quarantined(
     whitespace_job_number = book.add(job={"jobNumber": "   "})
     far_past = book.add(job={"jobDate": 19000101})
     far_future = book.add(job={"jobDate": 99991231})
-    bad_date = book.add(job={"jobDate": 20261399})  # not a date: unscheduled, not a journey
+    bad_date = book.add(job={"jobDate": 20261399})  # not a date: quarantined raw, neither journey nor undated
     negative = book.add(job={"estimatedCharges": [{"name": "Labour", "totalCost": -1250.0}]})
     huge = book.add(job={"estimatedCharges": [{"name": "Labour", "totalCost": 1e12}]})
     string_money = book.add(job={"estimatedCharges": [{"name": "Labour", "totalCost": "NaN"}]})
@@ -123,7 +123,8 @@ def test_hostile_values_are_stored_verbatim_flagged_or_quarantined(
 
     # Dates: a job dated 1900 or 9999 belongs to that date, not to today (as the API lists it);
     # its payload is kept in the raw tables. An impossible date is no date: the job is listed as
-    # unscheduled with its opportunity, never filed on the opportunity's date as a phantom journey.
+    # kept raw and quarantined naming the field and value: neither a journey (filed on the opportunity's
+    # date it would be a phantom) nor "unscheduled" (it has a date, one nobody can read).
     assert far_past not in listed and far_future not in listed
     with db.connect() as conn:
         payloads = conn.execute(sa.text(f"SELECT payload FROM {tenant.schema}.raw_opportunities")).scalars().all()
@@ -132,7 +133,13 @@ def test_hostile_values_are_stored_verbatim_flagged_or_quarantined(
     assert bad_date not in stored and bad_date not in held
     with db.connect() as conn:
         unscheduled = conn.execute(sa.text(f"SELECT smartmoving_job_id FROM {tenant.schema}.unscheduled_jobs"))
-        assert bad_date in set(unscheduled.scalars())
+        assert bad_date not in set(unscheduled.scalars())
+        unreadable = dict(
+            conn.execute(
+                sa.text(f"SELECT record_key, reason FROM {tenant.schema}.unreadable_records WHERE record_kind = 'job'")
+            ).all()
+        )
+    assert unreadable[bad_date].startswith("jobDate: unreadable 20261399")
 
     # Blocking rules: quarantined with the rule, column and value.
     def reasons(job_id: str) -> set[tuple[str, str]]:

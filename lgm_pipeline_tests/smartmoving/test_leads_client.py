@@ -10,7 +10,7 @@ import pytest
 
 from lgm_pipeline.simulator import SimulatorConfig, start_simulator
 from lgm_pipeline.smartmoving.client import SmartMovingClient
-from lgm_pipeline.smartmoving.errors import MalformedPayloadError, NotFoundError
+from lgm_pipeline.smartmoving.errors import NotFoundError
 from lgm_pipeline_tests.smartmoving.conftest import envelope
 
 DAY = dt.date(2026, 11, 25)
@@ -35,10 +35,10 @@ def test_leads_are_pulled_page_by_page_with_the_creation_date_filter(
     assert dict(client.calls) == {"leads": 3}
 
 
-def test_a_lead_without_an_id_is_a_clear_error(make_client: Callable[..., SmartMovingClient]) -> None:
+def test_a_lead_without_an_id_is_passed_on_for_quarantine(make_client: Callable[..., SmartMovingClient]) -> None:
     client = make_client(lambda request: httpx.Response(200, json=envelope([{"name": "no id"}], 1, last=True)))
-    with pytest.raises(MalformedPayloadError, match=r"pageResults\[0\]\.id"):
-        client.list_leads(DAY, DAY)
+    assert client.list_leads(DAY, DAY) == [{"name": "no id"}]
+    assert client.received["leads"] == 1
 
 
 def test_leads_from_the_simulator_and_one_it_does_not_know() -> None:

@@ -84,6 +84,7 @@ def test_retention_prunes_raw_and_sync_runs_never_journeys(
         "raw_job_timelines": 0,
         "raw_leads": 0,
         "raw_job_departures": 0,
+        "unreadable_records": 0,
         "sync_runs": 2,
     }
     with engine.connect() as conn:
