@@ -191,6 +191,7 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         date_filter=args.date_filter,
         **({"api_key": args.api_key} if args.api_key else {}),
         tenants=args.tenants,
+        drift=args.drift,
     )
     serve_forever(config, port=args.port)
     return 0
@@ -356,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="serve N independent tenants on the one port, 1..1000 (default: %(default)s, the plain key): "
         "tenant i's key is API_KEY-t<i>, its world seed SEED+i-1, its rate limit its own; /_admin takes ?tenant=i",
+    )
+    sim.add_argument(
+        "--drift",
+        action="store_true",
+        help="serve the other shapes the API's public descriptions give (ISO job dates, status names, a lead's "
+        "createdOn/firstName/email, amounts as text) and, for a few records, values no reader accepts; "
+        "POST /_admin/drift {\"enabled\": false} turns it off (per tenant with ?tenant=i)",
     )
     sim.set_defaults(func=cmd_simulator)
 

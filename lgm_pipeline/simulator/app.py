@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from lgm_pipeline.simulator import drift as shapes
 from lgm_pipeline.simulator.config import FaultConfig, SimulatorConfig
 from lgm_pipeline.simulator.world import NotFound, World, from_int_date, to_int_date
 
@@ -96,6 +97,7 @@ class ApiState:
         self.world = world
         self.config = config
         self.faults = dataclasses.replace(config.faults)
+        self.drift = config.drift
         self.clock: Callable[[], float] = time.time
         self._lock = threading.Lock()
         self._stats: Counter[str] = Counter()
@@ -333,7 +335,11 @@ def create_app(world: World | None, config: SimulatorConfig) -> Starlette:
         if page == 1 and config.churn > 0:
             world.evolve()
         return _page(
-            lambda offset, limit: world.list_customers(first, last, include, offset=offset, limit=limit),
+            _drifted(
+                state,
+                lambda offset, limit: world.list_customers(first, last, include, offset=offset, limit=limit),
+                shapes.customer,
+            ),
             page,
             size,
             state.faults,
@@ -347,17 +353,25 @@ def create_app(world: World | None, config: SimulatorConfig) -> Starlette:
         if span:
             world.ensure_lead_dates(*span)
         return _page(
-            lambda offset, limit: world.list_leads(first, last, offset=offset, limit=limit), page, size, state.faults
+            _drifted(
+                state, lambda offset, limit: world.list_leads(first, last, offset=offset, limit=limit), shapes.lead
+            ),
+            page,
+            size,
+            state.faults,
         )
 
     async def lead(state: ApiState, request: Request, params: dict[str, str]) -> Response:
-        return JSONResponse(state.world.lead_detail(request.path_params["id"]))
+        found = state.world.lead_detail(request.path_params["id"])
+        return JSONResponse(shapes.lead(found) if state.drift else found)
 
     async def opportunity(state: ApiState, request: Request, params: dict[str, str]) -> Response:
-        return JSONResponse(state.world.opportunity_detail(request.path_params["id"]))
+        found = state.world.opportunity_detail(request.path_params["id"])
+        return JSONResponse(shapes.opportunity(found) if state.drift else found)
 
     async def opportunity_jobs(state: ApiState, request: Request, params: dict[str, str]) -> Response:
-        return JSONResponse(state.world.opportunity_jobs(request.path_params["id"]))
+        found = state.world.opportunity_jobs(request.path_params["id"])
+        return JSONResponse(shapes.opportunity_jobs(found) if state.drift else found)
 
     async def branches(state: ApiState, request: Request, params: dict[str, str]) -> Response:
         return JSONResponse(state.world.branches())
@@ -419,6 +433,20 @@ def _page(lister: Lister, page: int, size: int, faults: FaultConfig) -> Response
         text = json.dumps(body, ensure_ascii=False)
         return Response(text[: len(text) // 2], media_type="application/json")
     return JSONResponse(body)
+
+
+def _drifted(
+    state: ApiState, fetch: Callable[[int, int], tuple[int, list[Any]]], reshape: Callable[[dict[str, Any]], Any]
+) -> Callable[[int, int], tuple[int, list[Any]]]:
+    """``fetch`` (a page of the world's list) with each record in its drifted shape while drift is on."""
+
+    def page(offset: int, limit: int) -> tuple[int, list[Any]]:
+        total, rows = fetch(offset, limit)
+        if not state.drift:
+            return total, rows
+        return total, [reshape(row) if isinstance(row, dict) else row for row in rows]
+
+    return page
 
 
 AdminHandler = Callable[[ApiState, dict[str, Any]], Any]
@@ -520,6 +548,18 @@ def _admin_routes(tenants: Tenants) -> list[Route]:
     def get_faults(state: ApiState, body: dict[str, Any]) -> dict[str, object]:
         return state.faults.to_dict()
 
+    def set_drift(state: ApiState, body: dict[str, Any]) -> dict[str, bool]:
+        enabled = body.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise BadRequest(f"enabled must be true or false, got {enabled!r}")
+        state.drift = enabled
+        return {"drift": state.drift}
+
+    async def drift(request: Request) -> Response:
+        return await admin((lambda state, body: {"drift": state.drift}) if request.method == "GET" else set_drift)(
+            request
+        )
+
     async def date_filter(request: Request) -> Response:
         return await admin(get_date_filter if request.method == "GET" else set_date_filter)(request)
 
@@ -553,4 +593,5 @@ def _admin_routes(tenants: Tenants) -> list[Route]:
         Route("/_admin/opportunities", admin(opportunities), methods=["GET"]),
         Route("/_admin/close-day", admin(close_day), methods=["POST"]),
         Route("/_admin/date-filter", date_filter, methods=["GET", "POST"]),
+        Route("/_admin/drift", drift, methods=["GET", "POST"]),
     ]

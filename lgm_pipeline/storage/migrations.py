@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection, Engine
 
 from lgm_pipeline.domain.mappings import FALLEN_THROUGH_STAGES, FINISHED_STAGES, STAGE_ORDER, STATUS_MAPPING
+from lgm_pipeline.smartmoving.enums import OpportunityStatus
 from lgm_pipeline.storage.access import (
     apply_access,
     apply_branch_access,
@@ -50,6 +52,7 @@ from lgm_pipeline.storage.tables import (
     schema_migrations,
     sync_runs,
     tenant_options,
+    unreadable_records,
     zone_offsets,
 )
 from lgm_pipeline.storage.zones import (
@@ -95,10 +98,16 @@ def _create_functions(conn: Connection, tenant: Tenant) -> None:
         LANGUAGE plpgsql IMMUTABLE AS $fn$
         DECLARE n numeric; t text;
         BEGIN
-          IF jsonb_typeof(value) = 'number' THEN
-            n := trunc((value #>> '{{}}')::numeric);
-          ELSIF jsonb_typeof(value) = 'string' AND (value #>> '{{}}') ~ '^\s*[+-]?[0-9]+\s*$' THEN
-            n := btrim(value #>> '{{}}')::numeric;
+          t := btrim(value #>> '{{}}');
+          IF jsonb_typeof(value) = 'string'
+             AND t ~ '^\d{{4}}-\d{{2}}-\d{{2}}([T ][0-9:.]+(Z|[+-]\d{{2}}:?\d{{2}})?)?$' THEN
+            -- An ISO date or date-time: its date as written (SmartMoving's dates are the branch's own).
+            RETURN make_date(substr(t, 1, 4)::int, substr(t, 6, 2)::int, substr(t, 9, 2)::int);
+          END IF;
+          IF jsonb_typeof(value) = 'number' AND (value #>> '{{}}')::numeric = trunc((value #>> '{{}}')::numeric) THEN
+            n := (value #>> '{{}}')::numeric;
+          ELSIF jsonb_typeof(value) = 'string' AND t ~ '^[0-9]{{8}}$' THEN
+            n := t::numeric;
           ELSE
             RETURN NULL;
           END IF;
@@ -114,6 +123,20 @@ def _create_functions(conn: Connection, tenant: Tenant) -> None:
         """
     )
     create_local_date_function(conn, tenant)
+
+
+def booked_status_keys() -> list[str]:
+    """A booked status as the payload may send it: its code, or its name normalised like
+    ``smartmoving.shapes.read_enum`` does (lower case, letters and digits only)."""
+    keys = {str(code) for code, mapping in STATUS_MAPPING.items() if mapping.booked}
+    for name, code in OpportunityStatus.__members__.items():
+        if str(int(code)) in keys:
+            keys.add(re.sub(r"[^a-z0-9]", "", name.lower()))
+    return sorted(keys)
+
+
+def _status_key(payload: str) -> str:
+    return f"lower(regexp_replace(btrim({payload} ->> 'status'), '[^a-zA-Z0-9]', '', 'g'))"
 
 
 def _in_list(conn: Connection, stages: Iterable[str]) -> str:
@@ -195,9 +218,11 @@ def _view_statements(conn: Connection, tenant: Tenant) -> dict[str, str]:
         "WHEN 'array' THEN o.payload -> 'jobs' ELSE '[]'::jsonb END) job "
         f"LEFT JOIN {table(locations)} l ON l.smartmoving_branch_name = btrim(o.payload -> 'branch' ->> 'name') "
         "WHERE jsonb_typeof(job) = 'object' "
-        # No date, or none a calendar has (SmartMoving's yyyyMMdd integers): not yet scheduled.
-        f"AND {schema}.{SERVICE_DATE_FUNCTION}(job -> 'jobDate') IS NULL "
-        f"AND o.payload ->> 'status' IN {_in_list(conn, (str(c) for c, m in STATUS_MAPPING.items() if m.booked))}"
+        # No date at all: not yet scheduled. A date present but unreadable is no "to be decided": that
+        # job is quarantined in unreadable_records by the pull.
+        "AND coalesce(jsonb_typeof(job -> 'jobDate'), 'null') IN ('null', 'string') "
+        f"AND coalesce(btrim(job ->> 'jobDate'), '') = '' "
+        f"AND {_status_key('o.payload')} IN {_in_list(conn, booked_status_keys())}"
     )
     # Each branch's dates, then its journeys: the planner loops over the few branches with a
     # parameterized index scan of (service_date, location_id) instead of building the board for
@@ -490,6 +515,12 @@ def _zone_offsets(conn: Connection, tenant: Tenant) -> None:
     apply_branch_access(conn, tenant)
 
 
+def _unreadable_records(conn: Connection, tenant: Tenant) -> None:
+    """Migration 11: ``unreadable_records`` and each pull's ``sync_runs.served`` / ``unreadable`` counts."""
+    unreadable_records.create(conn.execution_options(**tenant_options(tenant)), checkfirst=True)
+    _add_missing_columns(conn, tenant, sync_runs)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
@@ -501,6 +532,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, "failed checks per partition in sync_runs", _check_counts),
     Migration(9, "why a journey left its date: raw_job_departures, journey_audit.reason", _departure_reasons),
     Migration(10, "zone_offsets: day views on the pipeline's bundled IANA data, not the server's", _zone_offsets),
+    Migration(11, "records served but unreadable, kept raw with their reason; served counts", _unreadable_records),
 )
 
 

@@ -227,6 +227,10 @@ sync_runs = sa.Table(
     # The partition's failed asset checks by severity (journeys; NULL for assets without checks).
     sa.Column("checks_warned", sa.Integer, nullable=True),
     sa.Column("checks_failed", sa.Integer, nullable=True),
+    # A pull's records (first date's row, like api_calls): served by SmartMoving, and those quarantined
+    # in unreadable_records; NULL for writes that pull nothing.
+    sa.Column("served", sa.Integer, nullable=True),
+    sa.Column("unreadable", sa.Integer, nullable=True),
     sa.Index("ix_sync_runs_asset_date_location", "asset", "service_date", "location_id"),
 )
 
@@ -382,6 +386,23 @@ raw_branches = sa.Table(
     sa.Column("run_id", sa.Text, nullable=False),
 )
 
+#: Served records the pipeline could not read (no id, an unreadable date or enum...): kept raw, with a
+#: reason naming the field and the value, under the pulled date they came with. Each pull replaces its
+#: dates' rows of its kind, in the same transaction as its own rows: served = stored + these (+ the
+#: records a pull sets aside, counted in ``sync_runs``).
+unreadable_records = sa.Table(
+    "unreadable_records",
+    metadata,
+    sa.Column("record_kind", sa.Text, primary_key=True),  # customer, opportunity, job, lead, branch
+    sa.Column("service_date", sa.Date, primary_key=True),
+    # Its id, or where it was served when it has none ("#3": the fourth record of the list).
+    sa.Column("record_key", sa.Text, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("fetched_at", _TS, nullable=False),
+    sa.Column("run_id", sa.Text, nullable=False),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations",
     metadata,
@@ -410,6 +431,7 @@ RAW_TABLES: tuple[sa.Table, ...] = (
     raw_job_timelines,
     raw_leads,
     raw_job_departures,
+    unreadable_records,
 )
 
 #: Journey-level tables the CRM filters by branch (row-level security applies to these).
