@@ -22,6 +22,7 @@ class TenantStatus:
     api_calls_today: int
     projected_monthly_calls: int
     leads: dict[str, int] | None = None  # today, recent (leads_recent), quarantined
+    records: dict[str, int] | None = None  # served / unreadable today, held_<kind> in unreadable_records
     #: When it was read: each branch's window (its today and tomorrow) is taken at this moment.
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
@@ -41,10 +42,13 @@ def tenant_status(tenant: Tenant, postgres: PostgresResource | None = None) -> T
             .scalar_one()
         )
     leads = postgres.lead_counts(tenant)
+    records = postgres.records_today(tenant, day_start)
     now = dt.datetime.now(dt.UTC)
     elapsed_share = max((now - day_start).total_seconds() / 86400, 1 / CYCLES_PER_DAY)
     projected = int(calls_today / elapsed_share * 30) if calls_today else 0
-    return TenantStatus(tenant, with_unsynced_window_dates(tenant, rows, now), int(calls_today), projected, leads, now)
+    return TenantStatus(
+        tenant, with_unsynced_window_dates(tenant, rows, now), int(calls_today), projected, leads, records, now
+    )
 
 
 def with_unsynced_window_dates(tenant: Tenant, rows: list[dict[str, Any]], now: dt.datetime) -> list[dict[str, Any]]:
@@ -98,6 +102,14 @@ def format_status(status: TenantStatus) -> str:
         lines.append(
             f"  leads: {status.leads['today']} created today, {status.leads['recent']} open in leads_recent "
             f"(last 7 days, not converted), {status.leads['quarantined']} quarantined"
+        )
+    if status.records is not None:
+        held = {k.removeprefix("held_"): n for k, n in status.records.items() if k.startswith("held_") and n}
+        lines.append(
+            f"  records today: {status.records['served']} served by SmartMoving, {status.records['unreadable']} "
+            "unreadable (kept raw with their reason in unreadable_records"
+            + (": " + ", ".join(f"{n} {kind}" for kind, n in sorted(held.items())) if held else "")
+            + ")"
         )
     lines.append(
         f"  SmartMoving API calls today (tenant time) {status.api_calls_today}; at this pace this month "

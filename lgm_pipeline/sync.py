@@ -48,7 +48,7 @@ from lgm_pipeline.assets.automation import (
     range_tags,
     raw_job_name,
 )
-from lgm_pipeline.assets.raw import BRANCH_MAPPING_CHECK, CONFIGURATION_ERROR, STOP_CYCLE
+from lgm_pipeline.assets.raw import BRANCH_MAPPING_CHECK, CONFIGURATION_ERROR, RECORDS_READ_CHECK, STOP_CYCLE
 from lgm_pipeline.naming import BY_PARTITION_METADATA, journey_partition_key, parse_journey_partition_key
 from lgm_pipeline.smartmoving.client import calls_in_process
 from lgm_pipeline.tenants import Tenant
@@ -91,6 +91,9 @@ class RawPull:
     #: The date-level branch_mapping check: ISO date -> SmartMoving branch not in the tenants file -> jobs.
     unmapped_branches: dict[str, dict[str, int]] = field(default_factory=dict)
     unmapped_severity: str | None = None  # WARN or ERROR when the check failed
+    # asset -> {served, stored, quarantined, unaccounted} from its records_read check; reasons: the first few
+    records: dict[str, dict[str, int]] = field(default_factory=dict)
+    unreadable_reasons: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -415,6 +418,12 @@ def _raw_pull(block: list[dt.date], run: _Run, ok: bool) -> RawPull:
             pull.details_fetched = int(_metadata_value(metadata, "details_fetched") or 0)
             pull.details_reused = int(_metadata_value(metadata, "details_reused") or 0)
     for evaluation in run.result.get_asset_check_evaluations():
+        if evaluation.check_name == RECORDS_READ_CHECK:
+            counts = ("served", "stored", "quarantined", "unaccounted")
+            pull.records[evaluation.asset_key.path[-1]] = {
+                k: int(_metadata_value(evaluation.metadata, k) or 0) for k in counts
+            }
+            pull.unreadable_reasons.extend(_metadata_value(evaluation.metadata, "reasons") or [])
         if evaluation.check_name == BRANCH_MAPPING_CHECK and not evaluation.passed:
             pull.unmapped_branches = dict(_metadata_value(evaluation.metadata, "by_date") or {})
             pull.unmapped_severity = evaluation.severity.value
@@ -429,6 +438,21 @@ def _pull_line(tenant: Tenant, pull: RawPull) -> str:
         f"{pull.opportunities_listed} opportunities: {pull.details_fetched} details fetched, "
         f"{pull.details_reused} reused; {calls} API calls, {pull.duration_s:.1f} s"
     )
+
+
+def _records_line(tenant: Tenant, pull: RawPull) -> str:
+    """Served = stored + set aside + quarantined, summed over the pull's assets; ERROR when it is not."""
+    total = {k: sum(r[k] for r in pull.records.values()) for k in ("served", "stored", "quarantined", "unaccounted")}
+    line = (
+        f"{tenant.key} {pull.label}: records served {total['served']}, stored {total['stored']}, "
+        f"quarantined {total['quarantined']} (unreadable_records)"
+    )
+    if total["unaccounted"]:
+        lost = ", ".join(f"{name} {r['unaccounted']:+d}" for name, r in pull.records.items() if r["unaccounted"])
+        line += f"; ERROR records_read: unaccounted for: {lost}"
+    if pull.unreadable_reasons:
+        line += "; first: " + "; ".join(pull.unreadable_reasons[:2])
+    return line
 
 
 def _unmapped_line(tenant: Tenant, pull: RawPull) -> str:
@@ -681,6 +705,8 @@ def _sync(
             continue
         pulled.extend(block)
         progress(_pull_line(tenant, pull))
+        if pull.records:
+            progress(_records_line(tenant, pull))
         if pull.unmapped_branches:
             progress(_unmapped_line(tenant, pull))
     report.not_started = [(day, loc) for day, loc in pending if day in pulled]
@@ -828,6 +854,7 @@ def report_dict(report: SyncReport) -> dict[str, Any]:
                 "opportunities_listed": p.opportunities_listed,
                 "details_fetched": p.details_fetched,
                 "details_reused": p.details_reused,
+                "records": p.records,
                 "api_calls": sum(p.api_calls.values()),
                 "duration_s": round(p.duration_s, 2),
                 "error": p.error,

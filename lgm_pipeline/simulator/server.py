@@ -99,6 +99,10 @@ class RunningSimulator:
     def reset_stats(self, tenant: int = 1) -> None:
         self._tenant_state(tenant).reset_stats()
 
+    def set_drift(self, enabled: bool, tenant: int = 1) -> None:
+        """Serve tenant ``tenant``'s world in the drifted shapes (``simulator/drift.py``) or the plain ones."""
+        self._tenant_state(tenant).drift = enabled
+
     def set_faults(self, faults: FaultConfig, tenant: int = 1) -> None:
         self._tenant_state(tenant).set_faults(faults)
 

@@ -32,6 +32,7 @@ from lgm_pipeline.storage.tables import (
     raw_opportunities,
     sync_runs,
     tenant_options,
+    unreadable_records,
 )
 from lgm_pipeline.storage.write import write_frame
 from lgm_pipeline.tenants.config import Tenant
@@ -203,6 +204,24 @@ class PostgresResource(dg.ConfigurableResource):
                 "today": int(scoped.execute(today).scalar_one()),
                 "recent": int(conn.exec_driver_sql(f"SELECT count(*) FROM {recent}").scalar_one()),
                 "quarantined": int(scoped.execute(held).scalar_one()),
+            }
+
+    def records_today(self, tenant: Tenant, since: dt.datetime) -> dict[str, int]:
+        """Records SmartMoving served to pulls since ``since`` and how many were unreadable; and the
+        records held in ``unreadable_records`` now (from ``since``'s date on), by kind."""
+        served = sa.func.coalesce(sa.func.sum(sync_runs.c.served), 0)
+        unreadable = sa.func.coalesce(sa.func.sum(sync_runs.c.unreadable), 0)
+        pulled = sa.select(served, unreadable).where(sync_runs.c.started_at >= since)
+        held = (
+            sa.select(unreadable_records.c.record_kind, sa.func.count())
+            .where(unreadable_records.c.service_date >= since.date())
+            .group_by(unreadable_records.c.record_kind)
+        )
+        with self.ensure_tenant(tenant).connect() as conn:
+            scoped = conn.execution_options(**tenant_options(tenant))
+            served, unreadable = scoped.execute(pulled).one()
+            return {"served": int(served), "unreadable": int(unreadable)} | {
+                f"held_{kind}": int(n) for kind, n in scoped.execute(held).all()
             }
 
     def calls_this_month(self, tenant: Tenant, today: dt.date) -> int:
