@@ -641,6 +641,10 @@ def test_a_404_or_403_after_another_endpoint_answered_is_that_endpoints_alone(
     expected = "may not include /api/leads" if status == 404 else "refused access to /api/leads (403)"
     assert expected in str(error) and "customers answered" in str(error)
     assert client.calls["leads"] == 1 and fake_time.sleeps == []
+    import pickle
+
+    again = pickle.loads(pickle.dumps(error))  # Dagster carries a step's error across processes
+    assert (type(again), str(again), again.status) == (EndpointUnavailableError, str(error), status)
 
 
 def test_endpoints_noted_from_earlier_steps_count_as_answered(make_client: MakeClient) -> None:
