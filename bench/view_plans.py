@@ -15,8 +15,8 @@ of ``EXPLAIN (ANALYZE, BUFFERS)`` and the median execution time of ``--repeat`` 
 same query in the form the views had before migration 7 (the board filtered on one date, the
 tenant's), for three sessions: the owner (the pipeline's connection, exempt from row-level
 security), a tenant-wide reader login and a login bound to Vancouver, which read as the CRM does.
-The clock (``lgm.clock``) is fixed at 23:30 in Vancouver, 02:30 in Toronto, an instant where the
-branches disagree on the date, so the two forms return different rows there.
+The clock (``lgm.clock``) is fixed at 23:30 in Vancouver (by the pipeline's zone data), past midnight in
+Toronto, an instant where the branches disagree on the date, so the two forms return different rows there.
 """
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ from lgm_pipeline.storage.access import grant_reader, quote_literal
 from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.storage.migrations import CLOCK_SETTING, migrate
 from lgm_pipeline.tenants.config import Tenant
+from lgm_pipeline.tenants.timezones import zone
 
-CLOCK = "2026-11-27T07:30:00Z"  # 23:30 on the 26th in Vancouver, 02:30 on the 27th in Toronto
+# 23:30 on the 26th in Vancouver, 01:30 on the 27th in Toronto (IANA 2026f: BC on UTC-7 from November 2026).
+CLOCK = dt.datetime(2026, 11, 26, 23, 30, tzinfo=zone("America/Vancouver")).astimezone(dt.UTC).isoformat()
 LAST_DAY = dt.date(2026, 11, 29)
 VIEWS = ("journeys_today", "journeys_tomorrow", "journeys_active")
 VANCOUVER = "loc_lgm_vancouver_001"
