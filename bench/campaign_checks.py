@@ -34,9 +34,17 @@ BOOKKEEPING_COLUMNS: dict[str, tuple[str, ...]] = {
     "leads_quarantine": ("first_seen_at", "last_seen_at", "run_id"),
     "locations": ("updated_at",),
 }
-#: A quarantined row keeps the whole typed record as JSON, bookkeeping included: left out there too.
-NESTED_BOOKKEEPING: dict[str, tuple[str, ...]] = {
-    "record": ("synced_at", "source_fetched_at", "run_id"),
+#: Keys left out inside JSON columns, as paths. A quarantined row keeps the whole typed record, bookkeeping
+#: included. A journey's raw payload keeps the opportunity's details as fetched, and those are reused while
+#: the customers list's summary of the opportunity is unchanged (README: smartmoving_opportunities), so
+#: their copy of the customer may be older than the list's, which the typed columns read and which the
+#: payload keeps beside it (``raw_payload.customer``): that copy alone is left out.
+_RECORD_BOOKKEEPING = tuple(("record", key) for key in ("synced_at", "source_fetched_at", "run_id"))
+_DETAILS_CUSTOMER = ("raw_payload", "opportunity", "customer")
+NESTED_EXCLUDED: dict[str, tuple[tuple[str, ...], ...]] = {
+    "journeys": (_DETAILS_CUSTOMER,),
+    "journeys_quarantine": (*_RECORD_BOOKKEEPING, _DETAILS_CUSTOMER),
+    "leads_quarantine": _RECORD_BOOKKEEPING,
 }
 #: How many rows or problems a message lists before it only counts the rest.
 SHOWN = 3
@@ -75,6 +83,15 @@ def _listed(problems: list[str], what: str) -> list[str]:
 # --- the databases' rows ------------------------------------------------------------------------
 
 
+def without_path(value: Any, path: Sequence[str]) -> Any:
+    """``value`` without the key at ``path`` (nested objects), unchanged where the path does not lead."""
+    if not path or not isinstance(value, dict) or path[0] not in value:
+        return value
+    if len(path) == 1:
+        return {k: v for k, v in value.items() if k != path[0]}
+    return {**value, path[0]: without_path(value[path[0]], path[1:])}
+
+
 def read_rows(
     conn: Connection,
     relation: str,
@@ -82,8 +99,9 @@ def read_rows(
     excluded: Sequence[str] = (),
     where: str = "TRUE",
     params: Mapping[str, Any] | None = None,
+    nested_excluded: Sequence[Sequence[str]] = (),
 ) -> dict[str, Row]:
-    """``relation``'s rows as JSON objects by ``key``, without the ``excluded`` columns (and nested keys).
+    """``relation``'s rows as JSON objects by ``key``, without the ``excluded`` columns and nested keys.
 
     ``relation`` and ``where`` are the caller's SQL (schema-qualified table, a filter on ``t``);
     values travel as ``params``.
@@ -91,9 +109,8 @@ def read_rows(
     query = sa.text(f"SELECT to_jsonb(t) - CAST(:excluded AS text[]) FROM {relation} t WHERE {where}")
     rows: dict[str, Row] = {}
     for (row,) in conn.execute(query, {"excluded": list(excluded), **(params or {})}):
-        for column, keys in NESTED_BOOKKEEPING.items():
-            if isinstance(row.get(column), dict):
-                row[column] = {k: v for k, v in row[column].items() if k not in keys}
+        for path in nested_excluded:
+            row = without_path(row, path)
         rows[str(row[key])] = canonical(row)
     return rows
 
