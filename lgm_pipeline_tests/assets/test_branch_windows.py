@@ -1,7 +1,10 @@
 """Each branch on its own clock: the cycle's dates, the journeys it rebuilds and freshness, at the edge hours.
 
 LGM's tenant clock is Toronto's; Vancouver and Burnaby are 3 hours behind it, Calgary and Edmonton 2,
-Winnipeg 1. From midnight in Toronto to midnight in Vancouver the branches do not agree on the date.
+Winnipeg 1, except in winter from November 2026, when IANA 2026f (the pipeline's bundled data) keeps
+British Columbia, Alberta and Manitoba on daylight time: 2, 1 and 0. From midnight in Toronto to midnight
+in Vancouver the branches do not agree on the date. Instants are wall-clock times converted by the
+pipeline's zone data, so they mean what they say whatever the machine's own copy has.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.status import TenantStatus, format_status, with_unsynced_window_dates
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline.tenants.timezones import zone
 from lgm_pipeline_tests.assets.conftest import journeys_partitions_of
 
 CALGARY, VANCOUVER, BURNABY = "loc_lgm_calgary_001", "loc_lgm_vancouver_001", "loc_lgm_burnaby_corporate_001"
@@ -29,10 +33,12 @@ TORONTO, EDMONTON, WINNIPEG = "loc_lgm_toronto_001", "loc_lgm_edmonton_001", "lo
 PACIFIC = {VANCOUVER, BURNABY}
 
 NOV_27, NOV_28, NOV_29 = dt.date(2026, 11, 27), dt.date(2026, 11, 28), dt.date(2026, 11, 29)
-#: 23:30 in Vancouver on the 27th = 02:30 in Toronto on the 28th (00:30 in Calgary, 01:30 in Winnipeg).
-VANCOUVER_2330 = dt.datetime(2026, 11, 28, 7, 30, tzinfo=dt.UTC)
-#: 00:30 in Toronto on the 28th = 23:30 in Winnipeg, 22:30 in Calgary, 21:30 in Vancouver, on the 27th.
-TORONTO_0030 = dt.datetime(2026, 11, 28, 5, 30, tzinfo=dt.UTC)
+#: 23:30 in Vancouver on the 27th = 01:30 in Toronto on the 28th (00:30 in Calgary, 01:30 in Winnipeg).
+VANCOUVER_2330 = dt.datetime(2026, 11, 27, 23, 30, tzinfo=zone("America/Vancouver")).astimezone(dt.UTC)
+#: 00:30 in Toronto on the 28th = 23:30 in Calgary, 22:30 in Vancouver, on the 27th; 00:30 in Winnipeg.
+TORONTO_0030 = dt.datetime(2026, 11, 28, 0, 30, tzinfo=zone("America/Toronto")).astimezone(dt.UTC)
+#: The branches already on the 28th at TORONTO_0030: Toronto, and Winnipeg on UTC-5 since November 2026.
+TURNED = {TORONTO, WINNIPEG}
 
 
 def _keys(pairs: set[tuple[dt.date, str]]) -> set[str]:
@@ -51,14 +57,15 @@ def test_at_2330_in_vancouver_each_branch_has_its_own_today(tenant: Tenant) -> N
     assert tenant.sync_window(VANCOUVER_2330) == [NOV_27, NOV_28, NOV_29]
 
 
-def test_at_0030_in_toronto_only_toronto_has_turned_the_page(tenant: Tenant) -> None:
+def test_at_0030_in_toronto_only_toronto_clock_has_turned_the_page(tenant: Tenant) -> None:
     windows = _windows(tenant, TORONTO_0030)
-    assert windows[TORONTO] == [NOV_28, NOV_29]
-    assert all(windows[b] == [NOV_27, NOV_28] for b in (WINNIPEG, CALGARY, EDMONTON, VANCOUVER, BURNABY))
+    assert all(windows[b] == [NOV_28, NOV_29] for b in TURNED)
+    assert all(windows[b] == [NOV_27, NOV_28] for b in set(tenant.location_ids) - TURNED)
     assert tenant.sync_window(TORONTO_0030) == [NOV_27, NOV_28, NOV_29]
-    # the 27th is rebuilt for the branches still living it, the 29th for Toronto only
-    assert tenant.rebuilds_after_pull(WINNIPEG, NOV_27, TORONTO_0030)
+    # the 27th is rebuilt for the branches still living it, the 29th for Toronto's clock only
+    assert tenant.rebuilds_after_pull(CALGARY, NOV_27, TORONTO_0030)
     assert not tenant.rebuilds_after_pull(TORONTO, NOV_27, TORONTO_0030)
+    assert not tenant.rebuilds_after_pull(WINNIPEG, NOV_27, TORONTO_0030)
     assert tenant.rebuilds_after_pull(TORONTO, NOV_29, TORONTO_0030)
     assert not tenant.rebuilds_after_pull(VANCOUVER, NOV_29, TORONTO_0030)
     # once every branch is past a date, a pull of it (the catch-up) rebuilds it everywhere
@@ -86,8 +93,11 @@ def _three_date_ticks(tenant: Tenant, day: dt.date) -> list[str]:
 @pytest.mark.parametrize(
     ("day", "ticks"),
     [
-        (NOV_28, ["00:00", "02:00"]),  # until midnight in Vancouver, 03:00 in Toronto
-        (dt.date(2026, 6, 1), ["00:00", "02:00"]),  # summer time: the same three hours apart
+        # until midnight in Vancouver, 02:00 in Toronto in winter from November 2026 (BC on UTC-7 all year)
+        (NOV_28, ["00:00"]),
+        (dt.date(2027, 1, 15), ["00:00"]),
+        (dt.date(2026, 6, 1), ["00:00", "02:00"]),  # summer time: three hours apart, until 03:00 in Toronto
+        (dt.date(2027, 6, 1), ["00:00", "02:00"]),
         # the March Sunday: Toronto skips 02:00-03:00 (the 02:00 tick runs at 03:00 EDT); Vancouver is
         # then 23:00 PST on the 7th, still a day behind
         (dt.date(2026, 3, 8), ["00:00", "03:00"]),
@@ -105,7 +115,7 @@ def test_a_branch_east_of_the_tenant_clock_has_its_tomorrow_addressable() -> Non
     base = Tenant(**{f.name: getattr(_lgm(), f.name) for f in dataclasses.fields(Tenant)})
     halifax = dataclasses.replace(base.branches[3], timezone="America/Halifax")
     tenant = dataclasses.replace(base, timezone="America/Vancouver", branches=(*base.branches[:3], halifax))
-    # 21:30 in Vancouver on the 27th is 01:30 on the 28th in Halifax: its window is the 28th and 29th
+    # the evening of the 27th in Vancouver is 01:30 on the 28th in Halifax: its window is the 28th and 29th
     now = dt.datetime(2026, 11, 28, 5, 30, tzinfo=dt.UTC)
     assert tenant.today(now) == NOV_27
     assert halifax.window(now) == [NOV_28, NOV_29]
@@ -167,8 +177,8 @@ def test_lgm_sync_at_0030_in_toronto_makes_the_same_runs(
     ]  # one run, one date-range list call
     journeys = [r for r in runs if r.job_name == journeys_job_name(tenant)]
     built = [k for r in journeys for k in journeys_partitions_of(r, tenant)]
-    toronto = {(NOV_28, TORONTO), (NOV_29, TORONTO)}
-    west = {(day, b) for day in (NOV_27, NOV_28) for b in set(tenant.location_ids) - {TORONTO}}
+    toronto = {(day, b) for day in (NOV_28, NOV_29) for b in TURNED}
+    west = {(day, b) for day in (NOV_27, NOV_28) for b in set(tenant.location_ids) - TURNED}
     assert sorted(built) == sorted(_keys(toronto | west))
     # one run per date: branches are ordered west to east, so a date's branches are neighbours
     assert len(journeys) == 3
@@ -189,8 +199,8 @@ def _written(location: str, day: dt.date, minutes_ago: int) -> dict:
 
 
 def test_freshness_and_status_follow_each_branch_window(tenant: Tenant) -> None:
-    # 02:30 in Toronto: the 00:00 and 02:00 cycles failed. Vancouver's 27th was last written at 22:00
-    # Toronto time (4 h 30 ago): stale, it is Vancouver's today. Toronto's 27th as old: its yesterday, fine.
+    # 01:30 in Toronto: the 00:00 cycle failed. Vancouver's 27th was last written before 22:00 Toronto
+    # time: stale, it is Vancouver's today. Toronto's 27th as old: its yesterday, fine.
     now = VANCOUVER_2330
     old = int((STALE_AFTER + dt.timedelta(hours=2)).total_seconds() // 60)
     latest = [_written(b, NOV_27, old) for b in tenant.location_ids]
