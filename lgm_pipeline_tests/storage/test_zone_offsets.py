@@ -104,14 +104,21 @@ def test_the_offsets_are_rewritten_only_when_the_zones_change(engine: Engine, te
     }
 
 
-def test_migration_10_gives_an_existing_database_its_zone_offsets(engine: Engine, tenant: Tenant) -> None:
+def test_migration_10_gives_an_existing_database_its_zone_offsets(
+    engine: Engine, tenant: Tenant, branch_login: Engine
+) -> None:
+    """A database of before the change (no ``zone_offsets``) gets the table, its rows and the grants on it."""
     with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE tenant_lgm.zone_offsets")
+        conn.exec_driver_sql("DROP TABLE tenant_lgm.zone_offsets")  # the views' function only reads it when run
         conn.exec_driver_sql("DELETE FROM tenant_lgm.schema_migrations WHERE version = 10")
     assert migrate(engine, tenant) == [10]
     with engine.connect() as conn:
         zones = set(conn.execute(sa.text("SELECT DISTINCT zone FROM tenant_lgm.zone_offsets")).scalars())
     assert zones == set(configured_zones([tenant]))
+    with branch_login.connect() as conn:  # bound to Vancouver before the migration: its day views still read
+        conn.execute(sa.text("SELECT set_config('lgm.clock', '2026-11-28T07:30:00Z', false)"))
+        assert conn.execute(sa.text("SELECT count(*) FROM tenant_lgm.journeys_today")).scalar() == 0
+        assert conn.execute(sa.text("SELECT count(*) FROM tenant_lgm.zone_offsets")).scalar() > 0
 
 
 # --- who reads it, and the plans of the day views ---------------------------------------------------
