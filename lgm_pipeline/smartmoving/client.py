@@ -284,12 +284,19 @@ class SmartMovingClient:
         workers = min(self.max_concurrency, len(unique))
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smartmoving")
         futures = {pool.submit(self._get_opportunity_or_stop, op, oid): oid for oid in unique}
+        stopped = 0
         try:
             for future in as_completed(futures):
                 try:
                     results[futures[future]] = future.result()
                 except NotFoundError:
                     self._log.warning("SmartMoving opportunity %s no longer exists", futures[future])
+                except _Cancelled:
+                    # Stopped by a sibling's failure, whose own future may complete after this one: that
+                    # failure (a quota, a key) is the one to raise, not this internal stop.
+                    stopped += 1
+            if stopped:
+                raise SmartMovingError(f"SmartMoving opportunities: {stopped} detail request(s) stopped, no cause seen")
         except Exception:
             # Stop the siblings before they spend more quota on a batch that already failed.
             op.cancel.set()

@@ -465,6 +465,38 @@ def test_get_opportunities_raises_the_first_error_and_cancels_the_rest() -> None
     assert client.calls["opportunity"] < 20
 
 
+def test_a_batch_raises_the_siblings_failure_even_when_a_stopped_sibling_finishes_first() -> None:
+    """The failing request's own future can complete after the siblings it stopped: the error raised is its
+    (the quota, the key), never the internal stop, which Dagster would take for a retryable crash."""
+
+    class SlowToFail(SmartMovingClient):
+        def _get_opportunity_or_stop(self, op: Any, opportunity_id: str) -> dict:
+            try:
+                return super()._get_opportunity_or_stop(op, opportunity_id)
+            except SmartMovingError:
+                time.sleep(0.3)  # the siblings, stopped by now, finish first
+                raise
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/o1"):
+            time.sleep(0.05)  # o2 is in its retry wait when o1 fails
+            return httpx.Response(429, json={"message": "Monthly API call quota exceeded"})
+        return httpx.Response(503)
+
+    with (
+        SlowToFail(
+            "https://sm.example.test/v1",
+            TEST_KEY,
+            max_concurrency=2,
+            rate_limit_per_minute=None,
+            backoff_base_seconds=5.0,
+            transport=httpx.MockTransport(handler),
+        ) as client,
+        pytest.raises(QuotaExhaustedError),
+    ):
+        client.get_opportunities(["o1", "o2"])
+
+
 def test_get_opportunities_shares_one_deadline(make_client: MakeClient, fake_time: FakeTime) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         fake_time.sleep(10)
