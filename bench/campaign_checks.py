@@ -405,3 +405,28 @@ def scan_database(conn: Connection, label: str, secrets: Mapping[str, str]) -> l
             for (value,) in conn.execute(sa.text(f'SELECT "{column}" FROM {relation} WHERE "{column}" IS NOT NULL')):
                 leaks += scan_text(f"{label} table {schema}.{table}.{column}", _binary_text(bytes(value)), secrets)
     return leaks
+
+
+# --- Dagster's instance ---------------------------------------------------------------------------
+
+
+def held_slot_problems(conn: Connection) -> list[str]:
+    """Pool slots (Dagster's global concurrency, ``pools`` in dagster.yaml) still held by a run.
+
+    Called when no sync is running: a slot held then belongs to a run whose process is gone, and every
+    later step of that pool (the tenant's SmartMoving pulls) waits for it, without a word, for ever.
+    """
+    exists = conn.execute(sa.text("SELECT to_regclass('concurrency_slots')")).scalar()
+    if not exists:
+        return []
+    held = conn.execute(
+        sa.text(
+            "SELECT s.concurrency_key, s.run_id, s.step_key, r.status FROM concurrency_slots s "
+            "LEFT JOIN runs r ON r.run_id = s.run_id WHERE s.run_id IS NOT NULL AND NOT s.deleted ORDER BY s.id"
+        )
+    ).all()
+    return [
+        f"pool {key}: slot still held by run {run_id} ({status or 'no such run'}, step {step}) though no sync "
+        "runs: every later run of the pool waits for it"
+        for key, run_id, step, status in held
+    ]

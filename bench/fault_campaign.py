@@ -78,6 +78,7 @@ from campaign_checks import (
     audit_problems,
     compare_rows,
     duplicate_problems,
+    held_slot_problems,
     read_rows,
     scan_database,
     scan_text,
@@ -125,6 +126,8 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_SIGTERM = 0, 1, 2, 143
 #: A configuration error is the right answer only when the database itself is unreachable.
 DATABASE_DOWN_WORDS = ("cannot reach PostgreSQL", "starting up", "shutting down", "connection refused")
 DATABASE_FAULTS = frozenset({"db_connection_killed", "pg_restart"})
+#: Faults the client and the step retry: a cycle under them may still be retrying at its deadline.
+API_FAULTS = frozenset({"429_storm", "5xx_burst", "dropped_connections", "malformed_page", "api_down"})
 SCHEMA = "tenant_lgm"
 
 
@@ -434,6 +437,8 @@ class CycleResult:
     ended_as_documented: bool = True
     unexpected: list[str] = field(default_factory=list)
     db_problems: list[str] = field(default_factory=list)
+    #: Runs ``--free-killed-runs`` marked failed after this cycle, freeing the pool slots they held.
+    workaround: list[str] = field(default_factory=list)
 
     @property
     def sync_ok(self) -> bool:
@@ -774,6 +779,8 @@ class Campaign:
         result.exit_codes = [p.process.returncode for p in procs]
         self._judge_exit(result, procs, outcomes)
         result.db_problems = self.database_problems("campaign")
+        if self.args.free_killed_runs and any("slot still held" in p for p in result.db_problems):
+            result.workaround = self.fail_runs_of_dead_syncs()
         return result
 
     def _judge_exit(self, result: CycleResult, procs: list[SyncProcess], outcomes: dict[str, FaultOutcome]) -> None:
@@ -785,6 +792,13 @@ class Campaign:
             if proc.killed_by_us and code == -signal.SIGKILL:
                 continue
             if result.stopped_by_timeout and code == EXIT_SIGTERM:
+                # Stopped at its deadline: a latency fault's point, and a step still retrying an API fault
+                # may well outlast it (the retries take minutes by design); anything else hung.
+                if not (API_FAULTS | {"latency_past_deadline"}) & set(outcomes):
+                    result.unexpected.append(
+                        f"{name}: still running at the {self.args.cycle_timeout_s:g} s deadline without an API "
+                        f"fault to retry ({result.api_stats.get('total', 0)} API calls)"
+                    )
                 continue
             if "Traceback (most recent call last)" in stderr and code != EXIT_OK:
                 result.unexpected.append(f"{name}: exit {code} with an uncaught traceback: {_last_line(stderr)}")
@@ -800,14 +814,40 @@ class Campaign:
     # -- checks --
 
     def database_problems(self, database: str) -> list[str]:
+        """What a cycle must never leave behind, looked at once no sync of ``database`` runs."""
+        with self.cluster.engine(f"{database}_dagster") as engine, engine.connect() as conn:
+            problems = held_slot_problems(conn)
         with self.cluster.engine(database) as engine, engine.connect() as conn:
             if not conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f"{SCHEMA}.journeys"}).scalar():
-                return []  # no cycle got as far as the migrations
+                return problems  # no cycle got as far as the migrations
             return [
+                *problems,
                 *duplicate_problems(conn, SCHEMA),
                 *sync_run_problems(conn, SCHEMA),
                 *audit_problems(conn, SCHEMA),
             ]
+
+    def fail_runs_of_dead_syncs(self) -> list[str]:
+        """The operator's way out of a held pool slot (``--free-killed-runs``): every run still in progress
+        once no sync runs is marked failed and its slots freed. Returns the runs it settled."""
+        import dagster as dg
+        from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
+
+        from lgm_pipeline.settings import DAGSTER_STORAGE_URL_ENV
+        from lgm_pipeline.storage.database import dagster_storage_url
+
+        home = self.work / "home_campaign" / "dagster"
+        if not (home / "dagster.yaml").exists():
+            return []
+        os.environ[DAGSTER_STORAGE_URL_ENV] = dagster_storage_url(self.database_url("campaign"))
+        unfinished = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.CANCELING]
+        settled = []
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            for run in instance.get_runs(RunsFilter(statuses=unfinished)):
+                instance.report_run_failed(run, "its lgm sync process was killed (fault campaign: --free-killed-runs)")
+                instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+                settled.append(run.run_id)
+        return settled
 
     def compare_with_reference(self, dates: list[dt.date], now: dt.datetime) -> list[TableDiff]:
         from lgm_pipeline.assets.leads import lead_pull_dates
@@ -1004,6 +1044,12 @@ def run_campaign(args: argparse.Namespace) -> int:
                 print(f"    {line}")
         if leftover:
             print(f"Dagster runs left in progress by killed syncs (the instance shows them running): {len(leftover)}")
+        settled = [run for r in campaign.results for run in r.workaround]
+        if settled:
+            print(
+                f"--free-killed-runs: {len(settled)} run(s) of killed syncs marked failed and their pool slots freed, "
+                f"after cycles {', '.join(str(r.cycle) for r in campaign.results if r.workaround)}"
+            )
         cycle_wall = [r.duration_s for r in campaign.results]
         mean = sum(cycle_wall) / max(1, len(cycle_wall))
         print(
@@ -1024,6 +1070,8 @@ def run_campaign(args: argparse.Namespace) -> int:
                 "checks": {name: {"ok": not found, "problems": found} for name, found in checks.items()},
                 "cycles_not_ended_as_documented": unexpected,
                 "dagster_runs_left_in_progress": leftover,
+                "free_killed_runs": args.free_killed_runs,
+                "runs_settled_by_free_killed_runs": settled,
                 "window": [d.isoformat() for d in dates or []],
                 "rows_compared": {d.table: d.compared for d in diffs},
                 "history_rows": {d.table: len(d.history) for d in diffs},
@@ -1091,6 +1139,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cycle-timeout-s", type=float, default=CYCLE_TIMEOUT_S, help="stop a cycle after this (SIGTERM, then SIGKILL)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) to look at after")
+    parser.add_argument(
+        "--free-killed-runs",
+        action="store_true",
+        help="after a cycle that left a pool slot held by a killed sync's run (reported as a failure all the "
+        "same), mark such runs failed and free their slots, as an operator would, so later cycles can run",
+    )
     parser.add_argument(
         "--faults",
         type=fault_kinds,
