@@ -71,10 +71,7 @@ def opportunity(record: dict[str, Any]) -> dict[str, Any]:
     for job in out.get("jobs") or []:
         if not isinstance(job, dict):
             continue
-        if is_unreadable(job.get("id"), "jobDate") and job.get("jobDate") is not None:
-            job["jobDate"] = UNREADABLE_JOB_DATE
-        elif _bucket(job.get("id"), "jobDate", 3) == 0:
-            job["jobDate"] = _iso_date(job.get("jobDate"))
+        _drift_job_date(job)
         for charge in job.get("estimatedCharges") or []:
             if isinstance(charge, dict) and isinstance(charge.get("totalCost"), int | float):
                 charge["totalCost"] = str(charge["totalCost"])
@@ -85,13 +82,17 @@ def opportunity_jobs(jobs: list[Any]) -> list[Any]:
     """``/opportunities/{id}/jobs``: the same job dates as the details serve (one world, one shape)."""
     out = copy.deepcopy(jobs)
     for job in out:
-        if not isinstance(job, dict):
-            continue
-        if is_unreadable(job.get("id"), "jobDate") and job.get("jobDate") is not None:
-            job["jobDate"] = UNREADABLE_JOB_DATE
-        elif _bucket(job.get("id"), "jobDate", 3) == 0:
-            job["jobDate"] = _iso_date(job.get("jobDate"))
+        if isinstance(job, dict):
+            _drift_job_date(job)
     return out
+
+
+def _drift_job_date(job: dict[str, Any]) -> None:
+    """A third of the dates as ISO texts; one job in :data:`UNREADABLE_ONE_IN` (dated) unreadable."""
+    if is_unreadable(job.get("id"), "jobDate") and job.get("jobDate") is not None:
+        job["jobDate"] = UNREADABLE_JOB_DATE
+    elif _bucket(job.get("id"), "jobDate", 3) == 0:
+        job["jobDate"] = _iso_date(job.get("jobDate"))
 
 
 def lead(record: dict[str, Any]) -> dict[str, Any]:
