@@ -343,10 +343,19 @@ class Leak:
         return f"{self.secret} in {self.where}: ...{self.context}..."
 
 
-def _masked_context(text: str, position: int, length: int) -> str:
-    start, end = max(0, position - 30), min(len(text), position + length + 30)
-    context = text[start:position] + "*" * length + text[position + length : end]
-    return context.replace("\n", " ")
+def _masked_context(text: str, lowered: str, position: int, needles: set[str]) -> str:
+    """The text around ``position`` with every piece of the secret in it masked, so a report never leaks it."""
+    start, end = max(0, position - 30), min(len(text), position + 60)
+    # Masked over a wider stretch than shown: a piece cut by the edge of the context is masked too.
+    lo, hi = max(0, start - 64), min(len(text), end + 64)
+    masked = list(text[lo:hi])
+    region = lowered[lo:hi]
+    for needle in needles:
+        found = region.find(needle)
+        while found >= 0:
+            masked[found : found + len(needle)] = "*" * len(needle)
+            found = region.find(needle, found + 1)
+    return "".join(masked[start - lo : end - lo]).replace("\n", " ")
 
 
 def scan_text(where: str, text: str, secrets: Mapping[str, str]) -> list[Leak]:
@@ -354,11 +363,10 @@ def scan_text(where: str, text: str, secrets: Mapping[str, str]) -> list[Leak]:
     lowered = text.lower()
     leaks = []
     for name, value in secrets.items():
-        for needle in sorted(secret_needles(value)):
-            position = lowered.find(needle)
-            if position >= 0:
-                leaks.append(Leak(where, name, _masked_context(text, position, len(needle))))
-                break
+        needles = secret_needles(value)
+        positions = [p for p in (lowered.find(n) for n in needles) if p >= 0]
+        if positions:
+            leaks.append(Leak(where, name, _masked_context(text, lowered, min(positions), needles)))
     return leaks
 
 
