@@ -80,6 +80,12 @@ class _Operation:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
+#: Lists whose records without an id fail the pull (previous data kept) instead of being quarantined:
+#: a customer is how its opportunities are found, so one the pipeline cannot key would take its
+#: journeys off the board until the next pull. Other lists (leads) pass such records on to quarantine.
+ID_REQUIRED_LISTS = frozenset({"customers"})
+
+
 class SmartMovingClient:
     """One API key's client, safe to share between threads.
 
@@ -246,6 +252,8 @@ class SmartMovingClient:
                 self.received[endpoint] += 1
                 record_id = record.get("id") if isinstance(record, dict) else None
                 if record_id is None or isinstance(record_id, dict | list):
+                    if endpoint in ID_REQUIRED_LISTS:
+                        raise MalformedPayloadError(endpoint, page, f"pageResults[{index}].id", "record without id")
                     # No id to key it by: kept as sent, for the transform to quarantine with its reason.
                     by_id[("unkeyed", page, index)] = record
                     continue

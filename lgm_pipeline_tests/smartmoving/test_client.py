@@ -327,16 +327,26 @@ def test_invalid_json_is_retried_once_then_raised(make_client: MakeClient) -> No
 
 
 def test_a_record_without_an_id_is_passed_on_counted_and_not_fatal(make_client: MakeClient) -> None:
-    # The transform keeps it raw and quarantines it naming the field; failing the pull would hide it.
+    # A lead: the transform keeps it raw and quarantines it naming the field; failing the pull would hide it.
     client = make_client(
         sequence(
             ok(envelope([customer("z")], 1, last=False)),
             ok(envelope([customer("a"), {"name": "no id"}, customer("a")], 2, last=True)),
         )
     )
-    customers = client.list_customers(DAY, DAY)
-    assert [c.get("id") for c in customers] == ["z", None, "a"]
-    assert (client.received["customers"], client.duplicates["customers"]) == (4, 1)
+    leads = client.list_leads(DAY, DAY)
+    assert [c.get("id") for c in leads] == ["z", None, "a"]
+    assert (client.received["leads"], client.duplicates["leads"]) == (4, 1)
+
+
+def test_a_customer_without_an_id_fails_the_pull_naming_page_and_field(make_client: MakeClient) -> None:
+    # Its opportunities are found through it: quarantined, its journeys would leave the board.
+    client = make_client(
+        sequence(ok(envelope([customer("z")], 1, last=False)), ok(envelope([customer("a"), {"name": "x"}], 2, True)))
+    )
+    with pytest.raises(MalformedPayloadError) as err:
+        client.list_customers(DAY, DAY)
+    assert (err.value.endpoint, err.value.page, err.value.field) == ("customers", 2, "pageResults[1].id")
 
 
 def test_invalid_json_once_is_survived(make_client: MakeClient) -> None:

@@ -128,8 +128,8 @@ def test_duplicate_across_pages_is_deduplicated(sim: RunningSimulator) -> None:
 
 @pytest.mark.parametrize(
     ("faults", "field"),
-    [(FaultConfig(malformed_pages=[2]), "body")],
-    ids=["truncated-json"],
+    [(FaultConfig(malformed_pages=[2]), "body"), (FaultConfig(incomplete_pages=[2]), "pageResults[0].id")],
+    ids=["truncated-json", "missing-id"],
 )
 def test_bad_pages_are_refused_naming_page_and_field(sim: RunningSimulator, faults: FaultConfig, field: str) -> None:
     sim.set_faults(faults)
