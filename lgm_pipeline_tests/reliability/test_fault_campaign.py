@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -196,3 +197,18 @@ def test_the_secret_scan_finds_the_key_in_any_case_reversed_or_in_pieces(text: s
 def test_the_secret_scan_passes_text_without_it() -> None:
     text = f"run 5f0c2e1a-9b7d-4c3e-8f1a-2b3c4d5e6f70 ok; seven characters of the key: {KEY[8:15]}"
     assert checks.scan_text("event log", text, {"API key": KEY}) == []
+
+
+def test_the_database_scan_finds_the_key_in_a_row_and_in_a_compressed_body(two_databases: sa.Connection) -> None:
+    conn = two_databases
+    assert checks.scan_database(conn, "campaign", {"API key": KEY}) == []
+    conn.execute(sa.text("CREATE TABLE campaign.event_logs (id int, event text, body bytea)"))
+    conn.execute(
+        sa.text("INSERT INTO campaign.event_logs VALUES (1, :event, NULL), (2, 'ok', :body)"),
+        {"event": f"failed: {KEY[::-1].upper()}", "body": zlib.compress(f"headers {KEY}".encode())},
+    )
+    leaks = checks.scan_database(conn, "campaign", {"API key": KEY})
+    assert sorted(leak.where for leak in leaks) == [
+        "campaign table campaign.event_logs",
+        "campaign table campaign.event_logs.body",
+    ]
