@@ -212,7 +212,7 @@ def test_freshness_and_status_follow_each_branch_window(tenant: Tenant) -> None:
     assert stale[TORONTO] == f"2026-11-28 synced {old} min ago"  # not its 27th
 
     rows = with_unsynced_window_dates(tenant, latest[:6], now)  # only the 27th written
-    status = format_status(TenantStatus(tenant, rows, 0, 0, None, now))
+    status = format_status(TenantStatus(tenant, rows, 0, 0, None, now=now))
     lines = {
         (line.split()[0], line.split()[1]): line for line in status.splitlines() if line.strip().startswith("2026-")
     }
