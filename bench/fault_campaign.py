@@ -121,6 +121,8 @@ PAGE_SIZE = 10
 CYCLE_TIMEOUT_S = 60.0
 #: Between SIGTERM and SIGKILL.
 TERM_GRACE_S = 15.0
+#: How a pool slot held by a dead run reads in the checks' problems (campaign_checks.held_slot_problems).
+HELD_SLOT = "slot still held by run"
 #: Exit codes of ``lgm sync`` (README): ok, failed sync, configuration error, SIGINT, SIGTERM.
 EXIT_OK, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_SIGTERM = 0, 1, 2, 143
 #: A configuration error is the right answer only when the database itself is unreachable.
@@ -779,7 +781,7 @@ class Campaign:
         result.exit_codes = [p.process.returncode for p in procs]
         self._judge_exit(result, procs, outcomes)
         result.db_problems = self.database_problems("campaign")
-        if self.args.free_killed_runs and any("slot still held" in p for p in result.db_problems):
+        if self.args.free_killed_runs and any(HELD_SLOT in p for p in result.db_problems):
             result.workaround = self.fail_runs_of_dead_syncs()
         return result
 
@@ -960,6 +962,40 @@ def fault_table(results: list[CycleResult], drift_available: bool) -> tuple[list
     return headers, rows
 
 
+def final_cycle_and_reference(
+    campaign: Campaign, args: argparse.Namespace, problems: list[str]
+) -> tuple[list[dt.date], list[TableDiff]]:
+    """The final clean cycle, then a clean sync of the same world at the same clock into the fresh reference
+    database; their window and the tables compared. A failure of either is added to ``problems`` (then
+    nothing is compared: the campaign database would differ for that reason alone)."""
+    campaign.world.all_faults_off()
+    final = reference = None
+    now = dt.datetime.now(dt.UTC)
+    for _attempt in range(2):
+        now = dt.datetime.now(dt.UTC)
+        final = campaign.start_sync("final_clean_cycle")
+        final.wait(time.monotonic() + args.cycle_timeout_s * 2)
+        reference = campaign.start_sync("reference", database="reference")
+        reference.wait(time.monotonic() + args.cycle_timeout_s * 2)
+        mine, theirs = final.report(), reference.report()
+        if not (mine and theirs and mine["dates"] != theirs["dates"]):
+            break  # else a branch's midnight fell between them: both again, on one window
+    assert final is not None and reference is not None
+    for proc, what in ((final, "final clean cycle"), (reference, "reference sync")):
+        if proc.alive():
+            proc.signal(signal.SIGKILL)
+            proc.wait(time.monotonic() + TERM_GRACE_S)
+            problems.append(f"{what}: still running after {args.cycle_timeout_s * 2:g} s, killed")
+        elif proc.process.returncode != EXIT_OK:
+            tail = _last_line(proc.stderr_path.read_text(encoding="utf-8", errors="replace"))
+            problems.append(f"{what}: exit {proc.process.returncode}: {tail}")
+    mine, theirs = final.report(), reference.report()
+    if problems or not mine or not theirs:
+        return [], []
+    dates = [dt.date.fromisoformat(d) for d in mine["dates"]]
+    return dates, campaign.compare_with_reference(dates, now)
+
+
 def run_campaign(args: argparse.Namespace) -> int:
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="lgm_fault_campaign_"))
@@ -972,6 +1008,7 @@ def run_campaign(args: argparse.Namespace) -> int:
             f"{'available' if campaign.world.drift_available else 'not available (no /_admin/drift)'}",
             flush=True,
         )
+        blocked: CycleResult | None = None
         for cycle in range(1, args.cycles + 1):
             plan = draw_plan(campaign.rng, cycle, args.faults)
             result = campaign.run_cycle(plan)
@@ -979,34 +1016,24 @@ def run_campaign(args: argparse.Namespace) -> int:
             print(_cycle_line(result), flush=True)
             for problem in result.unexpected + result.db_problems:
                 print(f"    ! {problem}", flush=True)
+            if not args.free_killed_runs and any(HELD_SLOT in p for p in result.db_problems):
+                # Every later pull of the tenant waits for that slot for ever: more cycles would only time out.
+                blocked = result
+                print(f"stopping after cycle {cycle}: a killed sync's run holds the tenant's pool slot", flush=True)
+                break
 
-        # The final clean cycle, then the reference at the same clock.
-        campaign.world.all_faults_off()
-        final, reference, dates, now = None, None, None, None
-        for _attempt in range(2):
-            now = dt.datetime.now(dt.UTC)
-            final = campaign.start_sync("final_clean_cycle")
-            final.wait(time.monotonic() + args.cycle_timeout_s * 2)
-            reference = campaign.start_sync("reference", database="reference")
-            reference.wait(time.monotonic() + args.cycle_timeout_s * 2)
-            mine, theirs = final.report(), reference.report()
-            if mine and theirs and mine["dates"] != theirs["dates"]:
-                continue  # a branch's midnight fell between them: both again, on one window
-            dates = [dt.date.fromisoformat(d) for d in (mine or theirs or {"dates": []})["dates"]]
-            break
-        assert final is not None and reference is not None and now is not None
-        for proc, what in ((final, "final clean cycle"), (reference, "reference sync")):
-            if proc.alive():
-                proc.signal(signal.SIGKILL)
-            code = proc.process.returncode
-            if code != EXIT_OK:
-                tail = _last_line(proc.stderr_path.read_text(encoding="utf-8", errors="replace"))
-                checks.setdefault("final clean cycle and reference", []).append(f"{what}: exit {code}: {tail}")
-        checks.setdefault("final clean cycle and reference", [])
-
-        diffs = campaign.compare_with_reference(dates or [], now) if dates else []
+        checks["final clean cycle and reference"] = []
+        diffs: list[TableDiff] = []
+        dates: list[dt.date] = []
+        if blocked is not None:
+            checks["final clean cycle and reference"].append(
+                f"not run: since cycle {blocked.cycle} a killed sync's run holds the tenant's pool slot, so every "
+                "sync waits for ever (--free-killed-runs settles such runs and goes on)"
+            )
+        else:
+            dates, diffs = final_cycle_and_reference(campaign, args, checks["final clean cycle and reference"])
         checks["equal to a clean sync"] = [line for d in diffs for line in d.problems(_key(d.table))]
-        if not dates:
+        if blocked is None and not checks["final clean cycle and reference"] and not dates:
             checks["equal to a clean sync"].append("no window dates: the final or the reference sync gave no summary")
         problems = campaign.database_problems("campaign")
         checks["no duplicates, no half-written sync_runs, audit replays"] = problems
@@ -1053,7 +1080,7 @@ def run_campaign(args: argparse.Namespace) -> int:
         cycle_wall = [r.duration_s for r in campaign.results]
         mean = sum(cycle_wall) / max(1, len(cycle_wall))
         print(
-            f"seed {args.seed}, {args.cycles} cycles, wall time {wall:.0f} s "
+            f"seed {args.seed}, {len(campaign.results)} of {args.cycles} cycles run, wall time {wall:.0f} s "
             f"({mean:.1f} s a cycle on average, longest {max(cycle_wall, default=0):.1f} s)"
         )
         if args.out:
@@ -1063,6 +1090,7 @@ def run_campaign(args: argparse.Namespace) -> int:
                 "command": " ".join(["bench/fault_campaign.py", *sys.argv[1:]]),
                 "seed": args.seed,
                 "cycles": args.cycles,
+                "cycles_run": len(campaign.results),
                 "wall_s": round(wall, 1),
                 "mean_cycle_s": round(mean, 2),
                 "shape_drift_available": campaign.world.drift_available,
@@ -1072,7 +1100,8 @@ def run_campaign(args: argparse.Namespace) -> int:
                 "dagster_runs_left_in_progress": leftover,
                 "free_killed_runs": args.free_killed_runs,
                 "runs_settled_by_free_killed_runs": settled,
-                "window": [d.isoformat() for d in dates or []],
+                "window": [d.isoformat() for d in dates],
+                "stopped_after_cycle": blocked.cycle if blocked else None,
                 "rows_compared": {d.table: d.compared for d in diffs},
                 "history_rows": {d.table: len(d.history) for d in diffs},
                 "per_cycle": [_cycle_json(r) for r in campaign.results],
