@@ -52,6 +52,12 @@ def test_asset_specs_snapshot() -> None:
         ("journeys", "journeys_freshness"),
         # an unmapped SmartMoving branch is a date's problem, not every branch partition's
         ("smartmoving_jobs", "branch_mapping"),
+        # every raw pull: served = stored + set aside + quarantined (unreadable_records)
+        ("smartmoving_customers", "records_read"),
+        ("smartmoving_opportunities", "records_read"),
+        ("smartmoving_jobs", "records_read"),
+        ("smartmoving_branches", "records_read"),
+        ("smartmoving_leads", "records_read"),
         ("leads", "lead_contact"),
         ("leads", "lead_branch_mapping"),
         ("leads", "probable_duplicate"),
