@@ -1,0 +1,142 @@
+"""Bugs the fault campaign found (docs/reliability.md, *Bugs the campaign found*), one regression test each.
+
+Each is marked ``xfail(strict=True)`` while the bug stands: the test states what should happen, fails
+today, and its fix turns it into a failure ("XPASS(strict)") until the mark is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from lgm_pipeline.cli.main import main
+from lgm_pipeline.simulator import FaultConfig, RunningSimulator
+from lgm_pipeline.storage.database import create_engine
+from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline_tests.reliability.conftest import CALGARY, journeys_rows, sync
+
+pytestmark = pytest.mark.e2e
+
+EDMONTON = "loc_lgm_edmonton_001"
+EDMONTON_SM = "EDMONTON 🇨🇦 - Let's Get Moving"
+#: A healthy sync of the test world takes seconds; a blocked one never ends.
+SYNC_TIMEOUT_S = 60.0
+
+
+def _lgm() -> list[str]:
+    script = Path(sys.executable).with_name("lgm")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "lgm_pipeline.cli.main"]
+
+
+def _slot_holders(dagster_url: str) -> list[str]:
+    engine = create_engine(dagster_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            if not conn.execute(sa.text("SELECT to_regclass('concurrency_slots')")).scalar():
+                return []
+            return list(
+                conn.execute(
+                    sa.text("SELECT run_id FROM concurrency_slots WHERE run_id IS NOT NULL AND NOT deleted")
+                ).scalars()
+            )
+    except sa.exc.OperationalError:
+        return []  # the sync has not created its Dagster database yet
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug 1 (docs/reliability.md): a SIGKILLed lgm sync keeps the tenant's pool slot; later syncs wait for ever",
+)
+def test_a_sync_after_one_killed_holding_the_pool_slot_still_pulls(
+    database_url: str,
+    simulator: RunningSimulator,  # its settings are in the environment
+) -> None:
+    # Slow answers keep the pull's steps (and their pool slot) busy long enough to be caught holding it.
+    simulator.set_faults(FaultConfig(latency_ms=150))
+    dagster_url = make_url(database_url).set(database=f"{make_url(database_url).database}_dagster")
+    env = dict(os.environ)
+    first = subprocess.Popen(
+        [*_lgm(), "sync", "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + SYNC_TIMEOUT_S
+        while not _slot_holders(dagster_url.render_as_string(hide_password=False)):
+            assert first.poll() is None, "the sync ended before it held the pool slot"
+            assert time.monotonic() < deadline, "the sync never held the pool slot"
+            time.sleep(0.02)
+        os.killpg(first.pid, signal.SIGKILL)  # what the OOM killer or `kill -9` does
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+    simulator.set_faults(FaultConfig())
+
+    second = subprocess.Popen(
+        [*_lgm(), "sync", "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        code = second.wait(timeout=SYNC_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        if second.poll() is None:
+            os.killpg(second.pid, signal.SIGKILL)
+            second.wait(timeout=30)
+    assert code == 0, f"the next sync did not finish within {SYNC_TIMEOUT_S:g} s (exit {code})"
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug 2 (docs/reliability.md): a re-branched opportunity keeps its old branch while its details are reused",
+)
+def test_a_job_moved_to_another_branch_moves_on_the_next_cycle(defs, tenant, instance, db, simulator, today) -> None:
+    branches = [CALGARY, EDMONTON]
+    assert sync(defs, tenant, instance, today, branches).ok
+    moved = next(r for r in journeys_rows(db, tenant, "location_id = :l", l=CALGARY) if r["status"] == "BOOKED")
+    opportunity_id = moved["external_ids"]["smartmoving_opportunity_id"]
+    simulator.world.patch(opportunity_id, opportunity={"branch": {"name": EDMONTON_SM, "phoneNumber": None}})
+
+    assert sync(defs, tenant, instance, today, branches).ok
+    [after] = journeys_rows(db, tenant, "id = :i", i=moved["id"])
+    assert after["location_id"] == EDMONTON
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=sa.exc.OperationalError,
+    reason="bug 3 (docs/reliability.md): a connection lost while lgm prepares the schema ends in a traceback",
+)
+def test_a_connection_lost_while_preparing_the_schema_is_one_line_not_a_traceback(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def terminated(self: PostgresResource, tenant: object) -> None:
+        # What pg_terminate_backend or a server restart does to the migration's connection.
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("terminating connection due to administrator command"))
+
+    monkeypatch.setattr(PostgresResource, "ensure_tenant", terminated)
+    code = main(["sync", "--quiet"])  # today: the OperationalError escapes main()
+    assert code in (1, 2)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "PostgreSQL" in err
