@@ -86,6 +86,7 @@ from campaign_checks import (
 )
 
 from lgm_pipeline.domain.mappings import JOURNEY_CREATING_STAGES
+from lgm_pipeline.settings import DAGSTER_STORAGE_URL_ENV, DATABASE_URL_ENV, HOME_ENV, RATE_LIMIT_OVERRIDE_ENV
 from lgm_pipeline.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from lgm_pipeline.tenants import Tenant
 
@@ -533,16 +534,25 @@ class Campaign:
         return url.render_as_string(hide_password=False)
 
     def env(self, database: str) -> dict[str, str]:
-        names = {self.tenant.smartmoving.base_url_env, self.tenant.smartmoving.api_key_env, "DAGSTER_HOME"}
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LGM_") and k not in names}
+        # Ours replace the caller's; the rest (LGM_TENANTS_FILE, say) is the caller's to choose.
+        names = {
+            self.tenant.smartmoving.base_url_env,
+            self.tenant.smartmoving.api_key_env,
+            "DAGSTER_HOME",
+            DAGSTER_STORAGE_URL_ENV,
+            DATABASE_URL_ENV,
+            HOME_ENV,
+            RATE_LIMIT_OVERRIDE_ENV,
+        }
+        env = {k: v for k, v in os.environ.items() if k not in names}
         env.update(
             {
-                "LGM_DATABASE_URL": self.database_url(database),
-                "LGM_HOME": str(self.work / f"home_{database}"),
+                DATABASE_URL_ENV: self.database_url(database),
+                HOME_ENV: str(self.work / f"home_{database}"),
                 self.tenant.smartmoving.base_url_env: self.sim.base_url,
                 self.tenant.smartmoving.api_key_env: self.api_key,
                 # The simulator throttles only in a storm; the client's own budget would only slow cycles.
-                "LGM_SMARTMOVING_RATE_LIMIT": "off",
+                RATE_LIMIT_OVERRIDE_ENV: "off",
             }
         )
         return env
@@ -835,7 +845,6 @@ class Campaign:
         import dagster as dg
         from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 
-        from lgm_pipeline.settings import DAGSTER_STORAGE_URL_ENV
         from lgm_pipeline.storage.database import dagster_storage_url
 
         home = self.work / "home_campaign" / "dagster"
@@ -1150,6 +1159,16 @@ def positive(text: str) -> int:
     return value
 
 
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of seconds above 0")
+    return value
+
+
 def fault_kinds(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in kinds if k not in FAULTS]
@@ -1165,7 +1184,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the table, the checks and every cycle as JSON here")
     parser.add_argument("--customers-per-day", type=positive, default=CUSTOMERS_PER_DAY)
     parser.add_argument(
-        "--cycle-timeout-s", type=float, default=CYCLE_TIMEOUT_S, help="stop a cycle after this (SIGTERM, then SIGKILL)"
+        "--cycle-timeout-s",
+        type=seconds,
+        default=CYCLE_TIMEOUT_S,
+        help="stop a cycle after this (SIGTERM, then SIGKILL)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, data) to look at after")
     parser.add_argument(
