@@ -19,26 +19,32 @@ renames and deletes through ``/_admin``), how much the sync prints, and 0-3 faul
 with its moment and size. The world changes only between cycles, driven from here (its churn is 0
 while a sync runs, except the ``change_while_paging`` fault), so a seed fixes the world's whole history;
 what timing decides (which request a fault window catches, when a kill lands) varies from run to run.
-Faulty cycles may fail: what matters is what they leave behind. After each cycle the database must
-hold no duplicate, no half-written ``sync_runs`` row, and an audit that replays to the rows.
+Faulty cycles may fail: what matters is what they leave behind. Once a cycle is over (no sync
+running) the database must hold no duplicate, no half-written ``sync_runs`` row and an audit that
+replays to the rows, and no pool slot may still be held by a run (a killed sync's run holding the
+tenant's SmartMoving pool makes every later sync wait for ever: the campaign then stops, as further
+cycles would only time out, unless ``--free-killed-runs`` settles such runs as an operator would).
 
 Then a final clean cycle (faults off, world frozen), and a clean sync of the same world at the same
 clock into a fresh database (the reference). Checked, exit 1 on any failure:
 
 - journeys (every column but timestamps and run ids), journeys_quarantine, leads, leads_quarantine and
-  locations equal the reference's, on the final window's dates. Rows only the campaign may hold are
-  set apart: a journey of booked work that fell through (cancelled, lost) stays a journey, whereas a
-  fresh database never makes a journey of a job first seen fallen through (storage/write.py), so it
-  is expected when its audit shows it inserted;
-- no duplicate ids; no half-written ``sync_runs`` row; both audits replay to the current rows;
+  locations equal the reference's, on the final window's dates (``campaign_checks``: the one nested
+  value left out, and why). Rows only the campaign may hold are set apart: a journey of booked work
+  that fell through (cancelled, lost) stays a journey, whereas a fresh database never makes a journey
+  of a job first seen fallen through (storage/write.py), so it is expected when its audit shows it
+  inserted;
+- no duplicate ids; no half-written ``sync_runs`` row; both audits replay to the current rows; every
+  cycle left its database so;
 - neither the API key nor the database password, in any case, reversed, or any 8+ character piece,
   in any cycle's stdout/stderr, any file under the LGM_HOMEs, or any table of the four databases
   (the two tenants' and their Dagster event logs, runs and snapshots).
 
-Prints a table per fault kind (injected; hit: the fault fired while a sync was running; the sync's
-own exit 0; survived: the cycle ended as documented and the database checks held after it), the
-seed, the cycles and the wall time; ``--out`` writes the same as JSON. Exit 0 all checks pass, 1 a
-check failed, 2 bad arguments.
+Prints a table per fault kind (injected; hit: the simulator served the fault, or the kill, the
+terminated connection, the restart or the second sync came while a sync ran; exit 0; ended as
+documented: a README exit code, no traceback, no hang; database consistent after it; survived: both),
+the seed, the cycles and the wall time; ``--out`` writes the same and every cycle as JSON. Exit 0 all
+checks pass, 1 a check failed, 2 bad arguments. docs/reliability.md has a long run and what it found.
 """
 
 from __future__ import annotations
