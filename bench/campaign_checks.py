@@ -419,23 +419,33 @@ def scan_database(conn: Connection, label: str, secrets: Mapping[str, str]) -> l
 # --- Dagster's instance ---------------------------------------------------------------------------
 
 
-def held_slot_problems(conn: Connection) -> list[str]:
-    """Pool slots (Dagster's global concurrency, ``pools`` in dagster.yaml) still held by a run.
+#: The words every pool problem ends with: what the campaign looks for to stop or to settle the runs.
+BLOCKS_THE_POOL = "every later run of the pool waits for it"
 
-    Called when no sync is running: a slot held then belongs to a run whose process is gone, and every
-    later step of that pool (the tenant's SmartMoving pulls) waits for it, without a word, for ever.
+
+def held_slot_problems(conn: Connection) -> list[str]:
+    """Pool slots (Dagster's global concurrency, ``pools`` in dagster.yaml) still taken by a run.
+
+    Called when no sync is running, so the runs in question are dead. A slot is taken three ways: held
+    (``concurrency_slots``), assigned to a step that has yet to claim it, or, for a step still queued,
+    about to be assigned to it the moment a slot frees (``pending_steps``, highest priority first). A
+    dead run never releases any of them, so every later step of that pool (the tenant's SmartMoving
+    pulls) waits, without a word, for ever.
     """
-    exists = conn.execute(sa.text("SELECT to_regclass('concurrency_slots')")).scalar()
-    if not exists:
+    if not conn.execute(sa.text("SELECT to_regclass('concurrency_slots')")).scalar():
         return []
-    held = conn.execute(
+    taken = conn.execute(
         sa.text(
-            "SELECT s.concurrency_key, s.run_id, s.step_key, r.status FROM concurrency_slots s "
-            "LEFT JOIN runs r ON r.run_id = s.run_id WHERE s.run_id IS NOT NULL AND NOT s.deleted ORDER BY s.id"
+            "SELECT s.concurrency_key, s.run_id, s.step_key, r.status, 'holds its slot' FROM concurrency_slots s "
+            "LEFT JOIN runs r ON r.run_id = s.run_id WHERE s.run_id IS NOT NULL AND NOT s.deleted "
+            "UNION ALL "
+            "SELECT p.concurrency_key, p.run_id, p.step_key, r.status, CASE WHEN p.assigned_timestamp IS NULL "
+            "THEN 'is queued for the next free slot' ELSE 'was assigned a slot it never claimed' END "
+            "FROM pending_steps p LEFT JOIN runs r ON r.run_id = p.run_id ORDER BY 2, 3"
         )
     ).all()
     return [
-        f"pool {key}: slot still held by run {run_id} ({status or 'no such run'}, step {step}) though no sync "
-        "runs: every later run of the pool waits for it"
-        for key, run_id, step, status in held
+        f"pool {key}: run {run_id} ({status or 'no such run'}), step {step}, {how} though no sync runs: "
+        + BLOCKS_THE_POOL
+        for key, run_id, step, status, how in taken
     ]

@@ -77,6 +77,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import lgm_tenant, machine, table
 from campaign_checks import (
+    BLOCKS_THE_POOL,
     BOOKKEEPING_COLUMNS,
     NESTED_EXCLUDED,
     Leak,
@@ -128,8 +129,6 @@ PAGE_SIZE = 10
 CYCLE_TIMEOUT_S = 60.0
 #: Between SIGTERM and SIGKILL.
 TERM_GRACE_S = 15.0
-#: How a pool slot held by a dead run reads in the checks' problems (campaign_checks.held_slot_problems).
-HELD_SLOT = "slot still held by run"
 #: Exit codes of ``lgm sync`` (README): ok, failed sync, configuration error, SIGINT, SIGTERM.
 EXIT_OK, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_SIGTERM = 0, 1, 2, 143
 #: A configuration error is the right answer only when the database itself is unreachable.
@@ -797,7 +796,7 @@ class Campaign:
         result.exit_codes = [p.process.returncode for p in procs]
         self._judge_exit(result, procs, outcomes)
         result.db_problems = self.database_problems("campaign")
-        if self.args.free_killed_runs and any(HELD_SLOT in p for p in result.db_problems):
+        if self.args.free_killed_runs and any(BLOCKS_THE_POOL in p for p in result.db_problems):
             result.workaround = self.fail_runs_of_dead_syncs()
         return result
 
@@ -1031,10 +1030,10 @@ def run_campaign(args: argparse.Namespace) -> int:
             print(_cycle_line(result), flush=True)
             for problem in result.unexpected + result.db_problems:
                 print(f"    ! {problem}", flush=True)
-            if not args.free_killed_runs and any(HELD_SLOT in p for p in result.db_problems):
+            if not args.free_killed_runs and any(BLOCKS_THE_POOL in p for p in result.db_problems):
                 # Every later pull of the tenant waits for that slot for ever: more cycles would only time out.
                 blocked = result
-                print(f"stopping after cycle {cycle}: a killed sync's run holds the tenant's pool slot", flush=True)
+                print(f"stopping after cycle {cycle}: a killed sync's run blocks the tenant's pool", flush=True)
                 break
 
         checks["final clean cycle and reference"] = []
@@ -1042,7 +1041,7 @@ def run_campaign(args: argparse.Namespace) -> int:
         dates: list[dt.date] = []
         if blocked is not None:
             checks["final clean cycle and reference"].append(
-                f"not run: since cycle {blocked.cycle} a killed sync's run holds the tenant's pool slot, so every "
+                f"not run: since cycle {blocked.cycle} a killed sync's run blocks the tenant's pool, so every "
                 "sync waits for ever (--free-killed-runs settles such runs and goes on)"
             )
         else:
