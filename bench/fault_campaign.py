@@ -861,8 +861,10 @@ class Campaign:
         with dg.DagsterInstance.from_config(str(home)) as instance:
             for run in instance.get_runs(RunsFilter(statuses=unfinished)):
                 instance.report_run_failed(run, "its lgm sync process was killed (fault campaign: --free-killed-runs)")
-                instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
                 settled.append(run.run_id)
+            # Whatever their status now, runs that hold, were assigned or queue for a slot release it.
+            for run_id in instance.event_log_storage.get_concurrency_run_ids() | set(settled):
+                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
         return settled
 
     def compare_with_reference(self, dates: list[dt.date], now: dt.datetime) -> list[TableDiff]:
