@@ -441,7 +441,11 @@ def held_slot_problems(conn: Connection) -> list[str]:
             "UNION ALL "
             "SELECT p.concurrency_key, p.run_id, p.step_key, r.status, CASE WHEN p.assigned_timestamp IS NULL "
             "THEN 'is queued for the next free slot' ELSE 'was assigned a slot it never claimed' END "
-            "FROM pending_steps p LEFT JOIN runs r ON r.run_id = p.run_id ORDER BY 2, 3"
+            "FROM pending_steps p LEFT JOIN runs r ON r.run_id = p.run_id "
+            # A step holding its slot keeps its (assigned) queue entry until it frees both: said once.
+            "WHERE NOT EXISTS (SELECT 1 FROM concurrency_slots h "
+            "WHERE h.run_id = p.run_id AND h.step_key = p.step_key) "
+            "ORDER BY 2, 3"
         )
     ).all()
     return [
