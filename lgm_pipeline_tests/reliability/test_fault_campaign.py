@@ -212,3 +212,34 @@ def test_the_database_scan_finds_the_key_in_a_row_and_in_a_compressed_body(two_d
         "campaign table campaign.event_logs",
         "campaign table campaign.event_logs.body",
     ]
+
+
+def test_a_pool_slot_held_assigned_or_queued_for_by_a_dead_run_is_named(two_databases: sa.Connection) -> None:
+    """Dagster's own tables, reduced to the columns the check reads."""
+    conn = two_databases
+    assert checks.held_slot_problems(conn) == []  # an instance never used: nothing to say
+    conn.execute(
+        sa.text(
+            "CREATE TABLE concurrency_slots (id serial, concurrency_key text, run_id text, step_key text,"
+            " deleted bool);"
+            "CREATE TABLE pending_steps (id serial, concurrency_key text, run_id text, step_key text,"
+            " assigned_timestamp timestamp, priority int);"
+            "CREATE TABLE runs (run_id text, status text);"
+            "INSERT INTO runs VALUES ('r1', 'STARTED'), ('r2', 'STARTED'), ('r3', 'SUCCESS');"
+            "INSERT INTO concurrency_slots (concurrency_key, run_id, step_key, deleted)"
+            " VALUES ('smartmoving_lgm', NULL, NULL, false)"
+        )
+    )
+    assert checks.held_slot_problems(conn) == []  # a free slot, nobody waiting
+    conn.execute(
+        sa.text(
+            "UPDATE concurrency_slots SET run_id = 'r1', step_key = 'customers';"
+            "INSERT INTO pending_steps (concurrency_key, run_id, step_key, assigned_timestamp) VALUES"
+            " ('smartmoving_lgm', 'r1', 'customers', now()),"  # the holder's own entry: said once
+            " ('smartmoving_lgm', 'r2', 'leads', NULL)"
+        )
+    )
+    problems = checks.held_slot_problems(conn)
+    assert len(problems) == 2 and all(checks.BLOCKS_THE_POOL in p for p in problems)
+    assert "run r1 (STARTED), step customers, holds its slot" in problems[0]
+    assert "run r2 (STARTED), step leads, is queued for the next free slot" in problems[1]
