@@ -389,10 +389,12 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             for oid, detail in cached.items():
                 if oid not in summaries:
                     continue
-                # A carried opportunity has no summary: like any detail the summary cannot vouch for,
-                # it is refetched once older than detail_max_age_hours.
-                unchanged = detail.summary_hash == summaries[oid].summary_hash or (
-                    not config.refetch_on_status_change and same_but_status(summaries[oid], detail.payload)
+                # A carried opportunity is refetched every pull: the list no longer shows it, so nothing
+                # vouches for its stored details, and deleted or cancelled (or, read as "first day in
+                # range", anything) its later days would stay booked on the board until they aged out.
+                unchanged = oid not in carried and (
+                    detail.summary_hash == summaries[oid].summary_hash
+                    or (not config.refetch_on_status_change and same_but_status(summaries[oid], detail.payload))
                 )
                 if unchanged and detail.fetched_at >= oldest_reusable:
                     details[oid] = detail.payload

@@ -1,11 +1,12 @@
 """Bugs the fault campaign found (docs/reliability.md, *Bugs the campaign found*), one regression test each.
 
-Each is marked ``xfail(strict=True)`` while the bug stands: the test states what should happen, fails
-today, and its fix turns it into a failure ("XPASS(strict)") until the mark is removed.
+A bug still open is marked ``xfail(strict=True)``: the test states what should happen, fails today, and
+its fix turns it into a failure ("XPASS(strict)") until the mark is removed.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -19,8 +20,10 @@ from sqlalchemy.engine import make_url
 
 from lgm_pipeline.cli.main import main
 from lgm_pipeline.simulator import FaultConfig, RunningSimulator
+from lgm_pipeline.simulator.world import to_int_date
 from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.sync import run_sync
 from lgm_pipeline_tests.reliability.conftest import CALGARY, journeys_rows, sync
 
 pytestmark = pytest.mark.e2e
@@ -140,3 +143,44 @@ def test_a_connection_lost_while_preparing_the_schema_is_one_line_not_a_tracebac
     assert code in (1, 2)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "PostgreSQL" in err
+
+
+def _two_day_move(simulator: RunningSimulator, first: dt.date) -> dict:
+    """A booked move whose first job is on ``first`` and its second on the next day."""
+    for oid in simulator.world.opportunity_ids_on(first):
+        detail = simulator.world.opportunity_detail(oid)
+        dates = [j.get("jobDate") for j in detail["jobs"]]
+        if detail["status"] == 4 and dates == [to_int_date(first), to_int_date(first + dt.timedelta(days=1))]:
+            return detail
+    pytest.skip("no two-day booked move generated on that date")  # pragma: no cover - the seed has some
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("reading", "change"), [("job_date", "delete"), ("service_date", "cancel")])
+def test_a_multi_day_move_gone_from_the_list_is_looked_up_again_not_carried(
+    reading: str, change: str, defs, tenant, instance, db, window, simulator
+) -> None:
+    """Bug 4: its second day stayed booked for up to 36 h, from details stored when its first day was pulled.
+
+    The list stops showing a move that began before the window when it is deleted (either reading of
+    the date filter) or, under the service-date reading, whatever happens to it: only its details say.
+    """
+    today = window[0]
+    yesterday = today - dt.timedelta(days=1)
+    simulator.world.set_date_filter(reading)
+    move = _two_day_move(simulator, yesterday)
+    assert run_sync(defs, tenant, instance, dates=[yesterday, today]).ok
+    [second_day] = journeys_rows(
+        db, tenant, "quote_number = :q AND service_date = :d", q=str(move["quoteNumber"]), d=today
+    )
+    if change == "delete":
+        simulator.world.delete_opportunity(move["id"])
+    else:
+        simulator.world.cancel_opportunity(move["id"])
+
+    assert run_sync(defs, tenant, instance).ok  # the window, minutes later: the stored details are fresh
+    after = journeys_rows(db, tenant, "id = :i", i=second_day["id"])
+    if change == "delete":
+        assert after == []
+    else:
+        assert [r["status"] for r in after] == ["CANCELLED"]
