@@ -129,8 +129,9 @@ PAGE_SIZE = 10
 CYCLE_TIMEOUT_S = 60.0
 #: Between SIGTERM and SIGKILL.
 TERM_GRACE_S = 15.0
-#: Exit codes of ``lgm sync`` (README): ok, failed sync, configuration error, SIGINT, SIGTERM.
-EXIT_OK, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_SIGTERM = 0, 1, 2, 143
+#: Exit codes of ``lgm sync`` (README): ok, failed sync, configuration error, partial (an endpoint's step
+#: failed, the rest written), SIGTERM.
+EXIT_OK, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_PARTIAL, EXIT_SIGTERM = 0, 1, 2, 3, 143
 #: A configuration error is the right answer only when the database itself is unreachable.
 DATABASE_DOWN_WORDS = ("cannot reach PostgreSQL", "starting up", "shutting down", "connection refused")
 DATABASE_FAULTS = frozenset({"db_connection_killed", "pg_restart"})
@@ -822,7 +823,7 @@ class Campaign:
             elif code == EXIT_CONFIGURATION:
                 if not (DATABASE_FAULTS & set(outcomes) and any(w in stderr for w in DATABASE_DOWN_WORDS)):
                     result.unexpected.append(f"{name}: exit 2 (configuration error) under faults: {_last_line(stderr)}")
-            elif code not in (EXIT_OK, EXIT_FAILED):
+            elif code not in (EXIT_OK, EXIT_FAILED, EXIT_PARTIAL):
                 result.unexpected.append(f"{name}: exit {code}: {_last_line(stderr)}")
             elif code == EXIT_OK and proc.report() is None:
                 result.unexpected.append(f"{name}: exit 0 without its JSON summary")
