@@ -672,18 +672,24 @@ class Campaign:
         def db_kill() -> None:
             outcome = outcomes["db_connection_killed"]
             params = outcome.params
-            if params["when"] == "in_write":
-                pids = self._wait_for_write(stop, "any")
-            elif sleep(params["at_s"]):
-                with self.cluster.engine() as engine, engine.connect() as conn:
-                    pids = self._pipeline_backends(conn, params["dagster_too"], None)
-            else:
-                pids = []
-            if pids:
-                with self.cluster.engine() as engine, engine.connect() as conn:
-                    done = [conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": p}).scalar() for p in pids]
-                outcome.hit = any(done)
-                outcome.note = f"{sum(bool(d) for d in done)} backend(s) terminated"
+            try:
+                if params["when"] == "in_write":
+                    pids = self._wait_for_write(stop, "any")
+                elif sleep(params["at_s"]):
+                    with self.cluster.engine() as engine, engine.connect() as conn:
+                        pids = self._pipeline_backends(conn, params["dagster_too"], None)
+                else:
+                    pids = []
+                if pids:
+                    with self.cluster.engine() as engine, engine.connect() as conn:
+                        done = [
+                            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": p}).scalar() for p in pids
+                        ]
+                    outcome.hit = any(done)
+                    outcome.note = f"{sum(bool(d) for d in done)} backend(s) terminated"
+            except sa.exc.OperationalError:
+                # A restart drawn for the same cycle got there first: its sessions are gone already.
+                outcome.note = "the server was restarting: no session to terminate"
 
         def restart() -> None:
             outcome = outcomes["pg_restart"]
