@@ -2,7 +2,7 @@
 
 A campaign that passes says nothing unless its checks would have failed: a journey row dropped from or
 altered in one database, an audit that does not replay to the rows, a key leaked in another case or
-reversed. The campaign itself (bench/fault_campaign.py, minutes of syncs) runs in .ci/run; these run in
+reversed. The campaign itself (bench/fault_campaign.py, minutes of syncs) is for .ci/run; these run in
 a second.
 """
 
