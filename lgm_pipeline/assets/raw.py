@@ -260,7 +260,7 @@ def records_read_check(account: PullAccount, key: dg.AssetKey | None = None) -> 
     """ERROR when served != stored + set aside + quarantined; WARN naming the first reasons when any
     record was quarantined."""
     quarantined = len(account.unreadable)
-    lost = account.served - account.stored - quarantined - sum(account.set_aside.values())
+    lost = account.unaccounted
     if lost:
         description = f"{account.summary()}: {lost:+d} record(s) unaccounted for"
     elif quarantined:

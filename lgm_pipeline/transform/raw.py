@@ -68,8 +68,13 @@ class PullAccount:
     set_aside: dict[str, int] = field(default_factory=dict)
 
     @property
+    def unaccounted(self) -> int:
+        """Served but neither stored, set aside nor quarantined: lost somewhere (0 when the pull balances)."""
+        return self.served - self.stored - len(self.unreadable) - sum(self.set_aside.values())
+
+    @property
     def balanced(self) -> bool:
-        return self.served == self.stored + len(self.unreadable) + sum(self.set_aside.values())
+        return self.unaccounted == 0
 
     def reasons(self, limit: int = 5) -> list[str]:
         return [f"{r.kind} {r.key}: {r.reason}" for r in self.unreadable[:limit]]
@@ -178,7 +183,7 @@ def summary_dates(customer: Mapping[str, Any]) -> set[dt.date]:
     for opportunity in customer.get("opportunities") or []:
         for job in (opportunity.get("jobs") or []) if isinstance(opportunity, dict) else []:
             if isinstance(job, dict):
-                day = readable_job_date({"jobDate": job.get("serviceDate") or job.get("jobDate")})
+                day = yyyymmdd_to_date(job.get("serviceDate") or job.get("jobDate"))
                 if day is not None:
                     dates.add(day)
     return dates
@@ -293,8 +298,8 @@ def listed_statuses(customers: pd.DataFrame) -> dict[str, int]:
 
 def opportunity_dates(opportunity: Mapping[str, Any]) -> set[dt.date]:
     """Every date an opportunity has work on: its jobs' own dates and its service date."""
-    days = {readable_job_date(job) for job in opportunity.get("jobs") or [] if isinstance(job, dict)}
-    days.add(readable_job_date({"jobDate": opportunity.get("serviceDate")}))
+    days = {yyyymmdd_to_date(job.get("jobDate")) for job in opportunity.get("jobs") or [] if isinstance(job, dict)}
+    days.add(yyyymmdd_to_date(opportunity.get("serviceDate")))
     return {d for d in days if d is not None}
 
 
@@ -339,20 +344,12 @@ def job_date(job: Mapping[str, Any]) -> dt.date | None:
     return read_date(job.get("jobDate"), "jobDate")
 
 
-def readable_job_date(job: Mapping[str, Any]) -> dt.date | None:
-    """:func:`job_date`, None for an unreadable one too: for places that only ask "is it on these days"."""
-    try:
-        return job_date(job)
-    except UnreadableValue:
-        return None
-
-
 def jobs_on(opportunity: Mapping[str, Any], days: Collection[dt.date]) -> list[dict[str, Any]]:
     """The opportunity's jobs (with an id) dated on one of ``days``: what a pull of them files."""
     return [
         job
         for job in opportunity.get("jobs") or []
-        if isinstance(job, dict) and job.get("id") is not None and readable_job_date(job) in days
+        if isinstance(job, dict) and job.get("id") is not None and yyyymmdd_to_date(job.get("jobDate")) in days
     ]
 
 
@@ -547,6 +544,8 @@ def timelines_frame(
         }
         for oid, jobs in jobs_by_opportunity.items()
         for job in jobs
-        if isinstance(job, Mapping) and job.get("id") is not None and readable_job_date(job) == service_date
+        if isinstance(job, Mapping)
+        and job.get("id") is not None
+        and yyyymmdd_to_date(job.get("jobDate")) == service_date
     ]
     return pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
