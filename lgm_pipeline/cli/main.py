@@ -403,8 +403,10 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import sqlalchemy as sa
+
     from lgm_pipeline.cli.signals import exit_now
-    from lgm_pipeline.storage.database import DatabaseUnavailableError
+    from lgm_pipeline.storage.database import DatabaseUnavailableError, lost_connection
 
     args = build_parser().parse_args(argv)
     try:
@@ -412,6 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SetupError, TenantConfigError, DatabaseUnavailableError, ValueError) as error:
         print(f"lgm: {_one_line(str(error))}", file=sys.stderr)
         return EXIT_CONFIGURATION
+    except sa.exc.OperationalError as error:
+        # The server went away after answering (a restart, pg_terminate_backend): retrying heals it.
+        print(f"lgm: {lost_connection(error)}", file=sys.stderr)
+        return EXIT_FAILED
     except Interrupted as interrupted:
         if argv is not None:
             return interrupted.code  # called in-process (tests): leave the process alone

@@ -130,6 +130,17 @@ def unavailable(url: str, error: BaseException) -> DatabaseUnavailableError:
     )
 
 
+def lost_connection(error: sa.exc.OperationalError) -> str:
+    """``lost the connection to PostgreSQL at <url> (<reason>); …``: one line, no password.
+
+    Every write is one transaction, so what the connection was doing rolled back."""
+    where = f" at {redacted(configured_database_url())}" if configured_database_url() else ""
+    return (
+        f"lost the connection to PostgreSQL{where} ({describe_connection_error(error.orig or error)}); "
+        "what it was writing rolled back; run the command again"
+    )
+
+
 def ensure_database(url: str, name: str) -> None:
     """Create database ``name`` on the server of ``url`` if it does not exist yet."""
     admin = create_engine(
