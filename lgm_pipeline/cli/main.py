@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve the other shapes the API's public descriptions give (ISO job dates, status names, a lead's "
         "createdOn/firstName/email, amounts as text) and, for a few records, values no reader accepts; "
-        "POST /_admin/drift {\"enabled\": false} turns it off (per tenant with ?tenant=i)",
+        'POST /_admin/drift {"enabled": false} turns it off (per tenant with ?tenant=i)',
     )
     sim.set_defaults(func=cmd_simulator)
 
