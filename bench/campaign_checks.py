@@ -24,6 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from lgm_pipeline.cli.dead_syncs import PID_TAG
+
 Row = dict[str, Any]
 
 #: Columns every write sets anew (timestamps, run ids): not part of what a sync decides.
@@ -423,30 +425,43 @@ def scan_database(conn: Connection, label: str, secrets: Mapping[str, str]) -> l
 BLOCKS_THE_POOL = "every later run of the pool waits for it"
 
 
-def held_slot_problems(conn: Connection) -> list[str]:
+def held_slot_problems(conn: Connection, next_sync_settles: bool = False) -> list[str]:
     """Pool slots (Dagster's global concurrency, ``pools`` in dagster.yaml) still taken by a run.
 
     Called when no sync is running, so the runs in question are dead. A slot is taken three ways: held
     (``concurrency_slots``), assigned to a step that has yet to claim it, or, for a step still queued,
     about to be assigned to it the moment a slot frees (``pending_steps``, highest priority first). A
     dead run never releases any of them, so every later step of that pool (the tenant's SmartMoving
-    pulls) waits, without a word, for ever.
+    pulls) waits, without a word, for ever, unless something settles the run.
+
+    ``next_sync_settles``: between cycles, a run tagged with the ``lgm sync`` process that started it is
+    left to the next ``lgm sync``, which settles the runs of dead syncs before its first run
+    (``lgm_pipeline/cli/dead_syncs.py``); that it does shows in the next cycle (a sync that waited would
+    meet its deadline) and in the final check, made with ``next_sync_settles=False``.
     """
     if not conn.execute(sa.text("SELECT to_regclass('concurrency_slots')")).scalar():
         return []
+    left_to_next_sync = (
+        "AND NOT EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = {run}.run_id AND t.key = :pid_tag) "
+        if next_sync_settles
+        else ""
+    )
     taken = conn.execute(
         sa.text(
             "SELECT s.concurrency_key, s.run_id, s.step_key, r.status, 'holds its slot' FROM concurrency_slots s "
             "LEFT JOIN runs r ON r.run_id = s.run_id WHERE s.run_id IS NOT NULL AND NOT s.deleted "
-            "UNION ALL "
+            + left_to_next_sync.format(run="s")
+            + "UNION ALL "
             "SELECT p.concurrency_key, p.run_id, p.step_key, r.status, CASE WHEN p.assigned_timestamp IS NULL "
             "THEN 'is queued for the next free slot' ELSE 'was assigned a slot it never claimed' END "
             "FROM pending_steps p LEFT JOIN runs r ON r.run_id = p.run_id "
             # A step holding its slot keeps its (assigned) queue entry until it frees both: said once.
             "WHERE NOT EXISTS (SELECT 1 FROM concurrency_slots h "
             "WHERE h.run_id = p.run_id AND h.step_key = p.step_key) "
-            "ORDER BY 2, 3"
-        )
+            + left_to_next_sync.format(run="p")
+            + "ORDER BY 2, 3"
+        ),
+        {"pid_tag": PID_TAG} if next_sync_settles else {},
     ).all()
     return [
         f"pool {key}: run {run_id} ({status or 'no such run'}), step {step}, {how} though no sync runs: "

@@ -290,6 +290,7 @@ def _execute(
     instance: dg.DagsterInstance,
     interruption: Interruption | None,
     run_config: Mapping[str, Any] | None,
+    tags: Mapping[str, str],
     **kwargs: Any,
 ) -> _Run:
     if interruption is not None and interruption.requested:
@@ -299,12 +300,12 @@ def _execute(
     started = time.monotonic()
     if interruption is None:
         result = job.execute_in_process(
-            instance=instance, raise_on_error=False, run_id=run_id, run_config=run_config, **kwargs
+            instance=instance, raise_on_error=False, run_id=run_id, run_config=run_config, tags=tags, **kwargs
         )
     else:
         with interruption.running(instance, run_id):
             result = job.execute_in_process(
-                instance=instance, raise_on_error=False, run_id=run_id, run_config=run_config, **kwargs
+                instance=instance, raise_on_error=False, run_id=run_id, run_config=run_config, tags=tags, **kwargs
             )
         if interruption.requested and not result.success:
             _settle_interrupted_run(instance, run_id, interruption.reason or "interrupt")
@@ -569,6 +570,7 @@ def run_sync(
     interruption: Interruption | None = None,
     console_level: str | None = None,
     now: dt.datetime | None = None,
+    run_tags: Mapping[str, str] | None = None,
 ) -> SyncReport:
     """Pull the dates (one run per block of consecutive dates), then rebuild journeys (one run per date).
 
@@ -579,6 +581,7 @@ def run_sync(
     ``with_leads``: also pull yesterday's and today's leads (default: when syncing the cycle's own window).
     ``interruption``: once requested, no run starts and the one in flight stops (see ``Interruption``).
     ``console_level``: Dagster's console logger level for these runs (None: Dagster's default, DEBUG).
+    ``run_tags``: put on every run (``lgm sync`` tags them with its process: ``cli/dead_syncs.py``).
     """
     with_leads = dates is None if with_leads is None else with_leads
     started = time.monotonic()
@@ -610,6 +613,7 @@ def run_sync(
                 with_branches,
                 with_leads,
                 interruption,
+                dict(run_tags or {}),
             )
     except _Stopped:
         pass
@@ -635,6 +639,7 @@ def _sync(
     with_branches: bool,
     with_leads: bool,
     interruption: Interruption | None,
+    run_tags: dict[str, str],
 ) -> None:
     dates = report.dates
     raw_job = defs.resolve_job_def(raw_job_name(tenant))
@@ -642,7 +647,9 @@ def _sync(
     pending = [(day, location_id) for day in dates for location_id in rebuilt[day]]
     report.not_started = list(pending)
     if with_branches:
-        run = _execute(defs.resolve_job_def(branches_job_name(tenant)), instance, interruption, _merged(None, console))
+        run = _execute(
+            defs.resolve_job_def(branches_job_name(tenant)), instance, interruption, _merged(None, console), run_tags
+        )
         _add_calls(report, run.api_calls)
         if not run.result.success:
             report.branches_failure = _record_failure(report, run, "branches")
@@ -671,7 +678,7 @@ def _sync(
                 instance,
                 interruption,
                 _merged(run_config, console),
-                tags=range_tags(block),
+                {**run_tags, **range_tags(block)},
                 asset_selection=None if leads_here else raw_only,
             )
         except _Stopped:
@@ -717,7 +724,11 @@ def _sync(
         branches = rebuilt[day]
         for keys in journeys_run_ranges(partitions_def, day, branches):
             run = _execute(
-                journeys_job, instance, interruption, _merged(None, console), tags=partition_range_tags(keys)
+                journeys_job,
+                instance,
+                interruption,
+                _merged(None, console),
+                {**run_tags, **partition_range_tags(keys)},
             )
             _add_calls(report, run.api_calls)
             for key in keys:

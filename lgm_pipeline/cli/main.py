@@ -60,12 +60,15 @@ def _sync(args: argparse.Namespace, out: Output, ui_url: str | None = None) -> i
     import dagster as dg
 
     from lgm_pipeline.assets.automation import catch_up_dates, catch_up_run_config
+    from lgm_pipeline.cli.dead_syncs import owner_tags, settle_runs_of_dead_syncs
     from lgm_pipeline.cli.signals import exit_code, stop_on_signals
     from lgm_pipeline.definitions import build_definitions
     from lgm_pipeline.sync import Interruption, format_report, report_dict, run_sync
 
     defs = build_definitions()
     instance = dg.DagsterInstance.get()
+    for settled in settle_runs_of_dead_syncs(instance):
+        out.notice(f"lgm: {settled.line}")
     status = 0
     reports = []
     tenants = [get_tenant(args.tenant)] if args.tenant else list(load_tenants())
@@ -90,6 +93,7 @@ def _sync(args: argparse.Namespace, out: Output, ui_url: str | None = None) -> i
                 with_branches=getattr(args, "catch_up", False) or args.command == "up",
                 interruption=interruption,
                 console_level=out.dagster_level,
+                run_tags=owner_tags(),
             )
             reports.append(report)
             if not out.json:

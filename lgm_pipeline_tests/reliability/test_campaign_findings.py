@@ -57,11 +57,6 @@ def _slot_holders(dagster_url: str) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug 1 (docs/reliability.md): a SIGKILLed lgm sync keeps the tenant's pool slot; later syncs wait for ever",
-)
 def test_a_sync_after_one_killed_holding_the_pool_slot_still_pulls(
     database_url: str,
     simulator: RunningSimulator,  # its settings are in the environment
@@ -94,18 +89,24 @@ def test_a_sync_after_one_killed_holding_the_pool_slot_still_pulls(
         [*_lgm(), "sync", "--quiet"],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         start_new_session=True,
     )
     try:
-        code = second.wait(timeout=SYNC_TIMEOUT_S)
+        _, err = second.communicate(timeout=SYNC_TIMEOUT_S)
+        code = second.returncode
     except subprocess.TimeoutExpired:
-        code = None
+        err, code = "", None
     finally:
         if second.poll() is None:
             os.killpg(second.pid, signal.SIGKILL)
             second.wait(timeout=30)
     assert code == 0, f"the next sync did not finish within {SYNC_TIMEOUT_S:g} s (exit {code})"
+    # The operator is told which run was settled and why.
+    assert f"of an lgm sync that was killed (pid {first.pid})" in err
+    assert "marked failed and its pool slot freed" in err
+    assert not _slot_holders(dagster_url.render_as_string(hide_password=False))
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from lgm_pipeline.cli.dead_syncs import PID_TAG
 from lgm_pipeline.storage.database import create_engine
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
@@ -243,3 +244,10 @@ def test_a_pool_slot_held_assigned_or_queued_for_by_a_dead_run_is_named(two_data
     assert len(problems) == 2 and all(checks.BLOCKS_THE_POOL in p for p in problems)
     assert "run r1 (STARTED), step customers, holds its slot" in problems[0]
     assert "run r2 (STARTED), step leads, is queued for the next free slot" in problems[1]
+
+    # Between cycles, a run tagged with its lgm sync process is the next sync's to settle; the final check is not.
+    conn.execute(sa.text("CREATE TABLE run_tags (run_id text, key text, value text)"))
+    conn.execute(sa.text("INSERT INTO run_tags VALUES ('r1', :pid_tag, '4242')"), {"pid_tag": PID_TAG})
+    [untagged] = checks.held_slot_problems(conn, next_sync_settles=True)
+    assert "run r2" in untagged
+    assert len(checks.held_slot_problems(conn)) == 2
