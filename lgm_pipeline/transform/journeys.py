@@ -181,10 +181,13 @@ def _journey_row(
     branch = branches.get(branch_name) if branch_name else None
     addresses = [a.strip() for a in job.get("addresses") or [] if isinstance(a, str) and a.strip()]
     pickup, dropoff, stops = _address_roles(addresses, type_info)
-    # The customers list is pulled every cycle while opportunity details may come from the cache:
-    # contact fields prefer the list, so a rename or a fixed email shows at the next sync.
-    customer_name = clean_name(customer.get("name")) or clean_name(opp_customer.get("name"))
-    phone, phone_type = contact_phone(customer, opp_customer)
+    # The customers list is pulled every cycle while opportunity details may come from the cache: contact
+    # fields are the list's copy of the customer, so a rename or a changed number shows at the next sync.
+    # Filling a gap in it from the details would put back what SmartMoving no longer says; their copy is
+    # read only when the list has none (a carried multi-day move).
+    contact = customer if customer else opp_customer
+    customer_name = clean_name(contact.get("name"))
+    phone, phone_type = contact_phone(contact)
     job_number = clean_text(job.get("job_number"))
     move_size = opportunity.get("moveSize") or {}
     totals = opportunity.get("estimatedTotal") if isinstance(opportunity.get("estimatedTotal"), dict) else {}
@@ -207,7 +210,7 @@ def _journey_row(
         "customer_name": customer_name,
         "customer_phone": phone,
         "customer_phone_type": phone_type,
-        "customer_email": clean_email(customer.get("emailAddress")) or clean_email(opp_customer.get("emailAddress")),
+        "customer_email": clean_email(contact.get("emailAddress")),
         "pickup_address": pickup,
         "dropoff_address": dropoff,
         "stop_addresses": stops,

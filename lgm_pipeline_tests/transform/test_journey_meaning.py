@@ -180,6 +180,26 @@ def test_primary_phone_type_is_kept() -> None:
     assert row["customer_phone"] == "+14035550123" and row["customer_phone_type"] == "Home"
 
 
+def test_contacts_are_the_lists_copy_not_a_gap_filled_from_older_details() -> None:
+    # The details (possibly cached for hours) still carry the old number and email; the list, pulled every
+    # cycle, says the customer's number is now one that cannot be dialled and no email.
+    opp = opportunity(DAY)
+    opp["customer"] |= {"phoneNumber": "+17785550105", "emailAddress": "old@example.com"}
+    listed = customer_for(opp) | {"phoneNumber": "555-0163", "emailAddress": None}
+    [row] = _rows([opp], customers=[listed])
+    assert row["customer_phone"] == "555-0163"  # as sent, so the contact rule flags it
+    assert row["customer_email"] is None
+
+
+def test_the_details_copy_of_the_customer_is_read_when_the_list_has_none() -> None:
+    opp = opportunity(DAY)
+    opp["customer"] |= {"name": "Ada Moss", "phoneNumber": "403-555-0177"}
+    customers, *others = raw_frames(DAY, [opp])
+    customers["customer_id"] = "another-customer"  # the list does not show this one (a carried multi-day move)
+    [row] = normalize_journeys(TENANT, customers, *others, dt.datetime.now(dt.UTC), "run-1").to_dict("records")
+    assert (row["customer_name"], row["customer_phone"]) == ("Ada Moss", "+14035550177")
+
+
 # --- 8. fields the board needs -----------------------------------------------------------------
 
 
