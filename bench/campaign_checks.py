@@ -128,11 +128,24 @@ class TableDiff:
     differing: list[tuple[str, list[str], Row, Row]] = field(default_factory=list)
     #: Rows only the campaign holds and may hold (history a fresh database cannot have), by key.
     history: list[Row] = field(default_factory=list)
+    #: Rows that differ only in columns read from reused opportunity details: (key, the differing columns).
+    details_lag: list[tuple[str, list[str]]] = field(default_factory=list)
     compared: int = 0
 
     @property
     def ok(self) -> bool:
         return not (self.only_campaign or self.only_reference or self.differing)
+
+    def set_aside_details_lag(self, from_details: Iterable[str]) -> None:
+        """Move the rows whose every differing column is read from the opportunity's details to ``details_lag``.
+
+        Those details are reused while the customers list's summary is unchanged, for up to
+        ``detail_max_age_hours`` (a budget trade-off, docs/reliability.md bug 2): such a row lags, by
+        design, until they are fetched again. A row that differs in anything else stays a difference.
+        """
+        allowed = set(from_details)
+        self.details_lag += [(key, columns) for key, columns, _, _ in self.differing if set(columns) <= allowed]
+        self.differing = [d for d in self.differing if not set(d[1]) <= allowed]
 
     def problems(self, key: str = "id") -> list[str]:
         lines: list[str] = []

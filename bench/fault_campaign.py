@@ -64,7 +64,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,7 @@ from lgm_pipeline.domain.mappings import JOURNEY_CREATING_STAGES
 from lgm_pipeline.settings import DAGSTER_STORAGE_URL_ENV, DATABASE_URL_ENV, HOME_ENV, RATE_LIMIT_OVERRIDE_ENV
 from lgm_pipeline.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline.transform.journeys import COLUMNS_FROM_DETAILS
 
 #: Fault kinds, in the table's order. Each is drawn with equal weight; a cycle draws 0-3 distinct ones.
 FAULTS = (
@@ -563,9 +564,11 @@ class Campaign:
         )
         return env
 
-    def start_sync(self, label: str, database: str = "campaign", output: str = "quiet") -> SyncProcess:
+    def start_sync(
+        self, label: str, database: str = "campaign", output: str = "quiet", extra: Sequence[str] = ()
+    ) -> SyncProcess:
         flags = {"quiet": ["--quiet"], "default": [], "verbose": ["--verbose"]}[output]
-        return SyncProcess([*self.command, *flags], self.env(database), self.logs / label)
+        return SyncProcess([*self.command, *flags, *extra], self.env(database), self.logs / label)
 
     def window(self) -> list[dt.date]:
         return self.tenant.sync_window()
@@ -989,10 +992,12 @@ def fault_table(results: list[CycleResult], drift_available: bool) -> tuple[list
 
 def final_cycle_and_reference(
     campaign: Campaign, args: argparse.Namespace, problems: list[str]
-) -> tuple[list[dt.date], list[TableDiff]]:
+) -> tuple[list[dt.date], list[TableDiff], list[TableDiff]]:
     """The final clean cycle, then a clean sync of the same world at the same clock into the fresh reference
-    database; their window and the tables compared. A failure of either is added to ``problems`` (then
-    nothing is compared: the campaign database would differ for that reason alone)."""
+    database; their window and the tables compared, journeys differing only in columns read from reused
+    details set aside as lag. Then one more clean cycle with ``--refresh-details``, compared again: no
+    difference may remain. A failure of a sync is added to ``problems`` (then nothing more is compared: the
+    campaign database would differ for that reason alone)."""
     campaign.world.all_faults_off()
     final = reference = None
     now = dt.datetime.now(dt.UTC)
@@ -1016,9 +1021,28 @@ def final_cycle_and_reference(
             problems.append(f"{what}: exit {proc.process.returncode}: {tail}")
     mine, theirs = final.report(), reference.report()
     if problems or not mine or not theirs:
-        return [], []
+        return [], [], []
     dates = [dt.date.fromisoformat(d) for d in mine["dates"]]
-    return dates, campaign.compare_with_reference(dates, now)
+    diffs = campaign.compare_with_reference(dates, now)
+    for diff in diffs:
+        if diff.table == "journeys":
+            diff.set_aside_details_lag(COLUMNS_FROM_DETAILS)
+    # What the list does not show waits for the details to be fetched again: the same cycle with
+    # --refresh-details must leave exactly what the reference holds.
+    refreshed = campaign.start_sync("refresh_details_cycle", extra=["--refresh-details"])
+    refreshed.wait(time.monotonic() + args.cycle_timeout_s * 2)
+    report = refreshed.report()
+    if refreshed.alive() or refreshed.process.returncode != EXIT_OK or not report:
+        if refreshed.alive():
+            refreshed.signal(signal.SIGKILL)
+            refreshed.wait(time.monotonic() + TERM_GRACE_S)
+        tail = _last_line(refreshed.stderr_path.read_text(encoding="utf-8", errors="replace"))
+        problems.append(f"cycle with --refresh-details: exit {refreshed.process.returncode}: {tail}")
+        return dates, diffs, []
+    if report["dates"] != mine["dates"]:
+        problems.append(f"cycle with --refresh-details: window {report['dates']}, not {mine['dates']}: run again")
+        return dates, diffs, []
+    return dates, diffs, campaign.compare_with_reference(dates, now)
 
 
 def run_campaign(args: argparse.Namespace) -> int:
@@ -1049,6 +1073,7 @@ def run_campaign(args: argparse.Namespace) -> int:
 
         checks["final clean cycle and reference"] = []
         diffs: list[TableDiff] = []
+        refreshed: list[TableDiff] = []
         dates: list[dt.date] = []
         if blocked is not None:
             checks["final clean cycle and reference"].append(
@@ -1056,14 +1081,27 @@ def run_campaign(args: argparse.Namespace) -> int:
                 "sync waits for ever (--free-killed-runs settles such runs and goes on)"
             )
         else:
-            dates, diffs = final_cycle_and_reference(campaign, args, checks["final clean cycle and reference"])
+            dates, diffs, refreshed = final_cycle_and_reference(
+                campaign, args, checks["final clean cycle and reference"]
+            )
         checks["equal to a clean sync"] = [line for d in diffs for line in d.problems(_key(d.table))]
+        checks["equal to a clean sync after --refresh-details, lag included"] = [
+            line
+            for d in refreshed
+            for line in [*d.problems(_key(d.table)), *(f"{d.table}: {k} still lags in {c}" for k, c in d.details_lag)]
+        ]
         if not dates:
             checks["equal to a clean sync"].append("not compared: no final clean cycle and reference to compare")
+        if not refreshed:
+            checks["equal to a clean sync after --refresh-details, lag included"].append(
+                "not compared: no cycle with --refresh-details"
+            )
         problems = campaign.database_problems("campaign", between_cycles=False)
         checks["no duplicates, no half-written sync_runs, audit replays"] = problems
         checks["no secret anywhere"] = [str(leak) for leak in campaign.scan_for_secrets()]
         leftover = campaign.unfinished_dagster_runs()
+        # Each sync settles the runs of dead syncs before its first (lgm_pipeline/cli/dead_syncs.py).
+        checks["no Dagster run left in progress"] = [f"run {run_id} still in progress" for run_id in leftover]
         cycle_problems = [f"cycle {r.cycle}: {p}" for r in campaign.results for p in r.db_problems]
         checks["every cycle left a consistent database"] = cycle_problems
         checks["the campaign injected what it drew"] = campaign.errors
@@ -1081,6 +1119,12 @@ def run_campaign(args: argparse.Namespace) -> int:
                     if diff.history
                     else ""
                 )
+                + (
+                    f", {len(diff.details_lag)} lagging in columns read from reused details "
+                    f"({', '.join(sorted({c for _, cs in diff.details_lag for c in cs}))})"
+                    if diff.details_lag
+                    else ""
+                )
             )
         failed = False
         for name, found in checks.items():
@@ -1094,8 +1138,6 @@ def run_campaign(args: argparse.Namespace) -> int:
             print(f"cycles that did not end as documented: {len(unexpected)}")
             for line in unexpected[:20]:
                 print(f"    {line}")
-        if leftover:
-            print(f"Dagster runs left in progress by killed syncs (the instance shows them running): {len(leftover)}")
         settled = [run for r in campaign.results for run in r.workaround]
         if settled:
             print(

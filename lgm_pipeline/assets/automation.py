@@ -101,6 +101,19 @@ def catch_up_run_config(tenant: Tenant) -> dict:
     return {"ops": {op: {"config": {"detail_max_age_hours": max_age, "refetch_on_status_change": False}}}}
 
 
+def refresh_details_run_config(tenant: Tenant, run_config: dict | None = None) -> dict:
+    """``run_config`` with every opportunity's details fetched again (``lgm sync --refresh-details``).
+
+    What the list summary does not show (a job moved to another branch, an address) otherwise waits until
+    the cached details are ``detail_max_age_hours`` old: one call per opportunity, ~212 a date at LGM's volume.
+    """
+    op = tenant.names.op("smartmoving_opportunities")
+    ops = dict((run_config or {}).get("ops", {}))
+    config = dict(ops.get(op, {}).get("config", {}))
+    ops[op] = {"config": {**config, "force_refresh": True}}
+    return {**(run_config or {}), "ops": ops}
+
+
 def catch_up_dates(tenant: Tenant, today: dt.date) -> list[dt.date]:
     days = [today - dt.timedelta(days=n) for n in range(tenant.catch_up_days, 0, -1)]
     return [d for d in days if d >= tenant.first_service_date]

@@ -59,7 +59,7 @@ class Interrupted(Exception):
 def _sync(args: argparse.Namespace, out: Output, ui_url: str | None = None) -> int:
     import dagster as dg
 
-    from lgm_pipeline.assets.automation import catch_up_dates, catch_up_run_config
+    from lgm_pipeline.assets.automation import catch_up_dates, catch_up_run_config, refresh_details_run_config
     from lgm_pipeline.cli.dead_syncs import owner_tags, settle_runs_of_dead_syncs
     from lgm_pipeline.cli.signals import exit_code, stop_on_signals
     from lgm_pipeline.definitions import build_definitions
@@ -82,6 +82,8 @@ def _sync(args: argparse.Namespace, out: Output, ui_url: str | None = None) -> i
                 if not dates:
                     out.progress(f"{tenant.key}: nothing to catch up (catch_up_days is {tenant.catch_up_days})")
                     continue
+            if getattr(args, "refresh_details", False):
+                run_config = refresh_details_run_config(tenant, run_config)
             report = run_sync(
                 defs,
                 tenant,
@@ -314,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--catch-up",
         action="store_true",
         help="the daily catch-up instead: the tenant's last catch_up_days service dates, and its branches",
+    )
+    sync.add_argument(
+        "--refresh-details",
+        action="store_true",
+        help="fetch every opportunity's details again (one call each) instead of reusing those younger than "
+        "detail_max_age_hours: what the customers list does not show, such as a job moved to another branch",
     )
     sync.set_defaults(func=cmd_sync)
 

@@ -30,6 +30,32 @@ from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.transform.raw import enum_code, listed_statuses, read_status
 
 JOURNEY_COLUMNS = [c.name for c in journeys_table.columns]  # one definition, in storage.tables
+#: Journey columns read from the opportunity's details, which are reused while the customers list's summary
+#: of it is unchanged and younger than ``detail_max_age_hours`` (assets/raw.py): a change SmartMoving makes to
+#: them alone shows when the details are fetched again. Every other column follows the list, pulled every cycle.
+COLUMNS_FROM_DETAILS = frozenset(
+    {
+        "location_id",
+        "branch_name",
+        "opportunity_type",
+        "pickup_address",
+        "dropoff_address",
+        "stop_addresses",
+        "addresses",
+        "estimated_cost",
+        "actual_cost",
+        "opportunity_subtotal",
+        "opportunity_tax",
+        "opportunity_total",
+        "move_size",
+        "volume",
+        "weight",
+        "sales_assignee",
+        "confirmed",
+        "raw_payload",
+        "dq_flags",  # the rules read the columns above too (an unmapped branch, a missing address)
+    }
+)
 
 _EXTENSION_RE = re.compile(r"\s*(?:ext\.?|extension|x|#)\s*(\d{1,6})\s*$", re.IGNORECASE)
 _NANP_RE = re.compile(r"^[2-9]\d{2}[2-9]\d{6}$")

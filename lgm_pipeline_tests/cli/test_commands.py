@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from lgm_pipeline.cli.main import main
@@ -88,3 +90,19 @@ def test_check_connection_against_nothing_fails_with_a_nonzero_exit(database_url
     assert main(["check-connection"]) == 1
     out = capsys.readouterr().out
     assert "lgm: FAILED" in out and "latency -" in out
+
+
+def test_sync_with_refresh_details_fetches_every_opportunity_again(
+    database_url, simulator_env, monkeypatch, capsys
+) -> None:
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("LGM_SMARTMOVING_RATE_LIMIT", "off")
+    args = ["sync", "--branch", "loc_lgm_calgary_001", "--json", "--quiet"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    [plain] = json.loads(capsys.readouterr().out)[0]["pulls"]
+    assert plain["details_reused"] > 0 and plain["details_fetched"] == 0  # the world did not change
+    assert main([*args, "--refresh-details"]) == 0
+    [refreshed] = json.loads(capsys.readouterr().out)[0]["pulls"]
+    assert refreshed["details_reused"] == 0 and refreshed["details_fetched"] == plain["details_reused"]

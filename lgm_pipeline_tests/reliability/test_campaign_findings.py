@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from lgm_pipeline.assets.automation import refresh_details_run_config
 from lgm_pipeline.cli.main import main
 from lgm_pipeline.simulator import FaultConfig, RunningSimulator
 from lgm_pipeline.simulator.world import to_int_date
@@ -110,19 +111,26 @@ def test_a_sync_after_one_killed_holding_the_pool_slot_still_pulls(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug 2 (docs/reliability.md): a re-branched opportunity keeps its old branch while its details are reused",
-)
-def test_a_job_moved_to_another_branch_moves_on_the_next_cycle(defs, tenant, instance, db, simulator, today) -> None:
+@pytest.mark.parametrize("how", ["refresh_details", "details_aged_out"])
+def test_a_job_moved_to_another_branch_moves_once_its_details_are_fetched_again(
+    defs, tenant, instance, db, simulator, today, how: str
+) -> None:
+    """Bug 2, a budget trade-off (docs/reliability.md): the branch is only in the opportunity's details, reused
+    while the list's summary is unchanged. ``lgm sync --refresh-details`` moves the job at once; a plain cycle
+    moves it once the details are ``detail_max_age_hours`` old (here: 0)."""
     branches = [CALGARY, EDMONTON]
     assert sync(defs, tenant, instance, today, branches).ok
     moved = next(r for r in journeys_rows(db, tenant, "location_id = :l", l=CALGARY) if r["status"] == "BOOKED")
     opportunity_id = moved["external_ids"]["smartmoving_opportunity_id"]
     simulator.world.patch(opportunity_id, opportunity={"branch": {"name": EDMONTON_SM, "phoneNumber": None}})
 
-    assert sync(defs, tenant, instance, today, branches).ok
+    op = tenant.names.op("smartmoving_opportunities")
+    run_config = (
+        refresh_details_run_config(tenant)
+        if how == "refresh_details"
+        else {"ops": {op: {"config": {"detail_max_age_hours": 0.0}}}}
+    )
+    assert run_sync(defs, tenant, instance, dates=[today], location_ids=branches, run_config=run_config).ok
     [after] = journeys_rows(db, tenant, "id = :i", i=moved["id"])
     assert after["location_id"] == EDMONTON
 

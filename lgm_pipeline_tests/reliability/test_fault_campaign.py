@@ -92,6 +92,19 @@ def test_only_rows_the_rule_allows_may_exist_in_the_campaign_alone() -> None:
     assert [r["id"] for r in diff.only_campaign] == ["j3"] and not diff.ok
 
 
+def test_only_rows_differing_in_columns_read_from_reused_details_are_set_aside_as_lag() -> None:
+    reference = {i: _journey(i) for i in ("j1", "j2")}
+    campaign = {
+        "j1": _journey("j1", location_id="loc_lgm_edmonton_001"),  # moved branch, details not fetched again yet
+        "j2": _journey("j2", location_id="loc_lgm_edmonton_001", customer_name="Chloe Tremblay"),  # and the list
+    }
+    diff = checks.compare_rows("journeys", campaign, reference)
+    diff.set_aside_details_lag({"location_id", "estimated_cost"})
+    assert diff.details_lag == [("j1", ["location_id"])]
+    [(key, columns, _, _)] = diff.differing
+    assert key == "j2" and columns == ["customer_name", "location_id"] and not diff.ok
+
+
 @pytest.fixture
 def two_databases(database_url: str) -> Iterator[sa.Connection]:
     """One database, two schemas standing for the campaign's and the reference's: the reader is per relation."""

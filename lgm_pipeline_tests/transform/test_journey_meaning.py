@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 from decimal import Decimal
@@ -13,9 +14,9 @@ import pytest
 from lgm_pipeline.storage.tables import journeys
 from lgm_pipeline.tenants import load_tenants
 from lgm_pipeline.tenants.config import CustomJobType
-from lgm_pipeline.transform.journeys import is_journey, normalize_journeys
+from lgm_pipeline.transform.journeys import COLUMNS_FROM_DETAILS, is_journey, normalize_journeys
 from lgm_pipeline.transform.raw import customers_frame, jobs_frame, opportunities_frame, opportunity_summaries
-from lgm_pipeline_tests.payloads import customer_for, job, opportunity, raw_frames
+from lgm_pipeline_tests.payloads import TORONTO, customer_for, job, opportunity, raw_frames
 
 DAY = dt.date(2026, 11, 25)
 TENANT = load_tenants()[0]
@@ -198,6 +199,33 @@ def test_the_details_copy_of_the_customer_is_read_when_the_list_has_none() -> No
     customers["customer_id"] = "another-customer"  # the list does not show this one (a carried multi-day move)
     [row] = normalize_journeys(TENANT, customers, *others, dt.datetime.now(dt.UTC), "run-1").to_dict("records")
     assert (row["customer_name"], row["customer_phone"]) == ("Ada Moss", "+14035550177")
+
+
+def test_only_the_columns_declared_from_details_follow_older_details() -> None:
+    # The same listed opportunity with details fetched now and details fetched hours before everything
+    # the list does not show changed: the columns that differ are the declared ones.
+    fresh = opportunity(DAY)
+    stale = copy.deepcopy(fresh) | {
+        "branch": {"name": TORONTO, "phoneNumber": None},
+        "opportunityType": 2,
+        "moveSize": {"name": "Studio", "volume": 200},
+        "volume": 210,
+        "weight": 1400,
+        "estimatedTotal": {"subtotal": 10.0, "tax": 1.0, "finalTotal": 11.0},
+        "salesAssignee": {"id": "u9", "name": "Old Assignee"},
+        "customer": {**fresh["customer"], "name": "Old Name", "phoneNumber": "+17785550105", "emailAddress": "o@x.ca"},
+    }
+    stale["jobs"] = [
+        j | {"jobAddresses": ["1 Old Rd, Calgary, AB"], "estimatedCharges": [], "confirmed": False}
+        for j in stale["jobs"]
+    ]
+    listed, *_ = raw_frames(DAY, [fresh])
+    now = dt.datetime.now(dt.UTC)
+    [a] = normalize_journeys(TENANT, listed, *raw_frames(DAY, [fresh])[1:], now, "r").to_dict("records")
+    [b] = normalize_journeys(TENANT, listed, *raw_frames(DAY, [stale])[1:], now, "r").to_dict("records")
+    differing = {c for c in a if repr(a[c]) != repr(b[c])}
+    assert {"location_id", "branch_name", "addresses", "opportunity_total"} <= differing
+    assert differing <= COLUMNS_FROM_DETAILS, differing - COLUMNS_FROM_DETAILS
 
 
 # --- 8. fields the board needs -----------------------------------------------------------------
