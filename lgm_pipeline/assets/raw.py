@@ -477,7 +477,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
                     "[blocking, per date] Booked jobs name a SmartMoving branch the tenants file maps; the others "
                     "are quarantined (journeys_quarantine, no branch) and named here, once per date."
                 ),
-            )
+            ),
         ],
         **common,
     )

@@ -22,7 +22,6 @@ from lgm_pipeline.smartmoving.shapes import UnreadableValue, read_date, read_enu
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.transform.leads import lead_name, lead_status, read_leads
 from lgm_pipeline.transform.raw import customers_account, customers_frame
-from lgm_pipeline_tests.assets.conftest import db, defs, instance, simulator, tenant  # noqa: F401
 
 DAY = dt.date(2026, 12, 4)
 NOW = dt.datetime(2026, 12, 4, 12, tzinfo=dt.UTC)
@@ -83,7 +82,7 @@ def test_unreadable_money_names_the_value(value: Any) -> None:
         read_money(value, "totalCost")
 
 
-def test_a_lead_in_the_published_model_shape_is_read(tenant) -> None:  # noqa: F811
+def test_a_lead_in_the_published_model_shape_is_read(tenant) -> None:
     lead = {
         "id": "L1",
         "createdOn": "2026-12-04T15:00:00",
@@ -98,7 +97,7 @@ def test_a_lead_in_the_published_model_shape_is_read(tenant) -> None:  # noqa: F
     assert account.balanced and not account.unreadable
 
 
-def test_leads_without_a_readable_creation_time_are_kept_raw_with_the_reason(tenant) -> None:  # noqa: F811
+def test_leads_without_a_readable_creation_time_are_kept_raw_with_the_reason(tenant) -> None:
     served = [
         {"id": "ok", "createdAtUtc": "2026-12-04T15:00:00Z"},
         {"id": "vague", "createdOn": "yesterday afternoon"},
@@ -132,7 +131,7 @@ def test_the_records_read_check_fails_with_error_when_a_record_is_dropped() -> N
     assert records_read_check(customers_account(clean, customers_frame(clean, [DAY], NOW, "run"), [DAY])).passed
 
 
-def _journeys(db: sa.Engine, schema: str) -> pd.DataFrame:  # noqa: F811
+def _journeys(db: sa.Engine, schema: str) -> pd.DataFrame:
     columns = "smartmoving_job_id, location_id, service_date, status, job_type, estimated_cost, customer_name"
     with db.connect() as conn:
         frame = pd.read_sql(sa.text(f"SELECT {columns} FROM {schema}.journeys"), conn)
@@ -141,7 +140,11 @@ def _journeys(db: sa.Engine, schema: str) -> pd.DataFrame:  # noqa: F811
 
 @pytest.mark.e2e
 def test_a_drifted_api_lands_what_the_plain_one_does_and_quarantines_the_rest(
-    defs, tenant, instance, db, simulator  # noqa: F811
+    defs,
+    tenant,
+    instance,
+    db,
+    simulator,
 ) -> None:
     branch = ["loc_lgm_calgary_001"]
     plain = run_sync(defs, tenant, instance, location_ids=branch)
