@@ -1,7 +1,7 @@
 """Bugs the fault campaign found (docs/reliability.md, *Bugs the campaign found*), one regression test each.
 
-A bug still open is marked ``xfail(strict=True)``: the test states what should happen, fails today, and
-its fix turns it into a failure ("XPASS(strict)") until the mark is removed.
+A bug found and not yet fixed gets its test here marked ``xfail(strict=True)``: the test states what should
+happen, fails until the fix, and the fix turns it into a failure ("XPASS(strict)") until the mark is removed.
 """
 
 from __future__ import annotations
