@@ -20,7 +20,7 @@ import pandera.pandas as pa
 
 from lgm_pipeline.domain.mappings import JOB_TYPES, STATUS_MAPPING
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.journeys import custom_job_types
+from lgm_pipeline.transform.journeys import Readings, custom_job_types
 
 E164_NANP = r"^\+1[2-9]\d{2}[2-9]\d{6}(;ext=\d{1,6})?$"
 PLAUSIBLE_EMAIL = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"
@@ -56,6 +56,9 @@ class Rule:
     description: str
     schema: pa.DataFrameSchema
     applies_to: Callable[[pd.DataFrame], pd.Series] | None = None  # rows the rule checks; None: all
+    #: The normalization flags the rows itself (``dq_flags`` under the rule's name, naming the field and the
+    #: value it could not read); the schema finds those rows and their own reasons are reported.
+    flagged_upstream: bool = False
 
 
 def _booked(frame: pd.DataFrame) -> pd.Series:
@@ -148,6 +151,27 @@ def rules_for(tenant: Tenant) -> list[Rule]:
                 name="addresses",
             ),
             applies_to=_booked,
+        ),
+        Rule(
+            Readings.RULE,
+            Severity.WARNING,
+            "Amounts and quantities SmartMoving sent are readable (a number or a numeric text the money "
+            "columns can hold); one that is not is left empty in its column, never read as 'no amount', and "
+            "named in dq_flags with the field and the value (estimatedCharges[1].totalCost: unreadable 'TBD').",
+            pa.DataFrameSchema(
+                {
+                    "dq_flags": pa.Column(
+                        object,
+                        checks=pa.Check(
+                            lambda flags: not any(f.get("rule") == Readings.RULE for f in flags or []),
+                            element_wise=True,
+                            name="every_value_read",
+                        ),
+                    )
+                },
+                name=Readings.RULE,
+            ),
+            flagged_upstream=True,
         ),
         Rule(
             "status_mapping",
@@ -261,6 +285,21 @@ def _failures(rule: Rule, frame: pd.DataFrame) -> dict[Any, list[dict[str, Any]]
     return reasons
 
 
+def _examples(frame: pd.DataFrame, failures: dict[Any, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    # Which record, in the words its users know it by: a job number, or SmartMoving's lead id.
+    label = "job_number" if "job_number" in frame.columns else "smartmoving_lead_id"
+    return [
+        {
+            label: _short(frame.at[i, label]),
+            "column": r["column"],
+            "check": r["check"],
+            "value": _masked(r["column"], r["value"]),
+        }
+        for i, reasons in list(failures.items())[:5]
+        for r in reasons[:1]
+    ]
+
+
 def validate_journeys(frame: pd.DataFrame, tenant: Tenant) -> ValidationOutcome:
     """Apply every journey rule; never drops a row."""
     return validate(frame, rules_for(tenant))
@@ -277,25 +316,19 @@ def validate(frame: pd.DataFrame, rules: list[Rule]) -> ValidationOutcome:
     flags: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     blocking: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     results: list[RuleResult] = []
+    upstream = frame["dq_flags"] if "dq_flags" in frame.columns else pd.Series([[]] * len(frame), index=frame.index)
     for rule in rules:
         checked = frame[rule.applies_to(frame)] if rule.applies_to and len(frame) else frame
         failures = _failures(rule, checked) if len(checked) else {}
+        if rule.flagged_upstream:
+            # Already in the row's flags: report the normalization's own reasons, add nothing.
+            failures = {i: [f for f in upstream.at[i] if f.get("rule") == rule.name] for i in failures}
+            results.append(RuleResult(rule, len(failures), _examples(frame, failures), rows_checked=len(checked)))
+            continue
         target = blocking if rule.severity is Severity.BLOCKING else flags
         for index, reasons in failures.items():
             target[index].extend(reasons)
-        # Which record, in the words its users know it by: a job number, or SmartMoving's lead id.
-        label = "job_number" if "job_number" in frame.columns else "smartmoving_lead_id"
-        examples = [
-            {
-                label: _short(frame.at[i, label]),
-                "column": r["column"],
-                "check": r["check"],
-                "value": _masked(r["column"], r["value"]),
-            }
-            for i, reasons in list(failures.items())[:5]
-            for r in reasons[:1]
-        ]
-        results.append(RuleResult(rule, len(failures), examples, rows_checked=len(checked)))
-    frame["dq_flags"] = [flags.get(i, []) for i in frame.index]
+        results.append(RuleResult(rule, len(failures), _examples(frame, failures), rows_checked=len(checked)))
+    frame["dq_flags"] = [[*(upstream.at[i] or []), *flags.get(i, [])] for i in frame.index]
     frame["quarantine_reasons"] = [blocking.get(i) or None for i in frame.index]
     return ValidationOutcome(frame, results)

@@ -5,8 +5,8 @@ simulator cannot show that the pipeline reads a shape it did not guess. With dri
 keep their meaning but change their form: job dates as ISO texts, statuses and lead statuses as
 names, amounts as numeric texts, a lead's ``createdOn``/``firstName``/``lastName``/``email``. A few
 records (chosen by id, so every pull drifts alike) carry a value no reader can take (an unreadable
-``jobDate`` or lead creation time): the pipeline must quarantine those, naming the field, and read
-the rest as it reads the plain shapes.
+``jobDate`` or lead creation time, a charge of ``"TBD"``): the pipeline must quarantine those records,
+or for an amount flag the journey, naming the field, and read the rest as it reads the plain shapes.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from lgm_pipeline.smartmoving.enums import OpportunityStatus
 
 #: One record in this many gets a value no reader accepts (by a hash of its id: stable across pulls).
 UNREADABLE_ONE_IN = 29
+UNREADABLE_AMOUNT_ONE_IN = 7
 
 _LEAD_STATUS_NAMES = {0: "New", 1: "In Progress", 50: "Bad Lead"}
 UNREADABLE_JOB_DATE = "week of the 12th"
 UNREADABLE_CREATED = "yesterday afternoon"
+UNREADABLE_AMOUNT = "TBD"
 
 
 def _bucket(record_id: Any, salt: str, modulo: int) -> int:
@@ -33,7 +35,8 @@ def _bucket(record_id: Any, salt: str, modulo: int) -> int:
 
 def is_unreadable(record_id: Any, salt: str) -> bool:
     """Whether drift serves this record with a value no reader accepts."""
-    return _bucket(record_id, salt, UNREADABLE_ONE_IN) == 0
+    # Amounts more often: a flagged journey stays on the board, and a branch's day should show one.
+    return _bucket(record_id, salt, UNREADABLE_AMOUNT_ONE_IN if salt == "totalCost" else UNREADABLE_ONE_IN) == 0
 
 
 def _iso_date(value: Any) -> Any:
@@ -72,9 +75,12 @@ def opportunity(record: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(job, dict):
             continue
         _drift_job_date(job)
-        for charge in job.get("estimatedCharges") or []:
-            if isinstance(charge, dict) and isinstance(charge.get("totalCost"), int | float):
+        charges = [c for c in job.get("estimatedCharges") or [] if isinstance(c, dict)]
+        for charge in charges:
+            if isinstance(charge.get("totalCost"), int | float):
                 charge["totalCost"] = str(charge["totalCost"])
+        if charges and is_unreadable(job.get("id"), "totalCost"):
+            charges[-1]["totalCost"] = UNREADABLE_AMOUNT
     return out
 
 

@@ -1,7 +1,8 @@
 """Raw SmartMoving rows of one service date -> normalized truck journeys (one row per job).
 
 Normalization never raises on odd data: whatever the API sent is carried into the row (or left
-null), and the data-quality rules (``lgm_pipeline.quality``) decide what is flagged or quarantined.
+null: an amount present but unreadable is named in the row's ``dq_flags``, so it never reads as a
+missing one), and the data-quality rules (``lgm_pipeline.quality``) decide what is flagged or quarantined.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import datetime as dt
 import re
 import uuid
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import pandas as pd
@@ -24,6 +25,7 @@ from lgm_pipeline.domain.mappings import (
     JobTypeInfo,
     job_type_info,
 )
+from lgm_pipeline.smartmoving.shapes import UnreadableValue, is_missing, read_money
 from lgm_pipeline.storage.tables import MAX_MONEY
 from lgm_pipeline.storage.tables import journeys as journeys_table
 from lgm_pipeline.tenants import Tenant
@@ -114,32 +116,69 @@ def _as_int(value: Any) -> int | None:
 _CENT = Decimal("0.01")
 
 
-def as_money(value: Any) -> Decimal | None:
-    """An amount from JSON as an exact Decimal to the cent (via its shortest text: 0.1 stays 0.1)."""
-    if isinstance(value, bool) or value is None:
+def read_amount(value: Any, field: str) -> Decimal | None:
+    """An amount (a number or a numeric text) as an exact Decimal to the cent; None when missing.
+
+    Raises ``UnreadableValue`` naming ``field`` for anything else, and for an amount the money columns
+    cannot hold: neither may pass for "no amount".
+    """
+    amount = read_money(value, field)
+    if amount is None:
         return None
-    try:
-        amount = Decimal(str(value).strip())
-    except (InvalidOperation, ValueError):
-        return None
-    if not amount.is_finite() or abs(amount) >= MAX_MONEY:
-        return None
+    if abs(amount) >= MAX_MONEY:
+        raise UnreadableValue(field, value, f"an amount under {MAX_MONEY:,}")
     return amount.quantize(_CENT) + 0  # + 0 turns -0.00 into 0.00
 
 
-def charges_total(charges: Any) -> Decimal | None:
-    """A job's charges before tax: the sum of each charge's ``totalCost`` (after its discount).
+class Readings:
+    """Reads a row's amounts; one present but unreadable leaves its column empty and is named in dq_flags."""
 
-    None when the job has no charge with an amount: "no estimate" is not an estimate of 0.
-    """
-    if not isinstance(charges, list):
-        return None
-    amounts = [as_money(c.get("totalCost")) for c in charges if isinstance(c, dict)]
-    present = [a for a in amounts if a is not None]
-    if not present:
-        return None
-    total = sum(present, Decimal(0))
-    return total if abs(total) < MAX_MONEY else None
+    RULE = "values_readable"
+
+    def __init__(self) -> None:
+        self.flags: list[dict[str, Any]] = []
+
+    def _unreadable(self, column: str, error: UnreadableValue) -> None:
+        self.flags.append({"rule": self.RULE, "column": column, "check": "unreadable", "value": error.reason})
+
+    def amount(self, value: Any, field: str, column: str) -> Decimal | None:
+        try:
+            return read_amount(value, field)
+        except UnreadableValue as error:
+            self._unreadable(column, error)
+            return None
+
+    def charges_total(self, charges: Any, field: str, column: str) -> Decimal | None:
+        """The sum of each charge's ``totalCost`` (after its discount), before tax.
+
+        None when no charge has an amount ("no estimate" is not an estimate of 0), and when one is
+        unreadable: a sum without it would understate the job.
+        """
+        if charges is None:
+            return None
+        if not isinstance(charges, list):
+            self._unreadable(column, UnreadableValue(field, charges, "a list of charges"))
+            return None
+        amounts: list[Decimal] = []
+        readable = True
+        for index, charge in enumerate(charges):
+            where = f"{field}[{index}]"
+            if not isinstance(charge, dict):
+                self._unreadable(column, UnreadableValue(where, charge, "a charge"))
+                readable = False
+                continue
+            amount = self.amount(charge.get("totalCost"), f"{where}.totalCost", column)
+            if amount is None and not is_missing(charge.get("totalCost")):
+                readable = False
+            elif amount is not None:
+                amounts.append(amount)
+        if not readable or not amounts:
+            return None
+        total = sum(amounts, Decimal(0))
+        if abs(total) >= MAX_MONEY:
+            self._unreadable(column, UnreadableValue(field, f"sum {total}", f"a total under {MAX_MONEY:,}"))
+            return None
+        return total
 
 
 def _address_roles(addresses: list[str], info: JobTypeInfo | None) -> tuple[str | None, str | None, list[str]]:
@@ -183,10 +222,6 @@ def _name_of(value: Any) -> str | None:
     return clean_text(value.get("name")) if isinstance(value, dict) else None
 
 
-def _quantity(value: Any) -> Decimal | None:
-    return as_money(value) if isinstance(value, int | float | str) else None
-
-
 def _journey_row(
     tenant: Tenant,
     job: Mapping[str, Any],
@@ -217,6 +252,10 @@ def _journey_row(
     job_number = clean_text(job.get("job_number"))
     move_size = opportunity.get("moveSize") or {}
     totals = opportunity.get("estimatedTotal") if isinstance(opportunity.get("estimatedTotal"), dict) else {}
+    read = Readings()
+    volume = read.amount(opportunity.get("volume"), "volume", "volume")
+    if volume is None and isinstance(move_size, dict):
+        volume = read.amount(move_size.get("volume"), "moveSize.volume", "volume")
     opportunity_type = _as_int(opportunity.get("opportunityType"))
     return {
         "id": journey_id(tenant, job["job_id"]),
@@ -241,16 +280,15 @@ def _journey_row(
         "dropoff_address": dropoff,
         "stop_addresses": stops,
         "addresses": addresses,
-        "estimated_cost": charges_total(job.get("estimated_charges")),
-        "actual_cost": charges_total(job_payload.get("actualCharges")),
-        "opportunity_subtotal": as_money(totals.get("subtotal")),
-        "opportunity_tax": as_money(totals.get("tax")),
-        "opportunity_total": as_money(totals.get("finalTotal")),
+        "estimated_cost": read.charges_total(job.get("estimated_charges"), "estimatedCharges", "estimated_cost"),
+        "actual_cost": read.charges_total(job_payload.get("actualCharges"), "actualCharges", "actual_cost"),
+        "opportunity_subtotal": read.amount(totals.get("subtotal"), "estimatedTotal.subtotal", "opportunity_subtotal"),
+        "opportunity_tax": read.amount(totals.get("tax"), "estimatedTotal.tax", "opportunity_tax"),
+        "opportunity_total": read.amount(totals.get("finalTotal"), "estimatedTotal.finalTotal", "opportunity_total"),
         "currency": tenant.currency,
         "move_size": clean_text(move_size.get("name")) if isinstance(move_size, dict) else None,
-        "volume": _quantity(opportunity.get("volume"))
-        or (_quantity(move_size.get("volume")) if isinstance(move_size, dict) else None),
-        "weight": _quantity(opportunity.get("weight")),
+        "volume": volume,
+        "weight": read.amount(opportunity.get("weight"), "weight", "weight"),
         "sales_assignee": _name_of(opportunity.get("salesAssignee")),
         "confirmed": job.get("confirmed"),
         "booked": bool(mapping and mapping.booked),
@@ -262,7 +300,7 @@ def _journey_row(
         },
         "smartmoving_job_id": job["job_id"],
         "raw_payload": {"job": job_payload, "opportunity": dict(opportunity), "customer": dict(customer)},
-        "dq_flags": [],
+        "dq_flags": read.flags,  # the rules add theirs (quality/rules.py)
         "source_fetched_at": job["fetched_at"],
         "synced_at": synced_at,
         "run_id": run_id,

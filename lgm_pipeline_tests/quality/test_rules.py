@@ -38,6 +38,7 @@ def test_rule_severities_follow_the_spec() -> None:
         "job_type_known": Severity.WARNING,
         "branch_mapping": Severity.BLOCKING,
         "financials": Severity.WARNING,
+        "values_readable": Severity.WARNING,
         "addresses": Severity.WARNING,
         "status_mapping": Severity.BLOCKING,
     }
@@ -124,6 +125,17 @@ def test_financials_negative_or_missing_when_booked_is_a_warning() -> None:
     flagged = [bool(f) for f in outcome.frame["dq_flags"]]
     assert flagged == [True, True, False]
     assert outcome.quarantined == 0
+
+
+def test_an_unreadable_amount_is_a_warning_naming_the_field_and_the_value() -> None:
+    unreadable = opportunity(DAY, jobs=[job(DAY, 1, estimatedCharges=[{"totalCost": "call office"}])])
+    outcome = validate_journeys(_journeys(unreadable, opportunity(DAY)), TENANT)
+    [result] = [r for r in outcome.results if r.rule.name == "values_readable"]
+    assert result.failing_rows == 1 and outcome.quarantined == 0
+    assert result.examples[0]["value"] == "estimatedCharges[0].totalCost: unreadable 'call office' (expected an amount)"
+    flags = outcome.frame["dq_flags"].iloc[0]
+    # Its own flag once, and the booked job's missing estimate as the financials rule sees it.
+    assert sorted(f["rule"] for f in flags) == ["financials", "values_readable"]
 
 
 def test_no_row_is_ever_dropped() -> None:

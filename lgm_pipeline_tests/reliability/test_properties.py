@@ -123,11 +123,16 @@ def test_any_payload_is_normalized_or_quarantined(customers: list[dict], details
 
 @settings(max_examples=200, deadline=None)
 @given(value=scalars)
-def test_money_is_a_storable_amount_or_none(value: Any) -> None:
+def test_money_is_a_storable_amount_none_or_named_unreadable(value: Any) -> None:
+    from lgm_pipeline.smartmoving.shapes import UnreadableValue
     from lgm_pipeline.storage.tables import MAX_MONEY
-    from lgm_pipeline.transform.journeys import as_money
+    from lgm_pipeline.transform.journeys import read_amount
 
-    amount = as_money(value)
+    try:
+        amount = read_amount(value, "totalCost")
+    except UnreadableValue as error:
+        assert error.reason.startswith("totalCost: unreadable ")
+        return
     assert amount is None or (
         isinstance(amount, Decimal)
         and amount.is_finite()

@@ -156,10 +156,28 @@ def test_a_drifted_api_lands_what_the_plain_one_does_and_quarantines_the_rest(
     assert all(p.success for p in drifted.pulls), drifted
     after = _journeys(db, tenant.schema)
 
-    # Jobs drift made unreadable left the board; every other journey is exactly as before.
+    # Jobs drift made unreadable left the board; a job with an unreadable charge stays, its estimate empty and
+    # the charge named in its flags; every other journey is exactly as before.
     unreadable_jobs = {j for j in before.index if drift.is_unreadable(j, "jobDate")}
+    unpriced = {
+        j for j in before.index if drift.is_unreadable(j, "totalCost") and pd.notna(before.at[j, "estimated_cost"])
+    }
     assert set(after.index) == set(before.index) - unreadable_jobs
-    pd.testing.assert_frame_equal(after, before.drop(index=sorted(unreadable_jobs)), check_exact=True)
+    assert unpriced - unreadable_jobs, "the drifted world has no job with an unreadable charge"
+    expected = before.drop(index=sorted(unreadable_jobs))
+    expected.loc[sorted(unpriced - unreadable_jobs), "estimated_cost"] = None
+    pd.testing.assert_frame_equal(after, expected, check_exact=True)
+    with db.connect() as conn:
+        flagged = dict(
+            conn.execute(
+                sa.text(
+                    f"SELECT smartmoving_job_id, f->>'value' FROM {tenant.schema}.journeys, "
+                    "jsonb_array_elements(dq_flags) f WHERE f->>'rule' = 'values_readable'"
+                )
+            ).all()
+        )
+    assert set(flagged) == unpriced - unreadable_jobs
+    assert all(f"unreadable {drift.UNREADABLE_AMOUNT!r} (expected an amount)" in v for v in flagged.values())
 
     with db.connect() as conn:
         held = conn.execute(

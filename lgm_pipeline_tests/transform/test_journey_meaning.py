@@ -100,6 +100,28 @@ def test_actual_cost_comes_from_actual_charges_and_no_charges_is_no_estimate() -
     assert rows["2-1"]["estimated_cost"] is None and rows["2-1"]["actual_cost"] is None
 
 
+def test_an_unreadable_amount_is_named_not_summed_around_or_taken_for_none() -> None:
+    unreadable = job(DAY, 1, estimatedCharges=[_charge(850.0), _charge("TBD")])
+    absurd = job(DAY, 2, actualCharges=[_charge("1e40")])
+    opp = opportunity(DAY, jobs=[unreadable, absurd], estimatedTotal={"subtotal": "1,250.00", "finalTotal": 1312.5})
+    rows = {r["job_number"]: r for r in _rows([opp])}
+    # 850 would understate the job: no estimate at all, and why.
+    assert rows["1-1"]["estimated_cost"] is None and rows["2-1"]["actual_cost"] is None
+    assert rows["1-1"]["opportunity_subtotal"] is None and rows["1-1"]["opportunity_total"] == Decimal("1312.50")
+    reasons = {(f["column"], f["value"]) for f in rows["1-1"]["dq_flags"]}
+    assert reasons == {
+        ("estimated_cost", "estimatedCharges[1].totalCost: unreadable 'TBD' (expected an amount)"),
+        ("opportunity_subtotal", "estimatedTotal.subtotal: unreadable '1,250.00' (expected an amount)"),
+    }
+    [absurd_flag] = [f for f in rows["2-1"]["dq_flags"] if f["column"] == "actual_cost"]
+    assert absurd_flag["value"].startswith("actualCharges[0].totalCost: unreadable '1e40' (expected an amount under")
+
+
+def test_a_job_whose_amounts_all_read_carries_no_flag() -> None:
+    [row] = _rows([opportunity(DAY, jobs=[job(DAY, 1, estimatedCharges=[_charge("850"), {"name": "Fee"}])])])
+    assert row["estimated_cost"] == Decimal("850.00") and row["dq_flags"] == []
+
+
 # --- 4. dates ------------------------------------------------------------------------------------
 
 
