@@ -36,8 +36,12 @@ def smartmoving_account(tenant: Tenant) -> SmartMovingAccount:
 
 
 def smartmoving_resource(tenants: Iterable[Tenant]) -> SmartMovingResource:
-    """One resource with every tenant's account: assets reach theirs typed, by tenant key."""
-    return SmartMovingResource(accounts={t.key: smartmoving_account(t) for t in tenants})
+    """One resource with every tenant's account: assets reach theirs typed, by tenant key.
+
+    Each tenant's credentials (its variables' names in tenants.yaml) are bound here, in code: run config can
+    tune the knobs but not name another tenant's variables, another URL or any other variable.
+    """
+    return SmartMovingResource.for_accounts({t.key: smartmoving_account(t) for t in tenants})
 
 
 def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:

@@ -1,7 +1,9 @@
 """Synchronous, thread-safe client for the SmartMoving public API v1.
 
 The key travels only in the ``x-api-key`` header (never the ``api-key`` query form, because httpx
-logs request URLs at INFO), and no message, log line or repr built here includes it.
+logs request URLs at INFO), and no message, log line or repr built here includes it. What the server
+sends back is redacted before use (:mod:`lgm_pipeline.smartmoving.redaction`): the key, in any case,
+reversed or any piece of 8+ characters of it, leaves error bodies and 2xx bodies as ``[redacted]``.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ from lgm_pipeline.smartmoving.errors import (
     UpstreamUnavailableError,
 )
 from lgm_pipeline.smartmoving.ratelimit import TokenBucket
+from lgm_pipeline.smartmoving.redaction import Redactor
 
 RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
-_REDACTED = "[redacted]"
 _MAX_MESSAGE_CHARS = 200
 
 
@@ -132,6 +134,7 @@ class SmartMovingClient:
         # Endpoints known to answer from this base URL with this key: a later 404/403 elsewhere is that endpoint's.
         self._answered: set[str] = set()
         self._api_key = api_key
+        self._redactor = Redactor([api_key])
         self._log = logger or logging.getLogger(__name__)
         self._sleep = sleep
         self._clock = clock
@@ -447,9 +450,22 @@ class SmartMovingClient:
         ceiling = min(self.backoff_max_seconds, self.backoff_base_seconds * 2**attempt)
         return self._random.uniform(0.0, ceiling)
 
+    def redact(self, text: str) -> str:
+        """``text`` without this client's key or any piece of it (any case, reversed): for messages built elsewhere."""
+        return self._redactor.redact(text)
+
     def _redact(self, text: str) -> str:
-        # Server text is echoed into messages; a misbehaving server or proxy could echo the key.
-        return text.replace(self._api_key, _REDACTED)[:_MAX_MESSAGE_CHARS]
+        # Server text is echoed into messages; a misbehaving server or proxy could echo the key, changed.
+        # Redacted before it is cut: a cut could leave a piece too short to be recognised as the key's.
+        return self._redactor.redact(text)[:_MAX_MESSAGE_CHARS]
+
+    def _scrub_body(self, endpoint: str, response: httpx.Response, body: Any) -> Any:
+        """A 2xx body with any echo of the key redacted, before ids, names or values reach a message,
+        metadata or the database. One scan of the text; the decoded body is only rebuilt when it leaks."""
+        if not self._redactor.leaks(response.text):
+            return body
+        self._log.warning("SmartMoving %s: the answer held part of the API key; replaced by [redacted]", endpoint)
+        return self._redactor.scrub(body)
 
     def _request(
         self,
@@ -492,9 +508,9 @@ class SmartMovingClient:
                     with self._lock:
                         self._answered.add(endpoint)
                     if not expect_json:
-                        return response.text, elapsed
+                        return self._redactor.redact(response.text), elapsed
                     try:
-                        return response.json(), elapsed
+                        return self._scrub_body(endpoint, response, response.json()), elapsed
                     except ValueError:
                         if json_retried:
                             raise MalformedPayloadError(endpoint, page, "body", "invalid JSON") from None

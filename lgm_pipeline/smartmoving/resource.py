@@ -1,9 +1,17 @@
-"""Dagster resource handing out configured SmartMoving clients, one account per tenant."""
+"""Dagster resource handing out configured SmartMoving clients, one account per tenant.
 
-from __future__ import annotations
+Where a tenant's API root and key come from (the names of its environment variables, from
+``tenants.yaml``) is bound in code when the definitions are built, and is no part of the run config
+schema: a run launched from the Launchpad or GraphQL can tune the client (page size, retries, rate
+budget) but cannot point a tenant's run at another tenant's key, another URL or any other variable of
+the code server. Dagster refuses such run config before the run starts, naming the field.
+"""
 
+# No ``from __future__ import annotations``: Dagster reads ``ResourceDependency`` from the evaluated annotation.
 import logging
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import dagster as dg
 from pydantic import Field
@@ -19,18 +27,22 @@ def _required_env(name: str, what: str) -> str:
     return value
 
 
-class SmartMovingAccount(dg.Config):
-    """SmartMoving connection settings for one tenant.
+@dataclass(frozen=True)
+class SmartMovingCredentials:
+    """Where one tenant's API root and key are: the NAMES of its environment variables (tenants.yaml).
 
-    The base URL and key are given as the NAMES of the environment variables holding them and read
-    when a client is made. Why not ``dg.EnvVar``: Dagster resolves every EnvVar of a resource's config
-    when a run starts, and one resource holds every tenant's account, so one tenant's unset key would
-    fail every other tenant's runs. Read here, it fails only the runs that use that tenant's account,
-    with a message naming the variable. Dagster still stores only the names in run config.
+    Why names and not ``dg.EnvVar``: Dagster resolves every EnvVar of a resource when a run starts, and one
+    resource serves every tenant, so one tenant's unset key would fail every other tenant's runs. Read when a
+    client is made, an unset variable fails only the runs of its tenant, with a message naming the variable.
     """
 
-    base_url_env: str = Field(description="Environment variable with the API root, e.g. SMARTMOVING_BASE_URL")
-    api_key_env: str = Field(description="Environment variable with the API key, e.g. SMARTMOVING_API_KEY")
+    base_url_env: str
+    api_key_env: str
+
+
+class SmartMovingSettings(dg.Config):
+    """The client's knobs for one tenant: safe to tune at launch (they choose no credential, no destination)."""
+
     page_size: int = 500
     max_concurrency: int = 4
     rate_limit_per_minute: int | None = Field(
@@ -40,6 +52,21 @@ class SmartMovingAccount(dg.Config):
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
     deadline_seconds: float = 900.0
+
+
+class SmartMovingAccount(SmartMovingSettings):
+    """One tenant's account: its settings plus where its credentials are. Built in code, never from run config."""
+
+    base_url_env: str = Field(description="Environment variable with the API root, e.g. SMARTMOVING_BASE_URL")
+    api_key_env: str = Field(description="Environment variable with the API key, e.g. SMARTMOVING_API_KEY")
+
+    @property
+    def credentials(self) -> SmartMovingCredentials:
+        return SmartMovingCredentials(base_url_env=self.base_url_env, api_key_env=self.api_key_env)
+
+    @property
+    def settings(self) -> SmartMovingSettings:
+        return SmartMovingSettings(**{name: getattr(self, name) for name in SmartMovingSettings.model_fields})
 
     @property
     def base_url(self) -> str:
@@ -63,14 +90,39 @@ class SmartMovingAccount(dg.Config):
 
 
 class SmartMovingResource(dg.ConfigurableResource):
-    """Every tenant's SmartMoving account, by tenant key: one resource, reached typed by the assets."""
+    """Every tenant's SmartMoving account, by tenant key: one resource, reached typed by the assets.
 
-    accounts: dict[str, SmartMovingAccount] = Field(description="Tenant key -> that tenant's SmartMoving account")
+    ``credentials`` is a nested resource dependency, not a config field: Dagster leaves it out of the run
+    config schema and hands the run the mapping bound here (built from ``tenants.yaml`` by
+    :func:`lgm_pipeline.assets.factory.smartmoving_resource`). Only ``accounts`` (the knobs) is run config.
+    Build it with :meth:`for_accounts`.
+    """
+
+    credentials: dg.ResourceDependency[Mapping[str, SmartMovingCredentials]]
+    accounts: dict[str, SmartMovingSettings] = Field(
+        default_factory=dict, description="Tenant key -> the client's knobs for that tenant (credentials are not here)"
+    )
+
+    @classmethod
+    def for_accounts(cls, accounts: Mapping[str, SmartMovingAccount]) -> "SmartMovingResource":
+        """The resource of these accounts: their credentials bound, their knobs the run config's defaults."""
+        return cls(
+            credentials={key: account.credentials for key, account in accounts.items()},
+            accounts={key: account.settings for key, account in accounts.items()},
+        )
 
     def account(self, tenant_key: str) -> SmartMovingAccount:
+        """The tenant's own account: its bound credentials, with the knobs of this run's config."""
         try:
-            return self.accounts[tenant_key]
+            credentials = self.credentials[tenant_key]
         except KeyError:
             raise dg.DagsterInvariantViolationError(
-                f"no SmartMoving account for tenant {tenant_key!r} (accounts: {sorted(self.accounts)})"
+                f"no SmartMoving account for tenant {tenant_key!r} (accounts: {sorted(self.credentials)})"
             ) from None
+        if not isinstance(credentials, SmartMovingCredentials):
+            # Only code can bind credentials; anything else here is a wiring mistake, not something to run with.
+            raise dg.DagsterInvariantViolationError(f"tenant {tenant_key!r}: SmartMoving credentials not bound in code")
+        settings = self.accounts.get(tenant_key) or SmartMovingSettings()
+        return SmartMovingAccount(
+            **settings.model_dump(), base_url_env=credentials.base_url_env, api_key_env=credentials.api_key_env
+        )

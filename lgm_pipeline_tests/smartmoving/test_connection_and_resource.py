@@ -73,7 +73,7 @@ def test_resource_resolves_env_var_and_hides_it(monkeypatch: pytest.MonkeyPatch)
         page_size=250,
         rate_limit_per_minute=None,
     )
-    resource = SmartMovingResource(accounts={"lgm": account})
+    resource = SmartMovingResource.for_accounts({"lgm": account})
     seen: dict[str, object] = {}
 
     @dg.asset

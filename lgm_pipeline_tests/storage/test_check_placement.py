@@ -61,8 +61,8 @@ def _materialize(
             POSTGRES_RESOURCE_KEY: postgres,
             IO_MANAGER_KEY: io_manager,
             # required by the raw assets' definitions; none selected here calls the API
-            SMARTMOVING_RESOURCE_KEY: SmartMovingResource(
-                accounts={tenant.key: SmartMovingAccount(base_url_env="UNUSED_URL", api_key_env="UNUSED_KEY")}
+            SMARTMOVING_RESOURCE_KEY: SmartMovingResource.for_accounts(
+                {tenant.key: SmartMovingAccount(base_url_env="UNUSED_URL", api_key_env="UNUSED_KEY")}
             ),
         },
         instance=dg.DagsterInstance.ephemeral(),
