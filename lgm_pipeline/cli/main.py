@@ -19,22 +19,18 @@ import datetime as dt
 import getpass
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from lgm_pipeline.cli.output import Output, hide_dagster_warnings
-from lgm_pipeline.cli.runtime import (
-    SetupError,
-    dagster_process_env,
-    default_signals,
-    lgm_runtime,
-    project_file,
-    warn_of_time_zones,
-)
+from lgm_pipeline.cli.runtime import SetupError, lgm_runtime, warn_of_time_zones
 from lgm_pipeline.tenants import TenantConfigError, load_tenants
 from lgm_pipeline.tenants.config import get_tenant
+
+if TYPE_CHECKING:
+    from lgm_pipeline.cli.serve import WebAccess
+    from lgm_pipeline.smartmoving.connection import ConnectionReport
 
 #: Exit codes: a sync that ran and failed; settings the operator must fix (and usage errors, as argparse);
 #: partial: some endpoints failed (the leads, SmartMoving's branches), the rest was written.
@@ -115,52 +111,59 @@ def _sync(args: argparse.Namespace, out: Output, ui_url: str | None = None) -> i
     return status
 
 
+def check_sync_dates(dates: Sequence[dt.date], tenant_key: str | None) -> None:
+    """Refuse, before anything starts, a ``--date`` no partition of the tenant has.
+
+    Such a date would fail only inside a run (retried for minutes before its first partition, a traceback
+    past ``date.max``); no retry heals it, so it is a usage error naming the flag and the valid range."""
+    if not dates:
+        return
+    from lgm_pipeline.assets.partitions import tenant_partitions
+
+    for tenant in [get_tenant(tenant_key)] if tenant_key else load_tenants():
+        service_date = tenant_partitions(tenant).service_date
+        first = dt.date.fromisoformat(service_date.get_first_partition_key() or tenant.first_service_date.isoformat())
+        last_key = service_date.get_last_partition_key()
+        last = dt.date.fromisoformat(last_key) if last_key else first
+        for day in sorted(set(dates)):
+            if not first <= day <= last:
+                raise SetupError(
+                    f"--date {day.isoformat()} is outside tenant {tenant.key}'s service dates: "
+                    f"{first.isoformat()} (first_service_date) to {last.isoformat()} (its branches' tomorrow)"
+                )
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
+    check_sync_dates(args.date or [], args.tenant)
     out = Output.from_args(args)
     with hide_dagster_warnings(out.verbose), lgm_runtime(say=not out.quiet):
         return _sync(args, out)
 
 
+def _web_access(args: argparse.Namespace) -> WebAccess:
+    from lgm_pipeline.cli.serve import web_access
+
+    return web_access(args.host, args.read_only, args.allow_mutations, args.allowed_host or ())
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    from lgm_pipeline.cli.serve import check_ports, free_code_port, run_topology
+
     out = Output.from_args(args)
+    access = _web_access(args)
+    code_port = free_code_port()
     with hide_dagster_warnings(out.verbose), lgm_runtime() as dagster_home:
         warn_of_time_zones()
+        check_ports(args.host, args.port, code_port)  # before a sync of minutes, not after it
         print("Syncing today and tomorrow before starting the UI...", file=sys.stderr)
         args.date, args.branch, args.tenant = None, None, None
         sync_status = _sync(args, out, ui_url=f"http://{args.host}:{args.port}")
         if sync_status:
             print("The first sync had failures (see above); the UI shows the failed runs.", file=sys.stderr)
-        command = [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            str(project_file("workspace.yaml")),
-            "-h",
-            args.host,
-            "-p",
-            str(args.port),
-        ]
-        print(f"Dagster UI: http://{args.host}:{args.port}  (Ctrl-C stops everything)", flush=True)
         print(f"Dagster home: {dagster_home}", file=sys.stderr)
-        # Shells and supervisors may start us with SIGINT/SIGTERM ignored; Ctrl-C and `kill` must still stop us.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
-        env = dagster_process_env(out.verbose)
-        process = subprocess.Popen(command, start_new_session=True, preexec_fn=default_signals, env=env)
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            # dagster dev runs in its own session: forward the interrupt to its whole group and wait,
-            # so the webserver, daemon and run workers exit before the database is stopped.
-            os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-            print("Stopped.", file=sys.stderr)
-            return 0
+        # The same three processes as `lgm serve` (not `dagster dev`, whose webserver cannot be guarded):
+        # Ctrl-C/SIGTERM stop them all before the embedded database stops.
+        return run_topology(args.host, args.port, code_port, out.verbose, access)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -173,7 +176,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with hide_dagster_warnings(args.verbose), lgm_runtime(smartmoving=args.simulator) as dagster_home:
         warn_of_time_zones()
         print(f"Dagster home: {dagster_home}", file=sys.stderr)
-        return serve(args.host, args.port, args.code_port, args.verbose)
+        return serve(args.host, args.port, args.code_port, args.verbose, _web_access(args))
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -203,6 +206,19 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _key_verdict(report: ConnectionReport) -> str:
+    """What the check learnt of the key; a 403 proves SmartMoving knows it, not that it is any use."""
+    if report.key_valid is None:
+        return "not judged (SmartMoving did not get that far)"
+    if not report.key_valid:
+        return "rejected (401)"
+    if report.ok:
+        return "valid"
+    # key_valid with a failed check is a 403 (ConnectionReport): the key is known but refused an endpoint.
+    where = f" on {report.unavailable_endpoint}" if report.unavailable_endpoint else ""
+    return f"recognised but forbidden{where} (403): this key is not allowed that call"
+
+
 def cmd_check_connection(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -222,7 +238,7 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
             verdict = "ok" if report.ok else f"{'PARTIAL' if report.partial else 'FAILED'}: {report.error}"
             latency = "-" if report.latency_ms is None else f"{report.latency_ms:.1f} ms"
             print(f"{tenant.key}: {verdict}")
-            print(f"  latency {latency}, key valid: {report.key_valid}")
+            print(f"  latency {latency}, key: {_key_verdict(report)}")
             print(f"  branches: {', '.join(report.branches) or '-'}")
             if report.ok:
                 gaps = tenant.branch_mapping_gaps(report.branches)
@@ -238,7 +254,7 @@ def cmd_check_connection(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from lgm_pipeline.storage.access import check_locations, grant_reader
+    from lgm_pipeline.storage.access import check_locations, grant_reader, groups
     from lgm_pipeline.storage.resources import PostgresResource
 
     with lgm_runtime(smartmoving=False, say=False):
@@ -246,6 +262,10 @@ def cmd_db(args: argparse.Namespace) -> int:
         if args.db_command == "migrate":
             for tenant in load_tenants():
                 print(f"{tenant.key}: schema {tenant.schema} up to date")
+            with postgres.engine().connect() as conn:
+                for tenant in load_tenants():
+                    names = groups(conn, tenant)
+                    print(f"{tenant.key}: groups {', '.join(names.by_kind().values())}")
             return 0
         tenant = get_tenant(args.tenant)
         locations = args.location or []
@@ -253,7 +273,8 @@ def cmd_db(args: argparse.Namespace) -> int:
         password = os.environ.get(args.password_env) if args.password_env else getpass.getpass("Password: ")
         if not password:
             raise SetupError("an empty password is not accepted")
-        grant_reader(postgres.engine(), tenant, args.login, password, locations)
+        for change in grant_reader(postgres.engine(), tenant, args.login, password, locations, replace=args.replace):
+            print(change)
         scope = f"only {', '.join(locations)}" if locations else "every branch"
         print(f"{args.login} can now read schema {tenant.schema} (read-only, {scope})")
         return 0
@@ -285,8 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     up = commands.add_parser("up", help="sync once, then serve the Dagster UI and daemon until Ctrl-C")
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=3000)
+    up.add_argument("--host", default="127.0.0.1", help="the webserver's address (default: %(default)s)")
+    up.add_argument("--port", type=int, default=3000, help="the webserver's port (default: %(default)s)")
+    _web_options(up)
     _output_options(up, json_option=False)
     up.set_defaults(func=cmd_up)
 
@@ -304,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve tenants without SmartMoving settings from the built-in simulator, as `lgm up` does",
     )
+    _web_options(serve)
     serve.add_argument("-v", "--verbose", action="store_true", help="keep Dagster's warnings")
     serve.set_defaults(func=cmd_serve)
 
@@ -394,8 +417,34 @@ def build_parser() -> argparse.ArgumentParser:
         " without it the login reads every branch",
     )
     grant.add_argument("--password-env", help="read the password from this environment variable (else prompt)")
+    grant.add_argument(
+        "--replace",
+        action="store_true",
+        help="take over an existing login grant-reader did not create: replace its password and scope",
+    )
     db.set_defaults(func=cmd_db)
     return parser
+
+
+def _web_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--read-only",
+        action="store_true",
+        help="serve the UI read-only (Dagster's --read-only: no runs launched, no schedules switched)",
+    )
+    parser.add_argument(
+        "--allow-mutations",
+        action="store_true",
+        help="with a --host other machines reach: keep the UI writable (only behind an authenticating proxy; "
+        "without this flag such a UI is read-only)",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        metavar="NAME",
+        help="a host name the UI answers to besides its IP addresses and localhost, e.g. the name your proxy "
+        "forwards (repeatable); other Host headers get 403 (DNS rebinding)",
+    )
 
 
 def _output_options(parser: argparse.ArgumentParser, json_option: bool = True) -> None:

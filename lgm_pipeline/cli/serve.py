@@ -5,7 +5,8 @@
     lgm serve ─┬─ code server  python -m dagster api grpc -h 127.0.0.1 -p CODE_PORT -m lgm_pipeline.definitions
                │               loads the definitions; launches each run as a worker process of its own
                ├─ daemon       python -m dagster._daemon run -w $LGM_HOME/dagster/workspace-grpc.yaml
-               └─ webserver    python -m dagster_webserver -h HOST -p PORT -w (the same workspace)
+               └─ webserver    python -m lgm_pipeline.cli.webserver -h HOST -p PORT -w (the same workspace)
+                               Dagster's webserver behind a Host/Origin guard (cli/webguard.py)
 
 The three share the instance (``DAGSTER_HOME``: its PostgreSQL storage, run queue, pools) and reach the
 code over gRPC only, as the containers of ``deploy/docker-compose.yaml`` do; ``lgm up``'s ``dagster dev``
@@ -19,6 +20,11 @@ instead loads the code inside the processes it manages, and a crash there takes 
   other services are stopped, exit 1 (a supervisor such as systemd restarts the whole).
 - SIGINT/SIGTERM: every service gets SIGTERM (the code server's run workers too: they share its
   process group), whatever is left after ``STOP_TIMEOUT_S`` or a second signal gets SIGKILL; exit 0.
+
+The webserver refuses requests whose ``Host`` is not this server's (DNS rebinding), cross-site POSTs and
+WebSockets, and GraphQL mutations over GET (``cli/webguard.py``). Bound to an address other machines can
+reach, it runs ``--read-only`` unless the operator says an authenticating proxy stands in front
+(``--allow-mutations``): Dagster has no login of its own, and anyone reaching a writable UI can launch runs.
 
 Each service runs in its own process group: a Ctrl-C in the terminal would otherwise reach all of them
 (and the run workers) at the same moment, behind our back, and we could not tell a stop from a crash.
@@ -34,7 +40,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -49,6 +55,7 @@ from lgm_pipeline.cli.runtime import (
     grpc_workspace_text,
     missing_smartmoving_settings,
 )
+from lgm_pipeline.cli.webguard import ALLOWED_HOSTS_ENV, is_loopback_host
 from lgm_pipeline.tenants import load_tenants
 
 #: Exit codes: stopped on request; a service died; settings to fix (ports taken) — as ``lgm_pipeline.cli.main``.
@@ -60,6 +67,30 @@ GRPC_WORKSPACE = "workspace-grpc.yaml"
 CODE_READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
 POLL_S = 0.5
+
+
+@dataclass(frozen=True)
+class WebAccess:
+    """How the webserver is exposed: the names it answers to besides its addresses, and whether it may write."""
+
+    read_only: bool
+    allowed_hosts: tuple[str, ...] = ()
+    #: Why it is read-only, for the one line printed at start (None: asked for, or writable).
+    reason: str | None = None
+
+
+def web_access(host: str, read_only: bool, allow_mutations: bool, allowed_hosts: Sequence[str] = ()) -> WebAccess:
+    """Writable on loopback; read-only on an address others reach unless ``--allow-mutations`` says a proxy
+    authenticates in front. ``--read-only`` always wins."""
+    if read_only:
+        return WebAccess(True, tuple(allowed_hosts))
+    if not allow_mutations and not is_loopback_host(host):
+        reason = (
+            f"webserver: read-only: --host {host} is reachable from other machines and Dagster has no login; "
+            "put an authenticating proxy in front and pass --allow-mutations to launch runs from the UI"
+        )
+        return WebAccess(True, tuple(allowed_hosts), reason)
+    return WebAccess(False, tuple(allowed_hosts))
 
 
 @dataclass
@@ -134,10 +165,21 @@ def _webserver_answers(url: str) -> bool:
 class Topology:
     """The three services and the signals that stop them."""
 
-    def __init__(self, host: str, port: int, code_port: int, verbose: bool, say: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        code_port: int,
+        verbose: bool,
+        say: Callable[[str], None],
+        access: WebAccess | None = None,
+    ) -> None:
         location = code_location()
         workspace = generated_file(GRPC_WORKSPACE, grpc_workspace_text(location, CODE_HOST, code_port))
         env = dagster_process_env(verbose)
+        access = access or web_access(host, read_only=False, allow_mutations=False)
+        web_env = {**env, ALLOWED_HOSTS_ENV: ",".join(access.allowed_hosts)}
+        web_flags = ["--read-only"] if access.read_only else []
         python = sys.executable
         grpc = ["-h", CODE_HOST, "-p", str(code_port), "-m", location.module_name]
         self.code = Service(
@@ -147,8 +189,11 @@ class Topology:
         )
         self.daemon = Service("daemon", [python, "-m", "dagster._daemon", "run", "-w", str(workspace)], env)
         self.webserver = Service(
-            "webserver", [python, "-m", "dagster_webserver", "-h", host, "-p", str(port), "-w", str(workspace)], env
+            "webserver",
+            [python, "-m", "lgm_pipeline.cli.webserver", "-h", host, "-p", str(port), "-w", str(workspace), *web_flags],
+            web_env,
         )
+        self.access = access
         self.code_port = code_port
         self.url = f"http://{host}:{port}"
         self.say = say
@@ -200,7 +245,8 @@ class Topology:
         while not self._stop.wait(POLL_S):
             if not announced and _webserver_answers(self.url):
                 announced = True
-                print(f"Dagster UI: {self.url}  (Ctrl-C stops everything)", flush=True)
+                mode = "  read-only" if self.access.read_only else ""
+                print(f"Dagster UI: {self.url}{mode}  (Ctrl-C stops everything)", flush=True)
             for service in self.services:
                 returncode = service.returncode()
                 if returncode is None:
@@ -242,14 +288,26 @@ class Topology:
             self.say("Stopped.")
 
 
-def serve(host: str, port: int, code_port: int, verbose: bool) -> int:
-    """Run the topology until a signal or a service's death; the caller has set up the runtime."""
+def free_code_port() -> int:
+    """A free loopback port for a code server nobody else needs to know (``lgm up``'s)."""
+    with socket.socket() as sock:
+        sock.bind((CODE_HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def check_ports(host: str, port: int, code_port: int) -> None:
     for what, bind_host, number in (("--port", host, port), ("--code-port", CODE_HOST, code_port)):
         if not _port_is_free(bind_host, number):
             raise SetupError(f"port {number} on {bind_host} is in use ({what}): stop what holds it or pick another")
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
+
+def serve(host: str, port: int, code_port: int, verbose: bool, access: WebAccess | None = None) -> int:
+    """Run the topology until a signal or a service's death; the caller has set up the runtime."""
+    check_ports(host, port, code_port)
 
     for tenant in load_tenants():
         missing = missing_smartmoving_settings(tenant)
@@ -258,4 +316,11 @@ def serve(host: str, port: int, code_port: int, verbose: bool) -> int:
                 f"lgm: tenant {tenant.key}: {', '.join(missing)} not set: its SmartMoving runs will fail "
                 "until it is (the other tenants run as usual)"
             )
-    return Topology(host, port, code_port, verbose, say).run()
+    return run_topology(host, port, code_port, verbose, access)
+
+
+def run_topology(host: str, port: int, code_port: int, verbose: bool, access: WebAccess | None = None) -> int:
+    topology = Topology(host, port, code_port, verbose, say, access)
+    if topology.access.reason:
+        say(topology.access.reason)
+    return topology.run()

@@ -54,8 +54,8 @@ Behaviour worth knowing when writing tests against it:
   its own world seeded ``seed + i - 1``, rate limit, monthly quota, counters and faults. A world is
   built on its tenant's first request, its dates as ever on demand. ``/_admin`` acts on tenant 1
   unless given ``tenant=i`` (query string, or a POST's JSON body); ``GET /_admin/tenants`` lists the
-  keys and seeds. In process: ``sim.api_keys``, ``sim.tenant_world(i)``, ``sim.worlds``,
-  ``sim.stats(tenant=i)``.
+  seeds and the keys' fingerprints (``sha256:`` + 12 hex digits), never the keys. In process:
+  ``sim.api_keys``, ``sim.tenant_world(i)``, ``sim.worlds``, ``sim.stats(tenant=i)``.
 """
 
 from lgm_pipeline.simulator.app import create_app

@@ -8,7 +8,8 @@ skips all of it (no key, no faults): it is for tests and operators on loopback.
 Many tenants (``SimulatorConfig.tenants``): the ``x-api-key`` picks the tenant, and with it a
 world, counters, limits and faults of its own (see ``Tenants``). An unknown key is counted, faulted
 and refused as tenant 1's. Every ``/_admin`` endpoint acts on tenant 1 unless the query string (or
-a POST's JSON body) says ``tenant=i``; ``GET /_admin/tenants`` lists the keys.
+a POST's JSON body) says ``tenant=i``; ``GET /_admin/tenants`` lists the tenants, their seeds and
+their keys' fingerprints (never a key: the admin API needs none, so whoever reaches it must not learn one).
 """
 
 from __future__ import annotations
@@ -571,7 +572,7 @@ def _admin_routes(tenants: Tenants) -> list[Route]:
         return JSONResponse(
             {
                 "tenants": len(tenants),
-                "api_keys": tenants.api_keys,
+                "api_key_fingerprints": config.api_key_fingerprints(),
                 "seeds": [config.seed + i for i in range(len(tenants))],
             }
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, fields, replace
 from typing import TypeVar
 
@@ -129,6 +130,9 @@ class SimulatorConfig:
     def api_keys(self) -> list[str]:
         return [self.tenant_api_key(i) for i in range(1, self.tenants + 1)]
 
+    def api_key_fingerprints(self) -> list[str]:
+        return [key_fingerprint(key) for key in self.api_keys()]
+
     def for_tenant(self, tenant: int) -> SimulatorConfig:
         """The one-tenant config of tenant ``tenant``: its key, and a seed of its own so worlds differ."""
         self._check_tenant(tenant)
@@ -201,3 +205,8 @@ def parse_fault_options(values: list[str]) -> FaultConfig:
         return FaultConfig.from_dict(data)
     except ValueError as exc:
         raise ValueError(f"fault options {values}: {exc}") from exc
+
+
+def key_fingerprint(key: str) -> str:
+    """Enough of a key's SHA-256 to tell keys apart in a listing, never enough to call the API with."""
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:12]

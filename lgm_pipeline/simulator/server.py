@@ -147,7 +147,7 @@ def serve_forever(config: SimulatorConfig, port: int, host: str = "127.0.0.1") -
         print(
             f"tenant i = 1..{last}: api key {config.api_key}-t<i> (e.g. {config.tenant_api_key(1)} .. "
             f"{config.tenant_api_key(last)}), seed {config.seed}+i-1; /_admin/...?tenant=i (default 1); "
-            "GET /_admin/tenants lists the keys",
+            "GET /_admin/tenants lists the tenants and their keys' fingerprints",
             flush=True,
         )
     try:

@@ -21,7 +21,7 @@ def simulator_env(monkeypatch: pytest.MonkeyPatch):
 def test_check_connection_reports_latency_and_branches(database_url, simulator_env, capsys) -> None:
     assert main(["check-connection"]) == 0
     out = capsys.readouterr().out
-    assert "lgm: ok" in out and "key valid: True" in out
+    assert "lgm: ok" in out and "key: valid" in out
     assert "CALGARY" in out
     assert simulator_env.api_key not in out
 
@@ -30,7 +30,7 @@ def test_check_connection_with_a_wrong_key_says_so(database_url, simulator_env, 
     monkeypatch.setenv("SMARTMOVING_API_KEY", "a-wrong-key")
     assert main(["check-connection"]) == 1
     out = capsys.readouterr().out
-    assert "key valid: False" in out and "a-wrong-key" not in out
+    assert "key: rejected (401)" in out and "a-wrong-key" not in out
 
 
 def test_check_connection_with_the_branch_list_out_of_the_keys_reach_is_partial(
@@ -39,7 +39,8 @@ def test_check_connection_with_the_branch_list_out_of_the_keys_reach_is_partial(
     simulator_env.set_faults(FaultConfig(endpoint_status={"branches": 403}))
     assert main(["check-connection"]) == 3  # ping answered: the API is usable, one endpoint is not
     out = capsys.readouterr().out
-    assert "lgm: PARTIAL: SmartMoving refused access to /api/branches (403)" in out and "key valid: True" in out
+    assert "lgm: PARTIAL: SmartMoving refused access to /api/branches (403)" in out
+    assert "key: recognised but forbidden on /api/branches (403)" in out
     assert "SMARTMOVING_BASE_URL" not in out and "warning:" not in out  # no branch list, no mapping verdict
 
 

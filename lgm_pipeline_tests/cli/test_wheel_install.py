@@ -138,7 +138,8 @@ def test_wheel_installs_and_lgm_up_then_lgm_sync_run_from_it(database_url: str, 
         stop_tree(process, tree)
     assert returncode in (0, 130), _tail(log_path)
     dagster_home = folder / ".lgm" / "dagster"
-    assert sorted(p.name for p in dagster_home.glob("*.yaml")) == ["dagster.yaml", "workspace.yaml"]
+    # lgm up serves the code location over gRPC, as lgm serve does
+    assert sorted(p.name for p in dagster_home.glob("*.yaml")) == ["dagster.yaml", "workspace-grpc.yaml"]
 
     tenant = load_tenants()[0]
     count_runs = sa.text(f"SELECT count(DISTINCT run_id) FROM {tenant.schema}.sync_runs")

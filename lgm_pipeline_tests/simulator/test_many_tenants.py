@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from lgm_pipeline.simulator import DEMO_API_KEY, SimulatorConfig, World
+from lgm_pipeline.simulator.config import key_fingerprint
 from lgm_pipeline.smartmoving.client import SmartMovingClient
 from lgm_pipeline.smartmoving.errors import AuthenticationError
 from lgm_pipeline_tests.simulator.conftest import MakeSimulator
@@ -91,7 +92,8 @@ def test_one_tenant_keeps_the_plain_key(make_simulator: MakeSimulator) -> None:
     with _client(sim.base_url, f"{DEMO_API_KEY}-t1") as client, pytest.raises(AuthenticationError):
         client.ping()
     listing = httpx.get(f"{sim.admin_url}/tenants", timeout=10).json()
-    assert listing == {"tenants": 1, "api_keys": [DEMO_API_KEY], "seeds": [sim.config.seed]}
+    fingerprints = [key_fingerprint(DEMO_API_KEY)]
+    assert listing == {"tenants": 1, "api_key_fingerprints": fingerprints, "seeds": [sim.config.seed]}
 
 
 def test_admin_endpoints_act_on_the_tenant_named(make_simulator: MakeSimulator) -> None:
@@ -113,7 +115,8 @@ def test_admin_endpoints_act_on_the_tenant_named(make_simulator: MakeSimulator) 
     assert by_body["opportunity_id"] in sim.tenant_world(2).opportunity_ids_on(DAY)
     assert latencies == [0, 5] and sim.faults.latency_ms == 0
     assert refused == [400, 400, 400]
-    assert listing["api_keys"] == sim.api_keys and listing["seeds"] == [7, 8, 9]
+    assert listing["api_key_fingerprints"] == [key_fingerprint(k) for k in sim.api_keys]
+    assert listing["seeds"] == [7, 8, 9]
 
 
 def test_a_hundred_tenants_start_at_once_and_the_last_is_served(make_simulator: MakeSimulator) -> None:
