@@ -7,6 +7,7 @@ per-tenant name (asset keys, groups, pools, resource keys, jobs, schedules, tags
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 
 import dagster as dg
@@ -22,6 +23,39 @@ OWNERS = ["team:data-engineering"]
 
 #: Tag on every asset (and run) of a tenant: filter the UI by ``tenant=lgm``.
 TENANT_TAG = "tenant"
+
+#: PostgreSQL group roles, named ``lgm-<key>-<database digest>-<kind>``. Roles are cluster-wide, so the
+#: database is part of the name (a group made in staging has no right in production), and ``-`` is a
+#: character no tenant key (``[a-z0-9_]``) or reader login contains: one name, one tenant, one kind
+#: (``lgm_spx_crm_writer`` was once both ``spx``'s CRM group and ``spx_crm``'s writer group).
+ROLE_SEPARATOR = "-"
+GROUP_KINDS = ("reader", "writer", "crm_writer", "branch_reader")
+#: PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1), which could make two names one.
+MAX_ROLE_NAME = 63
+_DATABASE_DIGEST_LENGTH = 8
+
+
+def database_digest(database: str) -> str:
+    """A short stable name of a database for role names: its name's SHA-256, 8 hex digits."""
+    return hashlib.sha256(database.encode()).hexdigest()[:_DATABASE_DIGEST_LENGTH]
+
+
+def group_role(key: str, kind: str, database: str) -> str:
+    """Tenant ``key``'s group role of ``kind`` in ``database`` (:data:`GROUP_KINDS`)."""
+    if kind not in GROUP_KINDS:
+        raise ValueError(f"no group kind {kind!r}; kinds: {', '.join(GROUP_KINDS)}")
+    return ROLE_SEPARATOR.join(("lgm", key, database_digest(database), kind))
+
+
+def role_name_problem(key: str) -> str | None:
+    """Why ``key`` cannot name group roles (None: it can): the separator in it, or names too long."""
+    if ROLE_SEPARATOR in key:
+        return f"contains {ROLE_SEPARATOR!r}, which separates the parts of its role names"
+    longest = max((group_role(key, kind, "") for kind in GROUP_KINDS), key=len)
+    if len(longest.encode()) > MAX_ROLE_NAME:
+        return f"makes role names longer than {MAX_ROLE_NAME} bytes ({longest})"
+    return None
+
 
 #: Input metadata of a branch-partitioned asset reading a date-partitioned raw asset: load only the
 #: rows its branch can use instead of the whole date's payloads for every branch.

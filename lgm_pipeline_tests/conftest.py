@@ -82,4 +82,11 @@ def database_url(postgres_server_url: str, monkeypatch: pytest.MonkeyPatch, tmp_
         with admin.connect() as conn:
             for database in (name, f"{name}_dagster"):  # the second one exists once `lgm` ran
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+            # Group roles are cluster-wide and named per database (naming.group_role): the dropped
+            # database's groups would otherwise pile up on the server, a few per test.
+            from lgm_pipeline.naming import ROLE_SEPARATOR, database_digest
+
+            pattern = f"lgm{ROLE_SEPARATOR}%{ROLE_SEPARATOR}{database_digest(name)}{ROLE_SEPARATOR}%"
+            for role in conn.execute(sa.text("SELECT rolname FROM pg_roles WHERE rolname LIKE :p"), {"p": pattern}):
+                conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role[0]}"'))
         admin.dispose()

@@ -28,6 +28,7 @@ from lgm_pipeline.storage.access import (
     apply_branch_access,
     apply_crm_access,
     branch_predicate,
+    carry_legacy_groups,
     grant_branch_views,
     quote_ident,
     quote_literal,
@@ -521,6 +522,79 @@ def _unreadable_records(conn: Connection, tenant: Tenant) -> None:
     _add_missing_columns(conn, tenant, sync_runs)
 
 
+#: How far ahead of the server's clock a CRM device's ``journey_progress.at`` may be (clock skew).
+PROGRESS_CLOCK_SKEW = "5 minutes"
+#: The trigger (and its function) guarding ``journey_progress`` (see ``tables.journey_progress``).
+PROGRESS_GUARD = "lgm_journey_progress_guard"
+
+
+def _progress_guard(conn: Connection, tenant: Tenant) -> None:
+    """``journey_progress``: id always generated, ``by`` the session's login, ``at`` not ahead, journey known.
+
+    The trigger function is SECURITY DEFINER so it finds (and key-share locks, as a foreign key
+    would) a journey of another branch too: which journeys a writer may record is the row-level
+    policy's to say, not this check's.
+    """
+    schema = quote_ident(conn, tenant.schema)
+    progress = f"{schema}.{quote_ident(conn, journey_progress.name)}"
+    target = f"{schema}.{quote_ident(conn, journeys.name)}"
+    function = f"{schema}.{PROGRESS_GUARD}"
+    conn.exec_driver_sql(f"ALTER TABLE {progress} ALTER COLUMN progress_id SET GENERATED ALWAYS")
+    conn.exec_driver_sql(f"ALTER TABLE {progress} ALTER COLUMN {quote_ident(conn, 'by')} SET DEFAULT session_user")
+    # Rows given explicit ids before this could sit ahead of the sequence: the next insert would collide.
+    conn.exec_driver_sql(
+        f"SELECT setval(pg_get_serial_sequence({quote_literal(conn, progress)}, 'progress_id'), "
+        f"greatest((SELECT max(progress_id) FROM {progress}), 1), "
+        f"(SELECT max(progress_id) IS NOT NULL FROM {progress}))"
+    )
+    # %% : the driver reads a lone % as a placeholder.
+    conn.exec_driver_sql(
+        f"""
+        CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+        LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+        BEGIN
+          IF TG_OP = 'UPDATE' THEN
+            NEW.by := OLD.by;  -- who recorded it stays who recorded it
+          ELSE
+            NEW.by := session_user;  -- neither a value given nor SET ROLE changes who signs
+          END IF;
+          IF NEW.at > now() + interval {quote_literal(conn, PROGRESS_CLOCK_SKEW)} THEN
+            RAISE EXCEPTION 'journey_progress.at %% is ahead of the server clock (%%)', NEW.at, now()
+              USING ERRCODE = 'check_violation';
+          END IF;
+          IF TG_OP = 'INSERT' OR NEW.journey_id IS DISTINCT FROM OLD.journey_id THEN
+            PERFORM 1 FROM {target} j WHERE j.id = NEW.journey_id FOR KEY SHARE;
+            IF NOT FOUND THEN
+              RAISE EXCEPTION 'journey_progress.journey_id %%: no such journey', quote_literal(NEW.journey_id)
+                USING ERRCODE = 'foreign_key_violation';
+            END IF;
+          END IF;
+          RETURN NEW;
+        END
+        $fn$
+        """
+    )
+    conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {PROGRESS_GUARD} ON {progress}")
+    conn.exec_driver_sql(
+        f"CREATE TRIGGER {PROGRESS_GUARD} BEFORE INSERT OR UPDATE ON {progress} "
+        f"FOR EACH ROW EXECUTE FUNCTION {function}()"
+    )
+
+
+def _boundaries(conn: Connection, tenant: Tenant) -> None:
+    """Migration 12: groups per database with names no other tenant's can take; every table bounds branch
+    logins; ``journey_progress`` guarded.
+
+    The groups' names were ``lgm_<key>_<kind>``: cluster-wide (one grant read the tenant in every
+    database of the server) and ambiguous across keys. The new groups get the grants and policies,
+    then :func:`access.carry_legacy_groups` moves the old groups' members over and drops them.
+    """
+    _progress_guard(conn, tenant)
+    apply_crm_access(conn, tenant)
+    apply_branch_access(conn, tenant)
+    carry_legacy_groups(conn, tenant)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
@@ -533,6 +607,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "why a journey left its date: raw_job_departures, journey_audit.reason", _departure_reasons),
     Migration(10, "zone_offsets: day views on the pipeline's bundled IANA data, not the server's", _zone_offsets),
     Migration(11, "records served but unreadable, kept raw with their reason; served counts", _unreadable_records),
+    Migration(12, "group roles per database and tenant, branch bound on every table, progress guarded", _boundaries),
 )
 
 

@@ -125,15 +125,21 @@ journeys = sa.Table(
 )
 
 #: The CRM's own record of a journey's day (crew on the way, on site, done; finance's audit). Written
-#: by the CRM (role lgm_<key>_crm_writer), read by the board view, never written by the sync.
+#: by the CRM (group role lgm-<key>-<db>-crm_writer), read by the board view, never written by the sync.
+#: Migration 12's trigger (``migrations.PROGRESS_GUARD``) holds what a declaration cannot: the journey
+#: exists when a row is recorded (no declared foreign key: the sync deletes a journey that leaves the
+#: pulled dates and inserts it again with the same id, and its progress must outlive that), ``at`` is
+#: not in the future, and ``by`` is the session's login.
 journey_progress = sa.Table(
     "journey_progress",
     metadata,
-    sa.Column("progress_id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    # Always generated: an id given by a writer would collide with the next generated one.
+    sa.Column("progress_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
     sa.Column("journey_id", sa.Text, nullable=False),
     sa.Column("stage", sa.Text, nullable=False),
     sa.Column("at", _TS, nullable=False, server_default=_now()),
-    sa.Column("by", sa.Text, nullable=False, server_default=sa.text("current_user")),
+    # session_user, not current_user: SET ROLE to the CRM group would sign as the group.
+    sa.Column("by", sa.Text, nullable=False, server_default=sa.text("session_user")),
     sa.Column("note", sa.Text, nullable=True),
     sa.CheckConstraint(
         "stage IN ({})".format(", ".join(f"'{s}'" for s in CRM_PROGRESS_STAGES)), name="ck_journey_progress_stage"

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from lgm_pipeline.naming import TenantNames
+from lgm_pipeline.naming import TenantNames, role_name_problem
 from lgm_pipeline.tenants.timezones import zone
 
 DEFAULT_TENANTS_FILE = Path(__file__).with_name("tenants.yaml")
@@ -212,6 +212,10 @@ def _parse_tenant(block: Any, index: int) -> Tenant:
         raise TenantConfigError(f"{where}: expected a mapping, got {type(block).__name__}")
     key = _match(_KEY_RE, _require(block, "key", where), "key", where)
     where = f"tenant {key!r}"
+    # The key names the tenant's database roles: it must name them alone (storage/access.py).
+    problem = role_name_problem(key)
+    if problem:
+        raise TenantConfigError(f"{where}: key {problem}")
     timezone = _zone(_require(block, "timezone", where), "timezone", where)
     try:
         first = dt.date.fromisoformat(str(_require(block, "first_service_date", where)))

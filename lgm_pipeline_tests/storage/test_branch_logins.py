@@ -19,6 +19,7 @@ from lgm_pipeline.storage.access import (
     crm_writer_role,
     grant_reader,
     reader_role,
+    writer_role,
 )
 from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.storage.io_manager import PostgresIOManager
@@ -244,15 +245,21 @@ def test_a_branch_login_reads_its_branch_only_whatever_it_sets(
         _allow(conn, f"{CALGARY},{TORONTO}")
         assert _visible(conn) == _expected("tor", TORONTO)
         # session_user binds the rows: becoming the group changes nothing, another role is refused.
-        conn.execute(sa.text(f"SET ROLE {branch_reader_role(tenant)}"))
+        conn.execute(sa.text(f'SET ROLE "{branch_reader_role(tenant, engine.url.database)}"'))
         assert _visible(conn) == _expected("tor", TORONTO)
         conn.execute(sa.text("RESET ROLE"))
         assert _ids(conn, "SELECT login || ' ' || location_id FROM tenant_lgm.branch_logins") == [
             f"{toronto[0]} {TORONTO}"
         ]
-    for role in (reader_role(tenant), crm_writer_role(tenant), "lgm_lgm_writer", "postgres"):
+    database = engine.url.database
+    for role in (
+        reader_role(tenant, database),
+        crm_writer_role(tenant, database),
+        writer_role(tenant, database),
+        "postgres",
+    ):
         with connect(toronto).connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
-            conn.execute(sa.text(f"SET ROLE {role}"))
+            conn.execute(sa.text(f'SET ROLE "{role}"'))
     # Raw tables holding every branch's customers are not granted at all.
     for table in ("raw_customers", "raw_jobs", "raw_leads", "sync_runs", "schema_migrations"):
         with connect(toronto).connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
@@ -280,8 +287,8 @@ def test_tenant_wide_readers_and_the_crm_writer_keep_every_branch(
     grant_reader(engine, tenant, *reader)
     grant_reader(engine, tenant, *crm)
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"REVOKE {reader_role(tenant)} FROM {crm[0]}")
-        conn.exec_driver_sql(f"GRANT {crm_writer_role(tenant)} TO {crm[0]}")
+        conn.exec_driver_sql(f'REVOKE "{reader_role(tenant, engine.url.database)}" FROM {crm[0]}')
+        conn.exec_driver_sql(f'GRANT "{crm_writer_role(tenant, engine.url.database)}" TO {crm[0]}')
     toronto, calgary = _expected("tor", TORONTO), _expected("cal", CALGARY)
     for login in (reader, crm):
         with connect(login).connect() as conn:
@@ -324,7 +331,7 @@ def test_re_running_moves_the_login_between_branches_and_back_to_tenant_wide(
     login = logins()
     grant_reader(engine, tenant, *login)
     grant_reader(engine, tenant, *login, [TORONTO])
-    assert _memberships(engine, login[0]) == [branch_reader_role(tenant)]
+    assert _memberships(engine, login[0]) == [branch_reader_role(tenant, engine.url.database)]
     grant_reader(engine, tenant, *login, [CALGARY])
     with connect(login).connect() as conn:
         assert _visible(conn) == _expected("cal", CALGARY)
@@ -336,7 +343,7 @@ def test_re_running_moves_the_login_between_branches_and_back_to_tenant_wide(
         for table in NARROWED_BY_SETTING:
             assert seen[table] == toronto[table]
     grant_reader(engine, tenant, *login)
-    assert _memberships(engine, login[0]) == [reader_role(tenant)]
+    assert _memberships(engine, login[0]) == [reader_role(tenant, engine.url.database)]
     with connect(login).connect() as conn:
         assert len(_visible(conn)["journey_audit"]) == 8
 
@@ -353,12 +360,14 @@ def test_grant_reader_refuses_unknown_branches_and_logins_that_read_everything(
     # Membership of a tenant-wide group through another role would void the bound.
     grant_reader(engine, tenant, *login)
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {login[0]}_via NOLOGIN IN ROLE {reader_role(tenant)}")
+        conn.exec_driver_sql(f'CREATE ROLE {login[0]}_via NOLOGIN IN ROLE "{reader_role(tenant, engine.url.database)}"')
         conn.exec_driver_sql(f"GRANT {login[0]}_via TO {login[0]}")
     try:
-        with pytest.raises(AccessError, match="reads every branch through lgm_lgm_reader"):
+        with pytest.raises(AccessError, match=f"reads every branch through {reader_role(tenant, engine.url.database)}"):
             grant_reader(engine, tenant, *login, [TORONTO])
-        assert _memberships(engine, login[0]) == sorted([reader_role(tenant), f"{login[0]}_via"])  # rolled back
+        assert _memberships(engine, login[0]) == sorted(
+            [reader_role(tenant, engine.url.database), f"{login[0]}_via"]
+        )  # rolled back
     finally:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"DROP ROLE {login[0]}_via")
@@ -422,7 +431,9 @@ def test_migration_6_binds_branch_logins_on_an_existing_database(
         for table in ("journey_audit", "lead_audit", "journey_progress", "locations", "raw_branches"):
             conn.exec_driver_sql(f"DROP POLICY lgm_all_rows ON tenant_lgm.{table}")
             conn.exec_driver_sql(f"ALTER TABLE tenant_lgm.{table} DISABLE ROW LEVEL SECURITY")
-        conn.exec_driver_sql(f"REVOKE ALL ON ALL TABLES IN SCHEMA tenant_lgm FROM {branch_reader_role(tenant)}")
+        conn.exec_driver_sql(
+            f'REVOKE ALL ON ALL TABLES IN SCHEMA tenant_lgm FROM "{branch_reader_role(tenant, engine.url.database)}"'
+        )
         conn.exec_driver_sql("DELETE FROM tenant_lgm.schema_migrations WHERE version = 6")
     assert migrate(engine, tenant) == [6]
     login = logins()
