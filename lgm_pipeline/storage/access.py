@@ -447,6 +447,9 @@ def grant_branch_views(conn: Connection, tenant: Tenant) -> None:
         conn.exec_driver_sql(f"GRANT SELECT ON {schema}.{quote_ident(conn, view)} TO {branch}")
 
 
+_AMBIGUOUS_LEGACY = "lgm: legacy group of two tenants, members carried to neither"
+
+
 def legacy_group_role(tenant_key: str, kind: str) -> str:
     """A group's name before migration 12: ``lgm_<key>_<kind>``, cluster-wide and ambiguous."""
     return f"lgm_{tenant_key}_{kind}"
@@ -503,8 +506,18 @@ def carry_legacy_groups(conn: Connection, tenant: Tenant) -> list[str]:
                 {"g": old},
             ).scalars()
         )
-        if len(claimants) > 1:
-            others = ", ".join(f"{s}'s {k}" for s, k in claimants if (s, k) != (tenant.schema, kind))
+        ambiguous = conn.execute(
+            sa.text("SELECT shobj_description(to_regrole(:r), 'pg_authid') = :c"), {"r": old, "c": _AMBIGUOUS_LEGACY}
+        ).scalar()
+        if len(claimants) > 1 or ambiguous:
+            # Said on the role too: the other tenant's migration, after this one revoked its rights
+            # here, would otherwise see a single claimant and carry the members there.
+            conn.exec_driver_sql(
+                f"COMMENT ON ROLE {quote_ident(conn, old)} IS {quote_literal(conn, _AMBIGUOUS_LEGACY)}"
+            )
+            others = (
+                ", ".join(f"{s}'s {k}" for s, k in claimants if (s, k) != (tenant.schema, kind)) or "another tenant's"
+            )
             line = (
                 f"tenant {tenant.key}: legacy group {old} was also {others}; its members "
                 f"({', '.join(members) or 'none'}) are not carried to {new}: grant them the right group by hand"

@@ -554,9 +554,9 @@ def _progress_guard(conn: Connection, tenant: Tenant) -> None:
         LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
         BEGIN
           IF TG_OP = 'UPDATE' THEN
-            NEW.by := OLD.by;  -- who recorded it stays who recorded it
+            NEW."by" := OLD."by";  -- who recorded it stays who recorded it
           ELSE
-            NEW.by := session_user;  -- neither a value given nor SET ROLE changes who signs
+            NEW."by" := session_user;  -- neither a value given nor SET ROLE changes who signs
           END IF;
           IF NEW.at > now() + interval {quote_literal(conn, PROGRESS_CLOCK_SKEW)} THEN
             RAISE EXCEPTION 'journey_progress.at %% is ahead of the server clock (%%)', NEW.at, now()
