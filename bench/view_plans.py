@@ -91,7 +91,7 @@ def _load(conn: Connection, tenant: Tenant, rows: int, days: int) -> None:
         sa.text(
             f"""
             INSERT INTO {schema}.journey_progress (journey_id, stage, at, by)
-            SELECT j.id, s.stage, j.synced_at + s.n * interval '1 hour', 'crew'
+            SELECT j.id, s.stage, j.synced_at - (3 - s.n) * interval '1 hour', 'crew'  -- progress is never ahead
             FROM {schema}.journeys j CROSS JOIN (VALUES (1, 'EN_ROUTE'), (2, 'ONSITE')) s(n, stage)
             WHERE hashtext(j.id) % 5 = 0
             """
