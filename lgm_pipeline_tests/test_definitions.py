@@ -45,6 +45,7 @@ def test_asset_specs_snapshot() -> None:
         ("journeys", "job_type_known"),
         ("journeys", "financials"),
         ("journeys", "addresses"),
+        ("journeys", "values_readable"),
         ("journeys", "status_mapping"),
         ("journeys", "journey_ids_unique"),
         ("journeys", "service_date_in_partition"),

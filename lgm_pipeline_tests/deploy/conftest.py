@@ -60,7 +60,7 @@ class Serve:
             for role, marker in (
                 ("code", "dagster api grpc"),
                 ("daemon", "dagster._daemon"),
-                ("web", "dagster_webserver"),
+                ("web", "lgm_pipeline.cli.webserver"),  # Dagster's webserver behind the Host/Origin guard
             ):
                 if marker in command:
                     found[role] = child

@@ -125,7 +125,7 @@ def _command(process: psutil.Process) -> str:
 def test_ctrl_c_stops_lgm_up_and_every_process_it_started(lgm_up: LgmUp) -> None:
     tree = psutil.Process(lgm_up.process.pid).children(recursive=True)
     commands = " ".join(_command(p) for p in tree)
-    assert "dagster_webserver" in commands and "dagster._daemon" in commands, commands
+    assert "lgm_pipeline.cli.webserver" in commands and "dagster._daemon" in commands, commands
 
     started = time.monotonic()
     lgm_up.process.send_signal(signal.SIGINT)
