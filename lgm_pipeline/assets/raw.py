@@ -230,10 +230,10 @@ def _answered_in_run(context: dg.AssetExecutionContext) -> set[str]:
 def _stopping_failure(context: dg.AssetExecutionContext) -> dg.Failure | None:
     """The failure that stopped the cycle in an earlier step of this run, repeated for this step (no call);
     or the run's cancellation (Ctrl-C, a terminated run): a step starting after it makes no call either."""
-    run = context.instance.get_run_by_id(context.run_id)
+    run = context.instance.get_run_by_id(context.run.run_id)
     if run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
         return dg.Failure(description="the run is being canceled: no call made", allow_retries=False)
-    records = context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    records = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
     for record in records:
         data = record.dagster_event.step_failure_data if record.dagster_event else None
         user = data.user_failure_data if data else None

@@ -69,6 +69,7 @@ from lgm_pipeline.storage.tables import (
     sync_runs,
     tenant_options,
     unreadable_records,
+    webhook_events,
     zone_offsets,
 )
 from lgm_pipeline.tenants.config import Tenant
@@ -109,7 +110,7 @@ BRANCH_READABLE: tuple[sa.Table, ...] = (
 
 #: Tables that hold every branch's rows with no branch of their own to filter on: a branch login
 #: reads none of their rows, whatever group it is given.
-BRANCH_CLOSED: tuple[sa.Table, ...] = (raw_customers, raw_jobs, raw_leads, unreadable_records)
+BRANCH_CLOSED: tuple[sa.Table, ...] = (raw_customers, raw_jobs, raw_leads, unreadable_records, webhook_events)
 
 #: Tables that say nothing of any branch's rows: a branch login reads them whole.
 BRANCH_NEUTRAL: tuple[sa.Table, ...] = (company, zone_offsets, schema_migrations)

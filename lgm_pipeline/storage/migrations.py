@@ -54,6 +54,7 @@ from lgm_pipeline.storage.tables import (
     sync_runs,
     tenant_options,
     unreadable_records,
+    webhook_events,
     zone_offsets,
 )
 from lgm_pipeline.storage.zones import (
@@ -595,6 +596,16 @@ def _boundaries(conn: Connection, tenant: Tenant) -> None:
     carry_legacy_groups(conn, tenant)
 
 
+def _webhook_inbox(conn: Connection, tenant: Tenant) -> None:
+    """Migration 13: ``webhook_events``, SmartMoving's webhook deliveries waiting for their refresh run.
+
+    It holds every branch's events: branch logins see none of it (the restrictive bound, re-applied here).
+    """
+    webhook_events.create(conn.execution_options(**tenant_options(tenant)), checkfirst=True)
+    apply_crm_access(conn, tenant)
+    apply_branch_access(conn, tenant)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "schema and tables", _create_tables),
     Migration(2, "day views (today, tomorrow, active)", sync_views),
@@ -608,6 +619,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(10, "zone_offsets: day views on the pipeline's bundled IANA data, not the server's", _zone_offsets),
     Migration(11, "records served but unreadable, kept raw with their reason; served counts", _unreadable_records),
     Migration(12, "group roles per database and tenant, branch bound on every table, progress guarded", _boundaries),
+    Migration(13, "webhook_events: SmartMoving's webhook deliveries, the inbox of targeted refreshes", _webhook_inbox),
 )
 
 

@@ -409,6 +409,42 @@ unreadable_records = sa.Table(
     sa.Column("run_id", sa.Text, nullable=False),
 )
 
+#: What a webhook event is in the inbox: received and waiting, taken by a refresh run, or settled.
+WEBHOOK_STATES = ("pending", "processing", "done", "ignored", "unreadable", "failed")
+
+#: SmartMoving's webhook deliveries, the inbox: each is committed here before the receiver answers 2xx,
+#: then served by a targeted refresh run (``assets/webhooks.py``) that records its run id and outcome.
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("event_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("received_at", _TS, nullable=False, server_default=_now()),
+    # SHA-256 of the body as delivered: a redelivery while the first copy waits is stored once.
+    sa.Column("delivery_hash", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=True),
+    sa.Column("opportunity_id", sa.Text, nullable=True),
+    sa.Column("customer_id", sa.Text, nullable=True),
+    # The body as delivered (a JSON value; not necessarily an object).
+    sa.Column("payload", JSONB, nullable=False),
+    sa.Column("state", sa.Text, nullable=False, server_default="pending"),
+    # Why an event was ignored, unreadable (naming the field and value) or failed.
+    sa.Column("reason", sa.Text, nullable=True),
+    # The refresh run that served it, and the journeys partitions that run changed.
+    sa.Column("run_id", sa.Text, nullable=True),
+    sa.Column("partitions", ARRAY(sa.Text), nullable=True),
+    sa.Column("processed_at", _TS, nullable=True),
+    sa.CheckConstraint(
+        "state IN (" + ", ".join(f"'{s}'" for s in WEBHOOK_STATES) + ")", name="ck_webhook_events_state"
+    ),
+    sa.Index(
+        "ux_webhook_events_pending_delivery",
+        "delivery_hash",
+        unique=True,
+        postgresql_where=sa.text("state = 'pending'"),
+    ),
+    sa.Index("ix_webhook_events_state", "state", "event_id"),
+)
+
 schema_migrations = sa.Table(
     "schema_migrations",
     metadata,

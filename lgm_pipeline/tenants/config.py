@@ -62,6 +62,8 @@ class SmartMovingSettings:
     base_url_env: str
     monthly_call_quota: int
     rate_limit_per_minute: int
+    #: The variable holding the token of the tenant's webhook URL (None: the tenant takes no webhooks).
+    webhook_token_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,11 @@ def _parse_tenant(block: Any, index: int) -> Tenant:
         base_url_env=_match(_ENV_NAME_RE, _require(sm, "base_url_env", where), "base_url_env", where),
         monthly_call_quota=int(sm.get("monthly_call_quota", 20000)),
         rate_limit_per_minute=int(sm.get("rate_limit_per_minute", 120)),
+        webhook_token_env=(
+            _match(_ENV_NAME_RE, sm["webhook_token_env"], "webhook_token_env", where)
+            if sm.get("webhook_token_env")
+            else None
+        ),
     )
 
     raw_branches = _require(block, "branches", where)

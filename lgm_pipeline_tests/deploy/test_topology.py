@@ -117,18 +117,25 @@ def test_schedule_tick_builds_the_window_through_the_daemon_and_survives_a_kille
     } <= serve.instance.get_materialized_partitions(raw_key)
     expected = _expected_journeys(tenant, now)
 
+    def journeys_runs_of(records: list[dg.RunRecord]) -> list[dg.RunRecord]:
+        return [r for r in records if r.dagster_run.asset_selection and journeys_key in r.dagster_run.asset_selection]
+
     def journeys_done() -> bool:
         assert not _failed_journeys(serve, tenant), serve.log_tail()
-        return expected <= serve.instance.get_materialized_partitions(journeys_key)
+        # a partition counts as materialized before its run ends: wait for the runs too
+        runs = journeys_runs_of(serve.instance.get_run_records())
+        return (
+            expected <= serve.instance.get_materialized_partitions(journeys_key)
+            and bool(runs)
+            and all(r.dagster_run.is_finished for r in runs)
+        )
 
     serve.wait_for(f"all {len(expected)} branch partitions of journeys", FIRST_CYCLE_TIMEOUT_S, journeys_done)
     tick_to_journeys = time.time() - tick_at
     print(f"journeys done {tick_to_journeys:.1f} s after the tick")
-    journeys_runs = [
-        r
-        for r in serve.instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))
-        if r.dagster_run.asset_selection and journeys_key in r.dagster_run.asset_selection
-    ]
+    journeys_runs = journeys_runs_of(
+        serve.instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]))
+    )
     # launched by the daemon's automation sensor, not by anyone else
     assert journeys_runs and all(r.dagster_run.tags.get("dagster/sensor_name") for r in journeys_runs)
     assert all(AUTOMATION_RUN_TAGS.items() <= r.dagster_run.tags.items() for r in journeys_runs)
