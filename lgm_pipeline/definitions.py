@@ -13,6 +13,7 @@ from lgm_pipeline.assets.automation import build_automation_sensor
 from lgm_pipeline.assets.dagster_history import build_dagster_history_definitions
 from lgm_pipeline.assets.factory import build_tenant_definitions, smartmoving_resource
 from lgm_pipeline.assets.freshness import FRESHNESS_CHECK, build_freshness_schedule
+from lgm_pipeline.assets.webhooks import build_webhook_sensor
 from lgm_pipeline.naming import IO_MANAGER_KEY, POSTGRES_RESOURCE_KEY, SMARTMOVING_RESOURCE_KEY
 from lgm_pipeline.storage.io_manager import PostgresIOManager
 from lgm_pipeline.storage.resources import PostgresResource
@@ -39,12 +40,15 @@ def build_definitions() -> dg.Definitions:
 
 
 def build_tenant_group_definitions(per_tenant: list[dg.Definitions], tenants: list[Tenant]) -> dg.Definitions:
-    """What the code location runs once for all its tenants (a tenant group): the automation sensor and the
-    freshness checks' schedule. Per tenant they cost a sensor tick or a run each, whatever the tenant's size."""
+    """What the code location runs once for all its tenants (a tenant group): the automation and webhook sensors
+    and the freshness checks' schedule. Per tenant they would cost a sensor tick or a run each, whatever its size."""
     checks = [c for d in per_tenant for c in d.asset_checks or () if c.check_key.name == FRESHNESS_CHECK]
     freshness_job, freshness_schedule = build_freshness_schedule(checks)
+    webhooks = build_webhook_sensor(tenants, [j for d in per_tenant for j in d.jobs or ()])
     return dg.Definitions(
-        jobs=[freshness_job], schedules=[freshness_schedule], sensors=[build_automation_sensor(tenants)]
+        jobs=[freshness_job],
+        schedules=[freshness_schedule],
+        sensors=[build_automation_sensor(tenants), *([webhooks] if webhooks else [])],
     )
 
 

@@ -21,6 +21,7 @@ from lgm_pipeline.assets.leads import build_leads_assets
 from lgm_pipeline.assets.maintenance import build_retention_asset
 from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.assets.raw import build_branches_asset, build_raw_assets
+from lgm_pipeline.assets.webhooks import build_webhook_refresh_asset, build_webhook_refresh_job, takes_webhooks
 from lgm_pipeline.settings import smartmoving_rate_limit
 from lgm_pipeline.smartmoving.resource import SmartMovingAccount, SmartMovingResource
 from lgm_pipeline.tenants import Tenant
@@ -53,6 +54,7 @@ def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
         build_journeys_asset(tenant, partitions),
         *build_leads_assets(tenant, partitions),
         build_retention_asset(tenant),
+        *([build_webhook_refresh_asset(tenant)] if takes_webhooks(tenant) else []),
     ]
 
 
@@ -64,7 +66,14 @@ def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
     return dg.Definitions(
         assets=tenant_assets(tenant),
         asset_checks=[freshness_check],
-        jobs=[raw_job, journeys_job, retention_job, branches_job, windows_job],
+        jobs=[
+            raw_job,
+            journeys_job,
+            retention_job,
+            branches_job,
+            windows_job,
+            *([build_webhook_refresh_job(tenant)] if takes_webhooks(tenant) else []),
+        ],
         schedules=[
             build_refresh_schedule(tenant, raw_job),
             build_catch_up_schedule(tenant, raw_job),

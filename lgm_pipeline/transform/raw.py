@@ -163,7 +163,7 @@ def listed_jobs(jobs: Any, date_key: str) -> frozenset[tuple[str, Any]]:
     )
 
 
-def _summary_hash(opportunity: Mapping[str, Any]) -> str:
+def summary_hash(opportunity: Mapping[str, Any]) -> str:
     # Sorted by their JSON text: the values are whatever the API sent (None next to an int would
     # make plain tuple comparison raise).
     jobs = sorted(
@@ -250,7 +250,7 @@ def opportunity_summaries(customers: pd.DataFrame) -> dict[str, OpportunitySumma
             summaries[oid] = OpportunitySummary(
                 oid,
                 customer_id,
-                _summary_hash(opportunity),
+                summary_hash(opportunity),
                 read_status(opportunity.get("status")),
                 listed_jobs(opportunity.get("jobs"), "serviceDate"),
             )

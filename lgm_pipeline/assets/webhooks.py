@@ -1,0 +1,232 @@
+"""Near-real-time updates: the webhook inbox served by targeted refresh runs, then the journeys they touched.
+
+Why a sensor, not declarative automation: the inbox is a table outside Dagster, and a sensor is how
+Dagster reacts to state outside it. An automation condition would need an observable asset observed
+by runs of its own every few seconds; the sensor reads one index per tenant per tick instead. What the
+refresh changed is a set of (date, branch) partitions known only after its calls; the sensor requests
+exactly those journeys partitions, which ``journeys``' automation (rebuilding after raw pulls of whole
+dates) cannot express.
+
+One sensor for the code location (a tenant group), as for the automation: per tick it
+
+1. requests the journeys partitions of each refresh run that succeeded since its cursor (one run per
+   partition, run key = refresh run + partition, so a tick evaluated twice launches nothing twice);
+2. requests a refresh run for each tenant with pending events and no refresh queued or running; the
+   events arriving meanwhile wait and are served together (a burst on one opportunity is one call).
+
+A refresh runs in the tenant's API pool, so it shares the scheduled cycle's rate budget and never
+runs beside its pulls. After a failed refresh, the tenant's next one waits :data:`RETRY_AFTER`.
+"""
+
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+
+from lgm_pipeline.assets.automation import journeys_job_name
+from lgm_pipeline.assets.metadata import api_cost_metadata
+from lgm_pipeline.assets.raw import call_api, open_client
+from lgm_pipeline.naming import OWNERS
+from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.tenants import Tenant
+from lgm_pipeline.webhooks.processing import (
+    REFRESH_ASSET,
+    apply_refresh,
+    inbox_backlog,
+    pending_events,
+    refreshed_partitions,
+)
+
+#: The code location's one webhook sensor.
+WEBHOOK_SENSOR = "webhook_inbox"
+#: How often it looks at the inboxes: the floor of an event's latency, and the cost of an idle tenant group.
+WEBHOOK_INTERVAL_S = 5
+#: After a failed refresh (SmartMoving down, say) the tenant's next one waits this long; the events stay pending.
+RETRY_AFTER = dt.timedelta(seconds=60)
+#: Tags of the runs the webhook sensor launches: ahead of queued cycle pulls, like the automation's.
+WEBHOOK_RUN_TAGS = {"lgm/launched_by": WEBHOOK_SENSOR, "dagster/priority": "2"}
+#: On a journeys run the sensor launches: the refresh run whose changes it rebuilds.
+REFRESH_RUN_TAG = "lgm/webhook_refresh_run"
+WEBHOOK_ASSET = REFRESH_ASSET
+
+#: A step failing as a whole (the API down for minutes) is retried once soon; after that the events wait for
+#: the sensor's next refresh (RETRY_AFTER) and, at worst, the 2-hour cycle reconciles them.
+REFRESH_RETRY_POLICY = dg.RetryPolicy(max_retries=1, delay=10)
+
+
+def refresh_job_name(tenant: Tenant) -> str:
+    return tenant.names.job("webhook_refresh")
+
+
+def takes_webhooks(tenant: Tenant) -> bool:
+    return tenant.smartmoving.webhook_token_env is not None
+
+
+def build_webhook_refresh_asset(tenant: Tenant) -> dg.AssetsDefinition:
+    names = tenant.names
+
+    @dg.asset(
+        key=names.asset_key(WEBHOOK_ASSET),
+        group_name=names.group("webhooks"),
+        description=(
+            f"{tenant.name}: the opportunities SmartMoving's webhooks named, refreshed: one details call per "
+            "opportunity however many events name it, its raw rows rewritten on every date it has (and had) work "
+            "on, its events marked done in webhook_events with this run's id and the journeys partitions to rebuild."
+        ),
+        kinds={"smartmoving", "postgres"},
+        owners=OWNERS,
+        tags=names.tags,
+        pool=names.api_pool,
+        retry_policy=REFRESH_RETRY_POLICY,
+    )
+    def webhook_updates(
+        context: dg.AssetExecutionContext, smartmoving: SmartMovingResource, postgres: PostgresResource
+    ) -> dg.MaterializeResult:
+        started_at = dt.datetime.now(dt.UTC)
+        started = time.monotonic()
+        engine = postgres.ensure_tenant(tenant)
+        events = pending_events(engine, tenant)
+        opportunities = sorted({e.opportunity_id for e in events})
+        calls: Counter[str] = Counter()
+        details: dict[str, dict[str, Any]] = {}
+        if opportunities:
+            with open_client(smartmoving, tenant, context) as client:
+                details = call_api(client.get_opportunities, opportunities, tenant=tenant)
+                calls = Counter(client.calls)
+        outcome = apply_refresh(
+            engine, tenant, events, details, calls=calls, started_at=started_at, run_id=context.run.run_id
+        )
+        kinds = Counter(e.event_type or "(none)" for e in events)
+        context.log.info(
+            f"{outcome.events_done} event(s) on {len(opportunities)} opportunit(ies): "
+            f"{len(outcome.partitions)} journeys partition(s) to rebuild, {len(outcome.gone)} gone"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "events_served": dg.MetadataValue.int(outcome.events_done),
+                "event_types": dg.MetadataValue.json(dict(sorted(kinds.items()))),
+                "event_ids": dg.MetadataValue.json([e.event_id for e in events[:50]]),
+                "opportunities": dg.MetadataValue.int(len(opportunities)),
+                "opportunities_gone": dg.MetadataValue.json(sorted(outcome.gone)),
+                "journeys_partitions": dg.MetadataValue.json(sorted(outcome.partitions)),
+                "raw_rows_written": dg.MetadataValue.int(outcome.raw_rows),
+                "jobs_unreadable": dg.MetadataValue.int(outcome.jobs_unreadable),
+                "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
+                **api_cost_metadata(tenant, calls),
+            }
+        )
+
+    return webhook_updates
+
+
+def build_webhook_refresh_job(tenant: Tenant) -> "dg.UnresolvedAssetJobDefinition":
+    return dg.define_asset_job(
+        refresh_job_name(tenant),
+        selection=dg.AssetSelection.assets(tenant.names.asset_key(WEBHOOK_ASSET)),
+        description="Serve the webhook inbox: refresh the opportunities its pending events name.",
+        tags=tenant.names.tags,
+    )
+
+
+def _refresh_requests(
+    context: dg.SensorEvaluationContext, tenant: Tenant, postgres: PostgresResource
+) -> list[dg.RunRequest]:
+    """A refresh run when events wait and none is queued or running (nor failed just now)."""
+    name = refresh_job_name(tenant)
+    in_flight = context.instance.get_run_records(dg.RunsFilter(job_name=name, statuses=list(_IN_FLIGHT)), limit=1)
+    if in_flight:
+        return []
+    backlog = inbox_backlog(postgres.ensure_tenant(tenant), tenant)
+    if not backlog.pending:
+        return []
+    failed = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=name,
+            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+            updated_after=dt.datetime.now(dt.UTC) - RETRY_AFTER,
+        ),
+        limit=1,
+    )
+    if failed:
+        return []
+    return [
+        dg.RunRequest(
+            job_name=name,
+            tags={**WEBHOOK_RUN_TAGS, "lgm/webhook_events_pending": str(backlog.pending)},
+        )
+    ]
+
+
+_IN_FLIGHT = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
+
+
+def _rebuild_requests(
+    context: dg.SensorEvaluationContext, tenant: Tenant, postgres: PostgresResource, after: float
+) -> tuple[list[dg.RunRequest], float]:
+    """The journeys partitions of each refresh that succeeded since ``after`` (an update timestamp)."""
+    records = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=refresh_job_name(tenant),
+            statuses=[dg.DagsterRunStatus.SUCCESS],
+            updated_after=dt.datetime.fromtimestamp(after, dt.UTC),
+        ),
+        ascending=True,
+    )
+    requests = []
+    latest = after
+    for record in records:
+        latest = max(latest, record.update_timestamp.timestamp())
+        run_id = record.dagster_run.run_id
+        for key in refreshed_partitions(postgres.ensure_tenant(tenant), tenant, run_id):
+            requests.append(
+                dg.RunRequest(
+                    job_name=journeys_job_name(tenant),
+                    partition_key=key,
+                    run_key=f"{run_id}:{key}",
+                    tags={**WEBHOOK_RUN_TAGS, REFRESH_RUN_TAG: run_id},
+                )
+            )
+    return requests, latest
+
+
+def build_webhook_sensor(
+    tenants: Sequence[Tenant], jobs: Sequence["dg.UnresolvedAssetJobDefinition"]
+) -> dg.SensorDefinition | None:
+    """The sensor serving every webhook-taking tenant's inbox; None when no tenant takes webhooks."""
+    served = [t for t in tenants if takes_webhooks(t)]
+    if not served:
+        return None
+    wanted = {name for t in served for name in (refresh_job_name(t), journeys_job_name(t))}
+
+    @dg.sensor(
+        name=WEBHOOK_SENSOR,
+        jobs=[j for j in jobs if j.name in wanted],
+        minimum_interval_seconds=WEBHOOK_INTERVAL_S,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Serve SmartMoving's webhook events: a refresh run per tenant with pending events, then a journeys run "
+            "per (date, branch) partition each refresh changed inside its branch's window."
+        ),
+    )
+    def webhook_inbox(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
+        cursor = float(context.cursor) if context.cursor else time.time() - 3600
+        requests: list[dg.RunRequest] = []
+        latest = cursor
+        for tenant in served:
+            rebuilds, seen = _rebuild_requests(context, tenant, postgres, cursor)
+            requests += rebuilds
+            latest = max(latest, seen)
+            requests += _refresh_requests(context, tenant, postgres)
+        return dg.SensorResult(run_requests=requests, cursor=str(latest))
+
+    return webhook_inbox

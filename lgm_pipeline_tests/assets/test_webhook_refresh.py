@@ -1,0 +1,213 @@
+"""Webhook events served by targeted refresh runs: one call per opportunity, only the partitions it touched.
+
+The events are put in the inbox as the receiver stores them (tested on its own in ``webhooks/``); the
+refresh runs and the sensor are the real definitions', against the simulator and a real database.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from lgm_pipeline.assets.automation import journeys_job_name
+from lgm_pipeline.assets.webhooks import REFRESH_RUN_TAG, WEBHOOK_SENSOR, refresh_job_name
+from lgm_pipeline.naming import journey_partition_key
+from lgm_pipeline.simulator import FaultConfig, RunningSimulator
+from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.sync import run_sync
+from lgm_pipeline.tenants import Tenant
+
+#: What a journey shows the dispatcher and finance; run ids and sync times differ between runs by design.
+SHOWN = (
+    "id, location_id, service_date, status, smartmoving_status, customer_name, customer_phone, customer_email, "
+    "pickup_address, dropoff_address, estimated_cost, actual_cost, confirmed, job_type"
+)
+
+
+def _board(db: sa.Engine, tenant: Tenant) -> set[tuple]:
+    with db.connect() as conn:
+        return {tuple(r) for r in conn.execute(sa.text(f"SELECT {SHOWN} FROM {tenant.schema}.journeys"))}
+
+
+def _journeys_of(db: sa.Engine, tenant: Tenant, opportunity_id: str) -> list[dict]:
+    query = f"SELECT * FROM {tenant.schema}.journeys WHERE external_ids ->> 'smartmoving_opportunity_id' = :o"
+    with db.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(sa.text(query), {"o": opportunity_id})]
+
+
+def _post(db: sa.Engine, tenant: Tenant, event_type: str, opportunity_id: str, times: int = 1) -> None:
+    """Events in the inbox as the receiver stores them (each delivery its own body)."""
+    rows = [
+        {
+            "h": uuid.uuid4().hex,
+            "t": event_type,
+            "o": opportunity_id,
+            "p": f'{{"event-type": "{event_type}", "opportunity-id": "{opportunity_id}", "n": {n}}}',
+        }
+        for n in range(times)
+    ]
+    with db.begin() as conn:
+        conn.execute(
+            sa.text(
+                f"INSERT INTO {tenant.schema}.webhook_events (delivery_hash, event_type, opportunity_id, payload) "
+                "VALUES (:h, :t, :o, CAST(:p AS jsonb))"
+            ),
+            rows,
+        )
+
+
+def _events(db: sa.Engine, tenant: Tenant) -> list[dict]:
+    with db.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT * FROM {tenant.schema}.webhook_events ORDER BY event_id"))
+        return [dict(r._mapping) for r in rows]
+
+
+def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
+    sensor = defs.get_sensor_def(WEBHOOK_SENSOR)
+    with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"postgres": PostgresResource()}) as ctx:
+        result = sensor(ctx)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def _refresh(defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    return defs.get_job_def(refresh_job_name(tenant)).execute_in_process(instance=instance, raise_on_error=False)
+
+
+def _rebuild(defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> None:
+    job = defs.get_job_def(journeys_job_name(tenant))
+    for request in requests:
+        assert job.execute_in_process(partition_key=request.partition_key, instance=instance, tags=request.tags).success
+
+
+def _branch_today(tenant: Tenant, location_id: str) -> dt.date:
+    return next(b for b in tenant.branches if b.location_id == location_id).today()
+
+
+@pytest.fixture
+def synced(defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance) -> None:
+    assert run_sync(defs, tenant, instance).ok
+
+
+def _victims(db: sa.Engine, tenant: Tenant, count: int) -> list[dict]:
+    """Journeys of single-job opportunities on their branch's today, each of another opportunity."""
+    with db.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.text(f"SELECT * FROM {tenant.schema}.journeys"))]
+    by_opportunity: dict[str, list[dict]] = {}
+    for row in rows:
+        by_opportunity.setdefault(row["external_ids"]["smartmoving_opportunity_id"], []).append(row)
+    picked = [
+        jobs[0]
+        for jobs in by_opportunity.values()
+        if len(jobs) == 1 and jobs[0]["service_date"] == _branch_today(tenant, jobs[0]["location_id"])
+    ]
+    assert len(picked) >= count
+    return picked[:count]
+
+
+@pytest.mark.usefixtures("synced")
+def test_events_refresh_only_their_opportunities_and_the_board_ends_as_a_clean_sync_leaves_it(
+    defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, db: sa.Engine, simulator: RunningSimulator
+) -> None:
+    moved, cancelled, deleted = _victims(db, tenant, 3)
+    opp = {j["id"]: j["external_ids"]["smartmoving_opportunity_id"] for j in (moved, cancelled, deleted)}
+    tomorrow = moved["service_date"] + dt.timedelta(days=1)
+    simulator.world.reschedule_job(moved["smartmoving_job_id"], tomorrow)
+    simulator.world.cancel_opportunity(opp[cancelled["id"]])
+    simulator.world.delete_opportunity(opp[deleted["id"]])
+    # a burst on one opportunity, and the deletion's events out of order (changed after deleted)
+    _post(db, tenant, "opportunity-changed", opp[moved["id"]], times=100)
+    _post(db, tenant, "opportunity-status-changed", opp[cancelled["id"]])
+    _post(db, tenant, "opportunity-deleted", opp[deleted["id"]])
+    _post(db, tenant, "opportunity-changed", opp[deleted["id"]])
+
+    [request] = _tick(defs, instance).run_requests or []
+    assert request.job_name == refresh_job_name(tenant)
+    simulator.reset_stats()
+    result = _refresh(defs, tenant, instance)
+    assert result.success
+    assert simulator.stats()["opportunity"] == 3  # one call per opportunity, 103 events
+    events = _events(db, tenant)
+    assert {e["state"] for e in events} == {"done"} and {e["run_id"] for e in events} == {result.run_id}
+    [gone] = {e["reason"] for e in events if e["opportunity_id"] == opp[deleted["id"]]}
+    assert "400" in gone
+
+    # the next tick rebuilds exactly the partitions the refresh touched (the move's old and new one)
+    tick = _tick(defs, instance)
+    requests = tick.run_requests or []
+    assert {r.partition_key for r in requests} == {
+        str(journey_partition_key(j["service_date"].isoformat(), j["location_id"])) for j in (moved, cancelled, deleted)
+    } | {str(journey_partition_key(tomorrow.isoformat(), moved["location_id"]))}
+    assert all(r.job_name == journeys_job_name(tenant) and r.tags[REFRESH_RUN_TAG] == result.run_id for r in requests)
+    _rebuild(defs, tenant, instance, requests)
+    # a tick evaluated again requests nothing twice (run keys), and no refresh: the inbox is empty
+    assert not _tick(defs, instance, cursor=tick.cursor).run_requests
+
+    [now_moved] = _journeys_of(db, tenant, opp[moved["id"]])
+    assert now_moved["service_date"] == tomorrow
+    assert not _journeys_of(db, tenant, opp[deleted["id"]])
+    with db.connect() as conn:
+        reason = conn.execute(
+            sa.text(f"SELECT reason FROM {tenant.schema}.journey_audit WHERE journey_id = :j AND action = 'delete'"),
+            {"j": deleted["id"]},
+        ).scalar_one()
+    assert reason == "deleted"
+    assert {r["status"] for r in _journeys_of(db, tenant, opp[cancelled["id"]])} <= {"CANCELLED"}
+
+    # what the webhooks left is what a clean sync of the window gives
+    board = _board(db, tenant)
+    simulator.reset_stats()
+    assert run_sync(defs, tenant, instance).ok
+    assert _board(db, tenant) == board
+
+
+@pytest.mark.usefixtures("synced")
+def test_a_change_outside_the_window_updates_raw_only(
+    defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, db: sa.Engine, simulator: RunningSimulator
+) -> None:
+    [victim] = _victims(db, tenant, 1)
+    oid = victim["external_ids"]["smartmoving_opportunity_id"]
+    far = victim["service_date"] + dt.timedelta(days=10)
+    simulator.world.reschedule_job(victim["smartmoving_job_id"], far)
+    _post(db, tenant, "opportunity-changed", oid)
+    assert _refresh(defs, tenant, instance).success
+    with db.connect() as conn:
+        raw_dates = conn.execute(
+            sa.text(f"SELECT service_date FROM {tenant.schema}.raw_jobs WHERE job_id = :j"),
+            {"j": victim["smartmoving_job_id"]},
+        ).scalars()
+        assert set(raw_dates) == {far}
+    [event] = _events(db, tenant)
+    # the old date is in the window: its journey leaves; the new one is not: nothing built there
+    assert event["partitions"] == [
+        str(journey_partition_key(victim["service_date"].isoformat(), victim["location_id"]))
+    ]
+
+
+@pytest.mark.usefixtures("synced")
+def test_a_failed_refresh_leaves_the_inbox_pending_and_the_tables_as_they_were(
+    defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, db: sa.Engine, simulator: RunningSimulator
+) -> None:
+    [victim] = _victims(db, tenant, 1)
+    oid = victim["external_ids"]["smartmoving_opportunity_id"]
+    simulator.world.cancel_opportunity(oid)
+    _post(db, tenant, "opportunity-status-changed", oid)
+    with db.connect() as conn:
+        raw_before = conn.execute(
+            sa.text(f"SELECT count(*), max(fetched_at) FROM {tenant.schema}.raw_opportunities")
+        ).one()
+    simulator.set_faults(FaultConfig(down=True))
+    assert not _refresh(defs, tenant, instance).success
+    [event] = _events(db, tenant)
+    assert event["state"] == "pending" and event["run_id"] is None
+    with db.connect() as conn:
+        assert (
+            conn.execute(sa.text(f"SELECT count(*), max(fetched_at) FROM {tenant.schema}.raw_opportunities")).one()
+            == raw_before
+        )
+    # just after a failure the sensor waits before the next refresh: SmartMoving is not hammered
+    assert not _tick(defs, instance).run_requests
