@@ -25,6 +25,7 @@ def test_asset_specs_snapshot() -> None:
         "lgm/smartmoving_jobs",
         "lgm/smartmoving_leads",
         "lgm/smartmoving_opportunities",
+        "lgm/webhook_updates",
     ]
     for spec in specs.values():
         assert spec.description, spec.key
@@ -104,7 +105,7 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
         "dagster_history_retention_daily",
         "journeys_freshness",
     }
-    assert [s.name for s in two.sensors] == ["journeys_automation"]
+    assert [s.name for s in two.sensors] == ["journeys_automation", "webhook_inbox"]
     both = two.resolve_job_def("journeys_freshness").asset_layer.asset_graph.asset_check_keys
     assert {(k.asset_key.path[0], k.name) for k in both} == {
         ("lgm", "journeys_freshness"),

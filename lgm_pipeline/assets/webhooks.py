@@ -31,7 +31,9 @@ from lgm_pipeline.assets.metadata import api_cost_metadata
 from lgm_pipeline.assets.raw import call_api, open_client
 from lgm_pipeline.naming import OWNERS
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
+from lgm_pipeline.storage.io_manager import column_schema
 from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.storage.tables import webhook_events
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.webhooks.processing import (
     REFRESH_ASSET,
@@ -78,6 +80,10 @@ def build_webhook_refresh_asset(tenant: Tenant) -> dg.AssetsDefinition:
             "on, its events marked done in webhook_events with this run's id and the journeys partitions to rebuild."
         ),
         kinds={"smartmoving", "postgres"},
+        metadata={
+            "dagster/table_name": dg.MetadataValue.text(f"{tenant.schema}.{webhook_events.name}"),
+            "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(webhook_events)),
+        },
         owners=OWNERS,
         tags=names.tags,
         pool=names.api_pool,
