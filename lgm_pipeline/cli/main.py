@@ -189,7 +189,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_simulator(args: argparse.Namespace) -> int:
-    from lgm_pipeline.simulator import SimulatorConfig, parse_fault_options, serve_forever
+    from lgm_pipeline.simulator import SimulatorConfig, parse_fault_options, parse_webhook_fault_options, serve_forever
+    from lgm_pipeline.simulator.webhooks import check_url
 
     config = SimulatorConfig(
         seed=args.seed,
@@ -201,6 +202,8 @@ def cmd_simulator(args: argparse.Namespace) -> int:
         **({"api_key": args.api_key} if args.api_key else {}),
         tenants=args.tenants,
         drift=args.drift,
+        webhook_url=check_url(args.webhook_url),
+        webhook_faults=parse_webhook_fault_options(args.webhook_fault or []),
     )
     serve_forever(config, port=args.port)
     return 0
@@ -399,6 +402,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the other shapes the API's public descriptions give (ISO job dates, status names, a lead's "
         "createdOn/firstName/email, amounts as text) and, for a few records, values no reader accepts; "
         'POST /_admin/drift {"enabled": false} turns it off (per tenant with ?tenant=i)',
+    )
+    sim.add_argument(
+        "--webhook-url",
+        metavar="URL",
+        help="POST SmartMoving's webhooks (opportunity-status-changed, customer-updated...) for every change of the "
+        "world to URL; with --tenants, {tenant} in URL becomes the tenant's number. Only its scheme://host:port is "
+        "ever printed (the path holds the receiver's token). POST /_admin/webhooks changes it at run time",
+    )
+    sim.add_argument(
+        "--webhook-fault",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a webhook delivery fault: duplicate_rate=0.1, reorder_rate=0.1, delay_ms=200, loss_rate=0.05, "
+        "max_attempts=5 (tries per event, retried on 5xx/408/429/no answer) (repeatable)",
     )
     sim.set_defaults(func=cmd_simulator)
 

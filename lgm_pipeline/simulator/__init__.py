@@ -56,11 +56,25 @@ Behaviour worth knowing when writing tests against it:
   unless given ``tenant=i`` (query string, or a POST's JSON body); ``GET /_admin/tenants`` lists the
   seeds and the keys' fingerprints (``sha256:`` + 12 hex digits), never the keys. In process:
   ``sim.api_keys``, ``sim.tenant_world(i)``, ``sim.worlds``, ``sim.stats(tenant=i)``.
+* Webhooks (``SimulatorConfig.webhook_url``, ``lgm simulator --webhook-url``, ``POST /_admin/webhooks``,
+  ``sim.set_webhooks(url)``): every change the world makes (evolution, the admin mutations, ``close_day``)
+  is POSTed as SmartMoving's thin kebab-case body (``{"event-type": "opportunity-status-changed",
+  "opportunity-id": ..., "opportunity-status": 3, "customer-id": ...}``), from a thread per tenant, with
+  retries and seeded delivery faults (``WebhookFaults``: duplicates, reordering, delay, loss); see
+  ``webhooks.py``. Generating a date sends nothing: those records were always there. No URL, no events.
 """
 
 from lgm_pipeline.simulator.app import create_app
-from lgm_pipeline.simulator.config import DEMO_API_KEY, FaultConfig, SimulatorConfig, parse_fault_options
+from lgm_pipeline.simulator.config import (
+    DEMO_API_KEY,
+    FaultConfig,
+    SimulatorConfig,
+    WebhookFaults,
+    parse_fault_options,
+    parse_webhook_fault_options,
+)
 from lgm_pipeline.simulator.server import RunningSimulator, serve_forever, start_simulator
+from lgm_pipeline.simulator.webhooks import WebhookSender
 from lgm_pipeline.simulator.world import World
 
 __all__ = [
@@ -68,9 +82,12 @@ __all__ = [
     "FaultConfig",
     "RunningSimulator",
     "SimulatorConfig",
+    "WebhookFaults",
+    "WebhookSender",
     "World",
     "create_app",
     "parse_fault_options",
+    "parse_webhook_fault_options",
     "serve_forever",
     "start_simulator",
 ]

@@ -10,6 +10,10 @@ world, counters, limits and faults of its own (see ``Tenants``). An unknown key 
 and refused as tenant 1's. Every ``/_admin`` endpoint acts on tenant 1 unless the query string (or
 a POST's JSON body) says ``tenant=i``; ``GET /_admin/tenants`` lists the tenants, their seeds and
 their keys' fingerprints (never a key: the admin API needs none, so whoever reaches it must not learn one).
+
+Webhooks (``simulator/webhooks.py``): ``POST /_admin/webhooks {"url": "http://...", "faults":
+{"duplicate_rate": 0.1}}`` sends the tenant's changes there (``"url": null`` stops; ``faults`` left out
+means none); ``GET /_admin/webhooks`` answers the settings and the delivery counters.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from lgm_pipeline.simulator import drift as shapes
-from lgm_pipeline.simulator.config import FaultConfig, SimulatorConfig
+from lgm_pipeline.simulator.config import FaultConfig, SimulatorConfig, WebhookFaults
+from lgm_pipeline.simulator.webhooks import WebhookSender
 from lgm_pipeline.simulator.world import NotFound, World, from_int_date, to_int_date
 
 STAT_NAMES = (
@@ -106,6 +111,11 @@ class ApiState:
         self._monthly: Counter[tuple[str, int, int]] = Counter()
         self._fault_rng = random.Random(f"faults:{config.seed}")
         self._injected = 0
+        # No thread and no subscription to the world until a URL is set: no cost for who sends no webhooks.
+        self.webhooks = WebhookSender(seed=config.seed)
+        if config.webhook_url:
+            # for_tenant has already put a tenant's number in; what is left is a single tenant's template.
+            self.set_webhooks(config.webhook_url.replace("{tenant}", "1"), config.webhook_faults)
 
     def count(self, name: str) -> None:
         with self._lock:
@@ -122,6 +132,20 @@ class ApiState:
     def set_faults(self, faults: FaultConfig) -> None:
         with self._lock:
             self.faults = dataclasses.replace(faults)
+
+    def set_webhooks(self, url: str | None, faults: WebhookFaults | None = None) -> dict[str, Any]:
+        """Send the world's changes to ``url`` (None: stop sending) with ``faults``; returns the settings."""
+        with self._lock:
+            self.webhooks.configure(url, faults)
+            subscribed = self.webhooks.submit in self.world.on_change
+            if url is not None and not subscribed:
+                self.world.on_change.append(self.webhooks.submit)
+            elif url is None and subscribed:
+                self.world.on_change.remove(self.webhooks.submit)
+            return self.webhooks.settings()
+
+    def webhook_stats(self) -> dict[str, Any]:
+        return {**self.webhooks.settings(), **self.webhooks.stats()}
 
     def draw_faults(self) -> tuple[bool, int | None]:
         """(drop the connection?, injected status or None) for the next request.
@@ -183,6 +207,13 @@ class Tenants:
 
     def __len__(self) -> int:
         return self._count
+
+    def close(self) -> None:
+        """Stop every built tenant's webhook thread."""
+        with self._lock:
+            states = list(self._states.values())
+        for state in states:
+            state.webhooks.stop()
 
     @property
     def api_keys(self) -> list[str]:
@@ -549,6 +580,21 @@ def _admin_routes(tenants: Tenants) -> list[Route]:
     def get_faults(state: ApiState, body: dict[str, Any]) -> dict[str, object]:
         return state.faults.to_dict()
 
+    def set_webhooks(state: ApiState, body: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(body) - {"url", "faults"})
+        if unknown:
+            raise ValueError(f"unknown webhook settings {unknown}; known: ['faults', 'url']")
+        faults = body.get("faults")
+        faults = {} if faults is None else faults
+        if not isinstance(faults, dict):
+            raise ValueError("faults must be a JSON object")
+        return state.set_webhooks(body["url"], WebhookFaults.from_dict(faults))
+
+    async def webhooks(request: Request) -> Response:
+        return await admin((lambda state, body: state.webhook_stats()) if request.method == "GET" else set_webhooks)(
+            request
+        )
+
     def set_drift(state: ApiState, body: dict[str, Any]) -> dict[str, bool]:
         enabled = body.get("enabled", True)
         if not isinstance(enabled, bool):
@@ -595,4 +641,5 @@ def _admin_routes(tenants: Tenants) -> list[Route]:
         Route("/_admin/close-day", admin(close_day), methods=["POST"]),
         Route("/_admin/date-filter", date_filter, methods=["GET", "POST"]),
         Route("/_admin/drift", drift, methods=["GET", "POST"]),
+        Route("/_admin/webhooks", webhooks, methods=["GET", "POST"]),
     ]

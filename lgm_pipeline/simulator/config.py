@@ -65,8 +65,62 @@ class FaultConfig:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _number(data: dict[str, object], name: str, kind: type[_Num]) -> _Num:
-    value = data.get(name, 0)
+@dataclass(frozen=True)
+class WebhookFaults:
+    """Delivery faults of the simulator's webhooks (``simulator/webhooks.py``), drawn per event from a seeded RNG."""
+
+    duplicate_rate: float = 0.0
+    reorder_rate: float = 0.0
+    delay_ms: int = 0
+    loss_rate: float = 0.0
+    # Tries per event, the first included; a 4xx other than 408/429 is never retried.
+    max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("duplicate_rate", "reorder_rate", "loss_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.delay_ms < 0:
+            raise ValueError(f"delay_ms must be >= 0, got {self.delay_ms}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> WebhookFaults:
+        """Build from JSON; unknown fields are refused so a typo never silently disables a fault."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown webhook fault fields {unknown}; known: {sorted(known)}")
+        return cls(
+            duplicate_rate=_number(data, "duplicate_rate", float),
+            reorder_rate=_number(data, "reorder_rate", float),
+            delay_ms=_number(data, "delay_ms", int),
+            loss_rate=_number(data, "loss_rate", float),
+            max_attempts=_number(data, "max_attempts", int, default=5),
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def parse_webhook_fault_options(values: list[str]) -> WebhookFaults:
+    """Parse CLI options such as ``duplicate_rate=0.1`` or ``max_attempts=3``."""
+    data: dict[str, object] = {}
+    for raw in values:
+        name, sep, value = raw.partition("=")
+        if not sep or not value.strip():
+            raise ValueError(f"webhook fault option {raw!r}: expected NAME=VALUE")
+        data[name.strip()] = value.strip()
+    try:
+        return WebhookFaults.from_dict(data)
+    except ValueError as exc:
+        raise ValueError(f"webhook fault options {values}: {exc}") from exc
+
+
+def _number(data: dict[str, object], name: str, kind: type[_Num], default: int = 0) -> _Num:
+    value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{name} must be a number, got {value!r}")
     try:
@@ -116,6 +170,10 @@ class SimulatorConfig:
     tenants: int = 1
     # Serve the other shapes the API's public descriptions give (simulator/drift.py).
     drift: bool = False
+    # Where to POST SmartMoving's webhooks (simulator/webhooks.py); None sends none. With many tenants,
+    # "{tenant}" in it becomes the tenant's number. It carries a secret token: log only its origin.
+    webhook_url: str | None = None
+    webhook_faults: WebhookFaults = field(default_factory=WebhookFaults)
 
     def __post_init__(self) -> None:
         check_date_filter(self.date_filter)
@@ -143,7 +201,13 @@ class SimulatorConfig:
             tenants=1,
             faults=replace(self.faults),
             branch_names=None if self.branch_names is None else list(self.branch_names),
+            webhook_url=self.tenant_webhook_url(tenant),
         )
+
+    def tenant_webhook_url(self, tenant: int) -> str | None:
+        """Tenant ``tenant``'s webhook URL: ``webhook_url`` with ``{tenant}`` replaced by its number."""
+        self._check_tenant(tenant)
+        return None if self.webhook_url is None else self.webhook_url.replace("{tenant}", str(tenant))
 
     def _check_tenant(self, tenant: int) -> None:
         if not 1 <= tenant <= self.tenants:

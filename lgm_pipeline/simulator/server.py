@@ -7,12 +7,14 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 import httpx
 import uvicorn
 
 from lgm_pipeline.simulator.app import QUIET_DROPS, ApiState, Tenants, create_app
-from lgm_pipeline.simulator.config import FaultConfig, SimulatorConfig
+from lgm_pipeline.simulator.config import FaultConfig, SimulatorConfig, WebhookFaults
+from lgm_pipeline.simulator.webhooks import origin
 from lgm_pipeline.simulator.world import World
 
 _STARTUP_TIMEOUT_SECONDS = 10.0
@@ -110,8 +112,25 @@ class RunningSimulator:
     def faults(self) -> FaultConfig:
         return self._tenant_state(1).faults
 
+    def set_webhooks(self, url: str | None, faults: WebhookFaults | None = None, tenant: int = 1) -> dict[str, Any]:
+        """POST tenant ``tenant``'s changes to ``url`` (None: stop), with ``faults`` (None: none); returns the settings.
+
+        The admin route's twin: ``POST /_admin/webhooks?tenant=i``.
+        """
+        return self._tenant_state(tenant).set_webhooks(url, faults)
+
+    def webhook_stats(self, tenant: int = 1) -> dict[str, Any]:
+        """The settings and counters, as ``GET /_admin/webhooks`` answers them."""
+        return self._tenant_state(tenant).webhook_stats()
+
+    def flush_webhooks(self, timeout: float = 10, tenant: int = 1) -> bool:
+        """Wait until tenant ``tenant`` has no webhook pending; False if ``timeout`` seconds passed first."""
+        return self._tenant_state(tenant).webhooks.flush(timeout)
+
     def stop(self) -> None:
         self._server.should_exit = True
+        # Webhook threads first: their retries and delays wait on a stop signal, so this is quick.
+        self._tenants.close()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._socket.close()
@@ -136,7 +155,7 @@ def serve_forever(config: SimulatorConfig, port: int, host: str = "127.0.0.1") -
     """Serve in the foreground until Ctrl-C (the ``lgm`` CLI's simulator command)."""
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
-    server, _tenants = _server(config, host, bound)
+    server, tenants = _server(config, host, bound)
     url = f"http://{host}:{bound}/v1"
     if config.tenants == 1:
         print(f"SmartMoving simulator listening on {url} (api key: {config.api_key})", flush=True)
@@ -150,10 +169,15 @@ def serve_forever(config: SimulatorConfig, port: int, host: str = "127.0.0.1") -
             "GET /_admin/tenants lists the tenants and their keys' fingerprints",
             flush=True,
         )
+    if config.webhook_url:
+        # The origin only: the URL's path or query holds the receiver's secret token.
+        where = origin(config.tenant_webhook_url(1))
+        print(f"webhooks: POSTed to {where}{' (per tenant)' if '{tenant}' in config.webhook_url else ''}", flush=True)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:
         # uvicorn shuts down gracefully, then re-raises the signal; Ctrl-C is the normal way out.
         pass
     finally:
+        tenants.close()
         sock.close()

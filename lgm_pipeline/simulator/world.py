@@ -9,6 +9,9 @@ the same records whichever order dates are asked in. Generated records only spil
 day (multi-day moves, a second opportunity), which is why a query for day D also generates D-1.
 Rarer oddities (TBD jobs, odd job types, closing a day) draw from generators keyed by the record's
 id instead, so introducing them left every record of the day's sequence as it was.
+
+Each change the world makes (never the generation of a date: those records were always there) is
+handed to ``World.on_change`` as the body of the webhook SmartMoving would send for it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ from lgm_pipeline.tenants import TenantConfigError, load_tenants
 from lgm_pipeline.tenants.timezones import zone
 
 Record = dict[str, Any]
+# A SmartMoving webhook's JSON body: kebab-case keys, e.g. {"event-type": "opportunity-deleted", "opportunity-id": ...}.
+Event = dict[str, Any]
 
 S = OpportunityStatus
 LEAD_STATUSES = frozenset({S.NEW_LEAD, S.LEAD_IN_PROGRESS, S.OPPORTUNITY})
@@ -188,6 +193,9 @@ class World:
         self._leads_by_date: dict[int, list[str]] = {}
         self._lead_days: set[int] = set()
         self._lead_contacts: dict[int, list[Record]] = {}
+        # Called with each change's webhook payload, in order, with the world's lock held: a callback
+        # must only queue (WebhookSender.submit does). Empty, no payload is even built.
+        self.on_change: list[Callable[[Event], None]] = []
 
     @staticmethod
     def _weigh_branches(names: list[str]) -> list[float]:
@@ -687,6 +695,7 @@ class World:
                 opp["serviceDate"] = job["jobDate"]
             self._stamp(opp, job)
             self._reindex(opp["id"])
+            self._emit("opportunity-changed", opp)
 
     def cancel_opportunity(self, opportunity_id: str) -> None:
         with self._lock:
@@ -704,10 +713,13 @@ class World:
             self._customer_opps[opp["_customer_id"]].remove(opportunity_id)
             for job_id in [j for j, o in self._job_opp.items() if o == opportunity_id]:
                 del self._job_opp[job_id]
+            if self.on_change:
+                self._notify({"event-type": "opportunity-deleted", "opportunity-id": opportunity_id})
 
     def rename_customer(self, customer_id: str, name: str) -> None:
         with self._lock:
             self._customer(customer_id)["name"] = name
+            self._emit_customer("customer-updated", customer_id)
 
     def add_booking(
         self, service_date: dt.date, branch_name: str | None = None, status: int = S.BOOKED
@@ -724,6 +736,9 @@ class World:
         self._added_quotes += 1
         customer = self._new_customer(rng, city_for_branch(branch))
         opp = self._new_opportunity(rng, customer, branch, day, _ADDED_QUOTE_BASE + self._added_quotes, status)
+        # The customer is always new here; a booking for a known customer would send opportunity-created alone.
+        self._emit_customer("customer-created", customer["id"])
+        self._emit("opportunity-created", opp, with_status=True)
         return {"customer_id": customer["id"], "opportunity_id": opp["id"], "job_ids": [j["id"] for j in opp["jobs"]]}
 
     def patch(
@@ -749,6 +764,9 @@ class World:
             if job is not None:
                 target.update(copy.deepcopy({k: v for k, v in job.items() if k != "id"}))
             self._reindex(opportunity_id)
+            self._emit("opportunity-changed", opp)
+            if customer:
+                self._emit_customer("customer-updated", opp["_customer_id"])
 
     def _set_status(self, opp: Record, status: int, rng: random.Random | None = None) -> None:
         rng = rng or random.Random(f"status:{self.config.seed}:{opp['id']}:{status}")
@@ -762,10 +780,13 @@ class World:
         if status in (S.CANCELLED, S.LOST):
             for job in opp["jobs"]:
                 job["confirmed"] = False
+        before = opp.get("status")
         opp["status"] = int(status)
         opp["leadStatus"] = int(status) if status in LEAD_STATUSES else None
         for job in opp["jobs"]:
             self._stamp(opp, job)
+        if before != opp["status"]:
+            self._emit("opportunity-status-changed", opp)
 
     def close_day(self, day: dt.date) -> list[str]:
         """The office's end of ``day``: booked work done by then is Completed (and settled), and
@@ -980,9 +1001,31 @@ class World:
         city = city_for_branch(_branch_name(opp))
         if rng.random() < 0.5:
             customer["emailAddress"] = self._email(rng, str(customer.get("name", "")))
+            self._emit_customer("customer-updated", customer["id"])
             return f"email {customer['id']}"
         customer["phoneNumber"] = self._phone(rng, city)
+        self._emit_customer("customer-updated", customer["id"])
         return f"phone {customer['id']}"
+
+    # ---- webhooks -----------------------------------------------------------------------------
+
+    def _emit(self, event_type: str, opp: Record, with_status: bool = False) -> None:
+        """An opportunity's event; status changes and creations carry its (raw, maybe patched) status."""
+        if not self.on_change:
+            return
+        event: Event = {"event-type": event_type, "opportunity-id": opp["id"]}
+        if with_status or event_type == "opportunity-status-changed":
+            event["opportunity-status"] = opp.get("status")
+        event["customer-id"] = opp["_customer_id"]
+        self._notify(event)
+
+    def _emit_customer(self, event_type: str, customer_id: str) -> None:
+        if self.on_change:
+            self._notify({"event-type": event_type, "customer-id": customer_id})
+
+    def _notify(self, event: Event) -> None:
+        for callback in list(self.on_change):
+            callback(dict(event))
 
 
 def _is_int_date(value: object) -> bool:
