@@ -33,6 +33,7 @@ from lgm_pipeline.storage.tables import (
     sync_runs,
     tenant_options,
     unreadable_records,
+    webhook_events,
 )
 from lgm_pipeline.storage.write import write_frame
 from lgm_pipeline.tenants.config import Tenant
@@ -247,6 +248,12 @@ class PostgresResource(dg.ConfigurableResource):
                 deleted[table.name] = conn.execute(table.delete().where(table.c[date_column(table)] < cutoff)).rowcount
             deleted[sync_runs.name] = conn.execute(
                 sync_runs.delete().where(sync_runs.c.finished_at < cutoff_at)
+            ).rowcount
+            # Served webhook events go with the history; a pending one stays until it is served.
+            deleted[webhook_events.name] = conn.execute(
+                webhook_events.delete().where(
+                    webhook_events.c.received_at < cutoff_at, webhook_events.c.state != "pending"
+                )
             ).rowcount
         return deleted
 

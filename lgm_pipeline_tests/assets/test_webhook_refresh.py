@@ -67,7 +67,7 @@ def _events(db: sa.Engine, tenant: Tenant) -> list[dict]:
 
 
 def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
-    sensor = defs.get_sensor_def(WEBHOOK_SENSOR)
+    sensor = defs.resolve_sensor_def(WEBHOOK_SENSOR)
     with dg.build_sensor_context(instance=instance, cursor=cursor, resources={"postgres": PostgresResource()}) as ctx:
         result = sensor(ctx)
     assert isinstance(result, dg.SensorResult)
@@ -75,11 +75,11 @@ def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
 
 
 def _refresh(defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    return defs.get_job_def(refresh_job_name(tenant)).execute_in_process(instance=instance, raise_on_error=False)
+    return defs.resolve_job_def(refresh_job_name(tenant)).execute_in_process(instance=instance, raise_on_error=False)
 
 
 def _rebuild(defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> None:
-    job = defs.get_job_def(journeys_job_name(tenant))
+    job = defs.resolve_job_def(journeys_job_name(tenant))
     for request in requests:
         assert job.execute_in_process(partition_key=request.partition_key, instance=instance, tags=request.tags).success
 
@@ -119,6 +119,9 @@ def test_events_refresh_only_their_opportunities_and_the_board_ends_as_a_clean_s
     simulator.world.reschedule_job(moved["smartmoving_job_id"], tomorrow)
     simulator.world.cancel_opportunity(opp[cancelled["id"]])
     simulator.world.delete_opportunity(opp[deleted["id"]])
+    branch = next(b for b in tenant.branches if b.location_id == moved["location_id"])
+    added = simulator.world.add_booking(moved["service_date"], branch.smartmoving_branch_name)
+    _post(db, tenant, "opportunity-created", added["opportunity_id"])
     # a burst on one opportunity, and the deletion's events out of order (changed after deleted)
     _post(db, tenant, "opportunity-changed", opp[moved["id"]], times=100)
     _post(db, tenant, "opportunity-status-changed", opp[cancelled["id"]])
@@ -130,7 +133,7 @@ def test_events_refresh_only_their_opportunities_and_the_board_ends_as_a_clean_s
     simulator.reset_stats()
     result = _refresh(defs, tenant, instance)
     assert result.success
-    assert simulator.stats()["opportunity"] == 3  # one call per opportunity, 103 events
+    assert simulator.stats()["opportunity"] == 4  # one call per opportunity, 104 events
     events = _events(db, tenant)
     assert {e["state"] for e in events} == {"done"} and {e["run_id"] for e in events} == {result.run_id}
     [gone] = {e["reason"] for e in events if e["opportunity_id"] == opp[deleted["id"]]}
@@ -147,6 +150,12 @@ def test_events_refresh_only_their_opportunities_and_the_board_ends_as_a_clean_s
     # a tick evaluated again requests nothing twice (run keys), and no refresh: the inbox is empty
     assert not _tick(defs, instance, cursor=tick.cursor).run_requests
 
+    [new] = _journeys_of(db, tenant, added["opportunity_id"])
+    assert (new["service_date"], new["location_id"], new["status"]) == (
+        moved["service_date"],
+        moved["location_id"],
+        "BOOKED",
+    )
     [now_moved] = _journeys_of(db, tenant, opp[moved["id"]])
     assert now_moved["service_date"] == tomorrow
     assert not _journeys_of(db, tenant, opp[deleted["id"]])

@@ -76,6 +76,17 @@ def test_retention_prunes_raw_and_sync_runs_never_journeys(
         conn.execute(
             sa.text("UPDATE tenant_lgm.sync_runs SET finished_at = finished_at - interval '60 days' WHERE id <= 2")
         )
+        # webhook events: an old one served, an old one still waiting, a recent one served
+        conn.execute(
+            sa.text(
+                "INSERT INTO tenant_lgm.webhook_events (delivery_hash, payload, state, received_at) VALUES "
+                "('a', '{}', 'done', :old), ('b', '{}', 'pending', :old), ('c', '{}', 'done', :new)"
+            ),
+            {
+                "old": dt.datetime.combine(old_day, dt.time(), dt.UTC),
+                "new": dt.datetime.combine(DAY, dt.time(), dt.UTC),
+            },
+        )
     deleted = postgres.prune_history(tenant, keep_days=30, today=DAY)
     assert deleted == {
         "raw_customers": 0,
@@ -86,10 +97,13 @@ def test_retention_prunes_raw_and_sync_runs_never_journeys(
         "raw_job_departures": 0,
         "unreadable_records": 0,
         "sync_runs": 2,
+        "webhook_events": 1,
     }
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM tenant_lgm.journeys")).scalar() == 2
         assert conn.execute(sa.text("SELECT service_date FROM tenant_lgm.raw_jobs")).scalars().all() == [DAY]
+        kept = conn.execute(sa.text("SELECT delivery_hash FROM tenant_lgm.webhook_events ORDER BY 1")).scalars()
+        assert kept.all() == ["b", "c"]
     with pytest.raises(ValueError):
         postgres.prune_history(tenant, keep_days=-1, today=DAY)
 
