@@ -13,6 +13,7 @@ from lgm_pipeline.assets.metadata import CYCLES_PER_DAY
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import sync_runs, tenant_options
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline.webhooks.inbox import InboxCounts, inbox_counts
 
 
 @dataclass
@@ -25,6 +26,7 @@ class TenantStatus:
     records: dict[str, int] | None = None  # served / unreadable today, held_<kind> in unreadable_records
     #: When it was read: each branch's window (its today and tomorrow) is taken at this moment.
     now: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    webhooks: InboxCounts | None = None  # only for a tenant that takes webhooks (webhook_token_env)
 
 
 def tenant_status(tenant: Tenant, postgres: PostgresResource | None = None) -> TenantStatus:
@@ -44,10 +46,20 @@ def tenant_status(tenant: Tenant, postgres: PostgresResource | None = None) -> T
     leads = postgres.lead_counts(tenant)
     records = postgres.records_today(tenant, day_start)
     now = dt.datetime.now(dt.UTC)
+    webhooks = None
+    if tenant.smartmoving.webhook_token_env:
+        webhooks = inbox_counts(postgres.ensure_tenant(tenant), tenant, now)
     elapsed_share = max((now - day_start).total_seconds() / 86400, 1 / CYCLES_PER_DAY)
     projected = int(calls_today / elapsed_share * 30) if calls_today else 0
     return TenantStatus(
-        tenant, with_unsynced_window_dates(tenant, rows, now), int(calls_today), projected, leads, records, now
+        tenant,
+        with_unsynced_window_dates(tenant, rows, now),
+        int(calls_today),
+        projected,
+        leads,
+        records,
+        webhooks=webhooks,
+        now=now,
     )
 
 
@@ -61,6 +73,29 @@ def with_unsynced_window_dates(tenant: Tenant, rows: list[dict[str, Any]], now: 
         if (b.location_id, day) not in written
     ]
     return sorted([*rows, *missing], key=lambda r: (-r["service_date"].toordinal(), r["location_id"]))
+
+
+def format_age(age: dt.timedelta) -> str:
+    """``2m 5s``, ``3h 0m``, ``2d 4h``: the two largest units of a wait."""
+    seconds = int(age.total_seconds())
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
+
+
+def format_webhooks(counts: InboxCounts) -> str:
+    """``webhooks: N received, P pending (oldest 2m 5s), D done, F failed, I ignored, U unreadable``."""
+    oldest = f" (oldest {format_age(counts.oldest_pending_age)})" if counts.oldest_pending_age is not None else ""
+    processing = f", {counts.processing} processing" if counts.processing else ""
+    return (
+        f"webhooks: {counts.received} received, {counts.pending} pending{oldest}{processing}, {counts.done} done, "
+        f"{counts.failed} failed, {counts.ignored} ignored, {counts.unreadable} unreadable"
+    )
 
 
 def _check_counts(row: dict[str, Any]) -> str:
@@ -111,6 +146,8 @@ def format_status(status: TenantStatus) -> str:
             + (": " + ", ".join(f"{n} {kind}" for kind, n in sorted(held.items())) if held else "")
             + ")"
         )
+    if status.webhooks is not None:
+        lines.append(f"  {format_webhooks(status.webhooks)}")
     lines.append(
         f"  SmartMoving API calls today (tenant time) {status.api_calls_today}; at this pace this month "
         f"{status.projected_monthly_calls} of the {quota} quota ({status.projected_monthly_calls / quota:.0%})"

@@ -1,14 +1,16 @@
 """``lgm``: the command line of lgm-pipeline.
 
 lgm up                 embedded PostgreSQL + simulator (if needed), one full sync, then the Dagster UI
-lgm serve              the production topology on one machine: gRPC code server, daemon and webserver as
-                       separate processes (exit 0 stopped by Ctrl-C/SIGTERM, 1 a service died, 2 settings)
+lgm serve              the production topology on one machine: gRPC code server, daemon, webserver and
+                       webhook receiver as separate processes (exit 0 stopped by Ctrl-C/SIGTERM, 1 a
+                       service died, 2 settings)
 lgm sync               what the schedule does, headless, in one process (exit 0 ok, 1 failed sync,
                        2 configuration error, 3 partial: the leads or branches failed, the journeys
                        were written, 130/143 interrupted by SIGINT/SIGTERM)
 lgm status             last sync per tenant and branch
 lgm simulator          the SmartMoving simulator alone
 lgm check-connection   ping SmartMoving, report latency, key validity and branches
+lgm webhooks serve     receive SmartMoving's webhooks (Premium) into each tenant's inbox
 lgm db migrate | grant-reader
 """
 
@@ -152,18 +154,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     out = Output.from_args(args)
     access = _web_access(args)
     code_port = free_code_port()
-    with hide_dagster_warnings(out.verbose), lgm_runtime() as dagster_home:
+    with hide_dagster_warnings(out.verbose), lgm_runtime(webhook_tokens=True) as dagster_home:
         warn_of_time_zones()
-        check_ports(args.host, args.port, code_port)  # before a sync of minutes, not after it
+        check_ports(args.host, args.port, code_port, args.webhook_port)  # before a sync of minutes, not after it
         print("Syncing today and tomorrow before starting the UI...", file=sys.stderr)
         args.date, args.branch, args.tenant = None, None, None
         sync_status = _sync(args, out, ui_url=f"http://{args.host}:{args.port}")
         if sync_status:
             print("The first sync had failures (see above); the UI shows the failed runs.", file=sys.stderr)
         print(f"Dagster home: {dagster_home}", file=sys.stderr)
-        # The same three processes as `lgm serve` (not `dagster dev`, whose webserver cannot be guarded):
+        # The same processes as `lgm serve` (not `dagster dev`, whose webserver cannot be guarded):
         # Ctrl-C/SIGTERM stop them all before the embedded database stops.
-        return run_topology(args.host, args.port, code_port, out.verbose, access)
+        return run_topology(args.host, args.port, code_port, out.verbose, access, webhook_port=args.webhook_port)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -173,10 +175,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A bad override is a configuration error now, not a code server that never loads.
     refresh_cron()
     automation_interval_s()
-    with hide_dagster_warnings(args.verbose), lgm_runtime(smartmoving=args.simulator) as dagster_home:
+    runtime = lgm_runtime(smartmoving=args.simulator, webhook_tokens=args.simulator)
+    with hide_dagster_warnings(args.verbose), runtime as dagster_home:
         warn_of_time_zones()
         print(f"Dagster home: {dagster_home}", file=sys.stderr)
-        return serve(args.host, args.port, args.code_port, args.verbose, _web_access(args))
+        return serve(
+            args.host, args.port, args.code_port, args.verbose, _web_access(args), webhook_port=args.webhook_port
+        )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -207,6 +212,21 @@ def cmd_simulator(args: argparse.Namespace) -> int:
     )
     serve_forever(config, port=args.port)
     return 0
+
+
+def cmd_webhooks(args: argparse.Namespace) -> int:
+    from lgm_pipeline.storage.resources import PostgresResource
+    from lgm_pipeline.webhooks.receiver import PortInUseError, bind, serve
+
+    try:
+        sock = bind(args.host, args.port)  # at once: not after the embedded PostgreSQL took seconds to start
+    except PortInUseError as error:
+        raise SetupError(str(error)) from None
+    try:
+        with lgm_runtime(smartmoving=False, say=False):
+            return serve(args.host, args.port, load_tenants(), PostgresResource().engine(), sock=sock)
+    finally:
+        sock.close()
 
 
 def _key_verdict(report: ConnectionReport) -> str:
@@ -311,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="sync once, then serve the Dagster UI and daemon until Ctrl-C")
     up.add_argument("--host", default="127.0.0.1", help="the webserver's address (default: %(default)s)")
     up.add_argument("--port", type=int, default=3000, help="the webserver's port (default: %(default)s)")
+    _webhook_port_option(up)
     _web_options(up)
     _output_options(up, json_option=False)
     up.set_defaults(func=cmd_up)
@@ -329,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve tenants without SmartMoving settings from the built-in simulator, as `lgm up` does",
     )
+    _webhook_port_option(serve)
     _web_options(serve)
     serve.add_argument("-v", "--verbose", action="store_true", help="keep Dagster's warnings")
     serve.set_defaults(func=cmd_serve)
@@ -421,6 +443,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("check-connection", help="ping SmartMoving").set_defaults(func=cmd_check_connection)
 
+    webhooks = commands.add_parser("webhooks", help="SmartMoving's webhooks (Premium tier)")
+    webhook_commands = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    receive = webhook_commands.add_parser(
+        "serve",
+        help="receive SmartMoving's webhooks into each tenant's inbox until Ctrl-C",
+        description="POST /webhooks/smartmoving/<tenant>/<token>: each delivery is stored in the tenant's "
+        "webhook_events, then answered; the token is the value of the variable the tenant's "
+        "smartmoving.webhook_token_env names. Put it behind TLS.",
+    )
+    receive.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+    receive.add_argument("--port", type=int, default=_WEBHOOK_PORT, help="the port to listen on (default: %(default)s)")
+    webhooks.set_defaults(func=cmd_webhooks)
+
     db = commands.add_parser("db", help="database administration")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("migrate", help="apply pending migrations for every tenant")
@@ -441,6 +476,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     db.set_defaults(func=cmd_db)
     return parser
+
+
+# webhooks.receiver.DEFAULT_PORT, literal because importing the receiver (uvicorn) would slow every lgm command.
+_WEBHOOK_PORT = 8790
+
+
+def _webhook_port_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--webhook-port",
+        type=int,
+        default=_WEBHOOK_PORT,
+        help="the webhook receiver's port, on the webserver's --host (default: %(default)s)",
+    )
 
 
 def _web_options(parser: argparse.ArgumentParser) -> None:

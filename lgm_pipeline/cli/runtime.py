@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Iterator
@@ -144,11 +145,13 @@ def _needs_simulator(tenant: Tenant) -> bool:
     return bool(missing)
 
 
-def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool) -> None:
-    """A simulator for each tenant without SmartMoving settings."""
+def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool, webhook_tokens: bool = False) -> None:
+    """A simulator for each tenant without SmartMoving settings (and a webhook token, if asked, when it has none)."""
     simulated = [t for t in tenants if _needs_simulator(t)]
     if not simulated:
         return
+    if webhook_tokens:
+        _generate_webhook_tokens(simulated, say)
     from lgm_pipeline.simulator import SimulatorConfig, start_simulator
 
     # The built-in simulator is for seeing data flow in a minute: no throttle on either side, unless the
@@ -168,6 +171,22 @@ def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool) -> Non
                 f"syncing from the built-in simulator at {simulator.base_url}",
                 file=sys.stderr,
             )
+
+
+def _generate_webhook_tokens(tenants: list[Tenant], say: bool) -> None:
+    """A token for each simulated tenant that takes webhooks but has none, so the demo's receiver answers.
+
+    Into this process's environment, which the services started from here inherit; never printed (the URL
+    shown names the variable), and gone with the process: a real deployment sets its own."""
+    for tenant in tenants:
+        name = tenant.smartmoving.webhook_token_env
+        if name and not os.environ.get(name):
+            os.environ[name] = secrets.token_urlsafe(32)
+            if say:
+                print(
+                    f"No {name} for tenant {tenant.key}: generated one for this run (the webhook receiver takes it)",
+                    file=sys.stderr,
+                )
 
 
 def warn_of_time_zones() -> None:
@@ -191,9 +210,11 @@ def warn_of_time_zones() -> None:
 
 
 @contextmanager
-def lgm_runtime(*, smartmoving: bool = True, say: bool = True) -> Iterator[Path]:
+def lgm_runtime(*, smartmoving: bool = True, say: bool = True, webhook_tokens: bool = False) -> Iterator[Path]:
     """Database, Dagster home and (optionally) SmartMoving settings for the duration of a command.
 
+    ``webhook_tokens``: a tenant served by the built-in simulator also gets a generated webhook token when its
+    variable is unset (``lgm up``: the receiver it starts then takes that tenant's webhooks).
     Yields the Dagster home directory."""
     with ExitStack() as stack:
         url = database_url()
@@ -204,7 +225,7 @@ def lgm_runtime(*, smartmoving: bool = True, say: bool = True) -> Iterator[Path]
         if say:
             print(f"PostgreSQL: {redacted(url)}", file=sys.stderr)
         if smartmoving:
-            _start_simulators(list(load_tenants()), stack, say)
+            _start_simulators(list(load_tenants()), stack, say, webhook_tokens)
         from lgm_pipeline.storage.resources import PostgresResource
 
         postgres = PostgresResource()

@@ -5,19 +5,22 @@
     lgm serve ─┬─ code server  python -m dagster api grpc -h 127.0.0.1 -p CODE_PORT -m lgm_pipeline.definitions
                │               loads the definitions; launches each run as a worker process of its own
                ├─ daemon       python -m dagster._daemon run -w $LGM_HOME/dagster/workspace-grpc.yaml
-               └─ webserver    python -m lgm_pipeline.cli.webserver -h HOST -p PORT -w (the same workspace)
-                               Dagster's webserver behind a Host/Origin guard (cli/webguard.py)
+               ├─ webserver    python -m lgm_pipeline.cli.webserver -h HOST -p PORT -w (the same workspace)
+               │               Dagster's webserver behind a Host/Origin guard (cli/webguard.py)
+               └─ webhooks     python -m lgm_pipeline.cli.main webhooks serve --host HOST --port WEBHOOK_PORT
+                               SmartMoving's webhook receiver (webhooks/receiver.py): stores each delivery
 
-The three share the instance (``DAGSTER_HOME``: its PostgreSQL storage, run queue, pools) and reach the
+The Dagster services share the instance (``DAGSTER_HOME``: its PostgreSQL storage, run queue, pools) and reach the
 code over gRPC only, as the containers of ``deploy/docker-compose.yaml`` do; ``lgm up``'s ``dagster dev``
 instead loads the code inside the processes it manages, and a crash there takes the UI with it.
 
-- The code server starts first; the daemon and the webserver start once it answers a gRPC ping, so
-  neither begins with the code location in error.
+- The code server starts first; the daemon, the webserver and the webhook receiver start once it answers a
+  gRPC ping, so neither begins with the code location in error.
 - A code server that dies after it answered is reported in one line and started again: the daemon and
   the webserver reconnect by themselves, so a crash in user code costs at most the ticks it missed.
-- The daemon or the webserver dying, or the code server dying before it ever answered: one line, the
-  other services are stopped, exit 1 (a supervisor such as systemd restarts the whole).
+- The daemon, the webserver or the webhook receiver dying, or the code server dying before it ever
+  answered: one line, the other services are stopped, exit 1 (a supervisor such as systemd restarts the
+  whole). A receiver that is down loses nothing: SmartMoving retries, and the 2-hour cycle reconciles.
 - SIGINT/SIGTERM: every service gets SIGTERM (the code server's run workers too: they share its
   process group), whatever is left after ``STOP_TIMEOUT_S`` or a second signal gets SIGKILL; exit 0.
 
@@ -56,7 +59,7 @@ from lgm_pipeline.cli.runtime import (
     missing_smartmoving_settings,
 )
 from lgm_pipeline.cli.webguard import ALLOWED_HOSTS_ENV, is_loopback_host
-from lgm_pipeline.tenants import load_tenants
+from lgm_pipeline.tenants import Tenant, load_tenants
 
 #: Exit codes: stopped on request; a service died; settings to fix (ports taken) — as ``lgm_pipeline.cli.main``.
 EXIT_STOPPED, EXIT_SERVICE_DIED, EXIT_CONFIGURATION = 0, 1, 2
@@ -67,6 +70,8 @@ GRPC_WORKSPACE = "workspace-grpc.yaml"
 CODE_READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 30.0
 POLL_S = 0.5
+#: The webhook receiver's default port (webhooks.receiver.DEFAULT_PORT, literal: see cli/main.py).
+WEBHOOK_PORT = 8790
 
 
 @dataclass(frozen=True)
@@ -162,8 +167,25 @@ def _webserver_answers(url: str) -> bool:
         return False
 
 
+def _receiver_answers(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/webhooks/health", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def webhook_url_lines(url: str, tenants: Sequence[Tenant]) -> list[str]:
+    """``Webhooks: <url>/webhooks/smartmoving/<tenant>/$VARIABLE`` per tenant taking webhooks: the
+    variable's NAME stands for the token, whose value is never printed."""
+    return [
+        f"Webhooks: {url}/webhooks/smartmoving/{t.key}/${t.smartmoving.webhook_token_env}"
+        for t in tenants
+        if t.smartmoving.webhook_token_env
+    ]
+
+
 class Topology:
-    """The three services and the signals that stop them."""
+    """The four services and the signals that stop them."""
 
     def __init__(
         self,
@@ -173,6 +195,7 @@ class Topology:
         verbose: bool,
         say: Callable[[str], None],
         access: WebAccess | None = None,
+        webhook_port: int = WEBHOOK_PORT,
     ) -> None:
         location = code_location()
         workspace = generated_file(GRPC_WORKSPACE, grpc_workspace_text(location, CODE_HOST, code_port))
@@ -193,6 +216,13 @@ class Topology:
             [python, "-m", "lgm_pipeline.cli.webserver", "-h", host, "-p", str(port), "-w", str(workspace), *web_flags],
             web_env,
         )
+        # Through `lgm`: it sets up the database as every command does, and reads the tokens at start-up.
+        self.receiver = Service(
+            "webhook receiver",
+            [python, "-m", "lgm_pipeline.cli.main", "webhooks", "serve", "--host", host, "--port", str(webhook_port)],
+            env,
+        )
+        self.receiver_url = f"http://{host}:{webhook_port}"
         self.access = access
         self.code_port = code_port
         self.url = f"http://{host}:{port}"
@@ -202,7 +232,7 @@ class Topology:
 
     @property
     def services(self) -> tuple[Service, ...]:
-        return self.code, self.daemon, self.webserver
+        return self.code, self.daemon, self.webserver, self.receiver
 
     def _on_signal(self, signo: int, frame: FrameType | None) -> None:
         self.signals.append(signo)
@@ -238,11 +268,15 @@ class Topology:
     def _supervise(self) -> int:
         if not self._start_code_server():
             return EXIT_STOPPED if self._stop.is_set() else EXIT_SERVICE_DIED
-        for service in (self.daemon, self.webserver):
+        for service in (self.daemon, self.webserver, self.receiver):
             service.start()
             self.say(f"{service.name}: pid {service.pid}")
-        announced = False
+        announced = receiver_announced = False
         while not self._stop.wait(POLL_S):
+            if not receiver_announced and _receiver_answers(self.receiver_url):
+                receiver_announced = True
+                for line in webhook_url_lines(self.receiver_url, load_tenants()):
+                    print(line, flush=True)
             if not announced and _webserver_answers(self.url):
                 announced = True
                 mode = "  read-only" if self.access.read_only else ""
@@ -299,15 +333,23 @@ def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def check_ports(host: str, port: int, code_port: int) -> None:
-    for what, bind_host, number in (("--port", host, port), ("--code-port", CODE_HOST, code_port)):
+def check_ports(host: str, port: int, code_port: int, webhook_port: int = WEBHOOK_PORT) -> None:
+    wanted = (("--port", host, port), ("--code-port", CODE_HOST, code_port), ("--webhook-port", host, webhook_port))
+    for what, bind_host, number in wanted:
         if not _port_is_free(bind_host, number):
             raise SetupError(f"port {number} on {bind_host} is in use ({what}): stop what holds it or pick another")
 
 
-def serve(host: str, port: int, code_port: int, verbose: bool, access: WebAccess | None = None) -> int:
+def serve(
+    host: str,
+    port: int,
+    code_port: int,
+    verbose: bool,
+    access: WebAccess | None = None,
+    webhook_port: int = WEBHOOK_PORT,
+) -> int:
     """Run the topology until a signal or a service's death; the caller has set up the runtime."""
-    check_ports(host, port, code_port)
+    check_ports(host, port, code_port, webhook_port)
 
     for tenant in load_tenants():
         missing = missing_smartmoving_settings(tenant)
@@ -316,11 +358,18 @@ def serve(host: str, port: int, code_port: int, verbose: bool, access: WebAccess
                 f"lgm: tenant {tenant.key}: {', '.join(missing)} not set: its SmartMoving runs will fail "
                 "until it is (the other tenants run as usual)"
             )
-    return run_topology(host, port, code_port, verbose, access)
+    return run_topology(host, port, code_port, verbose, access, webhook_port)
 
 
-def run_topology(host: str, port: int, code_port: int, verbose: bool, access: WebAccess | None = None) -> int:
-    topology = Topology(host, port, code_port, verbose, say, access)
+def run_topology(
+    host: str,
+    port: int,
+    code_port: int,
+    verbose: bool,
+    access: WebAccess | None = None,
+    webhook_port: int = WEBHOOK_PORT,
+) -> int:
+    topology = Topology(host, port, code_port, verbose, say, access, webhook_port)
     if topology.access.reason:
         say(topology.access.reason)
     return topology.run()

@@ -1,4 +1,5 @@
-"""``lgm serve`` as an operator starts it: three Dagster processes (no ``dagster dev``) on the test server.
+"""``lgm serve`` as an operator starts it: three Dagster processes (no ``dagster dev``) and the webhook receiver
+on the test server.
 
 The instance is the production one, ``deploy/dagster.yaml`` (queued runs with per-tenant limits, pools, run
 retries, monitoring, retention), in a temporary ``DAGSTER_HOME``; the refresh schedule ticks every minute
@@ -38,6 +39,7 @@ class Serve:
     port: int
     log_path: Path
     instance: dg.DagsterInstance
+    webhook_port: int = 0
 
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
@@ -50,7 +52,7 @@ class Serve:
         return [line for line in self.log_path.read_text(errors="replace").splitlines() if line.startswith(prefix)]
 
     def services(self) -> dict[str, psutil.Process]:
-        """The code server, daemon and webserver, by role (their run workers are their children)."""
+        """The code server, daemon, webserver and webhook receiver, by role (run workers are their children)."""
         found = {}
         for child in psutil.Process(self.process.pid).children():
             try:
@@ -61,6 +63,7 @@ class Serve:
                 ("code", "dagster api grpc"),
                 ("daemon", "dagster._daemon"),
                 ("web", "lgm_pipeline.cli.webserver"),  # Dagster's webserver behind the Host/Origin guard
+                ("webhooks", "webhooks serve"),  # lgm webhooks serve: SmartMoving's webhook receiver
             ):
                 if marker in command:
                     found[role] = child
@@ -90,7 +93,7 @@ def start_serve(
         env = lgm_env(database_url, tmp_path / "lgm_home")
         env.update({"DAGSTER_HOME": str(home), REFRESH_CRON_ENV: "* * * * *", RATE_LIMIT_OVERRIDE_ENV: "off"})
         env.update(extra_env)
-        port, code_port = free_port(), free_port()
+        port, code_port, webhook_port = free_port(), free_port(), free_port()
         log_path = tmp_path / "lgm_serve.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -103,6 +106,8 @@ def start_serve(
                     str(port),
                     "--code-port",
                     str(code_port),
+                    "--webhook-port",
+                    str(webhook_port),
                 ],
                 env=env,
                 cwd=tmp_path,  # nothing may be written into the checkout
@@ -114,7 +119,7 @@ def start_serve(
         # The test's own view of the same instance (lgm serve made the `_dagster` database first).
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         monkeypatch.setenv(DAGSTER_STORAGE_URL_ENV, dagster_storage_url(database_url))
-        serve = Serve(process, port, log_path, None)  # type: ignore[arg-type]
+        serve = Serve(process, port, log_path, None, webhook_port)  # type: ignore[arg-type]
         started.append(serve)
         serve.wait_for("the Dagster UI", READY_TIMEOUT_S, lambda: _answers(serve.url("server_info")))
         serve.instance = dg.DagsterInstance.get()

@@ -22,6 +22,16 @@ def test_a_port_in_use_is_a_configuration_error(database_url: str, capsys) -> No
     assert line.startswith(f"lgm: port {port} on 127.0.0.1 is in use (--port)")
 
 
+def test_a_webhook_port_in_use_is_a_configuration_error(database_url: str, capsys) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", "0", "--code-port", "0", "--webhook-port", str(port)]) == 2
+    [line] = [x for x in capsys.readouterr().err.splitlines() if x.startswith("lgm:")]
+    assert line.startswith(f"lgm: port {port} on 127.0.0.1 is in use (--webhook-port)")
+
+
 def test_a_bad_refresh_cron_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setenv(REFRESH_CRON_ENV, "every minute")
     assert main(["serve"]) == 2

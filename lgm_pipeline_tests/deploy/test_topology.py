@@ -1,7 +1,7 @@
 """The production topology end to end: schedule tick -> raw pull -> journeys, through the daemon alone.
 
-``lgm serve`` runs the gRPC code server, the daemon and the webserver as three processes against the
-test PostgreSQL (conftest.py). Nothing is launched by the test: the refresh schedule ticks every minute
+``lgm serve`` runs the gRPC code server, the daemon, the webserver and the webhook receiver as four processes
+against the test PostgreSQL (conftest.py). Nothing is launched by the test: the refresh schedule ticks every minute
 and the automation sensor follows. The assertions are on materialized partitions, not on run counts,
 so they hold whether journeys are built one run per partition or several partitions per run.
 """
@@ -9,6 +9,7 @@ so they hold whether journeys are built one run per partition or several partiti
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -93,12 +94,28 @@ def test_schedule_tick_builds_the_window_through_the_daemon_and_survives_a_kille
     start_serve, simulator: RunningSimulator
 ) -> None:
     tenant = load_tenants()[0]
+    token_env = tenant.smartmoving.webhook_token_env
+    assert token_env
+    token = secrets.token_urlsafe(32)
     started = time.monotonic()
-    serve = start_serve(_smartmoving_env(tenant, simulator))
+    serve = start_serve({**_smartmoving_env(tenant, simulator), token_env: token})
     ready_after = time.monotonic() - started
     services = serve.services()
-    assert set(services) == {"code", "daemon", "web"}, serve.log_tail()
+    assert set(services) == {"code", "daemon", "web", "webhooks"}, serve.log_tail()
     assert not any("dagster dev" in " ".join(p.cmdline()) for p in psutil.Process(serve.process.pid).children(True))
+
+    # 0. the webhook receiver: its URL printed with the token variable's name, a delivery stored
+    receiver = f"http://127.0.0.1:{serve.webhook_port}"
+    printed = f"Webhooks: {receiver}/webhooks/smartmoving/{tenant.key}/${token_env}"
+    serve.wait_for("the webhook receiver's URL", 60, lambda: serve.log_lines("Webhooks: ") == [printed])
+    # a customer event naming no opportunity: stored (ignored), so no refresh run joins the runs counted below
+    delivered = httpx.post(
+        f"{receiver}/webhooks/smartmoving/{tenant.key}/{token}",
+        json={"event-type": "customer-updated", "customer-id": "c-topology"},
+        timeout=10,
+    )
+    assert (delivered.status_code, delivered.json()) == (200, {"stored": True})
+    assert httpx.post(f"{receiver}/webhooks/smartmoving/{tenant.key}/nope", json={}, timeout=10).status_code == 404
 
     # 1. a real tick, its raw run, and the journeys the automation sensor launches after it
     [first, *_] = serve.wait_for(
@@ -165,8 +182,9 @@ def test_schedule_tick_builds_the_window_through_the_daemon_and_survives_a_kille
     assert after[0].dagster_run.run_id in _graphql_run_ids(serve)
     assert serve.services()["daemon"].pid == services["daemon"].pid  # neither needed a restart
     assert serve.services()["web"].pid == services["web"].pid
+    assert serve.services()["webhooks"].pid == services["webhooks"].pid
 
-    # 4. Ctrl-C stops all three (and their run workers) promptly, exit 0
+    # 4. Ctrl-C stops all four (and their run workers) promptly, exit 0
     tree = [*serve.services().values(), restarted]
     stopping = time.monotonic()
     serve.process.send_signal(signal.SIGINT)
@@ -179,6 +197,7 @@ def test_schedule_tick_builds_the_window_through_the_daemon_and_survives_a_kille
         f"{tick_to_journeys:.1f} s; code server restarted and next tick ok "
         f"{after[0].end_time - killed_at.timestamp():.1f} s after the kill; stopped {stopped_after:.1f} s after SIGINT"
     )
+    assert token not in serve.log_path.read_text(errors="replace")
 
 
 def test_a_tenant_without_its_key_fails_only_its_own_runs(start_serve, simulator: RunningSimulator, tmp_path) -> None:

@@ -68,6 +68,7 @@ class LgmUp:
     tenant: Tenant
     window: list[dt.date]
     ready_after_s: float = 0.0
+    webhook_port: int = 0
     engine: sa.Engine = field(init=False)
 
     def __post_init__(self) -> None:
@@ -160,11 +161,20 @@ def lgm_up(ui_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     home = work / "lgm_home"
     log_path = work / "lgm_up.log"
     tenant = load_tenants()[0]
-    port = free_port()
+    port, webhook_port = free_port(), free_port()
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "lgm_pipeline.cli.main", "up", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "lgm_pipeline.cli.main",
+                "up",
+                "--port",
+                str(port),
+                "--webhook-port",
+                str(webhook_port),
+            ],
             env=lgm_env(ui_database_url, home),
             cwd=work,  # the checkout is shared with other work: nothing may be written into it
             stdin=subprocess.DEVNULL,
@@ -173,7 +183,7 @@ def lgm_up(ui_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
             # Our own session: a Ctrl-C on pytest must not reach it behind the test's back.
             start_new_session=True,
         )
-    up = LgmUp(process, port, ui_database_url, home, log_path, tenant, tenant.sync_window())
+    up = LgmUp(process, port, ui_database_url, home, log_path, tenant, tenant.sync_window(), webhook_port=webhook_port)
     tree: list[psutil.Process] = []
     try:
         wait_until_answering(up, started)

@@ -39,6 +39,23 @@ def test_first_sync_filled_every_branch_and_date_before_the_ui(lgm_up: LgmUp) ->
     assert f"Dagster UI: http://127.0.0.1:{lgm_up.port}" in log
 
 
+def test_the_webhook_receiver_runs_with_a_generated_token_never_printed(lgm_up: LgmUp) -> None:
+    token_env = lgm_up.tenant.smartmoving.webhook_token_env
+    printed = f"Webhooks: http://127.0.0.1:{lgm_up.webhook_port}/webhooks/smartmoving/lgm/${token_env}"
+    deadline = time.monotonic() + 30
+    while printed not in lgm_up.log_path.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    log = lgm_up.log_path.read_text(errors="replace")
+    assert printed in log, lgm_up.log_tail()
+    assert f"No {token_env} for tenant lgm: generated one for this run" in log
+    receiver = psutil.Process(lgm_up.process.pid).children(recursive=True)
+    [token] = {p.environ().get(token_env) for p in receiver if "webhooks serve" in _command(p)}
+    assert token and len(token) >= 40 and token not in log
+    url = f"http://127.0.0.1:{lgm_up.webhook_port}/webhooks/smartmoving/lgm"
+    assert httpx.post(f"{url}/{token}", json={"event-type": "x-demo"}, timeout=10).json() == {"stored": True}
+    assert httpx.post(f"{url}/wrong", json={"event-type": "x-demo"}, timeout=10).status_code == 404
+
+
 def _submit_journeys_run(lgm_up: LgmUp, tags: dict[str, str]) -> tuple[str, str]:
     """Launch the journeys job over GraphQL as any client would; (run id, final status)."""
     client = DagsterGraphQLClient("127.0.0.1", port_number=lgm_up.port, timeout=60)
@@ -126,6 +143,7 @@ def test_ctrl_c_stops_lgm_up_and_every_process_it_started(lgm_up: LgmUp) -> None
     tree = psutil.Process(lgm_up.process.pid).children(recursive=True)
     commands = " ".join(_command(p) for p in tree)
     assert "lgm_pipeline.cli.webserver" in commands and "dagster._daemon" in commands, commands
+    assert "webhooks serve" in commands, commands
 
     started = time.monotonic()
     lgm_up.process.send_signal(signal.SIGINT)
