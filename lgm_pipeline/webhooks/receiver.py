@@ -73,11 +73,6 @@ def webhook_url(host: str, port: int, tenant: str, token: str) -> str:
     return f"http://{host}:{port}/webhooks/smartmoving/{quote(tenant, safe='')}/{quote(token, safe='')}"
 
 
-def url_template(host: str, port: int, tenant: Tenant) -> str:
-    """The tenant's webhook URL with its token variable's NAME in place of the token: safe to print."""
-    return f"http://{host}:{port}/webhooks/smartmoving/{tenant.key}/${tenant.smartmoving.webhook_token_env}"
-
-
 def tenant_tokens(
     tenants: Iterable[Tenant], environ: Mapping[str, str] | None = None, say: Callable[[str], None] | None = None
 ) -> dict[str, str]:

@@ -116,7 +116,9 @@ def wait_until_answering(up: LgmUp, started: float) -> None:
         if up.process.poll() is not None:
             pytest.fail(f"`lgm up` exited with {up.process.returncode} before the UI answered:\n{up.log_tail()}")
         try:
-            if httpx.get(up.url("server_info"), timeout=2).status_code == 200:
+            # lgm up announces the UI on its next poll after the webserver answers: wait for both
+            answered = httpx.get(up.url("server_info"), timeout=2).status_code == 200
+            if answered and "Dagster UI: " in up.log_path.read_text(errors="replace"):
                 up.ready_after_s = time.monotonic() - started
                 return
         except httpx.TransportError:
