@@ -148,13 +148,19 @@ def _web_access(args: argparse.Namespace) -> WebAccess:
     return web_access(args.host, args.read_only, args.allow_mutations, args.allowed_host or ())
 
 
+def _reachable(host: str) -> str:
+    """Where this machine reaches a server listening on ``host`` (a wildcard address: loopback)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from lgm_pipeline.cli.serve import check_ports, free_code_port, run_topology
 
     out = Output.from_args(args)
     access = _web_access(args)
     code_port = free_code_port()
-    with hide_dagster_warnings(out.verbose), lgm_runtime(webhook_tokens=True) as dagster_home:
+    receiver = (_reachable(args.host), args.webhook_port)
+    with hide_dagster_warnings(out.verbose), lgm_runtime(webhook_receiver=receiver) as dagster_home:
         warn_of_time_zones()
         check_ports(args.host, args.port, code_port, args.webhook_port)  # before a sync of minutes, not after it
         print("Syncing today and tomorrow before starting the UI...", file=sys.stderr)
@@ -175,7 +181,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # A bad override is a configuration error now, not a code server that never loads.
     refresh_cron()
     automation_interval_s()
-    runtime = lgm_runtime(smartmoving=args.simulator, webhook_tokens=args.simulator)
+    receiver = (_reachable(args.host), args.webhook_port) if args.simulator else None
+    runtime = lgm_runtime(smartmoving=args.simulator, webhook_receiver=receiver)
     with hide_dagster_warnings(args.verbose), runtime as dagster_home:
         warn_of_time_zones()
         print(f"Dagster home: {dagster_home}", file=sys.stderr)

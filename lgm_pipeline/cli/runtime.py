@@ -145,12 +145,15 @@ def _needs_simulator(tenant: Tenant) -> bool:
     return bool(missing)
 
 
-def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool, webhook_tokens: bool = False) -> None:
-    """A simulator for each tenant without SmartMoving settings (and a webhook token, if asked, when it has none)."""
+def _start_simulators(
+    tenants: list[Tenant], stack: ExitStack, say: bool, webhook_receiver: tuple[str, int] | None = None
+) -> None:
+    """A simulator for each tenant without SmartMoving settings; with ``webhook_receiver`` (host, port), a webhook
+    token when it has none, and its simulator posting its changes to that receiver."""
     simulated = [t for t in tenants if _needs_simulator(t)]
     if not simulated:
         return
-    if webhook_tokens:
+    if webhook_receiver:
         _generate_webhook_tokens(simulated, say)
     from lgm_pipeline.simulator import SimulatorConfig, start_simulator
 
@@ -165,6 +168,13 @@ def _start_simulators(tenants: list[Tenant], stack: ExitStack, say: bool, webhoo
         url_env, key_env = tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env
         os.environ[url_env] = simulator.base_url
         os.environ[key_env] = simulator.api_key
+        token_env = tenant.smartmoving.webhook_token_env
+        if webhook_receiver and token_env and os.environ.get(token_env):
+            from lgm_pipeline.webhooks.receiver import webhook_url
+
+            # Until the receiver answers (after the first sync) the simulator's deliveries retry, then fail:
+            # the cycle reconciles what they carried.
+            simulator.set_webhooks(webhook_url(*webhook_receiver, tenant.key, os.environ[token_env]))
         if say:
             print(
                 f"No SmartMoving settings for tenant {tenant.key} ({url_env}/{key_env}): "
@@ -210,11 +220,13 @@ def warn_of_time_zones() -> None:
 
 
 @contextmanager
-def lgm_runtime(*, smartmoving: bool = True, say: bool = True, webhook_tokens: bool = False) -> Iterator[Path]:
+def lgm_runtime(
+    *, smartmoving: bool = True, say: bool = True, webhook_receiver: tuple[str, int] | None = None
+) -> Iterator[Path]:
     """Database, Dagster home and (optionally) SmartMoving settings for the duration of a command.
 
-    ``webhook_tokens``: a tenant served by the built-in simulator also gets a generated webhook token when its
-    variable is unset (``lgm up``: the receiver it starts then takes that tenant's webhooks).
+    ``webhook_receiver`` (host, port): a tenant served by the built-in simulator also gets a generated webhook
+    token when its variable is unset, and its simulator posts its changes there (``lgm up``'s receiver).
     Yields the Dagster home directory."""
     with ExitStack() as stack:
         url = database_url()
@@ -225,7 +237,7 @@ def lgm_runtime(*, smartmoving: bool = True, say: bool = True, webhook_tokens: b
         if say:
             print(f"PostgreSQL: {redacted(url)}", file=sys.stderr)
         if smartmoving:
-            _start_simulators(list(load_tenants()), stack, say, webhook_tokens)
+            _start_simulators(list(load_tenants()), stack, say, webhook_receiver)
         from lgm_pipeline.storage.resources import PostgresResource
 
         postgres = PostgresResource()
