@@ -22,7 +22,7 @@ from lgm_pipeline.tenants import load_tenants
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-LGM_SERVICES = ("migrate", "code", "webserver", "daemon")
+LGM_SERVICES = ("migrate", "code", "webserver", "daemon", "webhooks")
 
 
 def _yaml(name: str) -> dict:
@@ -80,7 +80,9 @@ def test_compose_starts_in_order_with_health_checks_and_keeps_keys_in_the_code_s
     assert needs["migrate"] == {"postgres": {"condition": "service_healthy"}}
     assert needs["code"] == {"migrate": {"condition": "service_completed_successfully"}}
     assert needs["webserver"] == needs["daemon"] == {"code": {"condition": "service_healthy"}}
-    for name in ("postgres", "code", "webserver", "daemon"):
+    # the webhook receiver needs the tenant schemas, not the code server
+    assert needs["webhooks"] == {"migrate": {"condition": "service_completed_successfully"}}
+    for name in ("postgres", "code", "webserver", "daemon", "webhooks"):
         assert services[name]["healthcheck"]["test"], name
     # the SmartMoving keys (the env file) reach the code server, which launches the runs, and nothing else
     assert [name for name, service in services.items() if "env_file" in service] == ["code"]
@@ -101,6 +103,8 @@ def test_env_example_names_every_tenant_variable_and_holds_no_secret() -> None:
     for tenant in load_tenants():
         assert {tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env} <= set(entries)
         assert entries[tenant.smartmoving.api_key_env] == ""
+        if tenant.smartmoving.webhook_token_env:
+            assert entries[tenant.smartmoving.webhook_token_env] == ""
     assert entries["POSTGRES_PASSWORD"] == ""
 
 
