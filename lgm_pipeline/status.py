@@ -91,9 +91,8 @@ def format_age(age: dt.timedelta) -> str:
 def format_webhooks(counts: InboxCounts) -> str:
     """``webhooks: N received, P pending (oldest 2m 5s), D done, F failed, I ignored, U unreadable``."""
     oldest = f" (oldest {format_age(counts.oldest_pending_age)})" if counts.oldest_pending_age is not None else ""
-    processing = f", {counts.processing} processing" if counts.processing else ""
     return (
-        f"webhooks: {counts.received} received, {counts.pending} pending{oldest}{processing}, {counts.done} done, "
+        f"webhooks: {counts.received} received, {counts.pending} pending{oldest}, {counts.done} done, "
         f"{counts.failed} failed, {counts.ignored} ignored, {counts.unreadable} unreadable"
     )
 

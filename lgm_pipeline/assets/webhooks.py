@@ -39,6 +39,7 @@ from lgm_pipeline.webhooks.processing import (
     REFRESH_ASSET,
     apply_refresh,
     inbox_backlog,
+    mark_failed,
     pending_events,
     refreshed_partitions,
 )
@@ -100,9 +101,16 @@ def build_webhook_refresh_asset(tenant: Tenant) -> dg.AssetsDefinition:
         calls: Counter[str] = Counter()
         details: dict[str, dict[str, Any]] = {}
         if opportunities:
-            with open_client(smartmoving, tenant, context) as client:
-                details = call_api(client.get_opportunities, opportunities, tenant=tenant)
-                calls = Counter(client.calls)
+            try:
+                with open_client(smartmoving, tenant, context) as client:
+                    details = call_api(client.get_opportunities, opportunities, tenant=tenant)
+                    calls = Counter(client.calls)
+            except dg.Failure as failure:
+                if not failure.allow_retries:
+                    # Wrong settings, a rejected key, an exhausted quota: trying again cannot serve these events.
+                    # They are settled as failed, with why; the 2-hour cycle reconciles what they announced.
+                    mark_failed(engine, tenant, events, failure.description or "refresh failed", context.run.run_id)
+                raise
         outcome = apply_refresh(
             engine, tenant, events, details, calls=calls, started_at=started_at, run_id=context.run.run_id
         )

@@ -409,8 +409,9 @@ unreadable_records = sa.Table(
     sa.Column("run_id", sa.Text, nullable=False),
 )
 
-#: What a webhook event is in the inbox: received and waiting, taken by a refresh run, or settled.
-WEBHOOK_STATES = ("pending", "processing", "done", "ignored", "unreadable", "failed")
+#: What a webhook event is in the inbox: waiting for a refresh run, or settled by one (done; failed on an error
+#: retrying cannot heal), or at receipt (ignored: nothing serves its kind; unreadable).
+WEBHOOK_STATES = ("pending", "done", "ignored", "unreadable", "failed")
 
 #: SmartMoving's webhook deliveries, the inbox: each is committed here before the receiver answers 2xx,
 #: then served by a targeted refresh run (``assets/webhooks.py``) that records its run id and outcome.

@@ -54,7 +54,6 @@ def store_event(engine: Engine, tenant: Tenant, body: bytes, event: ReadEvent) -
 class InboxCounts:
     received: int
     pending: int
-    processing: int
     done: int
     ignored: int
     unreadable: int
@@ -75,7 +74,6 @@ def inbox_counts(engine: Engine, tenant: Tenant, now: dt.datetime) -> InboxCount
     return InboxCounts(
         received=sum(counts.values()),
         pending=counts.get("pending", 0),
-        processing=counts.get("processing", 0),
         done=counts.get("done", 0),
         ignored=counts.get("ignored", 0),
         unreadable=counts.get("unreadable", 0),

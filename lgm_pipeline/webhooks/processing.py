@@ -114,6 +114,18 @@ def pending_events(engine: Engine, tenant: Tenant, limit: int = MAX_EVENTS_PER_R
         return [PendingEvent(*row) for row in _scoped(conn, tenant).execute(stmt).all()]
 
 
+def mark_failed(engine: Engine, tenant: Tenant, events: Iterable[PendingEvent], reason: str, run_id: str) -> int:
+    """Settle ``events`` as failed: a refresh met an error retrying cannot heal (settings, key, quota)."""
+    e = webhook_events
+    stmt = (
+        e.update()
+        .where(e.c.event_id.in_([ev.event_id for ev in events]), e.c.state == "pending")
+        .values(state="failed", reason=reason, run_id=run_id, processed_at=sa.func.now())
+    )
+    with engine.begin() as conn:
+        return _scoped(conn, tenant).execute(stmt).rowcount
+
+
 def refreshed_partitions(engine: Engine, tenant: Tenant, run_id: str) -> list[str]:
     """The journeys partitions a refresh run left to rebuild (its events' ``partitions``)."""
     e = webhook_events

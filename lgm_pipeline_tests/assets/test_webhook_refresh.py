@@ -220,3 +220,22 @@ def test_a_failed_refresh_leaves_the_inbox_pending_and_the_tables_as_they_were(
         )
     # just after a failure the sensor waits before the next refresh: SmartMoving is not hammered
     assert not _tick(defs, instance).run_requests
+
+
+@pytest.mark.usefixtures("synced")
+def test_a_rejected_key_settles_the_events_as_failed_naming_the_setting(
+    defs: dg.Definitions,
+    tenant: Tenant,
+    instance: dg.DagsterInstance,
+    db: sa.Engine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    [victim] = _victims(db, tenant, 1)
+    _post(db, tenant, "opportunity-changed", victim["external_ids"]["smartmoving_opportunity_id"])
+    monkeypatch.setenv(tenant.smartmoving.api_key_env, "not-the-key")
+    assert not _refresh(defs, tenant, instance).success
+    [event] = _events(db, tenant)
+    # retrying cannot heal a rejected key: settled, with the setting to fix; the cycle reconciles the change
+    assert event["state"] == "failed" and tenant.smartmoving.api_key_env in event["reason"]
+    assert "not-the-key" not in event["reason"]
+    assert not _tick(defs, instance).run_requests

@@ -18,8 +18,9 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import psutil
@@ -324,7 +325,22 @@ def test_the_topology_runs_the_receiver_and_prints_its_url_without_the_token(
     ]
 
 
-def test_lgm_up_generates_a_token_for_a_simulated_tenant_without_one(
+class _Recorder(BaseHTTPRequestHandler):
+    """A stand-in receiver: records the path of each POST (the simulator's deliveries)."""
+
+    paths: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.paths.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_lgm_up_generates_a_token_for_a_simulated_tenant_and_its_simulator_posts_there(
     database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from lgm_pipeline.cli.runtime import lgm_runtime
@@ -334,9 +350,23 @@ def test_lgm_up_generates_a_token_for_a_simulated_tenant_without_one(
     for name in touched:
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    with lgm_runtime(webhook_tokens=True):
-        generated = os.environ[TOKEN_ENV]
+    receiver = HTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        with lgm_runtime(webhook_receiver=("127.0.0.1", receiver.server_port)):
+            generated = os.environ[TOKEN_ENV]
+            admin = os.environ["SMARTMOVING_BASE_URL"].removesuffix("/v1") + "/_admin"
+            today = dt.date.today().isoformat()
+            [first, *_] = httpx.get(f"{admin}/opportunities", params={"date": today}, timeout=30).json()
+            httpx.post(f"{admin}/cancel", json={"opportunity_id": first}, timeout=30).raise_for_status()
+            deadline = time.monotonic() + 10
+            while not _Recorder.paths and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        receiver.shutdown()
     assert len(generated) >= 40
+    # the demo's simulator posts its changes to the receiver lgm up starts, with the generated token
+    assert _Recorder.paths[0] == f"/webhooks/smartmoving/lgm/{generated}"
     err = capsys.readouterr().err
     assert f"No {TOKEN_ENV} for tenant lgm: generated one for this run" in err
     assert generated not in err
