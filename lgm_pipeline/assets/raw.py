@@ -37,7 +37,7 @@ from lgm_pipeline.storage.io_manager import table_metadata, with_pulled_records
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.write import PulledRecords
 from lgm_pipeline.tenants import Tenant
-from lgm_pipeline.transform.journeys import normalize_journeys
+from lgm_pipeline.transform.journeys import job_branches
 from lgm_pipeline.transform.raw import (
     OpportunitySummary,
     PullAccount,
@@ -501,15 +501,8 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             },
         )
         yield records_read_check(account)
-        normalized = normalize_journeys(
-            tenant,
-            smartmoving_customers,
-            smartmoving_opportunities,
-            frame,
-            synced_at=dt.datetime.now(dt.UTC),
-            run_id=context.run.run_id,
-        )
-        yield branch_mapping_check(unmapped_branches(normalized), dates)
+        branches = job_branches(tenant, smartmoving_customers, smartmoving_opportunities, frame)
+        yield branch_mapping_check(unmapped_branches(branches), dates)
 
     return [smartmoving_customers, smartmoving_opportunities, smartmoving_jobs]
 

@@ -36,7 +36,8 @@ class UnmappedBranches:
 
 
 def unmapped_branches(normalized: pd.DataFrame) -> UnmappedBranches:
-    """From ``normalize_journeys``' rows (every branch): booked work whose branch maps to no location.
+    """From ``job_branches``' (or ``normalize_journeys``') rows of every branch: booked work whose branch maps
+    to no location.
 
     A job of an unmapped branch was never stored as a journey, so "booked work" needs no existing ids.
     """

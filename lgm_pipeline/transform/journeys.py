@@ -222,6 +222,18 @@ def _name_of(value: Any) -> str | None:
     return clean_text(value.get("name")) if isinstance(value, dict) else None
 
 
+def _status(opportunity: Mapping[str, Any]) -> tuple[int | None, Any]:
+    """SmartMoving's status code and its mapping (None: unreadable or unknown)."""
+    status = read_status(opportunity.get("status"))
+    return status, STATUS_MAPPING.get(status) if status is not None else None
+
+
+def _branch(opportunity: Mapping[str, Any], branches: Mapping[str, Any]) -> tuple[str | None, Any]:
+    """The SmartMoving branch name and the tenant's branch it maps to (None: not in the tenants file)."""
+    branch_name = clean_text((opportunity.get("branch") or {}).get("name"))
+    return branch_name, branches.get(branch_name) if branch_name else None
+
+
 def _journey_row(
     tenant: Tenant,
     job: Mapping[str, Any],
@@ -234,12 +246,10 @@ def _journey_row(
 ) -> dict[str, Any]:
     job_payload = job["payload"]
     opp_customer = opportunity.get("customer") or {}
-    status = read_status(opportunity.get("status"))
-    mapping = STATUS_MAPPING.get(status) if status is not None else None
+    status, mapping = _status(opportunity)
     job_type = _as_int(job.get("job_type"))
     type_info = job_type_info(job_type, custom_types)
-    branch_name = clean_text((opportunity.get("branch") or {}).get("name"))
-    branch = branches.get(branch_name) if branch_name else None
+    branch_name, branch = _branch(opportunity, branches)
     addresses = [a.strip() for a in job.get("addresses") or [] if isinstance(a, str) and a.strip()]
     pickup, dropoff, stops = _address_roles(addresses, type_info)
     # The customers list is pulled every cycle while opportunity details may come from the cache: contact
@@ -321,12 +331,7 @@ def normalize_journeys(
     run_id: str,
 ) -> pd.DataFrame:
     """All journeys of the date, every branch (``location_id`` is None where the branch is unknown)."""
-    opportunity_by_id = dict(zip(opportunities["opportunity_id"], opportunities["payload"], strict=True))
-    # The list is pulled every run while details may be cached (the catch-up reuses them across a
-    # status-only change): the listed status is the current one.
-    for oid, status in listed_statuses(customers).items():
-        if oid in opportunity_by_id and read_status(opportunity_by_id[oid].get("status")) != status:
-            opportunity_by_id[oid] = {**opportunity_by_id[oid], "status": status}
+    opportunity_by_id = current_opportunities(customers, opportunities)
     customer_by_id = dict(zip(customers["customer_id"], customers["payload"], strict=True))
     branches = tenant.branch_by_smartmoving_name()
     custom_types = custom_job_types(tenant)
@@ -348,6 +353,51 @@ def normalize_journeys(
         frame[column] = frame[column].astype("Int64")
     frame["needs_truck"] = frame["needs_truck"].astype("boolean")
     return frame
+
+
+def current_opportunities(customers: pd.DataFrame, opportunities: pd.DataFrame) -> dict[str, Mapping[str, Any]]:
+    """Each opportunity's details by id, with the status the customers list shows.
+
+    The list is pulled every run while details may be cached (the catch-up reuses them across a status-only
+    change): the listed status is the current one.
+    """
+    opportunity_by_id = dict(zip(opportunities["opportunity_id"], opportunities["payload"], strict=True))
+    for oid, status in listed_statuses(customers).items():
+        if oid in opportunity_by_id and read_status(opportunity_by_id[oid].get("status")) != status:
+            opportunity_by_id[oid] = {**opportunity_by_id[oid], "status": status}
+    return opportunity_by_id
+
+
+#: What the branch mapping check reads of each job (``job_branches``): a journey's key, date, stage and branch.
+JOB_BRANCH_COLUMNS = ["id", "service_date", "job_number", "status", "branch_name", "location_id"]
+
+
+def job_branches(
+    tenant: Tenant, customers: pd.DataFrame, opportunities: pd.DataFrame, jobs: pd.DataFrame
+) -> pd.DataFrame:
+    """Per job, the journey it would be as far as its branch goes: id, date, stage, branch name and location.
+
+    What the raw pull's branch check needs, read as ``normalize_journeys`` reads it (the same helpers),
+    without normalizing the rest (contacts, money, addresses): that is the journeys asset's work, once.
+    """
+    opportunity_by_id = current_opportunities(customers, opportunities)
+    branches = tenant.branch_by_smartmoving_name()
+    rows = []
+    for job in jobs.to_dict("records"):
+        opportunity = opportunity_by_id.get(job["opportunity_id"]) or {}
+        _, mapping = _status(opportunity)
+        branch_name, branch = _branch(opportunity, branches)
+        rows.append(
+            {
+                "id": journey_id(tenant, job["job_id"]),
+                "service_date": job["service_date"],
+                "job_number": clean_text(job.get("job_number")),
+                "status": mapping.stage.value if mapping else None,
+                "branch_name": branch_name,
+                "location_id": branch.location_id if branch else None,
+            }
+        )
+    return pd.DataFrame(rows, columns=JOB_BRANCH_COLUMNS)
 
 
 def is_journey(frame: pd.DataFrame, existing_ids: set[str]) -> pd.Series:

@@ -6,7 +6,13 @@ from decimal import Decimal
 import pytest
 
 from lgm_pipeline.tenants import load_tenants
-from lgm_pipeline.transform.journeys import journey_id, normalize_journeys, normalize_phone
+from lgm_pipeline.transform.journeys import (
+    JOB_BRANCH_COLUMNS,
+    job_branches,
+    journey_id,
+    normalize_journeys,
+    normalize_phone,
+)
 from lgm_pipeline.transform.raw import yyyymmdd_to_date
 from lgm_pipeline_tests.payloads import CALGARY, job, opportunity, raw_frames
 
@@ -95,3 +101,18 @@ def test_job_without_address_has_no_locations() -> None:
     quote = 4242
     [row] = _normalize([opportunity(DAY, jobs=[job(DAY, quote, jobAddresses=[])])])
     assert row["pickup_address"] is None and row["dropoff_address"] is None and row["addresses"] == []
+
+
+def test_the_raw_pulls_branch_reading_is_the_journeys_own() -> None:
+    """The branch check of the raw pull reads branch and stage as journeys do, without normalizing the rest."""
+    opps = [
+        opportunity(DAY, branch=CALGARY, status=4),
+        opportunity(DAY, branch="MOON BASE - Let's Get Moving", status=4),
+        opportunity(DAY, branch=CALGARY, status=30),
+        opportunity(DAY, branch=None, status=99),
+    ]
+    customers, opportunities, jobs = raw_frames(DAY, opps)
+    normalized = normalize_journeys(TENANT, customers, opportunities, jobs, dt.datetime.now(dt.UTC), "run-1")
+    branches = job_branches(TENANT, customers, opportunities, jobs)
+    assert branches.to_dict("records") == normalized[JOB_BRANCH_COLUMNS].to_dict("records")
+    assert branches["location_id"].isna().tolist() == [False, True, False, True]
