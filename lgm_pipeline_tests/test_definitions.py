@@ -22,6 +22,7 @@ def test_asset_specs_snapshot() -> None:
         "lgm/smartmoving_arrival_windows",
         "lgm/smartmoving_branches",
         "lgm/smartmoving_customers",
+        "lgm/smartmoving_job_departures",
         "lgm/smartmoving_jobs",
         "lgm/smartmoving_leads",
         "lgm/smartmoving_opportunities",

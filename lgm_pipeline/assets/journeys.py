@@ -253,6 +253,8 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         backfill_policy=dg.BackfillPolicy.single_run(),
         io_manager_key=IO_MANAGER_KEY,
         ins={name: dg.AssetIn(names.asset_key(name), metadata=branch_rows) for name in raw},
+        # Read in the merge (storage/write.py): why a journey left its date goes into the delete's audit row.
+        deps=[names.asset_key("smartmoving_job_departures")],
         check_specs=_check_specs(tenant, asset_key),
         kinds={"pandas", "postgres"},
         owners=OWNERS,

@@ -347,16 +347,44 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         )
         yield records_read_check(account)
 
-    @dg.asset(
-        name="smartmoving_opportunities",
-        description=(
-            f"{tenant.name}: opportunity details (branch, status, totals, jobs with addresses and charges) for "
-            "every opportunity listed on the service date. Details are reused from the previous pull while the "
-            "list summary is unchanged and younger than detail_max_age_hours. Table raw_opportunities."
-        ),
+    opportunities_asset = api_asset(tenant, "smartmoving_opportunities")
+
+    def stored_out(asset: str, description: str) -> dg.AssetOut:
+        return dg.AssetOut(
+            key=names.asset_key(asset),
+            description=description,
+            group_name=common["group_name"],
+            io_manager_key=IO_MANAGER_KEY,
+            metadata=table_metadata(tenant, asset),
+            kinds=opportunities_asset["kinds"],
+            owners=OWNERS,
+            tags=names.tags,
+        )
+
+    # One step, two tables: the details, and why journeys of the pulled dates leave them (found from the same
+    # details and calls). Declared as two assets so the lineage shows what the step writes.
+    @dg.multi_asset(
+        name=names.op("smartmoving_opportunities"),
+        outs={
+            "smartmoving_opportunities": stored_out(
+                "smartmoving_opportunities",
+                f"{tenant.name}: opportunity details (branch, status, totals, jobs with addresses and charges) for "
+                "every opportunity listed on the service date. Details are reused from the previous pull while the "
+                "list summary is unchanged and younger than detail_max_age_hours. Table raw_opportunities.",
+            ),
+            "smartmoving_job_departures": stored_out(
+                "smartmoving_job_departures",
+                f"{tenant.name}: jobs that had a journey on a pulled date and that the pull files on none of its "
+                "dates, with why (rescheduled and where, cancelled, deleted), from their opportunity's details. The "
+                "journeys merge copies the reason into the delete's audit row. Table raw_job_departures.",
+            ),
+        },
+        ins={"smartmoving_customers": dg.AssetIn(names.asset_key("smartmoving_customers"))},
         check_specs=[records_read_spec(names.asset_key("smartmoving_opportunities"))],
-        **api_asset(tenant, "smartmoving_opportunities"),
-        **common,
+        partitions_def=common["partitions_def"],
+        backfill_policy=common["backfill_policy"],
+        pool=opportunities_asset["pool"],
+        retry_policy=opportunities_asset["retry_policy"],
     )
     def smartmoving_opportunities(
         context: dg.AssetExecutionContext,
@@ -420,7 +448,6 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         if vanished:
             context.log.warning(f"{len(vanished)} listed opportunities no longer exist in SmartMoving: {vanished[:5]}")
         departures = departures_frame(leaving, {**details, **explaining}, fetched_at, window, now, context.run.run_id)
-        postgres.write_departures(tenant, departures, dates, context.run.run_id)
         # A carried opportunity whose multi-day job moved off these dates no longer belongs here.
         for oid in carried & set(details):
             if not opportunity_dates(details[oid]) & window:
@@ -432,8 +459,15 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         account.set_aside = {"gone (400)": len(set(vanished) & (set(summaries) - carried))}
         account.stored = len((set(summaries) - carried) & set(frame["opportunity_id"]))
         branches = pd.Series([(p.get("branch") or {}).get("name") for p in frame["payload"]], dtype=object)
+        # Each pulled date's departures are replaced, none left clearing the date's (the IO manager's scope).
+        yield dg.Output(
+            departures,
+            output_name="smartmoving_job_departures",
+            metadata={"rows": dg.MetadataValue.int(len(departures))},
+        )
         yield dg.Output(
             attach_account(frame, account, now, context.run.run_id),
+            output_name="smartmoving_opportunities",
             metadata={
                 **account_metadata(account),
                 "rows": dg.MetadataValue.int(len(frame)),

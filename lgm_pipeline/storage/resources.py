@@ -21,21 +21,18 @@ from sqlalchemy.engine import Engine
 from lgm_pipeline.storage import database
 from lgm_pipeline.storage.access import quote_ident
 from lgm_pipeline.storage.migrations import migrate
-from lgm_pipeline.storage.scope import PartitionScope
 from lgm_pipeline.storage.tables import (
     RAW_TABLES,
     date_column,
     journeys,
     leads,
     leads_quarantine,
-    raw_job_departures,
     raw_opportunities,
     sync_runs,
     tenant_options,
     unreadable_records,
     webhook_events,
 )
-from lgm_pipeline.storage.write import write_frame
 from lgm_pipeline.tenants.config import Tenant
 
 # (database URL, tenant) pairs migrated by this process; a tenant edited in config is a new key.
@@ -149,19 +146,6 @@ class PostgresResource(dg.ConfigurableResource):
         with self.ensure_tenant(tenant).connect() as conn:
             rows = conn.execution_options(**tenant_options(tenant)).execute(stmt).all()
         return [JourneyJob(*row) for row in rows]
-
-    def write_departures(self, tenant: Tenant, frame: pd.DataFrame, dates: Iterable[dt.date], run_id: str) -> None:
-        """Replace the departures of each pulled date with ``frame``'s (none left: the date's are cleared)."""
-        scopes = [PartitionScope(key=day.isoformat(), service_date=day) for day in sorted(set(dates))]
-        write_frame(
-            self.ensure_tenant(tenant),
-            tenant,
-            raw_job_departures,
-            frame,
-            scope=scopes,
-            run_id=run_id,
-            asset=raw_job_departures.name,
-        )
 
     def existing_journey_ids(self, tenant: Tenant, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` are journeys already (in any partition)."""

@@ -458,6 +458,7 @@ schema_migrations = sa.Table(
 ASSET_TABLES: dict[str, sa.Table] = {
     "smartmoving_customers": raw_customers,
     "smartmoving_opportunities": raw_opportunities,
+    "smartmoving_job_departures": raw_job_departures,
     "smartmoving_jobs": raw_jobs,
     "journeys": journeys,
     "smartmoving_branches": raw_branches,

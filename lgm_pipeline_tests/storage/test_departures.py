@@ -44,9 +44,11 @@ def _departure(job: str, reason: str, new_date: dt.date | None = None, fetched_a
     }
 
 
-def _pulled(postgres: PostgresResource, tenant: Tenant, rows: list[dict]) -> None:
-    frame = pd.DataFrame(rows, columns=list(_departure("x", "deleted")))
-    postgres.write_departures(tenant, frame, [DAY], "run-pull")
+def _pulled(writer: Writer, rows: list[dict]) -> None:
+    """The raw pull's departures of DAY, written as the IO manager writes asset smartmoving_job_departures."""
+    writer.raw(
+        "smartmoving_job_departures", pd.DataFrame(rows, columns=list(_departure("x", "deleted"))), DAY, "run-pull"
+    )
 
 
 def _moved_out(conn: sa.Connection) -> dict[str, tuple]:
@@ -77,8 +79,7 @@ def test_each_leaving_job_is_audited_with_why_and_dispatch_sees_it(
     jobs = ["moved", "cancelled", "deleted", "undated", "stale", "unexplained", "keep"]
     writer.journeys(journeys_frame([journey_row(j) for j in jobs]))
     _pulled(
-        postgres,
-        tenant,
+        writer,
         [
             _departure("moved", "rescheduled", LATER),
             _departure("cancelled", "cancelled"),
@@ -129,7 +130,7 @@ def test_moved_out_is_narrowed_to_the_branches_a_session_may_read(
 ) -> None:
     for branch in (CALGARY, TORONTO):
         writer.journeys(journeys_frame([journey_row(branch, location_id=branch)]), key=journey_key(DAY, branch))
-    _pulled(postgres, tenant, [_departure(CALGARY, "deleted"), _departure(TORONTO, "cancelled")])
+    _pulled(writer, [_departure(CALGARY, "deleted"), _departure(TORONTO, "cancelled")])
     for branch in (CALGARY, TORONTO):
         writer.journeys(journeys_frame([]).reindex(columns=list(journey_row("x"))), key=journey_key(DAY, branch))
 
