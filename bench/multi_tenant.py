@@ -70,9 +70,10 @@ from lgm_pipeline.settings import (
     AUTOMATION_INTERVAL_ENV,
     RATE_LIMIT_OVERRIDE_ENV,
     REFRESH_CRON_ENV,
+    TENANTS_FILE_ENV,
     automation_interval_s,
 )
-from lgm_pipeline.tenants.config import DEFAULT_TENANTS_FILE, TENANTS_FILE_ENV
+from lgm_pipeline.tenants.config import DEFAULT_TENANTS_FILE
 
 SAMPLE_INTERVAL_S = 0.5
 CUSTOMERS_PER_DAY = 185

@@ -15,6 +15,23 @@ HOME_ENV = "LGM_HOME"
 DAGSTER_STORAGE_URL_ENV = "LGM_DAGSTER_STORAGE_URL"
 
 
+TENANTS_FILE_ENV = "LGM_TENANTS_FILE"
+
+
+def tenants_file_override() -> str | None:
+    """``LGM_TENANTS_FILE``: another tenants file than the packaged one."""
+    return os.environ.get(TENANTS_FILE_ENV) or None
+
+
+def secret(name: str) -> str | None:
+    """The value of the variable ``name`` (a tenant's API key or URL, a webhook token: tenants.yaml names them).
+
+    Read where it is used (a run's client, the receiver's start-up), never cached, never copied into config,
+    metadata or logs; this module is the one place code reads the environment.
+    """
+    return os.environ.get(name) or None
+
+
 def lgm_home() -> Path:
     """Where the embedded PostgreSQL and the Dagster home live (``./.lgm`` by default)."""
     return Path(os.environ.get(HOME_ENV) or ".lgm").expanduser().resolve()

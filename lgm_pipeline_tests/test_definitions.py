@@ -75,6 +75,7 @@ def test_api_key_is_an_env_var_name_not_a_value() -> None:
 def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch) -> None:
     import yaml
 
+    from lgm_pipeline import settings
     from lgm_pipeline.tenants import config as tenants_config
 
     lgm = yaml.safe_load(tenants_config.DEFAULT_TENANTS_FILE.read_text())["tenants"][0]
@@ -89,7 +90,7 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
     }
     path = tmp_path / "tenants.yaml"
     path.write_text(yaml.safe_dump({"tenants": [lgm, acme]}))
-    monkeypatch.setenv(tenants_config.TENANTS_FILE_ENV, str(path))
+    monkeypatch.setenv(settings.TENANTS_FILE_ENV, str(path))
     assert [t.key for t in load_tenants()] == ["lgm", "acme"]
     two = build_definitions()
     keys = {k.to_user_string() for k in two.resolve_all_asset_keys()}

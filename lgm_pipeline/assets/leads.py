@@ -20,7 +20,6 @@ from lgm_pipeline.assets.journeys import rule_check
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.assets.raw import (
-    AFTER_THE_PULL,
     account_metadata,
     api_asset,
     attach_account,
@@ -85,7 +84,9 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         group_name=group,
         partitions_def=partitions.service_date,
         backfill_policy=single_run,
-        op_tags=AFTER_THE_PULL,
+        # After the pull, in the same run (the dispatcher's data first); skipped by Dagster when any step of the
+        # pull failed, so an error that stops the cycle (settings, key, quota) costs no leads call either.
+        deps=[names.asset_key("smartmoving_jobs")],
         check_specs=[records_read_spec(raw_key)],
         **api_asset(tenant, "smartmoving_leads"),
     )

@@ -7,7 +7,6 @@ only when the list summary changed or the cached copy is older than allowed.
 """
 
 import datetime as dt
-import os
 import time
 from collections import Counter
 from typing import Any
@@ -77,7 +76,7 @@ class OpportunityDetailsConfig(dg.Config):
     tier's 20,000; 24 h would reach ~21,000 with the catch-up (docs/performance.md)."""
 
 
-#: Failure metadata telling ``lgm sync`` not to pull the cycle's other dates (they would fail the same way).
+#: Failure metadata: this error stops the cycle (retrying cannot heal it); ``lgm sync`` reports the cycle stopped.
 STOP_CYCLE = "lgm/stop_cycle"
 #: Failure metadata: the settings are wrong (base URL, key); ``lgm sync`` exits 2, as for any configuration error.
 CONFIGURATION_ERROR = "lgm/configuration_error"
@@ -85,18 +84,6 @@ CONFIGURATION_ERROR = "lgm/configuration_error"
 DEFAULT_BASE_URL_ENV = "SMARTMOVING_BASE_URL"
 DEFAULT_API_KEY_ENV = "SMARTMOVING_API_KEY"
 EXAMPLE_BASE_URL = "https://api-public.smartmoving.com/v1"
-
-
-def _env_names(client: SmartMovingClient | None, tenant: Tenant | None) -> tuple[str, str]:
-    """The variables holding this client's base URL and key, to name them in a message."""
-    if tenant is not None:
-        return tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env
-    if client is not None:
-        # Callers without the tenant at hand: the variable whose value is this base URL.
-        for name, value in os.environ.items():
-            if name.endswith("BASE_URL") and value.rstrip("/") == client.base_url:
-                return name, name.removesuffix("BASE_URL") + "API_KEY"
-    return DEFAULT_BASE_URL_ENV, DEFAULT_API_KEY_ENV
 
 
 def _explain(error: SmartMovingError, url_env: str, key_env: str) -> str:
@@ -111,16 +98,14 @@ def _explain(error: SmartMovingError, url_env: str, key_env: str) -> str:
     return text
 
 
-def api_failure(
-    error: SmartMovingError, calls: Counter[str], tenant: Tenant | None = None, client: Any = None
-) -> dg.Failure:
+def api_failure(error: SmartMovingError, calls: Counter[str], tenant: Tenant) -> dg.Failure:
     """The step's failure, with the calls it spent (a failed attempt's calls count against the quota too).
 
     Wrong settings, a rejected key or an exhausted quota will not heal by retrying the step: they fail
     once, clearly, and stop the cycle. Anything else (5xx, 429, timeouts after the client's own retries)
     stays retryable by the step's RetryPolicy.
     """
-    url_env, key_env = _env_names(client, tenant)
+    url_env, key_env = tenant.smartmoving.base_url_env, tenant.smartmoving.api_key_env
     # An endpoint out of the key's reach (EndpointUnavailableError) will not heal either, but it is no setting's
     # fault: the cycle stops pulling, without a configuration error, and what was written stands.
     final = isinstance(error, ConfigurationError | QuotaExhaustedError | EndpointUnavailableError)
@@ -172,17 +157,12 @@ def api_asset(tenant: Tenant, asset: str) -> dict[str, Any]:
     }
 
 
-#: Op tags of the leads' steps: they run after the raw pull's steps of the same run (the dispatcher's
-#: data first), and not at all when an earlier step stopped the cycle (:func:`open_client`).
-AFTER_THE_PULL = {"dagster/priority": "-1"}
-
-
 def service_dates(context: dg.AssetExecutionContext) -> list[dt.date]:
     """The dates of the run: one partition, or a range launched as a single run."""
     return sorted(dt.date.fromisoformat(key) for key in context.partition_keys)
 
 
-def call_api(func: Any, *args: Any, tenant: Tenant | None = None) -> Any:
+def call_api(func: Any, *args: Any, tenant: Tenant) -> Any:
     """``func(*args)`` (a SmartMoving client's method); a SmartMoving error becomes the step's ``dg.Failure``."""
     client = getattr(func, "__self__", None)
     before = Counter(client.calls) if isinstance(client, SmartMovingClient) else Counter()
@@ -190,22 +170,22 @@ def call_api(func: Any, *args: Any, tenant: Tenant | None = None) -> Any:
         return func(*args)
     except SmartMovingError as error:
         spent = Counter(client.calls) - before if isinstance(client, SmartMovingClient) else Counter()
-        raise api_failure(error, spent, tenant, client) from None
+        raise api_failure(error, spent, tenant) from None
 
 
 def open_client(
     smartmoving: SmartMovingResource, tenant: Tenant, context: dg.AssetExecutionContext
 ) -> SmartMovingClient:
     """The tenant's client; an unset variable or a base URL httpx cannot even parse fails the step at once,
-    like a 404 (no retry, the cycle stops), and only this tenant's step.
+    like a 404 (no retry, the cycle stops), and only this tenant's step. A step of a run being canceled
+    (Ctrl-C, a terminated run) fails at once, without a call.
 
-    A step of a run in which an earlier step met such an error (wrong settings, a rejected key, an
-    exhausted quota) fails at once too, with that error and without a call: the leads run after the
-    raw pull in the same run (a lower step priority), and would only spend a call failing the same way.
+    Nothing else of the run is read to decide whether to call: a step after an error that stops the cycle
+    (wrong settings, a rejected key, an exhausted quota) does not run at all, because it depends on the step
+    that failed (the leads on ``smartmoving_jobs``, the last step of the pull), and Dagster skips it.
     """
-    earlier = _stopping_failure(context)
-    if earlier is not None:
-        raise earlier
+    if _run_canceling(context):
+        raise dg.Failure(description="the run is being canceled: no call made", allow_retries=False)
     try:
         client = smartmoving.account(tenant.key).get_client(logger=context.log)
     except (UnusableBaseURLError, MissingSettingError) as error:
@@ -227,20 +207,9 @@ def _answered_in_run(context: dg.AssetExecutionContext) -> set[str]:
     return answered
 
 
-def _stopping_failure(context: dg.AssetExecutionContext) -> dg.Failure | None:
-    """The failure that stopped the cycle in an earlier step of this run, repeated for this step (no call);
-    or the run's cancellation (Ctrl-C, a terminated run): a step starting after it makes no call either."""
+def _run_canceling(context: dg.AssetExecutionContext) -> bool:
     run = context.instance.get_run_by_id(context.run.run_id)
-    if run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED):
-        return dg.Failure(description="the run is being canceled: no call made", allow_retries=False)
-    records = context.instance.all_logs(context.run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-    for record in records:
-        data = record.dagster_event.step_failure_data if record.dagster_event else None
-        user = data.user_failure_data if data else None
-        if user is not None and user.metadata.get(STOP_CYCLE):
-            metadata = {k: v for k, v in user.metadata.items() if not k.startswith("api_calls")}
-            return dg.Failure(description=user.description, allow_retries=False, metadata=metadata)
-    return None
+    return run is not None and run.status in (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.CANCELED)
 
 
 #: On every raw asset: each record served is stored, set aside for a stated reason, or quarantined.

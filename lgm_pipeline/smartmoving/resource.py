@@ -9,19 +9,19 @@ the code server. Dagster refuses such run config before the run starts, naming t
 
 # No ``from __future__ import annotations``: Dagster reads ``ResourceDependency`` from the evaluated annotation.
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dagster as dg
 from pydantic import Field
 
+from lgm_pipeline.settings import secret
 from lgm_pipeline.smartmoving.client import SmartMovingClient
 from lgm_pipeline.smartmoving.errors import MissingSettingError
 
 
 def _required_env(name: str, what: str) -> str:
-    value = os.environ.get(name)
+    value = secret(name)
     if not value:
         raise MissingSettingError(name, what)
     return value

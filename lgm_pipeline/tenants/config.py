@@ -7,7 +7,6 @@ the loader refuses anything that is not a plain lowercase identifier rather than
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -18,10 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from lgm_pipeline.naming import TenantNames, role_name_problem
+from lgm_pipeline.settings import tenants_file_override
 from lgm_pipeline.tenants.timezones import zone
 
 DEFAULT_TENANTS_FILE = Path(__file__).with_name("tenants.yaml")
-TENANTS_FILE_ENV = "LGM_TENANTS_FILE"
 
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 _LOCATION_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -324,7 +323,7 @@ def _load(path: Path) -> tuple[Tenant, ...]:
 
 def load_tenants(path: str | Path | None = None) -> tuple[Tenant, ...]:
     """The configured tenants (``LGM_TENANTS_FILE`` overrides the packaged file)."""
-    chosen = Path(path or os.environ.get(TENANTS_FILE_ENV) or DEFAULT_TENANTS_FILE)
+    chosen = Path(path or tenants_file_override() or DEFAULT_TENANTS_FILE)
     return _load(chosen.resolve())
 
 

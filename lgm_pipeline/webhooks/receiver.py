@@ -40,6 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from lgm_pipeline.settings import secret
 from lgm_pipeline.smartmoving.redaction import Redactor
 from lgm_pipeline.tenants.config import Tenant
 from lgm_pipeline.webhooks.events import MalformedBody, read_event
@@ -79,11 +80,11 @@ def tenant_tokens(
     """Tenant key -> webhook token, for the tenants that take webhooks; ``say`` hears why others do not.
 
     Only variable names are ever said, never a value."""
-    environ = os.environ if environ is None else environ
     tokens: dict[str, str] = {}
     for tenant in tenants:
         name = tenant.smartmoving.webhook_token_env
-        token = environ.get(name, "").strip() if name else ""
+        value = (secret(name) if environ is None else environ.get(name)) if name else None
+        token = (value or "").strip()
         if name and token and not _TOKEN_RE.fullmatch(token):
             if say:
                 say(

@@ -22,9 +22,10 @@ import yaml
 
 from lgm_pipeline.assets.automation import AUTOMATION_RUN_TAGS
 from lgm_pipeline.naming import journey_partition_key
+from lgm_pipeline.settings import TENANTS_FILE_ENV
 from lgm_pipeline.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from lgm_pipeline.tenants import Tenant, load_tenants
-from lgm_pipeline.tenants.config import DEFAULT_TENANTS_FILE, TENANTS_FILE_ENV
+from lgm_pipeline.tenants.config import DEFAULT_TENANTS_FILE
 from lgm_pipeline_tests.deploy.conftest import STOP_TIMEOUT_S, Serve
 
 pytestmark = pytest.mark.slow

@@ -31,6 +31,7 @@ import yaml
 from dagster._config import ConfigTypeKind
 from dagster._serdes import serialize_value
 
+from lgm_pipeline import settings
 from lgm_pipeline.assets import raw
 from lgm_pipeline.assets.automation import range_tags, raw_job_name
 from lgm_pipeline.assets.factory import tenant_assets
@@ -92,7 +93,7 @@ def two_tenants(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[lis
     }
     path = tmp_path / "tenants.yaml"
     path.write_text(yaml.safe_dump({"tenants": [lgm, acme]}))
-    monkeypatch.setenv(tenants_config.TENANTS_FILE_ENV, str(path))
+    monkeypatch.setenv(settings.TENANTS_FILE_ENV, str(path))
     tenants = load_tenants()
     config = SimulatorConfig(api_key=_key(), rate_limit_per_minute=None, churn=0.0, customers_per_day=20, tenants=2)
     with start_simulator(config) as sim:
