@@ -88,7 +88,9 @@ def test_journeys_asset_page_shows_description_sensor_and_latest_partition(lgm_u
     text = _text(browse(lgm_up.url("assets/lgm/journeys"), "--dump-dom").decode(errors="replace"))
     assert "lgm / journeys" in text
     assert "truck journeys, one row per SmartMoving job" in text  # the asset's description
-    assert "journeys_automation" in text  # the automation sensor that keeps it fresh
+    # what keeps it fresh: the automation (its condition's label) and two sensors, the automation's and the
+    # webhook inbox's (its targeted rebuilds); the UI names them behind a "2 sensors" link
+    assert "eager after a raw pull" in text and "Sensors 2 sensors" in text
     assert "tenant_lgm.journeys" in text  # where the rows are (IO manager metadata)
     # the latest materialization is one branch x date partition, named as in the partition picker
     assert re.search(r"loc_lgm_[a-z_]+_\d{3}\|\d{4}-\d{2}-\d{2}", text), text[:2000]
