@@ -19,6 +19,7 @@ runs beside its pulls. After a failed refresh, the tenant's next one waits :data
 """
 
 import datetime as dt
+import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ import dagster as dg
 
 from lgm_pipeline.assets.automation import journeys_job_name
 from lgm_pipeline.assets.metadata import api_cost_metadata
-from lgm_pipeline.assets.raw import call_api, open_client
+from lgm_pipeline.assets.raw import STOP_CYCLE, call_api, open_client
 from lgm_pipeline.naming import OWNERS
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.io_manager import column_schema
@@ -36,8 +37,10 @@ from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import webhook_events
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.webhooks.processing import (
+    MAX_REFRESH_ATTEMPTS,
     REFRESH_ASSET,
     apply_refresh,
+    count_attempt,
     inbox_backlog,
     mark_failed,
     pending_events,
@@ -97,6 +100,13 @@ def build_webhook_refresh_asset(tenant: Tenant) -> dg.AssetsDefinition:
         started = time.monotonic()
         engine = postgres.ensure_tenant(tenant)
         events = pending_events(engine, tenant)
+        exhausted = [e for e in events if e.attempts >= MAX_REFRESH_ATTEMPTS]
+        if exhausted:
+            reason = f"{MAX_REFRESH_ATTEMPTS} refreshes failed to serve it: left to the 2-hour cycle"
+            mark_failed(engine, tenant, exhausted, reason, context.run.run_id)
+            context.log.warning(f"{len(exhausted)} event(s) settled failed after {MAX_REFRESH_ATTEMPTS} refreshes")
+        events = [e for e in events if e.attempts < MAX_REFRESH_ATTEMPTS]
+        count_attempt(engine, tenant, events)
         opportunities = sorted({e.opportunity_id for e in events})
         calls: Counter[str] = Counter()
         details: dict[str, dict[str, Any]] = {}
@@ -106,7 +116,7 @@ def build_webhook_refresh_asset(tenant: Tenant) -> dg.AssetsDefinition:
                     details = call_api(client.get_opportunities, opportunities, tenant=tenant)
                     calls = Counter(client.calls)
             except dg.Failure as failure:
-                if not failure.allow_retries:
+                if failure.metadata.get(STOP_CYCLE):
                     # Wrong settings, a rejected key, an exhausted quota: trying again cannot serve these events.
                     # They are settled as failed, with why; the 2-hour cycle reconciles what they announced.
                     mark_failed(engine, tenant, events, failure.description or "refresh failed", context.run.run_id)
@@ -191,7 +201,8 @@ def _rebuild_requests(
     records = context.instance.get_run_records(
         dg.RunsFilter(
             job_name=refresh_job_name(tenant),
-            statuses=[dg.DagsterRunStatus.SUCCESS],
+            # A refresh that committed and failed after (its materialization not recorded) still changed rows.
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
             updated_after=dt.datetime.fromtimestamp(after, dt.UTC),
         ),
         ascending=True,
@@ -233,14 +244,15 @@ def build_webhook_sensor(
         ),
     )
     def webhook_inbox(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
-        cursor = float(context.cursor) if context.cursor else time.time() - 3600
+        # Per tenant: the update time of the last refresh run whose partitions were requested. One cursor for
+        # all would skip a tenant's run that ended while a later tenant was being read.
+        cursors: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
+        start = time.time() - 3600
         requests: list[dg.RunRequest] = []
-        latest = cursor
         for tenant in served:
-            rebuilds, seen = _rebuild_requests(context, tenant, postgres, cursor)
+            rebuilds, cursors[tenant.key] = _rebuild_requests(context, tenant, postgres, cursors.get(tenant.key, start))
             requests += rebuilds
-            latest = max(latest, seen)
             requests += _refresh_requests(context, tenant, postgres)
-        return dg.SensorResult(run_requests=requests, cursor=str(latest))
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursors, sort_keys=True))
 
     return webhook_inbox

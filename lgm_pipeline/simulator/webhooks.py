@@ -135,8 +135,9 @@ class WebhookSender:
             logger.info("simulator webhooks: %s", f"to {origin(url)}" if url else "off")
 
     def settings(self) -> dict[str, Any]:
+        """The receiver (scheme://host:port: the URL's path holds its token) and the faults."""
         with self._lock:
-            return {"url": self._url, "faults": self._faults.to_dict()}
+            return {"url": origin(self._url) if self._url else None, "faults": self._faults.to_dict()}
 
     def stats(self) -> dict[str, int]:
         with self._lock:

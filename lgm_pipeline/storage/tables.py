@@ -420,6 +420,8 @@ webhook_events = sa.Table(
     metadata,
     sa.Column("event_id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
     sa.Column("received_at", _TS, nullable=False, server_default=_now()),
+    # The latest delivery of the same body while it waited: a refresh that fetched before it serves it not.
+    sa.Column("last_received_at", _TS, nullable=False, server_default=_now()),
     # SHA-256 of the body as delivered: a redelivery while the first copy waits is stored once.
     sa.Column("delivery_hash", sa.Text, nullable=False),
     sa.Column("event_type", sa.Text, nullable=True),
@@ -434,6 +436,8 @@ webhook_events = sa.Table(
     sa.Column("run_id", sa.Text, nullable=True),
     sa.Column("partitions", ARRAY(sa.Text), nullable=True),
     sa.Column("processed_at", _TS, nullable=True),
+    # Refreshes that took it and failed: after a few, it is settled failed (the cycle reconciles it).
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.CheckConstraint(
         "state IN (" + ", ".join(f"'{s}'" for s in WEBHOOK_STATES) + ")", name="ck_webhook_events_state"
     ),

@@ -118,6 +118,10 @@ def _check_storable(value: Any) -> None:
         if isinstance(item, str):
             if "\x00" in item:
                 raise MalformedBody("a string holds \\u0000, which PostgreSQL cannot store")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MalformedBody("a string holds an unpaired surrogate (\\ud800...), which is not text") from None
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())

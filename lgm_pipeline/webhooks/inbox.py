@@ -31,23 +31,22 @@ def store_event(engine: Engine, tenant: Tenant, body: bytes, event: ReadEvent) -
     twice, so the partial unique index on pending deliveries keeps one. Once served, the same body is a
     new event again (the opportunity may have changed back and forth)."""
     t = webhook_events
-    stmt = (
-        insert(t)
-        .values(
-            delivery_hash=delivery_hash(body),
-            event_type=event.event_type,
-            opportunity_id=event.opportunity_id,
-            customer_id=event.customer_id,
-            payload=event.payload,
-            state=event.state,
-            reason=event.reason,
-        )
-        .on_conflict_do_nothing(index_elements=[t.c.delivery_hash], index_where=_PENDING)
-        .returning(t.c.event_id)
+    stmt = insert(t).values(
+        delivery_hash=delivery_hash(body),
+        event_type=event.event_type,
+        opportunity_id=event.opportunity_id,
+        customer_id=event.customer_id,
+        payload=event.payload,
+        state=event.state,
+        reason=event.reason,
     )
+    # A copy arriving while the first waits is one row, but the row says it came again: a refresh that
+    # fetched the details before this copy arrived leaves it pending (the copy may announce a later change).
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[t.c.delivery_hash], index_where=_PENDING, set_={"last_received_at": sa.func.now()}
+    ).returning(sa.literal_column("xmax = 0"))  # true for a row this statement inserted
     with engine.begin() as conn:
-        inserted = conn.execution_options(**tenant_options(tenant)).execute(stmt).scalar_one_or_none()
-    return inserted is not None
+        return bool(conn.execution_options(**tenant_options(tenant)).execute(stmt).scalar_one())
 
 
 @dataclass(frozen=True)

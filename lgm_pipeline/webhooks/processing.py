@@ -54,6 +54,9 @@ from lgm_pipeline.transform.raw import (
 MAX_EVENTS_PER_REFRESH = 1000
 #: The asset name of a refresh in ``sync_runs`` (its API calls count against the month's quota there).
 REFRESH_ASSET = "webhook_updates"
+#: Refreshes an event may fail in before it is settled failed: an opportunity whose details never come (a
+#: persistent 5xx) must not hold the inbox, nor spend its calls every minute, forever.
+MAX_REFRESH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class PendingEvent:
     event_id: int
     event_type: str | None
     opportunity_id: str
+    attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class RefreshOutcome:
     notes: dict[str, str] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
     raw_rows: int = 0
+    jobs_served: int = 0
     jobs_unreadable: int = 0
     events_done: int = 0
 
@@ -105,13 +110,21 @@ def pending_events(engine: Engine, tenant: Tenant, limit: int = MAX_EVENTS_PER_R
     """The oldest pending events, up to ``limit`` (a pending event always names an opportunity)."""
     e = webhook_events
     stmt = (
-        sa.select(e.c.event_id, e.c.event_type, e.c.opportunity_id)
+        sa.select(e.c.event_id, e.c.event_type, e.c.opportunity_id, e.c.attempts)
         .where(e.c.state == "pending", e.c.opportunity_id.is_not(None))
         .order_by(e.c.event_id)
         .limit(limit)
     )
     with engine.connect() as conn:
         return [PendingEvent(*row) for row in _scoped(conn, tenant).execute(stmt).all()]
+
+
+def count_attempt(engine: Engine, tenant: Tenant, events: Iterable[PendingEvent]) -> None:
+    """One more refresh takes these events (committed before its calls, so a crash counts too)."""
+    e = webhook_events
+    ids = [ev.event_id for ev in events]
+    with engine.begin() as conn:
+        _scoped(conn, tenant).execute(e.update().where(e.c.event_id.in_(ids)).values(attempts=e.c.attempts + 1))
 
 
 def mark_failed(engine: Engine, tenant: Tenant, events: Iterable[PendingEvent], reason: str, run_id: str) -> int:
@@ -170,6 +183,10 @@ class RefreshWriter:
         self.run_id = run_id
         self.outcome = RefreshOutcome()
         self._branches = tenant.branch_by_smartmoving_name()
+        # The last date the cycle pulls now. Rows on a later date would hold a moved job's journey on its old
+        # date (the merge keeps a job some newer raw row files elsewhere until that partition is built, and
+        # nothing builds it before its date is in the window): a later date is the cycle's to pull when it comes.
+        self.horizon = max(tenant.sync_window(now))
 
     def apply(self, opportunity_ids: Collection[str], details: Mapping[str, dict[str, Any]]) -> RefreshOutcome:
         ids = sorted(set(opportunity_ids))
@@ -177,8 +194,8 @@ class RefreshWriter:
         customers_before = self._customers_of(ids)
         for oid in ids:
             before = journeys_before.get(oid, [])
-            self._delete_raw(oid)
             detail = details.get(oid)
+            self._delete_raw({oid, str(detail.get("id", oid))} if detail else {oid})
             if detail is None:
                 self.outcome.gone.add(oid)
                 self.outcome.notes[oid] = "gone: SmartMoving answers 400 for it (deleted)"
@@ -220,16 +237,18 @@ class RefreshWriter:
         )
         return dict(self.conn.execute(stmt).all())
 
-    def _delete_raw(self, oid: str) -> None:
+    def _delete_raw(self, oids: Collection[str]) -> None:
         for table in (raw_opportunities, raw_jobs):
-            self.conn.execute(table.delete().where(table.c.opportunity_id == oid))
+            self.conn.execute(
+                table.delete().where(table.c.opportunity_id.in_(list(oids)), table.c.service_date <= self.horizon)
+            )
 
     def _write_opportunity(
         self, oid: str, detail: dict[str, Any], stored_customer: str | None
     ) -> set[tuple[dt.date, str | None]]:
         """Its raw rows on every date it has work on; returns the (date, branch) of its dated jobs."""
         customer_id = _customer_id(detail, stored_customer)
-        dates = sorted(d for d in opportunity_dates(detail) if d >= self.tenant.first_service_date)
+        dates = sorted(d for d in opportunity_dates(detail) if self.tenant.first_service_date <= d <= self.horizon)
         filed_on = dates or [self.tenant.today(self.now)]  # undated work is kept too (unscheduled_jobs)
         summary = _customer_summary(detail)
         if customer_id is not None:
@@ -241,7 +260,19 @@ class RefreshWriter:
             if len(frame):
                 self.conn.execute(table.insert(), _records(frame))
                 self.outcome.raw_rows += len(frame)
-        unreadable = jobs_account(opportunities, jobs, dates).unreadable
+        account = jobs_account(opportunities, jobs, dates)
+        self.outcome.jobs_served += account.served
+        u = unreadable_records
+        job_ids = [str(j.get("id")) for j in detail.get("jobs") or [] if isinstance(j, dict)]
+        # What an earlier pull quarantined of this opportunity's jobs: read again now, whatever it became.
+        self.conn.execute(
+            u.delete().where(
+                u.c.record_kind == "job",
+                u.c.service_date <= self.horizon,
+                sa.or_(u.c.record_key.in_(job_ids), u.c.record_key.like(f"{oid}#%")),
+            )
+        )
+        unreadable = account.unreadable
         if unreadable:
             rows = _records(unreadable_frame(unreadable, self.now, self.run_id))
             stmt = insert(unreadable_records)
@@ -353,7 +384,8 @@ class RefreshWriter:
                 api_calls=sum(calls.values()),
                 api_calls_by_endpoint=dict(calls),
                 status="success",
-                served=len(by_opportunity),
+                # Jobs, as a pull counts its records: those of the details fetched, and those quarantined.
+                served=self.outcome.jobs_served,
                 unreadable=self.outcome.jobs_unreadable,
             )
         )
@@ -379,13 +411,19 @@ def apply_refresh(
             _scoped(conn, tenant)
             .execute(
                 sa.select(e.c.event_id)
-                .where(e.c.event_id.in_([ev.event_id for ev in events]), e.c.state == "pending")
+                .where(
+                    e.c.event_id.in_([ev.event_id for ev in events]),
+                    e.c.state == "pending",
+                    # A copy delivered after the fetch began may announce a later change: it waits for the next.
+                    e.c.last_received_at <= started_at,
+                )
                 .with_for_update()
             )
             .scalars()
         )
         served = [ev for ev in events if ev.event_id in still_pending]
         writer = RefreshWriter(conn, tenant, now, run_id)
-        writer.apply({ev.opportunity_id for ev in served}, details)
+        # Every fetched opportunity is written, served or not: what was fetched is the newest there is.
+        writer.apply({ev.opportunity_id for ev in events}, details)
         writer.settle(served, calls, started_at)
     return writer.outcome

@@ -20,6 +20,9 @@ from lgm_pipeline.simulator import FaultConfig, RunningSimulator
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline.webhooks.events import read_event
+from lgm_pipeline.webhooks.inbox import store_event
+from lgm_pipeline.webhooks.processing import MAX_REFRESH_ATTEMPTS, apply_refresh, pending_events
 
 #: What a journey shows the dispatcher and finance; run ids and sync times differ between runs by design.
 SHOWN = (
@@ -175,7 +178,7 @@ def test_events_refresh_only_their_opportunities_and_the_board_ends_as_a_clean_s
 
 
 @pytest.mark.usefixtures("synced")
-def test_a_change_outside_the_window_updates_raw_only(
+def test_a_job_moved_past_the_window_leaves_the_board_with_why_and_waits_for_the_cycle(
     defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, db: sa.Engine, simulator: RunningSimulator
 ) -> None:
     [victim] = _victims(db, tenant, 1)
@@ -189,12 +192,63 @@ def test_a_change_outside_the_window_updates_raw_only(
             sa.text(f"SELECT service_date FROM {tenant.schema}.raw_jobs WHERE job_id = :j"),
             {"j": victim["smartmoving_job_id"]},
         ).scalars()
-        assert set(raw_dates) == {far}
+        # nothing filed past the window: the cycle pulls that date when it comes
+        assert list(raw_dates) == []
     [event] = _events(db, tenant)
-    # the old date is in the window: its journey leaves; the new one is not: nothing built there
+    # the old date is in the window: its partition is rebuilt, the new one is not
     assert event["partitions"] == [
         str(journey_partition_key(victim["service_date"].isoformat(), victim["location_id"]))
     ]
+    _rebuild(defs, tenant, instance, _tick(defs, instance).run_requests or [])
+    assert not _journeys_of(db, tenant, oid)
+    with db.connect() as conn:
+        why = conn.execute(
+            sa.text(
+                f"SELECT reason, new_service_date FROM {tenant.schema}.journey_audit "
+                "WHERE journey_id = :j AND action = 'delete'"
+            ),
+            {"j": victim["id"]},
+        ).one()
+    assert tuple(why) == ("rescheduled", far)
+
+
+@pytest.mark.usefixtures("synced")
+def test_a_copy_delivered_while_the_details_are_fetched_waits_for_the_next_refresh(
+    tenant: Tenant, db: sa.Engine, simulator: RunningSimulator
+) -> None:
+    [victim] = _victims(db, tenant, 1)
+    oid = victim["external_ids"]["smartmoving_opportunity_id"]
+    body = f'{{"event-type": "opportunity-changed", "opportunity-id": "{oid}"}}'.encode()
+    assert store_event(db, tenant, body, read_event(body))
+    events = pending_events(db, tenant)
+    fetch_started = dt.datetime.now(dt.UTC)
+    details = {oid: simulator.world.opportunity_detail(oid)}
+    # the same thin body again, for a change made after the fetch began: one row, marked as come again
+    assert not store_event(db, tenant, body, read_event(body))
+    outcome = apply_refresh(db, tenant, events, details, calls={}, started_at=fetch_started, run_id="run-1")
+    assert outcome.events_done == 0
+    [event] = _events(db, tenant)
+    assert event["state"] == "pending"
+
+
+@pytest.mark.usefixtures("synced")
+def test_an_event_no_refresh_could_serve_is_settled_after_three_tries(
+    defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, db: sa.Engine, simulator: RunningSimulator
+) -> None:
+    [victim] = _victims(db, tenant, 1)
+    _post(db, tenant, "opportunity-changed", victim["external_ids"]["smartmoving_opportunity_id"])
+    simulator.set_faults(FaultConfig(down=True))
+    assert not _refresh(defs, tenant, instance).success
+    [event] = _events(db, tenant)
+    assert event["state"] == "pending" and event["attempts"] >= 1  # each try is counted, the run failed or not
+    with db.begin() as conn:  # as if SmartMoving had failed it every time since
+        conn.execute(sa.text(f"UPDATE {tenant.schema}.webhook_events SET attempts = :n"), {"n": MAX_REFRESH_ATTEMPTS})
+    simulator.set_faults(FaultConfig())
+    simulator.reset_stats()
+    assert _refresh(defs, tenant, instance).success
+    [event] = _events(db, tenant)
+    assert event["state"] == "failed" and "3 refreshes failed" in event["reason"]
+    assert simulator.stats().get("opportunity", 0) == 0  # its calls are not spent again
 
 
 @pytest.mark.usefixtures("synced")

@@ -157,3 +157,9 @@ def test_a_body_that_is_not_json_is_malformed(body: bytes, says: str) -> None:
 def test_every_state_read_is_an_inbox_state() -> None:
     bodies = [b'{"event-type": "job-created", "opportunity-id": 1}', b'{"event-type": "x"}', b"[]"]
     assert {read_event(b).state for b in bodies} == {"pending", "ignored", "unreadable"} <= set(WEBHOOK_STATES)
+
+
+def test_an_unpaired_surrogate_is_a_malformed_body_not_a_storage_error() -> None:
+    # valid JSON that PostgreSQL's jsonb refuses: a 400 the sender can see, not a 500 it retries forever
+    with pytest.raises(MalformedBody, match="surrogate"):
+        read_event(b'{"event-type": "opportunity-changed", "opportunity-id": "\\ud800"}')
