@@ -89,6 +89,7 @@ from campaign_checks import (
     read_rows,
     scan_database,
     scan_text,
+    set_aside_branch_lag,
     sync_run_problems,
 )
 
@@ -1027,6 +1028,9 @@ def final_cycle_and_reference(
     for diff in diffs:
         if diff.table == "journeys":
             diff.set_aside_details_lag(COLUMNS_FROM_DETAILS)
+    by_table = {d.table: d for d in diffs}
+    if "journeys" in by_table and "journeys_quarantine" in by_table:
+        set_aside_branch_lag(by_table["journeys"], by_table["journeys_quarantine"])
     # What the list does not show waits for the details to be fetched again: the same cycle with
     # --refresh-details must leave exactly what the reference holds.
     refreshed = campaign.start_sync("refresh_details_cycle", extra=["--refresh-details"])
