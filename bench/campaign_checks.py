@@ -149,7 +149,8 @@ class TableDiff:
 
     def set_aside_rows(self, keys: set[str], columns: list[str], key: str = "id") -> None:
         """Move the rows of ``keys`` found on one side only to ``details_lag`` (``columns``: what lags)."""
-        self.details_lag += [(str(r.get(key)), columns) for r in self.only_campaign + self.only_reference if str(r.get(key)) in keys]
+        one_side = self.only_campaign + self.only_reference
+        self.details_lag += [(str(r.get(key)), columns) for r in one_side if str(r.get(key)) in keys]
         self.only_campaign = [r for r in self.only_campaign if str(r.get(key)) not in keys]
         self.only_reference = [r for r in self.only_reference if str(r.get(key)) not in keys]
 
@@ -172,6 +173,7 @@ def set_aside_branch_lag(journeys: TableDiff, quarantine: TableDiff) -> None:
     """A journey on one side that the other holds in ``journeys_quarantine``: its branch, read from reused
     opportunity details, lags (moved to a branch the tenants file does not map, or back): by design, as for
     the columns of ``set_aside_details_lag``, until the details are fetched again."""
+
     def ids(rows: list[Row]) -> set[str]:
         return {str(r.get("id")) for r in rows}
 
