@@ -1,538 +1,67 @@
-"""A full sync in one process: what the schedule and the journeys automation do, run headless.
+"""One tick of the cycle, decided by the production definitions and executed in this process.
 
-Used by ``lgm sync`` and ``lgm up``. Runs go through the Dagster instance like any other run, so
-they show in the UI: one raw run per block of consecutive dates, then one ``journeys`` run per date
-over its branches (for the cycle's window, the branches living that date), exactly the runs the
-schedule and the automation sensor's backfill produce for those dates.
+``lgm sync`` (and ``lgm up``'s first sync) is one way to tick the cycle the daemon ticks: it asks the tenant's
+2-hour schedule what to run at "now" (``build_schedule_context``), executes those raw runs, asks the
+declarative automation what it requests afterwards (``evaluate_automation_conditions`` with a cursor of its
+own, taken before the raw runs so that their writes count as updates), and executes exactly those
+``journeys`` partitions, one run per key range of the requested subset (Dagster's own ranges: one per date
+over its neighbouring branches). Runs go through the instance, so the UI shows them like the daemon's.
 
-Why sync launches the journeys runs itself rather than asking the automation conditions: it must
-work without a daemon (``lgm up`` syncs before the daemon starts; ``lgm sync`` from cron) and for
-what the condition leaves out (dates older than the catch-up, ``--branch``). An evaluation of its
-own would also need the daemon's cursor (a first evaluation requests nothing) and would move it.
-Nothing is rebuilt twice: a journeys partition materialized after the raw pull of its date is
-"handled" for the condition (``since_last_handled`` compares the two timestamps), so the daemon's
-next evaluation requests nothing for it. With ``--branch``, the daemon rebuilds the other branches
-of the pulled dates. The one overlap left: a daemon tick landing between the raw run and the end of
-the journeys runs of a sync started while the daemon runs may rebuild a partition twice (no API
-call, same rows).
+What an operator names explicitly (``--date``, ``--catch-up``) is a rematerialization, as from the UI: the
+dates are pulled in one run per block of consecutive dates and every (date, branch) partition asked for is
+rebuilt. ``--branch`` narrows either to its branches.
 
-Interruption (Ctrl-C, SIGTERM; ``lgm_pipeline.cli.signals`` catches them): no further run starts, the run
-in flight is stopped at once (also in a step's retry wait, which Dagster's in-process executor would
-otherwise sleep through) and ends CANCELED in the instance; the report says what finished.
+A tick of the daemon's automation after this one requests nothing more: a partition materialized after its
+raw pull is handled (``since_last_handled``). The report is built from the runs' results (``sync_report``).
+
+Interruption (Ctrl-C, SIGTERM; ``cli/signals.py`` catches them): no further run starts and the run in flight
+is canceled through the instance (``sync_execution``); the report says what finished.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
-import sqlalchemy as sa
-from dagster._core.errors import DagsterExecutionInterruptedError
-from dagster._core.execution.plan.active import ActiveExecution
-from dagster._core.storage.dagster_run import DagsterRunStatus
-from dagster._core.utils import make_new_run_id
-from dagster._utils.interrupts import _received_interrupt
 
 from lgm_pipeline.assets.automation import (
     branches_job_name,
     journeys_job_name,
     partition_range_tags,
+    range_dates,
     range_tags,
     raw_job_name,
+    refresh_schedule_name,
 )
-from lgm_pipeline.assets.raw import BRANCH_MAPPING_CHECK, CONFIGURATION_ERROR, RECORDS_READ_CHECK, STOP_CYCLE
-from lgm_pipeline.naming import BY_PARTITION_METADATA, journey_partition_key, parse_journey_partition_key
-from lgm_pipeline.smartmoving.client import calls_in_process
+from lgm_pipeline.naming import journey_partition_key, parse_journey_partition_key
+from lgm_pipeline.sync_execution import Interruption, Stopped, execute_run
+from lgm_pipeline.sync_report import (
+    BranchResult,
+    Progress,
+    RawPull,
+    RunOutcome,
+    SyncReport,
+    add_calls,
+    branch_result,
+    count_quarantine,
+    failure,
+    format_report,
+    leads_outcome,
+    leads_steps,
+    pull_line,
+    raw_pull,
+    record_failure,
+    records_line,
+    report_dict,
+    succeeded_apart_from,
+    unmapped_line,
+)
 from lgm_pipeline.tenants import Tenant
 
-#: Where a run's events are in the Dagster UI (``lgm up`` serves it; any webserver on the instance does).
-UI_RUN_PATH = "/runs/{run_id}"
-
-
-@dataclass
-class BranchResult:
-    service_date: dt.date
-    location_id: str
-    success: bool
-    rows: int = 0
-    #: Jobs of this branch held in quarantine by this sync (jobs of unmapped branches: SyncReport.unmapped_quarantined).
-    quarantined: int = 0
-    flagged: int = 0
-    checks_passed: int = 0
-    checks_warned: int = 0
-    checks_failed: int = 0
-    failed_checks: list[str] = field(default_factory=list)
-    error: str | None = None
-    run_id: str | None = None
-
-
-@dataclass
-class RawPull:
-    """One raw run: a block of consecutive dates pulled with one list query."""
-
-    dates: list[dt.date]
-    run_id: str
-    success: bool
-    customers: int = 0
-    opportunities_listed: int = 0
-    details_fetched: int = 0
-    details_reused: int = 0
-    api_calls: dict[str, int] = field(default_factory=dict)
-    duration_s: float = 0.0
-    error: str | None = None
-    #: The date-level branch_mapping check: ISO date -> SmartMoving branch not in the tenants file -> jobs.
-    unmapped_branches: dict[str, dict[str, int]] = field(default_factory=dict)
-    unmapped_severity: str | None = None  # WARN or ERROR when the check failed
-    # asset -> {served, stored, quarantined, unaccounted} from its records_read check; reasons: the first few
-    records: dict[str, dict[str, int]] = field(default_factory=dict)
-    unreadable_reasons: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return self.dates[0].isoformat() if len(self.dates) == 1 else f"{self.dates[0]}..{self.dates[-1]}"
-
-
-@dataclass
-class SyncReport:
-    tenant: Tenant
-    dates: list[dt.date]
-    branches: list[BranchResult] = field(default_factory=list)
-    raw_failures: dict[dt.date, str] = field(default_factory=dict)
-    pulls: list[RawPull] = field(default_factory=list)
-    leads: int = 0
-    leads_quarantined: int = 0
-    leads_failure: str | None = None
-    #: Attempts by endpoint, failed ones included (every client of the process counts them).
-    api_calls: dict[str, int] = field(default_factory=dict)
-    #: Jobs of SmartMoving branches missing from the tenants file, by date: each counted once, though every
-    #: branch partition of the date holds them.
-    unmapped_quarantined: dict[dt.date, int] = field(default_factory=dict)
-    duration_s: float = 0.0
-    #: Failed runs: run id -> what it was ("2026-11-27 loc_x journeys").
-    failed_runs: dict[str, str] = field(default_factory=dict)
-    #: Wrong settings (base URL, key): the message, and ``lgm sync`` exits 2.
-    configuration_error: str | None = None
-    #: The signal that stopped the sync ("SIGINT"), if one did.
-    interrupted: str | None = None
-    #: (date, branch) partitions never started because the sync was interrupted.
-    not_started: list[tuple[dt.date, str]] = field(default_factory=list)
-    branches_failure: str | None = None
-    #: Why the cycle stopped early (wrong settings, exhausted quota): later runs would fail the same way.
-    cycle_stopped: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return (
-            not self.raw_failures
-            and not self.leads_failure
-            and not self.branches_failure
-            and not self.interrupted
-            and all(b.success for b in self.branches)
-        )
-
-    @property
-    def partial(self) -> bool:
-        """Only a side pull failed (the leads, SmartMoving's branches): every date was pulled and every journeys
-        partition written, so the dispatchers' board is current; ``lgm sync`` exits 3, not 1."""
-        return (
-            not self.ok
-            and not self.configuration_error
-            and not self.interrupted
-            and not self.raw_failures
-            and all(b.success for b in self.branches)
-            and bool(self.leads_failure or self.branches_failure)
-        )
-
-    @property
-    def outcome(self) -> str:
-        """ok, partial, failed, configuration_error or interrupted: what the exit code says, per tenant."""
-        if self.interrupted:
-            return "interrupted"
-        if self.configuration_error:
-            return "configuration_error"
-        if self.ok:
-            return "ok"
-        return "partial" if self.partial else "failed"
-
-    @property
-    def side_failures(self) -> dict[str, str]:
-        """The side pulls that failed, by name (``leads``, ``branches``), with their reasons."""
-        failed = {"leads": self.leads_failure, "branches": self.branches_failure}
-        return {name: why for name, why in failed.items() if why}
-
-    @property
-    def total_api_calls(self) -> int:
-        return sum(self.api_calls.values())
-
-    @property
-    def quarantined_jobs(self) -> int:
-        """Distinct jobs held in quarantine by this sync."""
-        return sum(b.quarantined for b in self.branches) + sum(self.unmapped_quarantined.values())
-
-
-Progress = Callable[[str], None]
-#: Which steps of a run a question is about (by step key).
-Steps = Callable[[str], bool]
-
-
-class Interruption:
-    """The operator asked the sync to stop (set from a signal watcher thread, read by ``run_sync``).
-
-    ``request`` marks the run in flight CANCELING at once, so Dagster, when the interrupt reaches the
-    run, ends it CANCELED ("Run was canceled") rather than failed ("interrupted unexpectedly").
-    """
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.reason: str | None = None
-        self._lock = threading.Lock()
-        self._current: tuple[dg.DagsterInstance, str] | None = None
-
-    @property
-    def requested(self) -> bool:
-        return self.event.is_set()
-
-    def request(self, reason: str) -> None:
-        with self._lock:
-            if self.reason is None:
-                self.reason = reason
-            current = self._current
-        self.event.set()
-        if current is not None:
-            # On a thread of its own: the caller (the signal watcher) must stay free for a second Ctrl-C
-            # even if the instance's database does not answer.
-            threading.Thread(target=_mark_canceling, args=(*current, reason), daemon=True).start()
-
-    @contextmanager
-    def running(self, instance: dg.DagsterInstance, run_id: str) -> Iterator[None]:
-        with self._lock:
-            self._current = (instance, run_id)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._current = None
-
-
-def _mark_canceling(instance: dg.DagsterInstance, run_id: str, reason: str) -> None:
-    try:
-        run = instance.get_run_by_id(run_id)
-        if run is not None and run.status in (DagsterRunStatus.STARTING, DagsterRunStatus.STARTED):
-            instance.report_run_canceling(run, message=f"Interrupted by the operator ({reason})")
-    except Exception:  # best effort from a signal thread: settle_interrupted_run corrects the status after
-        pass
-
-
-def _settle_interrupted_run(instance: dg.DagsterInstance, run_id: str, reason: str) -> None:
-    """A run the interrupt reached before it was marked CANCELING ended failed; it was canceled."""
-    run = instance.get_run_by_id(run_id)
-    if run is not None and run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELING):
-        instance.report_run_canceled(run, message=f"Interrupted by the operator ({reason})")
-
-
-_active_interruption: Interruption | None = None
-_dagster_sleep = ActiveExecution.sleep_til_ready
-
-
-def _sleep_til_ready(self: ActiveExecution) -> None:
-    """Dagster's wait for a step's retry (or a pool slot), cut short by an interruption.
-
-    The in-process executor sleeps through the whole RetryPolicy delay (minutes) with interrupts only
-    flagged, and turns an interrupt inside a step with a RetryPolicy into a retry: without this, Ctrl-C
-    during an API step would sleep, then try again.
-    """
-    interruption = _active_interruption
-    if interruption is None:
-        _dagster_sleep(self)
-        return
-    amount = self.sleep_interval()
-    if interruption.requested or (amount > 0 and interruption.event.wait(amount)):
-        raise DagsterExecutionInterruptedError(f"interrupted by the operator ({interruption.reason})")
-
-
-@contextmanager
-def _interruptible(interruption: Interruption | None) -> Iterator[None]:
-    global _active_interruption
-    if interruption is None:
-        yield
-        return
-    _active_interruption = interruption
-    ActiveExecution.sleep_til_ready = _sleep_til_ready  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        _active_interruption = None
-        ActiveExecution.sleep_til_ready = _dagster_sleep  # type: ignore[method-assign]
-
-
-class _Stopped(Exception):
-    """The sync was interrupted before this run started."""
-
-
-@dataclass
-class _Run:
-    result: dg.ExecuteInProcessResult
-    run_id: str
-    api_calls: Counter[str]
-    duration_s: float
-
-
-def _execute(
-    job: dg.JobDefinition,
-    instance: dg.DagsterInstance,
-    interruption: Interruption | None,
-    run_config: Mapping[str, Any] | None,
-    tags: Mapping[str, str],
-    **kwargs: Any,
-) -> _Run:
-    if interruption is not None and interruption.requested:
-        raise _Stopped
-    run_id = make_new_run_id()
-    before = calls_in_process()
-    started = time.monotonic()
-    if interruption is None:
-        result = job.execute_in_process(
-            instance=instance, raise_on_error=False, run_id=run_id, run_config=run_config, tags=tags, **kwargs
-        )
-    else:
-        with interruption.running(instance, run_id):
-            result = job.execute_in_process(
-                instance=instance, raise_on_error=False, run_id=run_id, run_config=run_config, tags=tags, **kwargs
-            )
-        if interruption.requested and not result.success:
-            _settle_interrupted_run(instance, run_id, interruption.reason or "interrupt")
-    spent = calls_in_process()
-    spent.subtract(before)
-    return _Run(result, run_id, +spent, time.monotonic() - started)
-
-
-# "dagster._core.definitions.events.Failure: text" -> "text": the class path says nothing to an operator.
-_CLASS_PREFIX = re.compile(r"^(?:[A-Za-z_][\w]*\.)*[A-Za-z_]\w*(?:Error|Exception|Failure|Interrupt)?: ")
-
-
-def _first_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def _failure(result: dg.ExecuteInProcessResult, steps: Steps | None = None) -> tuple[str, bool, bool]:
-    """(what went wrong, in words an operator can act on; stops the cycle; is a configuration error).
-
-    ``steps``: only the failures of the steps it accepts (the raw pull's, or the leads' of the same run).
-    """
-    for event in result.all_events:
-        if not (event.is_step_failure and event.step_failure_data):
-            continue
-        if steps is not None and not steps(event.step_key or ""):
-            continue
-        data = event.step_failure_data
-        user = data.user_failure_data
-        stop = bool(user and user.metadata.get(STOP_CYCLE))
-        configuration = bool(user and user.metadata.get(CONFIGURATION_ERROR))
-        error = data.error
-        # Dagster wraps some failures in its own errors ("Exceeded max_retries of N" once a RetryPolicy
-        # gives up, "Error occurred while handling output ..." from the IO manager); the reason a user can
-        # act on is the first cause that is not Dagster's.
-        wrappers = []
-        while (
-            error is not None and error.cause is not None and error.cls_name.startswith(("Dagster", "RetryRequested"))
-        ):
-            wrappers.append(_first_line(error.message))
-            error = error.cause
-        if error is not None and error.cls_name == "DagsterExecutionInterruptedError":
-            return "interrupted by the operator", stop, configuration
-        if user and user.description:
-            text = _first_line(user.description)
-        elif error is not None:
-            text = _first_line(error.message)
-            if text.startswith(f"{error.cls_name}: ") or _CLASS_PREFIX.match(text):
-                text = text.split(": ", 1)[1]
-        else:
-            text = "step failed"
-        retries = [w for w in wrappers if w.startswith("Exceeded max_retries")]
-        return (f"{text} ({retries[0].lower()})" if retries else text), stop, configuration
-    if result.dagster_run.status == DagsterRunStatus.CANCELED:
-        return "interrupted by the operator", False, False
-    return "run failed", False, False
-
-
-def _failure_text(result: dg.ExecuteInProcessResult) -> str:
-    return _failure(result)[0]
-
-
-def _record_failure(report: SyncReport, run: _Run, what: str, steps: Steps | None = None) -> str:
-    text, _, configuration = _failure(run.result, steps)
-    report.failed_runs.setdefault(run.run_id, what)
-    if configuration and report.configuration_error is None:
-        report.configuration_error = text
-    return text
-
-
-def _add_calls(report: SyncReport, calls: Mapping[str, int]) -> None:
-    for endpoint, count in calls.items():
-        report.api_calls[endpoint] = report.api_calls.get(endpoint, 0) + int(count)
-
-
-def _metadata_value(metadata: Mapping[str, Any], name: str) -> Any:
-    entry = metadata.get(name)
-    return None if entry is None else getattr(entry, "value", entry)
-
-
-def _leads_steps(tenant: Tenant) -> Steps:
-    """The steps of the raw run that pull and merge the leads: their failure is the leads', not the pull's."""
-    names = {tenant.names.op("smartmoving_leads"), tenant.names.op("leads")}
-    return names.__contains__
-
-
-def _succeeded_apart_from(result: dg.ExecuteInProcessResult, steps: Steps) -> bool:
-    """Whether the run did all it was asked, except perhaps the ``steps`` (whose failure is reported apart)."""
-    if result.success:
-        return True
-    if result.dagster_run.status == DagsterRunStatus.CANCELED:
-        return False
-    failed = {event.step_key or "" for event in result.all_events if event.is_step_failure}
-    return bool(failed) and all(steps(key) for key in failed)
-
-
-def _raw_pull(block: list[dt.date], run: _Run, ok: bool) -> RawPull:
-    pull = RawPull(block, run.run_id, ok, api_calls=dict(run.api_calls), duration_s=run.duration_s)
-    seen: set[str] = set()
-    for event in run.result.get_asset_materialization_events():
-        # A range run records one materialization per date, each with the run's (shared) numbers.
-        name = event.asset_key.path[-1] if event.asset_key else ""
-        if name in seen:
-            continue
-        seen.add(name)
-        metadata = event.materialization.metadata
-        if name == "smartmoving_customers":
-            pull.customers = int(_metadata_value(metadata, "rows") or 0)
-            pull.opportunities_listed = int(_metadata_value(metadata, "opportunities_listed") or 0)
-        elif name == "smartmoving_opportunities":
-            pull.details_fetched = int(_metadata_value(metadata, "details_fetched") or 0)
-            pull.details_reused = int(_metadata_value(metadata, "details_reused") or 0)
-    for evaluation in run.result.get_asset_check_evaluations():
-        if evaluation.check_name == RECORDS_READ_CHECK:
-            counts = ("served", "stored", "quarantined", "unaccounted")
-            pull.records[evaluation.asset_key.path[-1]] = {
-                k: int(_metadata_value(evaluation.metadata, k) or 0) for k in counts
-            }
-            pull.unreadable_reasons.extend(_metadata_value(evaluation.metadata, "reasons") or [])
-        if evaluation.check_name == BRANCH_MAPPING_CHECK and not evaluation.passed:
-            pull.unmapped_branches = dict(_metadata_value(evaluation.metadata, "by_date") or {})
-            pull.unmapped_severity = evaluation.severity.value
-    return pull
-
-
-def _pull_line(tenant: Tenant, pull: RawPull) -> str:
-    calls = sum(pull.api_calls.values())
-    pages = pull.api_calls.get("customers", 0)
-    return (
-        f"{tenant.key} {pull.label}: {pull.customers} customer rows ({pages} list call{'s' if pages != 1 else ''}), "
-        f"{pull.opportunities_listed} opportunities: {pull.details_fetched} details fetched, "
-        f"{pull.details_reused} reused; {calls} API calls, {pull.duration_s:.1f} s"
-    )
-
-
-def _records_line(tenant: Tenant, pull: RawPull) -> str:
-    """Served = stored + set aside + quarantined, summed over the pull's assets; ERROR when it is not."""
-    total = {k: sum(r[k] for r in pull.records.values()) for k in ("served", "stored", "quarantined", "unaccounted")}
-    line = (
-        f"{tenant.key} {pull.label}: records served {total['served']}, stored {total['stored']}, "
-        f"quarantined {total['quarantined']} (unreadable_records)"
-    )
-    if total["unaccounted"]:
-        lost = ", ".join(f"{name} {r['unaccounted']:+d}" for name, r in pull.records.items() if r["unaccounted"])
-        line += f"; ERROR records_read: unaccounted for: {lost}"
-    if pull.unreadable_reasons:
-        line += "; first: " + "; ".join(pull.unreadable_reasons[:2])
-    return line
-
-
-def _unmapped_line(tenant: Tenant, pull: RawPull) -> str:
-    named = sorted({name for names in pull.unmapped_branches.values() for name in names})
-    jobs = sum(n for names in pull.unmapped_branches.values() for n in names.values())
-    return (
-        f"{tenant.key} {pull.label}: {pull.unmapped_severity} branch_mapping: {jobs} booked job(s) of SmartMoving "
-        f"branch(es) not in the tenants file, quarantined: {', '.join(named)}"
-    )
-
-
-def _branch_result(day: dt.date, location_id: str, key: str, run: _Run) -> BranchResult:
-    """One (date, branch) partition's result from the run that rebuilt it, alone or with others."""
-    result = run.result
-    branch = BranchResult(day, location_id, success=result.success, run_id=run.run_id)
-    if not result.success:
-        branch.error = _failure_text(result)
-        return branch
-    for event in result.get_asset_materialization_events():
-        # Every partition of the run carries the run's output metadata: each one's own figures are in it.
-        summary = (_metadata_value(event.materialization.metadata, BY_PARTITION_METADATA) or {}).get(key)
-        if summary is None:
-            continue
-        branch.rows = int(summary["journeys"])
-        # What the partition held back; _count_quarantine replaces it with the rows it wrote.
-        branch.quarantined = int(summary["quarantined"])
-        branch.flagged = int(summary["flagged"])
-        branch.checks_passed = int(summary["checks_passed"])
-        branch.checks_warned = int(summary["checks_warned"])
-        branch.checks_failed = int(summary["checks_failed"])
-        branch.failed_checks = list(summary["failed_checks"])
-        break
-    return branch
-
-
-def journeys_run_ranges(
-    partitions_def: dg.PartitionsDefinition, day: dt.date, branches: Sequence[str]
-) -> list[list[str]]:
-    """The runs that rebuild ``branches`` of ``day``: the keys of each, grouped as Dagster's backfill groups them.
-
-    The automation requests the same partitions as a backfill, and a single-run backfill makes one run per
-    range of keys that Dagster's partition subset yields (for a date's branches, one run unless they are
-    not neighbours in the branch order): ``lgm sync`` launches exactly those runs.
-    """
-    wanted = [str(journey_partition_key(day.isoformat(), b)) for b in branches]
-    subset = partitions_def.subset_with_partition_keys(wanted)
-    return [
-        [str(k) for k in partitions_def.get_partition_keys_in_range(key_range)]
-        for key_range in subset.get_partition_key_ranges(partitions_def)
-    ]
-
-
-def _count_quarantine(report: SyncReport) -> None:
-    """Quarantined jobs, each once: a job of a branch missing from the tenants file is quarantined by every
-    branch partition of its date (each must account for it), but it is one row of journeys_quarantine."""
-    from lgm_pipeline.storage.resources import PostgresResource
-    from lgm_pipeline.storage.tables import journeys_quarantine, tenant_options
-
-    run_ids = [b.run_id for b in report.branches if b.success and b.run_id]
-    if not run_ids:
-        return
-    q = journeys_quarantine
-    query = (
-        sa.select(q.c.service_date, q.c.location_id, sa.func.count())
-        .where(q.c.run_id.in_(run_ids))
-        .group_by(q.c.service_date, q.c.location_id)
-    )
-    try:
-        with PostgresResource().ensure_tenant(report.tenant).connect() as conn:
-            rows = conn.execution_options(**tenant_options(report.tenant)).execute(query).all()
-    except sa.exc.SQLAlchemyError:
-        return  # the partitions' own counts stay
-    counts = {(day, location): int(n) for day, location, n in rows}
-    for branch in report.branches:
-        if branch.success:
-            branch.quarantined = counts.get((branch.service_date, branch.location_id), 0)
-    report.unmapped_quarantined = {
-        day: n for (day, location), n in sorted(counts.items(), key=lambda item: item[0][0]) if location is None and n
-    }
+__all__ = ["BranchResult", "Interruption", "RawPull", "SyncReport", "format_report", "report_dict", "run_sync"]
 
 
 def consecutive_blocks(dates: Sequence[dt.date]) -> list[list[dt.date]]:
@@ -546,15 +75,186 @@ def consecutive_blocks(dates: Sequence[dt.date]) -> list[list[dt.date]]:
     return blocks
 
 
+def journeys_runs(partitions_def: dg.PartitionsDefinition, keys: Sequence[str]) -> list[list[str]]:
+    """The runs that rebuild ``keys``: one per key range of their subset, as Dagster's single-run backfill makes
+    them (for a 2-D subset, a range never spans two dates)."""
+    subset = partitions_def.subset_with_partition_keys(keys)
+    return [
+        [str(k) for k in partitions_def.get_partition_keys_in_range(key_range)]
+        for key_range in subset.get_partition_key_ranges(partitions_def)
+    ]
+
+
 def quiet_console(level: str) -> dict[str, Any]:
     """Run config sending Dagster's console logger only events at ``level`` and above (the instance keeps all)."""
     return {"loggers": {"console": {"config": {"log_level": level}}}}
 
 
-def _merged(run_config: Mapping[str, Any] | None, console: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    if not console:
-        return dict(run_config) if run_config else None
-    return {**(run_config or {}), **console}
+def scheduled_raw_requests(defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, now: dt.datetime):
+    """What the tenant's 2-hour schedule requests at ``now``: the raw run(s) of the cycle's window."""
+    schedule = defs.resolve_schedule_def(refresh_schedule_name(tenant))
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=now) as context:
+        requested = schedule(context)
+    return [r for r in (requested if isinstance(requested, list) else [requested]) if isinstance(r, dg.RunRequest)]
+
+
+class _Automation:
+    """The journeys automation of one tenant, evaluated with a cursor of this sync's own (not the daemon's)."""
+
+    def __init__(self, defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, now: dt.datetime) -> None:
+        self.defs, self.instance, self.now = defs, instance, now
+        self.key = tenant.names.asset_key("journeys")
+        self.cursor = None
+        # The first evaluation records the state the raw runs then change (and requests what is already due).
+        self.requested = self.evaluate()
+
+    def evaluate(self) -> set[str]:
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs,
+            instance=self.instance,
+            asset_selection=dg.AssetSelection.assets(self.key),
+            evaluation_time=self.now,
+            cursor=self.cursor,
+        )
+        self.cursor = result.cursor
+        return {str(k) for k in result.get_requested_partitions(self.key)}
+
+
+class _Tick:
+    """The runs of one sync, in order, and what each tells the report."""
+
+    def __init__(
+        self,
+        defs: dg.Definitions,
+        tenant: Tenant,
+        instance: dg.DagsterInstance,
+        report: SyncReport,
+        progress: Progress,
+        interruption: Interruption | None,
+        run_config: dict | None,
+        console_level: str | None,
+        run_tags: Mapping[str, str] | None,
+    ) -> None:
+        self.defs, self.tenant, self.instance, self.report = defs, tenant, instance, report
+        self.progress, self.interruption, self.run_config = progress, interruption, run_config or {}
+        self.console = quiet_console(console_level) if console_level else {}
+        self.tags = dict(run_tags or {})
+        self.in_flight = ""  # what the run being executed is ("2026-11-27 raw pull")
+        self.unpulled: list[dt.date] = []
+
+    @property
+    def interrupted(self) -> bool:
+        return self.interruption is not None and self.interruption.requested
+
+    def _run(
+        self, job: str, what: str, config: dict | None = None, tags: Mapping[str, str] = {}, **kw: Any
+    ) -> RunOutcome:
+        self.in_flight = what
+        run_config = {**(config or {}), **self.console} or None
+        run = execute_run(
+            self.defs.resolve_job_def(job), self.instance, self.interruption, run_config, {**self.tags, **tags}, **kw
+        )
+        add_calls(self.report, run.api_calls)
+        return run
+
+    def pull(self, requests: Sequence[dg.RunRequest], with_leads: bool, with_branches: bool) -> list[dt.date]:
+        """The raw runs; returns the dates pulled. A cycle-stopping error (settings, key, quota) ends the pull."""
+        tenant, report, pulled = self.tenant, self.report, []
+        self.unpulled = list(report.dates)
+        if with_branches and not self._branches():
+            return []
+        steps = leads_steps(tenant)
+        raw_job = self.defs.resolve_job_def(raw_job_name(tenant))
+        raw_only = [k for k in raw_job.asset_layer.executable_asset_keys if not steps(k.to_python_identifier())]
+
+        def not_leads(step: str) -> bool:
+            return not steps(step)
+
+        for index, request in enumerate(requests):
+            block = range_dates(request.tags)
+            label = block[0].isoformat() if len(block) == 1 else f"{block[0]}..{block[-1]}"
+            self.progress(f"{tenant.key} {label}: pulling customers and opportunity details from SmartMoving")
+            leads_here = with_leads and index == 0  # the leads ride in the first pull, as in the daemon's runs
+            config = {**(request.run_config or {}), **self.run_config}
+            selection = None if leads_here else raw_only
+            raw = self._run(raw_job.name, f"{label} raw pull", config, request.tags, asset_selection=selection)
+            raw_ok = succeeded_apart_from(raw.result, steps)
+            pull = raw_pull(block, raw, raw_ok)
+            report.pulls.append(pull)
+            text, stop, _ = ("", False, False) if raw_ok else failure(raw.result, not_leads)
+            if leads_here and not stop and not self.interrupted:  # else the leads made no call: nothing to say
+                leads_outcome(tenant, report, raw, steps, self.progress)
+            if not raw_ok:
+                record_failure(report, raw, f"{label} raw pull", not_leads)
+                pull.error = text
+                report.raw_failures.update(dict.fromkeys(block, text))
+                self.progress(f"{tenant.key} {label}: FAILED {text}  [run {raw.run_id}]")
+                self.unpulled = [d for d in self.unpulled if d not in block]
+                if stop or self.interrupted:  # the other dates would only spend calls failing the same way
+                    report.cycle_stopped = text if stop else None
+                    why = "interrupted" if self.interrupted else f"cycle stopped: {text}"
+                    report.raw_failures.update(dict.fromkeys(self.unpulled, f"not pulled, {why}"))
+                    self.unpulled = []
+                    break
+                continue
+            pulled.extend(block)
+            self.unpulled = [d for d in self.unpulled if d not in block]
+            self.progress(pull_line(tenant, pull))
+            for shown, line in ((pull.records, records_line), (pull.unmapped_branches, unmapped_line)):
+                if shown:
+                    self.progress(line(tenant, pull))
+        return pulled
+
+    def _branches(self) -> bool:
+        """SmartMoving's branches (dispatch addresses); False when their failure stops the cycle."""
+        report = self.report
+        run = self._run(branches_job_name(self.tenant), "branches")
+        if run.result.success:
+            return True
+        report.branches_failure = record_failure(report, run, "branches")
+        self.progress(f"{self.tenant.key}: branches not pulled: {report.branches_failure}  [run {run.run_id}]")
+        if not failure(run.result)[1]:
+            return True
+        report.cycle_stopped = report.branches_failure
+        report.raw_failures.update(dict.fromkeys(report.dates, f"not pulled, cycle stopped: {report.branches_failure}"))
+        self.unpulled = []
+        return False
+
+    def rebuild(self, keys: Sequence[str]) -> None:
+        """The journeys runs of ``keys``, one per key range (a date's branches; one branch's dates)."""
+        tenant, report = self.tenant, self.report
+        job = self.defs.resolve_job_def(journeys_job_name(tenant))
+        assert job.partitions_def is not None
+        report.not_started = [parse_journey_partition_key(k) for k in keys]
+        for run_keys in journeys_runs(job.partitions_def, keys):
+            partitions = [parse_journey_partition_key(k) for k in run_keys]
+            days = sorted({day for day, _ in partitions})
+            label = days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
+            what = f"{label} " + (
+                partitions[0][1] if len({b for _, b in partitions}) == 1 else f"({len(run_keys)} partitions)"
+            )
+            run = self._run(job.name, f"{what} journeys", tags=partition_range_tags(run_keys))
+            results = [
+                branch_result(day, branch, key, run) for key, (day, branch) in zip(run_keys, partitions, strict=True)
+            ]
+            report.branches.extend(results)
+            report.not_started = [p for p in report.not_started if p not in partitions]
+            if not run.result.success:
+                text = record_failure(report, run, f"{what} journeys")
+                self.progress(f"{tenant.key} {what}: FAILED {text}  [run {run.run_id}]")
+            ok = [b for b in results if b.success]
+            self.progress(
+                f"{tenant.key} {label}: journeys of {len(ok)}/{len(results)} partitions, {sum(b.rows for b in ok)} "
+                f"rows, checks {sum(b.checks_passed for b in ok)} ok / {sum(b.checks_warned for b in ok)} warn / "
+                f"{sum(b.checks_failed for b in ok)} fail"
+            )
+
+    def stopped(self, stopped: Stopped) -> None:
+        """The sync was interrupted: the run given up on, and the dates never pulled."""
+        if stopped.run_id:
+            self.report.failed_runs[stopped.run_id] = self.in_flight
+        for day in self.unpulled:
+            self.report.raw_failures.setdefault(day, "not pulled: interrupted")
 
 
 def run_sync(
@@ -572,318 +272,43 @@ def run_sync(
     now: dt.datetime | None = None,
     run_tags: Mapping[str, str] | None = None,
 ) -> SyncReport:
-    """Pull the dates (one run per block of consecutive dates), then rebuild journeys (one run per date).
+    """Tick the cycle at ``now`` (default: the current time), or rematerialize ``dates``; see the module.
 
-    Without ``dates``: the cycle's window at ``now`` (default: the current time), each branch's
-    journeys rebuilt for the dates of its own window only, as the automation does.
-
+    ``location_ids``: only these branches' journeys (the raw pull is per date, for every branch).
     ``with_branches``: also pull SmartMoving's branches (dispatch addresses), as the daily schedule does.
-    ``with_leads``: also pull yesterday's and today's leads (default: when syncing the cycle's own window).
-    ``interruption``: once requested, no run starts and the one in flight stops (see ``Interruption``).
+    ``with_leads``: the leads ride in the first raw run (default: when ticking the cycle, as its runs do).
+    ``run_config``: merged into the raw runs' (``--catch-up``, ``--refresh-details``).
+    ``interruption``: once requested, no run starts and the one in flight is canceled (see ``Interruption``).
     ``console_level``: Dagster's console logger level for these runs (None: Dagster's default, DEBUG).
     ``run_tags``: put on every run (``lgm sync`` tags them with its process: ``cli/dead_syncs.py``).
     """
-    with_leads = dates is None if with_leads is None else with_leads
     started = time.monotonic()
     unknown = sorted(set(location_ids or ()) - set(tenant.location_ids))
     if unknown:
         raise ValueError(f"unknown branch(es) {unknown}; configured: {tenant.location_ids}")
-    branches = list(location_ids or tenant.location_ids)
+    now = now or dt.datetime.now(dt.UTC)
+    automation = None if dates else _Automation(defs, tenant, instance, now)
     if dates:
-        dates = sorted(set(dates))
-        rebuilt = {day: branches for day in dates}
+        requests = [dg.RunRequest(tags=range_tags(block)) for block in consecutive_blocks(dates)]
     else:
-        # The cycle: as the daemon's automation, each branch's journeys of the dates in its own window.
-        now = now or dt.datetime.now(dt.UTC)
-        dates = tenant.sync_window(now)
-        rebuilt = {day: [b for b in branches if tenant.rebuilds_after_pull(b, day, now)] for day in dates}
-    report = SyncReport(tenant, dates)
-    console = quiet_console(console_level) if console_level else None
+        requests = scheduled_raw_requests(defs, tenant, instance, now)
+    report = SyncReport(tenant, sorted({d for r in requests for d in range_dates(r.tags)}))
+    tick = _Tick(defs, tenant, instance, report, progress, interruption, run_config, console_level, run_tags)
     try:
-        with _interruptible(interruption):
-            _sync(
-                defs,
-                tenant,
-                instance,
-                report,
-                rebuilt,
-                progress,
-                run_config,
-                console,
-                with_branches,
-                with_leads,
-                interruption,
-                dict(run_tags or {}),
-            )
-    except _Stopped:
-        pass
+        pulled = tick.pull(
+            requests, with_leads=not dates if with_leads is None else with_leads, with_branches=with_branches
+        )
+        if automation is not None:
+            wanted = automation.requested | automation.evaluate()
+        else:
+            wanted = {str(journey_partition_key(d.isoformat(), b)) for d in pulled for b in tenant.location_ids}
+        branches = set(location_ids or tenant.location_ids)
+        tick.rebuild(sorted(k for k in wanted if parse_journey_partition_key(k)[1] in branches))
+    except Stopped as stopped:
+        tick.stopped(stopped)
     finally:
         if interruption is not None and interruption.requested:
             report.interrupted = interruption.reason or "interrupt"
-            # A signal landing between two runs: Dagster's flag would interrupt the next run of the process.
-            _received_interrupt["received"] = False
-        _count_quarantine(report)
+        count_quarantine(report)
         report.duration_s = time.monotonic() - started
     return report
-
-
-def _sync(
-    defs: dg.Definitions,
-    tenant: Tenant,
-    instance: dg.DagsterInstance,
-    report: SyncReport,
-    rebuilt: dict[dt.date, list[str]],
-    progress: Progress,
-    run_config: dict | None,
-    console: dict[str, Any] | None,
-    with_branches: bool,
-    with_leads: bool,
-    interruption: Interruption | None,
-    run_tags: dict[str, str],
-) -> None:
-    dates = report.dates
-    raw_job = defs.resolve_job_def(raw_job_name(tenant))
-    journeys_job = defs.resolve_job_def(journeys_job_name(tenant))
-    pending = [(day, location_id) for day in dates for location_id in rebuilt[day]]
-    report.not_started = list(pending)
-    if with_branches:
-        run = _execute(
-            defs.resolve_job_def(branches_job_name(tenant)), instance, interruption, _merged(None, console), run_tags
-        )
-        _add_calls(report, run.api_calls)
-        if not run.result.success:
-            report.branches_failure = _record_failure(report, run, "branches")
-            progress(f"{tenant.key}: branches not pulled: {report.branches_failure}  [run {run.run_id}]")
-            if _failure(run.result)[1]:
-                report.cycle_stopped = report.branches_failure
-                for day in dates:
-                    report.raw_failures[day] = f"not pulled, cycle stopped: {report.branches_failure}"
-                return
-    pulled: list[dt.date] = []
-    blocks = consecutive_blocks(dates)
-    leads_steps = _leads_steps(tenant)
-    raw_only = [key for key in raw_job.asset_layer.executable_asset_keys if not leads_steps(key.to_python_identifier())]
-
-    def not_leads(step: str) -> bool:
-        return not leads_steps(step)
-
-    for index, block in enumerate(blocks):
-        label = block[0].isoformat() if len(block) == 1 else f"{block[0]}..{block[-1]}"
-        progress(f"{tenant.key} {label}: pulling customers and opportunity details from SmartMoving")
-        # The leads ride in the first pull, as in the daemon's runs.
-        leads_here = with_leads and index == 0
-        try:
-            raw = _execute(
-                raw_job,
-                instance,
-                interruption,
-                _merged(run_config, console),
-                {**run_tags, **range_tags(block)},
-                asset_selection=None if leads_here else raw_only,
-            )
-        except _Stopped:
-            for day in [d for later in blocks[index:] for d in later]:
-                report.raw_failures[day] = "not pulled: interrupted"
-            raise
-        _add_calls(report, raw.api_calls)
-        raw_ok = _succeeded_apart_from(raw.result, leads_steps)
-        pull = _raw_pull(block, raw, raw_ok)
-        report.pulls.append(pull)
-        text, stop, _ = _failure(raw.result, not_leads) if not raw_ok else ("", False, False)
-        if not raw_ok:
-            _record_failure(report, raw, f"{label} raw pull", not_leads)
-        interrupted = interruption is not None and interruption.requested
-        if leads_here and not stop and not interrupted:  # then the leads made no call: nothing to say of them
-            _leads_outcome(tenant, report, raw, leads_steps, progress)
-        if not raw_ok:
-            pull.error = text
-            for day in block:
-                report.raw_failures[day] = text
-            progress(f"{tenant.key} {label}: FAILED {text}  [run {raw.run_id}]")
-            if stop or (interruption is not None and interruption.requested):
-                # Wrong settings or an exhausted quota: the other dates (and the leads) would only spend calls
-                # failing.
-                if stop:
-                    report.cycle_stopped = text
-                why = "interrupted" if interruption is not None and interruption.requested else f"cycle stopped: {text}"
-                for later in dates[dates.index(block[-1]) + 1 :]:
-                    report.raw_failures[later] = f"not pulled, {why}"
-                break
-            continue
-        pulled.extend(block)
-        progress(_pull_line(tenant, pull))
-        if pull.records:
-            progress(_records_line(tenant, pull))
-        if pull.unmapped_branches:
-            progress(_unmapped_line(tenant, pull))
-    report.not_started = [(day, loc) for day, loc in pending if day in pulled]
-    partitions_def = journeys_job.partitions_def
-    assert partitions_def is not None
-    for day in pulled:
-        day_results: list[BranchResult] = []
-        branches = rebuilt[day]
-        for keys in journeys_run_ranges(partitions_def, day, branches):
-            run = _execute(
-                journeys_job,
-                instance,
-                interruption,
-                _merged(None, console),
-                {**run_tags, **partition_range_tags(keys)},
-            )
-            _add_calls(report, run.api_calls)
-            for key in keys:
-                _, location_id = parse_journey_partition_key(key)
-                report.not_started.remove((day, location_id))
-                branch = _branch_result(day, location_id, key, run)
-                report.branches.append(branch)
-                day_results.append(branch)
-            if not run.result.success:
-                what = f"{day} {location_id}" if len(keys) == 1 else f"{day} ({len(keys)} branches)"
-                text = _record_failure(report, run, f"{what} journeys")
-                progress(f"{tenant.key} {what}: FAILED {text}  [run {run.run_id}]")
-        ok = [b for b in day_results if b.success]
-        progress(
-            f"{tenant.key} {day}: journeys of {len(ok)}/{len(branches)} branches, {sum(b.rows for b in ok)} rows, "
-            f"checks {sum(b.checks_passed for b in ok)} ok / {sum(b.checks_warned for b in ok)} warn / "
-            f"{sum(b.checks_failed for b in ok)} fail"
-        )
-
-
-def _leads_outcome(tenant: Tenant, report: SyncReport, run: _Run, steps: Steps, progress: Progress) -> None:
-    """The leads' part of a raw run: their counts, or their failure (the pull itself may have succeeded)."""
-    if any(event.is_step_failure and steps(event.step_key or "") for event in run.result.all_events):
-        report.leads_failure = _record_failure(report, run, "leads", steps)
-        progress(f"{tenant.key} leads: FAILED {report.leads_failure}  [run {run.run_id}]")
-        return
-    dates: list[str] = []
-    for event in run.result.get_asset_materialization_events():
-        if event.asset_key == tenant.names.asset_key("smartmoving_leads"):
-            dates = list(_metadata_value(event.materialization.metadata, "dates") or [])
-        if event.asset_key == tenant.names.asset_key("leads"):
-            metadata = event.materialization.metadata
-            report.leads = int(metadata["leads"].value)  # type: ignore[arg-type]
-            report.leads_quarantined = int(metadata["quarantined"].value)  # type: ignore[arg-type]
-    if dates:
-        progress(f"{tenant.key} leads {dates[0]}..{dates[-1]}: {report.leads}, {report.leads_quarantined} quarantined")
-
-
-def _finished_dates(report: SyncReport) -> list[str]:
-    by_day: dict[dt.date, list[BranchResult]] = {}
-    for branch in report.branches:
-        by_day.setdefault(branch.service_date, []).append(branch)
-    parts = []
-    for day, results in sorted(by_day.items()):
-        done = [b.location_id for b in results if b.success]
-        total = len(results) + sum(1 for d, _ in report.not_started if d == day)
-        parts.append(
-            f"{day} ({len(done)} of {total} branches" + (f": {', '.join(done)})" if done and len(done) < total else ")")
-        )
-    return parts
-
-
-def format_report(report: SyncReport, ui_url: str | None = None) -> str:
-    """The summary table: one row per (date, branch), then totals, failures with their runs, an interruption."""
-    lines = [
-        f"{report.tenant.name} ({report.tenant.key}): {', '.join(d.isoformat() for d in report.dates)}",
-        f"{'date':<12}{'branch':<32}{'rows':>6}{'quar.':>7}{'flag.':>7}{'checks ok/warn/fail':>21}  status",
-    ]
-    for b in report.branches:
-        checks = f"{b.checks_passed}/{b.checks_warned}/{b.checks_failed}"
-        status = "ok" if b.success else f"FAILED: {b.error}"
-        lines.append(
-            f"{b.service_date.isoformat():<12}{b.location_id:<32}{b.rows:>6}{b.quarantined:>7}{b.flagged:>7}"
-            f"{checks:>21}  {status}"
-        )
-    unmapped_names = {d: names for p in report.pulls for d, names in p.unmapped_branches.items()}
-    for day, count in report.unmapped_quarantined.items():
-        named = ", ".join(sorted(unmapped_names.get(day.isoformat(), {})))
-        lines.append(
-            f"{day.isoformat():<12}{'(branch not in tenants file)':<32}{'':>6}{count:>7}"
-            + (f"  branch_mapping: {named}" if named else "")
-        )
-    # Consecutive dates failing alike (a wrong setting fails them all) share one line.
-    grouped: list[tuple[list[dt.date], str]] = []
-    for day, error in sorted(report.raw_failures.items()):
-        if grouped and grouped[-1][1] == error.removeprefix("not pulled, cycle stopped: "):
-            grouped[-1][0].append(day)
-        else:
-            grouped.append(([day], error))
-    for days, error in grouped:
-        label = days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
-        lines.append(f"{label + ' ':<12}{'(all branches)':<32}  FAILED: {error}")
-    if report.leads or report.leads_quarantined or report.leads_failure:
-        state = f"FAILED: {report.leads_failure}" if report.leads_failure else "ok"
-        lines.append(f"leads (yesterday and today): {report.leads}, quarantined {report.leads_quarantined}  {state}")
-    if report.branches_failure and not report.cycle_stopped:  # a stopped cycle says it on the dates' lines
-        lines.append(f"branches (SmartMoving's, dispatch addresses): FAILED: {report.branches_failure}")
-    calls = ", ".join(f"{k}={v}" for k, v in sorted(report.api_calls.items())) or "none"
-    lines.append(
-        f"journeys {sum(b.rows for b in report.branches)}, quarantined jobs {report.quarantined_jobs}, "
-        f"API calls {report.total_api_calls} ({calls}), {report.duration_s:.1f} s"
-    )
-    if report.interrupted:
-        finished = ", ".join(_finished_dates(report)) or "nothing"
-        lines.append(f"INTERRUPTED ({report.interrupted}): journeys finished for {finished}")
-        if report.not_started:
-            lines.append(f"  not started: {len(report.not_started)} (date, branch) partition(s); run `lgm sync` again")
-    if report.failed_runs:
-        where = f"{ui_url.rstrip('/')}{UI_RUN_PATH}" if ui_url else "Dagster UI (lgm up): Runs -> {run_id}"
-        lines.append("Failed runs (events, errors and logs in the " + ("UI" if ui_url else "Dagster UI") + "):")
-        for run_id, what in report.failed_runs.items():
-            lines.append(f"  {what}: {where.format(run_id=run_id)}")
-    return "\n".join(lines)
-
-
-def report_dict(report: SyncReport) -> dict[str, Any]:
-    """The report as plain JSON types (``lgm sync --json``)."""
-    return {
-        "tenant": report.tenant.key,
-        "dates": [d.isoformat() for d in report.dates],
-        "ok": report.ok,
-        # partial: only the leads or branches failed, every journeys partition was written (lgm sync exits 3).
-        "outcome": report.outcome,
-        "branches": [
-            {
-                "date": b.service_date.isoformat(),
-                "branch": b.location_id,
-                "ok": b.success,
-                "rows": b.rows,
-                "quarantined": b.quarantined,
-                "flagged": b.flagged,
-                "checks": {"passed": b.checks_passed, "warned": b.checks_warned, "failed": b.checks_failed},
-                "failed_checks": b.failed_checks,
-                "error": b.error,
-                "run_id": b.run_id,
-            }
-            for b in report.branches
-        ],
-        "pulls": [
-            {
-                "dates": [d.isoformat() for d in p.dates],
-                "ok": p.success,
-                "customers": p.customers,
-                "opportunities_listed": p.opportunities_listed,
-                "details_fetched": p.details_fetched,
-                "details_reused": p.details_reused,
-                "records": p.records,
-                "api_calls": sum(p.api_calls.values()),
-                "duration_s": round(p.duration_s, 2),
-                "error": p.error,
-                "run_id": p.run_id,
-            }
-            for p in report.pulls
-        ],
-        "raw_failures": {d.isoformat(): e for d, e in report.raw_failures.items()},
-        "unmapped_branch_quarantined": {d.isoformat(): n for d, n in report.unmapped_quarantined.items()},
-        "journeys": sum(b.rows for b in report.branches),
-        "quarantined_jobs": report.quarantined_jobs,
-        "leads": {"rows": report.leads, "quarantined": report.leads_quarantined, "error": report.leads_failure},
-        "smartmoving_branches_error": report.branches_failure,
-        "api_calls": report.total_api_calls,
-        "api_calls_by_endpoint": dict(sorted(report.api_calls.items())),
-        "failed_runs": [{"run_id": r, "what": w} for r, w in report.failed_runs.items()],
-        "configuration_error": report.configuration_error,
-        "interrupted": report.interrupted,
-        "not_started": [{"date": d.isoformat(), "branch": b} for d, b in report.not_started],
-        "duration_s": round(report.duration_s, 2),
-    }

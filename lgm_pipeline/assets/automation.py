@@ -18,7 +18,7 @@ condition: the schedules drive the raw assets, leads and the rest. The code loca
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -77,6 +77,13 @@ def range_tags(dates: list[dt.date]) -> dict[str, str]:
         ASSET_PARTITION_RANGE_START_TAG: min(dates).isoformat(),
         ASSET_PARTITION_RANGE_END_TAG: max(dates).isoformat(),
     }
+
+
+def range_dates(tags: Mapping[str, str]) -> list[dt.date]:
+    """The dates a raw run's range tags cover (the inverse of :func:`range_tags`)."""
+    first = dt.date.fromisoformat(tags[ASSET_PARTITION_RANGE_START_TAG])
+    last = dt.date.fromisoformat(tags[ASSET_PARTITION_RANGE_END_TAG])
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
 
 
 def partition_range_tags(keys: Sequence[str]) -> dict[str, str]:
@@ -166,9 +173,13 @@ def build_branches_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefini
     return job, schedule
 
 
+def refresh_schedule_name(tenant: Tenant) -> str:
+    return tenant.names.schedule("every_2_hours")
+
+
 def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name=tenant.names.schedule("every_2_hours"),
+        name=refresh_schedule_name(tenant),
         cron_schedule=refresh_cron(),
         job=raw_job,
         execution_timezone=tenant.timezone,
@@ -288,7 +299,7 @@ def build_automation_sensor(tenants: Sequence[Tenant]) -> dg.AutomationCondition
     A tick requesting several partitions emits one backfill (``emit_backfills``), which ``journeys``'
     single-run backfill policy turns into one run per tenant and pulled date (Dagster groups a 2-D
     subset's ranges by its dimension with fewer keys: the dates), as ``lgm sync`` does
-    (:func:`sync.journeys_run_ranges`). Those runs carry :data:`AUTOMATION_RUN_TAGS`, not the tenant
+    (:func:`sync.journeys_runs`). Those runs carry :data:`AUTOMATION_RUN_TAGS`, not the tenant
     tag: a sensor's run tags are fixed, and journeys runs call no API, so the per-tenant run limit has
     nothing to guard there.
     """

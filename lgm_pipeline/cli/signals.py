@@ -1,14 +1,13 @@
 """Ctrl-C and SIGTERM during ``lgm sync`` (and ``lgm up``'s first sync).
 
 The first signal stops the sync: no run starts any more, the run in flight is canceled (``Interruption``
-in ``lgm_pipeline.sync``) and the summary says what finished; the command exits 128 + the signal number
-(130 for SIGINT, 143 for SIGTERM). A second signal exits at once.
+in ``lgm_pipeline.sync_execution``) and the summary says what finished; the command exits 128 + the
+signal number (130 for SIGINT, 143 for SIGTERM). A second signal exits at once.
 
-Why a watcher thread on the signal wakeup fd rather than a plain handler: while a Dagster run executes
-in this process, Dagster installs its own SIGINT/SIGTERM handlers (an interrupt becomes a flag or an
-exception inside the step, and with a RetryPolicy, a retry), so a handler of ours would never see the
-signals that matter most. The C-level handler writes every caught signal to the wakeup fd whichever
-Python handler is installed, so the watcher sees each one, counts it and acts at once.
+Why a watcher thread on the signal wakeup fd rather than work in a handler: a Python handler runs on the main
+thread between bytecodes, which may be inside a database call; the watcher reads each signal's number from
+the wakeup fd (written by the C-level handler), counts it and acts at once. The runs themselves execute on
+worker threads (``sync_execution``), where Dagster installs no handler of its own.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 
-from lgm_pipeline.sync import Interruption
+from lgm_pipeline.sync_execution import Interruption
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -45,12 +44,8 @@ def exit_now(code: int) -> None:
     os._exit(code)
 
 
-def _flag_for_dagster(signo: int, frame: FrameType | None) -> None:
-    # Outside Dagster's own handlers (between runs): set Dagster's flag, so a run starting right now
-    # stops at its first step instead of running to the end. The watcher does the rest.
-    from dagster._utils.interrupts import _received_interrupt
-
-    _received_interrupt["received"] = True
+def _noted(signo: int, frame: FrameType | None) -> None:
+    """The Python-level handler: the C-level one has already written the signal to the wakeup fd."""
 
 
 @contextmanager
@@ -63,7 +58,7 @@ def stop_on_signals(interruption: Interruption, say: Callable[[str], None]) -> I
     writer.setblocking(False)
     previous_handlers = {signo: signal.getsignal(signo) for signo in STOP_SIGNALS}
     for signo in STOP_SIGNALS:
-        signal.signal(signo, _flag_for_dagster)
+        signal.signal(signo, _noted)
     previous_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
 
     def watch() -> None:

@@ -31,7 +31,7 @@ from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.settings import DAGSTER_STORAGE_URL_ENV, DEFAULT_AUTOMATION_INTERVAL_S
 from lgm_pipeline.storage.database import dagster_database_name, dagster_storage_url, ensure_database
-from lgm_pipeline.sync import journeys_run_ranges
+from lgm_pipeline.sync import journeys_runs
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline_tests.assets.conftest import journeys_partitions_of
 
@@ -147,7 +147,9 @@ def test_daemon_rebuilds_each_branch_partition_of_a_pulled_window_once(daemon: D
     assert len(runs) == len(window)
     partitions_def = tenant_partitions(tenant).journeys
     assert sorted(journeys_partitions_of(r, tenant) for r in runs) == sorted(
-        keys for day in window for keys in journeys_run_ranges(partitions_def, day, tenant.location_ids)
+        journeys_runs(
+            partitions_def, [str(journey_partition_key(d.isoformat(), b)) for d in window for b in tenant.location_ids]
+        )
     )
     backfills = {r.tags.get(BACKFILL_ID_TAG) for r in runs}
     assert len(backfills) == 1 and None not in backfills

@@ -1,0 +1,135 @@
+"""Executing one run of ``lgm sync`` so that Ctrl-C cancels it through the instance, at once.
+
+A run executes on a worker thread, so the signal never becomes an exception inside a step (Dagster catches
+interrupts on the main thread only, and with a RetryPolicy turns one into a retry after its wait). On an
+interruption the run in flight is marked CANCELING through the instance; its steps make no further call
+(``assets/raw.py::open_client`` reads the run's status). When it has not ended after ``CANCEL_GRACE_S`` (a step
+in a 30 s request or in its RetryPolicy's wait), the run is reported CANCELED and the sync returns; the
+command then exits, and with it the worker, whose open transaction PostgreSQL rolls back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+
+from lgm_pipeline.smartmoving.client import calls_in_process
+from lgm_pipeline.sync_report import RunOutcome
+
+#: How long a run marked CANCELING may take to end by itself before the sync reports it CANCELED.
+CANCEL_GRACE_S = 2.0
+_ACTIVE = (dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED)
+
+
+class Interruption:
+    """The operator asked the sync to stop (set from the signal watcher thread, read by ``run_sync``)."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason: str | None = None
+        self._lock = threading.Lock()
+        self._current: tuple[dg.DagsterInstance, str] | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.event.is_set()
+
+    @property
+    def message(self) -> str:
+        return f"Interrupted by the operator ({self.reason or 'interrupt'})"
+
+    def request(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            current = self._current
+        self.event.set()
+        if current is not None:
+            # On a thread of its own: the signal watcher must stay free for a second Ctrl-C even if the
+            # instance's database does not answer.
+            threading.Thread(target=self.settle, args=(*current, False), daemon=True).start()
+
+    @contextmanager
+    def running(self, instance: dg.DagsterInstance, run_id: str) -> Iterator[None]:
+        with self._lock:
+            self._current = (instance, run_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._current = None
+
+    def settle(self, instance: dg.DagsterInstance, run_id: str, canceled: bool) -> None:
+        """Mark the run CANCELING (its steps then make no call), or CANCELED once it is given up on."""
+        try:
+            run = instance.get_run_by_id(run_id)
+            if run is None:
+                return
+            if canceled and run.status in (*_ACTIVE, dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.FAILURE):
+                instance.report_run_canceled(run, message=self.message)
+            elif not canceled and run.status in _ACTIVE:
+                instance.report_run_canceling(run, message=self.message)
+        except Exception:  # best effort: the next sync settles what is left (cli/dead_syncs.py)
+            pass
+
+
+class Stopped(Exception):
+    """The sync was interrupted: before this run started, or while it ran and it did not end in time."""
+
+    def __init__(self, run_id: str | None = None) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+def execute_run(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    interruption: Interruption | None,
+    run_config: Mapping[str, Any] | None,
+    tags: Mapping[str, str],
+    asset_selection: Sequence[dg.AssetKey] | None = None,
+) -> RunOutcome:
+    if interruption is not None and interruption.requested:
+        raise Stopped
+    run_id = str(uuid.uuid4())
+    before = calls_in_process()
+    started = time.monotonic()
+    outcome: dict[str, Any] = {}
+
+    def execute() -> None:
+        try:
+            outcome["result"] = job.execute_in_process(
+                instance=instance,
+                raise_on_error=False,
+                run_id=run_id,
+                run_config=dict(run_config) if run_config else None,
+                tags=dict(tags),
+                asset_selection=list(asset_selection) if asset_selection is not None else None,
+            )
+        except BaseException as error:  # handed to the caller's thread
+            outcome["error"] = error
+
+    if interruption is None:
+        execute()
+    else:
+        worker = threading.Thread(target=execute, name=f"lgm-run-{run_id[:8]}", daemon=True)
+        with interruption.running(instance, run_id):
+            worker.start()
+            while worker.is_alive() and not interruption.event.wait(0.2):
+                pass
+            worker.join(CANCEL_GRACE_S)
+        if interruption.requested:
+            interruption.settle(instance, run_id, canceled=True)
+            if "result" not in outcome:
+                raise Stopped(run_id)
+    if "error" in outcome:
+        raise outcome["error"]
+    spent = calls_in_process()
+    spent.subtract(before)
+    return RunOutcome(outcome["result"], run_id, +spent, time.monotonic() - started)
