@@ -127,6 +127,9 @@ def execute_run(
         if interruption.requested:
             interruption.settle(instance, run_id, canceled=True)
             if "result" not in outcome:
+                # The step given up on still holds the tenant's pool slot: nothing else would free it once
+                # this process exits (the run is CANCELED, so cli/dead_syncs.py does not look at it).
+                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
                 raise Stopped(run_id)
     if "error" in outcome:
         raise outcome["error"]

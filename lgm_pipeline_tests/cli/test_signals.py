@@ -128,6 +128,18 @@ def _run_statuses(database_url: str) -> dict[str, str]:
         engine.dispose()
 
 
+def _held_pool_slots(database_url: str) -> int:
+    """Slots of the tenant's API pool still held or claimed by a run (a later pull would wait for them)."""
+    engine = create_engine(database_url, dagster_database_name(database_url), poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            held = conn.execute(sa.text("SELECT count(*) FROM concurrency_slots WHERE run_id IS NOT NULL"))
+            pending = conn.execute(sa.text("SELECT count(*) FROM pending_steps"))
+            return int(held.scalar_one()) + int(pending.scalar_one())
+    finally:
+        engine.dispose()
+
+
 def _stats(simulator: RunningSimulator, name: str) -> int:
     return int(simulator.stats().get(name, 0))
 
@@ -142,6 +154,7 @@ def _assert_stopped(finished: Finished, code: int, database_url: str) -> dict[st
     assert statuses, "the interrupted run is in the instance"
     assert not set(statuses.values()) & {"STARTED", "STARTING", "NOT_STARTED", "CANCELING", "QUEUED"}, statuses
     assert "CANCELED" in statuses.values(), statuses
+    assert _held_pool_slots(database_url) == 0, "the canceled run gave its pool slot back"
     return statuses
 
 
