@@ -46,7 +46,7 @@ def resource_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def defs(
-    database_url: str,
+    migrated_database_url: str,
     simulator: RunningSimulator,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
     resource_overrides: dict[str, Any],
