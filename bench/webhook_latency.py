@@ -114,7 +114,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     token = secrets.token_urlsafe(32)
     with ExitStack() as stack:
         database_url = stack.enter_context(fresh_database("webhook_latency"))
-        PostgresResource().ensure_tenant(tenant)  # the schema before anyone polls it (lgm serve migrates too)
+        PostgresResource().migrate(tenant)  # the schema before anyone polls it (lgm serve migrates too)
         sim = stack.enter_context(start_simulator(SimulatorConfig(churn=0.0, customers_per_day=185)))
         port, code_port, webhook_port = free_port(), free_port(), free_port()
         launched = dt.datetime.now(dt.UTC)

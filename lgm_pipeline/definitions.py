@@ -15,21 +15,33 @@ from lgm_pipeline.assets.factory import build_tenant_definitions, smartmoving_re
 from lgm_pipeline.assets.freshness import FRESHNESS_CHECK, build_freshness_schedule
 from lgm_pipeline.assets.webhooks import build_webhook_sensor
 from lgm_pipeline.naming import IO_MANAGER_KEY, POSTGRES_RESOURCE_KEY, SMARTMOVING_RESOURCE_KEY
+from lgm_pipeline.settings import DATABASE_URL_ENV, configured_database_url
 from lgm_pipeline.storage.io_manager import PostgresIOManager
-from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.storage.resources import PostgresDatabase, PostgresResource
 from lgm_pipeline.tenants import Tenant, load_tenants
+
+
+def postgres_resource() -> PostgresResource:
+    """The database at ``dg.EnvVar(LGM_DATABASE_URL)``: Dagster resolves it when a run starts, the UI shows its name.
+
+    Unset where the definitions load (a run worker started without it), the URL is bound empty instead, so a run
+    fails at its first query with one line naming the variable, not with Dagster's config error and its stack.
+    The ``lgm`` commands export it (the embedded server's when none is configured) before anything loads."""
+    if configured_database_url() is None:
+        return PostgresResource(database=PostgresDatabase())
+    return PostgresResource(database=PostgresDatabase(url=dg.EnvVar(DATABASE_URL_ENV)))
 
 
 def build_definitions() -> dg.Definitions:
     tenants = load_tenants()
-    postgres = PostgresResource()
+    postgres = postgres_resource()
     shared = dg.Definitions(
         # A run's steps depend on each other (customers -> opportunities -> jobs; one journeys step): the
         # multiprocess default would only add a Python process, with its imports, per step of every run.
         executor=dg.in_process_executor,
         resources={
             POSTGRES_RESOURCE_KEY: postgres,
-            IO_MANAGER_KEY: PostgresIOManager(postgres=postgres),
+            IO_MANAGER_KEY: PostgresIOManager.for_tenants(postgres, tenants),
             SMARTMOVING_RESOURCE_KEY: smartmoving_resource(tenants),
         },
     )

@@ -131,3 +131,10 @@ BY_PARTITION_METADATA = "by_partition"
 #: ISO dates. The leads pulled with the window include the day before it (a lead created late is worked
 #: on the next morning); the IO manager writes those dates in the same transaction as the partitions.
 ALSO_REWRITES_METADATA = "lgm/also_rewrites_dates"
+
+
+#: Failure metadata: this error stops the cycle (retrying cannot heal it); ``lgm sync`` reports the cycle stopped.
+STOP_CYCLE = "lgm/stop_cycle"
+#: Failure metadata: the settings are wrong (base URL, key, the database's URL or schema); ``lgm sync`` exits 2,
+#: as for any configuration error.
+CONFIGURATION_ERROR = "lgm/configuration_error"

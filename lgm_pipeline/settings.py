@@ -16,6 +16,12 @@ DAGSTER_STORAGE_URL_ENV = "LGM_DAGSTER_STORAGE_URL"
 
 
 TENANTS_FILE_ENV = "LGM_TENANTS_FILE"
+ALLOWED_HOSTS_ENV = "LGM_WEBSERVER_ALLOWED_HOSTS"
+
+
+def webserver_allowed_hosts() -> list[str]:
+    """``LGM_WEBSERVER_ALLOWED_HOSTS``: host names the guarded webserver answers to besides IPs and localhost."""
+    return [name.strip() for name in (os.environ.get(ALLOWED_HOSTS_ENV) or "").split(",") if name.strip()]
 
 
 def tenants_file_override() -> str | None:

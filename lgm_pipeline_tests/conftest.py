@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 from lgm_pipeline.settings import DATABASE_URL_ENV, HOME_ENV, TEST_DATABASE_URL_ENV
 from lgm_pipeline.storage.database import create_engine
+from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.tenants import Tenant, load_tenants
 
 RUN_SLOW_ENV = "LGM_RUN_SLOW"
 
@@ -45,6 +47,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slow"):
             item.add_marker(skip)
+
+
+def migrate_database(tenants: Iterable[Tenant] | None = None) -> PostgresResource:
+    """The test database (``LGM_DATABASE_URL``) migrated for ``tenants`` (default: the configured ones), as the
+    ``lgm`` commands' start-up does before any run: runs only check the schema's version, they never migrate."""
+    postgres = PostgresResource()
+    for tenant in load_tenants() if tenants is None else tenants:
+        postgres.migrate(tenant)
+    return postgres
+
+
+def migrated_engine(tenant: Tenant) -> Engine:
+    """The test database's engine, the tenant's schema migrated."""
+    return migrate_database([tenant]).engine()
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +106,10 @@ def database_url(postgres_server_url: str, monkeypatch: pytest.MonkeyPatch, tmp_
             for role in conn.execute(sa.text("SELECT rolname FROM pg_roles WHERE rolname LIKE :p"), {"p": pattern}):
                 conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role[0]}"'))
         admin.dispose()
+
+
+@pytest.fixture
+def migrated_database_url(database_url: str) -> str:
+    """``database_url``, migrated for the configured tenants: what a test that materializes assets needs first."""
+    migrate_database()
+    return database_url

@@ -16,7 +16,7 @@ import pandas as pd
 
 from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, per_branch, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
-from lgm_pipeline.naming import IO_MANAGER_KEY, OWNERS
+from lgm_pipeline.naming import CONFIGURATION_ERROR, IO_MANAGER_KEY, OWNERS, STOP_CYCLE
 from lgm_pipeline.quality.rules import MAX_QUARANTINE_SHARE
 from lgm_pipeline.quality.unmapped_branches import UnmappedBranches, unmapped_branches
 from lgm_pipeline.smartmoving.client import SmartMovingClient
@@ -75,11 +75,6 @@ class OpportunityDetailsConfig(dg.Config):
     36 h, ~283 calls a day, plus the changed details and the daily catch-up) near 16,800 calls, inside the Basic
     tier's 20,000; 24 h would reach ~21,000 with the catch-up (docs/performance.md)."""
 
-
-#: Failure metadata: this error stops the cycle (retrying cannot heal it); ``lgm sync`` reports the cycle stopped.
-STOP_CYCLE = "lgm/stop_cycle"
-#: Failure metadata: the settings are wrong (base URL, key); ``lgm sync`` exits 2, as for any configuration error.
-CONFIGURATION_ERROR = "lgm/configuration_error"
 
 DEFAULT_BASE_URL_ENV = "SMARTMOVING_BASE_URL"
 DEFAULT_API_KEY_ENV = "SMARTMOVING_API_KEY"

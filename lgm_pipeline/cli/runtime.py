@@ -7,6 +7,7 @@
   into ``$LGM_HOME/dagster``, so a plain ``pip install .`` (a wheel) runs like a checkout.
 - A tenant with neither its SmartMoving base URL nor its key in the environment syncs from a
   simulator started here, and we say so.
+- Every tenant's schema is migrated here, once, before any run: run workers only check its version.
 """
 
 from __future__ import annotations
@@ -238,9 +239,14 @@ def lgm_runtime(
             print(f"PostgreSQL: {redacted(url)}", file=sys.stderr)
         if smartmoving:
             _start_simulators(list(load_tenants()), stack, say, webhook_receiver)
-        from lgm_pipeline.storage.resources import PostgresResource
-
-        postgres = PostgresResource()
-        for tenant in load_tenants():
-            postgres.ensure_tenant(tenant)
+        migrate_tenants()
         yield dagster_home
+
+
+def migrate_tenants() -> list[tuple[Tenant, list[int]]]:
+    """Every tenant's pending migrations, applied before any run (runs only check the version); per tenant, the
+    versions applied. Part of every command's start-up, ``lgm db migrate`` included."""
+    from lgm_pipeline.storage.resources import PostgresResource
+
+    postgres = PostgresResource()
+    return [(tenant, postgres.migrate(tenant)) for tenant in load_tenants()]

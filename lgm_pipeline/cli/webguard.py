@@ -26,13 +26,13 @@ Refusals are one plain-text line naming the setting that would allow the request
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-#: Comma-separated host names (no port) the webserver answers besides IP literals and localhost.
-ALLOWED_HOSTS_ENV = "LGM_WEBSERVER_ALLOWED_HOSTS"
+# Comma-separated host names (no port) the webserver answers besides IP literals and localhost.
+from lgm_pipeline.settings import ALLOWED_HOSTS_ENV, webserver_allowed_hosts
+
 #: Content types a browser page cannot POST cross-site without a CORS preflight.
 GRAPHQL_POST_TYPES = ("application/json", "application/graphql")
 
@@ -73,7 +73,7 @@ def is_loopback_host(host: str) -> bool:
 
 
 def allowed_hosts_from_env() -> frozenset[str]:
-    return frozenset(host_name(n) for n in os.environ.get(ALLOWED_HOSTS_ENV, "").split(",") if n.strip())
+    return frozenset(host_name(n) for n in webserver_allowed_hosts())
 
 
 def host_is_allowed(name: str, allowed: Iterable[str]) -> bool:

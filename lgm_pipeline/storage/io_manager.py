@@ -4,13 +4,14 @@ Asset keys are ``[<tenant key>, ..., <asset name>]``; the tenant picks the schem
 name picks the table (:data:`tables.ASSET_TABLES`). Daily partition keys ("YYYY-MM-DD") map to
 ``service_date``; multi-partition keys with dimensions ``date`` and ``branch`` map to
 ``(service_date, location_id)``; unpartitioned assets own the whole table.
+
+The tenants are bound in code (``tenants``, a resource dependency: no run config, no file read here).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: Dagster reads ``ResourceDependency`` from the evaluated annotation.
 import datetime as dt
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -24,10 +25,10 @@ from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.scope import PartitionScope
 from lgm_pipeline.storage.tables import ASSET_TABLES
 from lgm_pipeline.storage.write import ApiCalls, CheckCounts, PulledRecords, write_frame
-from lgm_pipeline.tenants.config import Tenant, get_tenant
+from lgm_pipeline.tenants.config import Tenant
 
 
-def _tenant_and_table(asset_key: dg.AssetKey) -> tuple[Tenant, sa.Table, str]:
+def _tenant_and_table(asset_key: dg.AssetKey, tenants: Mapping[str, Tenant]) -> tuple[Tenant, sa.Table, str]:
     path = asset_key.path
     name = path[-1]
     if len(path) < 2:
@@ -38,7 +39,12 @@ def _tenant_and_table(asset_key: dg.AssetKey) -> tuple[Tenant, sa.Table, str]:
         raise dg.DagsterInvariantViolationError(
             f"asset {asset_key.to_user_string()}: PostgresIOManager stores only {sorted(ASSET_TABLES)}"
         )
-    return get_tenant(path[0]), ASSET_TABLES[name], name
+    tenant = tenants.get(path[0])
+    if not isinstance(tenant, Tenant):
+        raise dg.DagsterInvariantViolationError(
+            f"asset {asset_key.to_user_string()}: no tenant {path[0]!r} bound to PostgresIOManager ({sorted(tenants)})"
+        )
+    return tenant, ASSET_TABLES[name], name
 
 
 def partition_scope(key: str, partitions_def: dg.PartitionsDefinition | None) -> PartitionScope:
@@ -133,16 +139,25 @@ def table_metadata(tenant: Tenant, asset: str) -> dict[str, dg.MetadataValue]:
 
 
 class PostgresIOManager(dg.ConfigurableIOManager):
-    """Stores the SmartMoving raw assets and ``journeys`` in the tenant's PostgreSQL schema."""
+    """Stores the SmartMoving raw assets and ``journeys`` in the tenant's PostgreSQL schema.
+
+    ``tenants`` (tenant key -> :class:`Tenant`) is a nested resource dependency bound in code from the tenants the
+    definitions were built from: the asset key's first part picks one. Build it with :meth:`for_tenants`.
+    """
 
     postgres: PostgresResource
+    tenants: dg.ResourceDependency[Mapping[str, Tenant]]
+
+    @classmethod
+    def for_tenants(cls, postgres: PostgresResource, tenants: Iterable[Tenant]) -> "PostgresIOManager":
+        return cls(postgres=postgres, tenants={t.key: t for t in tenants})
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame) -> None:
         if not isinstance(obj, pd.DataFrame):
             raise dg.DagsterInvariantViolationError(
                 f"asset {context.asset_key.to_user_string()}: expected a pandas DataFrame, got {type(obj).__name__}"
             )
-        tenant, table, name = _tenant_and_table(context.asset_key)
+        tenant, table, name = _tenant_and_table(context.asset_key, self.tenants)
         # A single-run range (the window, the catch-up) writes each of its dates in one transaction.
         scope = (
             output_scopes(context.asset_partition_keys, context.asset_partitions_def, context.output_metadata)
@@ -184,7 +199,7 @@ class PostgresIOManager(dg.ConfigurableIOManager):
         }
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
-        tenant, table, _ = _tenant_and_table(context.asset_key)
+        tenant, table, _ = _tenant_and_table(context.asset_key, self.tenants)
         scopes = (
             [partition_scope(k, context.asset_partitions_def) for k in context.asset_partition_keys]
             if context.has_asset_partitions

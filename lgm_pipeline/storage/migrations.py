@@ -622,6 +622,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(13, "webhook_events: SmartMoving's webhook deliveries, the inbox of targeted refreshes", _webhook_inbox),
 )
 
+#: The schema version this code needs: its newest migration.
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
 
 def sync_config_rows(conn: Connection, tenant: Tenant) -> None:
     """Make ``company``, ``locations`` and ``zone_offsets`` match the tenants file (rows touched only on change)."""
@@ -671,6 +674,12 @@ def _applied_versions(conn: Connection, tenant: Tenant) -> set[int]:
         return set()
     scoped = conn.execution_options(**tenant_options(tenant))
     return set(scoped.execute(sa.select(schema_migrations.c.version)).scalars())
+
+
+def schema_version(engine: Engine, tenant: Tenant) -> int:
+    """The newest migration applied to the tenant's schema (0: no schema yet). One query, no lock, no DDL."""
+    with engine.connect() as conn:
+        return max(_applied_versions(conn, tenant), default=0)
 
 
 def migrate(engine: Engine, tenant: Tenant) -> list[int]:

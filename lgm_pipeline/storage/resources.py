@@ -1,7 +1,13 @@
 """``PostgresResource``: the database as a Dagster resource, and the queries assets need.
 
-It has no configuration on purpose: the URL (which may hold a password) is resolved at run time
-from ``LGM_DATABASE_URL`` or the embedded server, so it never appears in Dagster config or UI.
+Its one field is a nested resource, :class:`PostgresDatabase`, holding the server's URL: the definitions
+bind it to ``dg.EnvVar("LGM_DATABASE_URL")``, which Dagster resolves when a run starts and shows by name
+only. Nested, it is no part of any run config: a launch cannot point a run at another server, or name
+another variable for the URL (issue 25).
+
+Migrations are a step of their own, before any run (``lgm db migrate``, the start-up of ``lgm up``,
+``lgm serve`` and ``lgm sync``): a run only checks, once per process and tenant, that the schema is at the
+code's version, and fails at once with one line when it is behind.
 """
 
 from __future__ import annotations
@@ -15,12 +21,15 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import sqlalchemy as sa
+from pydantic import Field
 from sqlalchemy.dialects.postgresql import JSONB, distinct_on
 from sqlalchemy.engine import Engine
 
+from lgm_pipeline.naming import CONFIGURATION_ERROR, STOP_CYCLE
+from lgm_pipeline.settings import DATABASE_URL_ENV
 from lgm_pipeline.storage import database
 from lgm_pipeline.storage.access import quote_ident
-from lgm_pipeline.storage.migrations import migrate
+from lgm_pipeline.storage.migrations import SCHEMA_VERSION, migrate, schema_version
 from lgm_pipeline.storage.tables import (
     RAW_TABLES,
     date_column,
@@ -35,9 +44,40 @@ from lgm_pipeline.storage.tables import (
 )
 from lgm_pipeline.tenants.config import Tenant
 
-# (database URL, tenant) pairs migrated by this process; a tenant edited in config is a new key.
-_migrated: set[tuple[str, Tenant]] = set()
-_migrate_lock = threading.Lock()
+# (database URL, tenant schema) pairs this process found at the code's version (or migrated itself).
+_checked: set[tuple[str, str]] = set()
+_checked_lock = threading.Lock()
+
+
+class DatabaseNotReadyError(dg.Failure):
+    """The database cannot serve a run as deployed: its URL is unset, or a tenant's schema is behind the code.
+
+    A ``dg.Failure`` whose description is one line: the step fails at once, without retries, and stops the
+    cycle as a configuration error (``lgm sync`` exits 2); no retry can heal it, an operator must act.
+    """
+
+    def __init__(self, description: str) -> None:
+        super().__init__(
+            description=description, allow_retries=False, metadata={STOP_CYCLE: True, CONFIGURATION_ERROR: True}
+        )
+
+    def __reduce__(self) -> tuple[type[DatabaseNotReadyError], tuple[str]]:
+        return (type(self), (self.description or "",))
+
+
+class PostgresDatabase(dg.ConfigurableResource):
+    """Where the tenant databases are: the server's URL (it may hold a password).
+
+    Bound in code, never run config: the definitions pass ``dg.EnvVar(LGM_DATABASE_URL)`` (see
+    ``definitions.postgres_resource``); empty, every use fails with one line naming the variable.
+    """
+
+    url: str = Field(default="", description="SQLAlchemy URL of the PostgreSQL database, from LGM_DATABASE_URL")
+
+    @classmethod
+    def from_settings(cls) -> PostgresDatabase:
+        """Outside Dagster (the CLI, tests): ``LGM_DATABASE_URL``, or the embedded server, resolved once now."""
+        return cls(url=database.database_url())
 
 
 @dataclass(frozen=True)
@@ -61,19 +101,56 @@ class JourneyJob:
 
 
 class PostgresResource(dg.ConfigurableResource):
-    """The tenant databases. Migrations run once per process and tenant, on first use."""
+    """The tenant databases, at :attr:`database`. ``PostgresResource()`` alone (the CLI, tests) takes the URL
+    from the settings once, at construction; the definitions bind ``dg.EnvVar`` instead."""
+
+    database: PostgresDatabase
+
+    def __init__(self, database: PostgresDatabase | None = None, **kwargs: Any) -> None:
+        super().__init__(database=database if database is not None else PostgresDatabase.from_settings(), **kwargs)
+
+    @property
+    def database_url(self) -> str:
+        url = self.database.url
+        if not url:
+            raise DatabaseNotReadyError(
+                f"{DATABASE_URL_ENV} is not set where this run started: set it to the database's URL "
+                "(postgresql://user:password@host:5432/lgm) for the code server and its runs"
+            )
+        return url
 
     def engine(self) -> Engine:
-        return database.shared_engine(database.database_url())
+        return database.shared_engine(self.database_url)
+
+    def migrate(self, tenant: Tenant) -> list[int]:
+        """Apply the tenant's pending migrations and sync its config rows and views; returns the versions applied.
+
+        A step of its own, before runs (``lgm db migrate``, the CLI's start-up, test fixtures), never a run's."""
+        url = self.database_url
+        applied = migrate(database.shared_engine(url), tenant)
+        with _checked_lock:
+            _checked.add((url, tenant.schema))
+        return applied
 
     def ensure_tenant(self, tenant: Tenant) -> Engine:
-        """The engine, after applying the tenant's pending migrations (once per process)."""
-        url = database.database_url()
+        """The engine, once the tenant's schema is known to be at the code's version (checked once per process).
+
+        Never migrates: a schema behind the code fails at once with one line saying what to run."""
+        url = self.database_url
         engine = database.shared_engine(url)
-        with _migrate_lock:
-            if (url, tenant) not in _migrated:
-                migrate(engine, tenant)
-                _migrated.add((url, tenant))
+        if (url, tenant.schema) in _checked:
+            return engine
+        try:
+            found = schema_version(engine, tenant)
+        except sa.exc.OperationalError as error:
+            raise database.unavailable(url, error.orig or error) from None
+        if found < SCHEMA_VERSION:
+            raise DatabaseNotReadyError(
+                f"database schema of tenant {tenant.key} is at version {found}, the code needs {SCHEMA_VERSION}: "
+                "run `lgm db migrate`"
+            )
+        with _checked_lock:
+            _checked.add((url, tenant.schema))
         return engine
 
     def row_count(self, tenant: Tenant, table: sa.Table) -> int:

@@ -33,7 +33,7 @@ def simulator(monkeypatch: pytest.MonkeyPatch, tenant: Tenant) -> Iterator[Runni
 
 
 @pytest.fixture
-def defs(database_url: str, simulator: RunningSimulator) -> dg.Definitions:
+def defs(migrated_database_url: str, simulator: RunningSimulator) -> dg.Definitions:
     return build_definitions()
 
 

@@ -70,6 +70,11 @@ def test_every_code_server_command_serves_the_packaged_code_location() -> None:
     for command in (_dockerfile_cmd(), compose["code"]["command"]):
         assert command[:3] == ["dagster", "api", "grpc"] and command[-4:] == expected
     assert [d["dagsterApiGrpcArgs"] for d in helm] == [expected]
+    # migrations run once before each code server starts, from the same image: run pods only check the version
+    for deployment in helm:
+        [migrate] = deployment["initContainers"]
+        assert migrate["command"] == ["lgm", "db", "migrate"]
+        assert migrate["image"].split(":")[0] == deployment["image"]["repository"]
 
 
 def test_compose_starts_in_order_with_health_checks_and_keeps_keys_in_the_code_server() -> None:

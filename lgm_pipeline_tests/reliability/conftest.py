@@ -19,10 +19,10 @@ from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.domain.mappings import STATUS_MAPPING
 from lgm_pipeline.simulator import RunningSimulator
 from lgm_pipeline.smartmoving.resource import SmartMovingAccount
-from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.sync import SyncReport, run_sync
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline_tests.assets.conftest import instance, simulator, tenant, window  # noqa: F401
+from lgm_pipeline_tests.conftest import migrated_engine
 
 CALGARY = "loc_lgm_calgary_001"
 CALGARY_SM = "CALGARY 🇨🇦 - Let's Get Moving"
@@ -35,7 +35,7 @@ FAST_STEP_RETRIES = dg.RetryPolicy(max_retries=2, delay=0.05)
 @pytest.fixture
 def db(database_url: str, tenant: Tenant) -> sa.Engine:  # noqa: F811
     """The pipeline's engine, schema migrated: a cycle that fails before writing still has tables to read."""
-    return PostgresResource().ensure_tenant(tenant)
+    return migrated_engine(tenant)
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def resource_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def defs(
-    database_url: str,
+    migrated_database_url: str,
     simulator: RunningSimulator,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
     resource_overrides: dict[str, Any],

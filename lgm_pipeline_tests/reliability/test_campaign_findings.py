@@ -142,7 +142,7 @@ def test_a_connection_lost_while_preparing_the_schema_is_one_line_not_a_tracebac
         # What pg_terminate_backend or a server restart does to the migration's connection.
         raise sa.exc.OperationalError("SELECT 1", {}, Exception("terminating connection due to administrator command"))
 
-    monkeypatch.setattr(PostgresResource, "ensure_tenant", terminated)
+    monkeypatch.setattr(PostgresResource, "migrate", terminated)  # the start-up's migration, before any run
     code = main(["sync", "--quiet"])
     assert code == 1  # a failure that retrying heals, not a setting to fix
     [line] = capsys.readouterr().err.strip().splitlines()

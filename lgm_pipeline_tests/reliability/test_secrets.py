@@ -27,8 +27,8 @@ from lgm_pipeline.simulator import FaultConfig
 from lgm_pipeline.storage.access import grant_reader
 from lgm_pipeline.storage.database import create_engine, shared_engine
 from lgm_pipeline.storage.migrations import migrate
-from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants.config import parse_tenants
+from lgm_pipeline_tests.conftest import migrated_engine
 from lgm_pipeline_tests.reliability.conftest import sync
 
 pytestmark = pytest.mark.e2e
@@ -108,7 +108,7 @@ def test_no_secret_appears_anywhere_after_faulty_runs(
     reports.append(sync(defs, tenant, instance, today))
     # 401, down, malformed fail; 5xx on some requests may or may not be outlasted; the clean run succeeds.
     assert [r.ok for r in reports[:3]] == [False, False, False] and reports[-1].ok
-    grant_reader(PostgresResource().ensure_tenant(tenant), tenant, f"crm_{uuid.uuid4().hex[:8]}", crm_password)
+    grant_reader(migrated_engine(tenant), tenant, f"crm_{uuid.uuid4().hex[:8]}", crm_password)
 
     captured = capfd.readouterr()
     texts = [captured.out, captured.err, caplog.text, *(r.getMessage() for r in caplog.records)]

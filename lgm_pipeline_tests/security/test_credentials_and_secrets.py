@@ -43,6 +43,7 @@ from lgm_pipeline.smartmoving.errors import SmartMovingError
 from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.tenants import Tenant, load_tenants
 from lgm_pipeline.tenants import config as tenants_config
+from lgm_pipeline_tests.conftest import migrate_database
 
 ACME_KEY_ENV, ACME_URL_ENV = "ACME_SM_KEY", "ACME_SM_URL"
 PIECE = 8  # the shortest piece of a key that must never show
@@ -80,8 +81,11 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 @pytest.fixture
-def two_tenants(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[list[Tenant], RunningSimulator]]:
-    """lgm and acme in one code location, each with its own key to one simulator serving two tenants."""
+def two_tenants(
+    database_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[list[Tenant], RunningSimulator]]:
+    """lgm and acme in one code location, each with its own key to one simulator serving two tenants; both
+    schemas migrated, as `lgm`'s start-up does before any run."""
     lgm = yaml.safe_load(tenants_config.DEFAULT_TENANTS_FILE.read_text())["tenants"][0]
     acme = {
         **lgm,
@@ -95,6 +99,7 @@ def two_tenants(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[lis
     path.write_text(yaml.safe_dump({"tenants": [lgm, acme]}))
     monkeypatch.setenv(settings.TENANTS_FILE_ENV, str(path))
     tenants = load_tenants()
+    migrate_database(tenants)
     config = SimulatorConfig(api_key=_key(), rate_limit_per_minute=None, churn=0.0, customers_per_day=20, tenants=2)
     with start_simulator(config) as sim:
         for tenant, key in zip(tenants, sim.api_keys, strict=True):
@@ -405,7 +410,7 @@ def _texts_of_runs(instance: dg.DagsterInstance) -> list[str]:
 
 
 def test_nothing_of_an_echoed_key_reaches_the_event_log_metadata_or_the_database(
-    database_url: str,
+    migrated_database_url: str,
     instance: dg.DagsterInstance,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -452,7 +457,7 @@ def test_nothing_of_an_echoed_key_reaches_the_event_log_metadata_or_the_database
     assert not customers.success and branches.success
 
     texts = _texts_of_runs(instance)
-    engine = create_engine(database_url, poolclass=sa.pool.NullPool)
+    engine = create_engine(migrated_database_url, poolclass=sa.pool.NullPool)
     with engine.connect() as conn:
         texts += [json.dumps(r[0]) for r in conn.execute(sa.text(f"SELECT payload FROM {tenant.schema}.raw_branches"))]
     engine.dispose()

@@ -31,8 +31,10 @@ from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.storage.io_manager import PostgresIOManager
 from lgm_pipeline.storage.migrations import migrate
 from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.tenants import load_tenants
 from lgm_pipeline.tenants.config import Tenant, get_tenant, parse_tenants
 from lgm_pipeline_tests import payloads
+from lgm_pipeline_tests.conftest import migrated_engine
 from lgm_pipeline_tests.storage.conftest import CALGARY, DAY, TORONTO, Writer, journey_key, journey_row
 
 Login = tuple[str, str]
@@ -45,12 +47,12 @@ def tenant() -> Tenant:
 
 @pytest.fixture
 def engine(database_url: str, tenant: Tenant) -> Engine:
-    return PostgresResource().ensure_tenant(tenant)
+    return migrated_engine(tenant)
 
 
 @pytest.fixture
 def writer(database_url: str, engine: Engine) -> Writer:
-    return Writer(PostgresIOManager(postgres=PostgresResource()))
+    return Writer(PostgresIOManager.for_tenants(PostgresResource(), load_tenants()))
 
 
 @pytest.fixture

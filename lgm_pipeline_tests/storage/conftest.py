@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine
 
 from lgm_pipeline.storage.io_manager import PostgresIOManager
 from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.tenants import load_tenants
 from lgm_pipeline.tenants.config import Tenant, get_tenant
 
 DAY = dt.date(2026, 11, 25)
@@ -120,12 +121,13 @@ def postgres(database_url: str) -> PostgresResource:
 
 @pytest.fixture
 def engine(postgres: PostgresResource, tenant: Tenant) -> Engine:
-    return postgres.ensure_tenant(tenant)
+    postgres.migrate(tenant)
+    return postgres.engine()
 
 
 @pytest.fixture
 def io_manager(postgres: PostgresResource) -> PostgresIOManager:
-    return PostgresIOManager(postgres=postgres)
+    return PostgresIOManager.for_tenants(postgres, load_tenants())
 
 
 class Writer:

@@ -16,6 +16,7 @@ from lgm_pipeline.assets.metadata import api_cost_metadata
 from lgm_pipeline.storage.io_manager import PostgresIOManager
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import raw_jobs
+from lgm_pipeline.tenants import load_tenants
 from lgm_pipeline.tenants.config import Tenant
 from lgm_pipeline_tests.storage.conftest import (
     CALGARY,
@@ -127,7 +128,7 @@ def test_latest_sync_status_per_branch_and_date(writer: Writer, postgres: Postgr
     assert isinstance(calgary["age"], dt.timedelta)
 
 
-def test_materialize_daily_then_multi_partitioned_assets(database_url: str) -> None:
+def test_materialize_daily_then_multi_partitioned_assets(migrated_database_url: str) -> None:
     @dg.asset(key=["lgm", "smartmoving_jobs"], partitions_def=DAILY, io_manager_key="postgres_io")
     def smartmoving_jobs(context: dg.AssetExecutionContext) -> pd.DataFrame:
         day = dt.date.fromisoformat(context.partition_key)
@@ -139,7 +140,7 @@ def test_materialize_daily_then_multi_partitioned_assets(database_url: str) -> N
         assert smartmoving_jobs["service_date"].tolist() == [day, day]
         return journeys_frame([journey_row(j, service_date=day) for j in smartmoving_jobs["job_id"]])
 
-    resources = {"postgres_io": PostgresIOManager(postgres=PostgresResource())}
+    resources = {"postgres_io": PostgresIOManager.for_tenants(PostgresResource(), load_tenants())}
     assets = [smartmoving_jobs, journeys]
     first = dg.materialize(assets, selection=[smartmoving_jobs], partition_key=DAY.isoformat(), resources=resources)
     assert first.success
@@ -149,7 +150,7 @@ def test_materialize_daily_then_multi_partitioned_assets(database_url: str) -> N
     assert (meta["inserted"].value, meta["dagster/table_name"].value) == (2, "tenant_lgm.journeys")
 
 
-def test_materializations_show_the_table_and_its_columns(database_url: str) -> None:
+def test_materializations_show_the_table_and_its_columns(migrated_database_url: str) -> None:
     """The UI's asset page shows the stored table, its row count and its columns from this metadata."""
 
     @dg.asset(key=["lgm", "smartmoving_jobs"], partitions_def=DAILY, io_manager_key="postgres_io")
@@ -161,7 +162,7 @@ def test_materializations_show_the_table_and_its_columns(database_url: str) -> N
     result = dg.materialize(
         [smartmoving_jobs],
         partition_key=DAY.isoformat(),
-        resources={"postgres_io": PostgresIOManager(postgres=PostgresResource())},
+        resources={"postgres_io": PostgresIOManager.for_tenants(PostgresResource(), load_tenants())},
         instance=instance,
     )
     assert result.success
@@ -209,7 +210,7 @@ def test_a_raw_run_records_its_api_calls_in_sync_runs(database_url: str, engine:
         )
         return dg.Output(frame, metadata={"api_calls": dg.MetadataValue.int(4)})
 
-    resources = {"postgres_io": PostgresIOManager(postgres=PostgresResource())}
+    resources = {"postgres_io": PostgresIOManager.for_tenants(PostgresResource(), load_tenants())}
     assets = [smartmoving_jobs, smartmoving_arrival_windows]
     assert dg.materialize(assets, partition_key=DAY.isoformat(), resources=resources).success
     with engine.connect() as conn:

@@ -32,7 +32,6 @@ from lgm_pipeline.cli.main import main
 from lgm_pipeline.settings import DATABASE_URL_ENV, HOME_ENV
 from lgm_pipeline.status import format_age
 from lgm_pipeline.storage import database
-from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import tenant_options, webhook_events
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.tenants.config import get_tenant
@@ -47,6 +46,7 @@ from lgm_pipeline.webhooks.receiver import (
     tenant_tokens,
     webhook_url,
 )
+from lgm_pipeline_tests.conftest import migrated_engine
 
 TOKEN = secrets.token_urlsafe(32)
 TOKEN_ENV = "SMARTMOVING_WEBHOOK_TOKEN"  # tenants.yaml's for lgm
@@ -69,7 +69,7 @@ def tenant() -> Tenant:
 
 @pytest.fixture
 def engine(database_url: str, tenant: Tenant) -> Engine:
-    return PostgresResource().ensure_tenant(tenant)
+    return migrated_engine(tenant)
 
 
 @contextlib.contextmanager
@@ -385,7 +385,7 @@ def _free_port() -> int:
 @pytest.fixture
 def served(database_url: str, tenant: Tenant, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     """``lgm webhooks serve`` as a process on a free port; (process, base URL, its output)."""
-    PostgresResource().ensure_tenant(tenant)  # migrated before it starts, as lgm serve's runtime does
+    migrated_engine(tenant)  # migrated before it starts, as lgm serve's runtime does
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SMARTMOVING_") and k != "DAGSTER_HOME"}
     env.update({DATABASE_URL_ENV: database_url, HOME_ENV: str(tmp_path / "lgm_home"), TOKEN_ENV: TOKEN})
