@@ -88,3 +88,17 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
         "storage",
         "assets",
     ]
+
+
+#: The modules that read the process environment: the settings, and the CLI's start-up (which also writes it
+#: for the processes it starts: the embedded server's URL, the simulator's key).
+ENVIRONMENT_READERS = {"settings.py", "cli/runtime.py"}
+
+
+def test_only_the_settings_and_the_cli_start_up_read_the_environment() -> None:
+    readers = {
+        str(path.relative_to(PACKAGE_ROOT))
+        for path in PACKAGE_ROOT.rglob("*.py")
+        if "os.environ" in (text := path.read_text()) or "getenv(" in text
+    }
+    assert readers == ENVIRONMENT_READERS

@@ -20,13 +20,13 @@ import argparse
 import datetime as dt
 import getpass
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lgm_pipeline.cli.output import Output, hide_dagster_warnings
 from lgm_pipeline.cli.runtime import SetupError, lgm_runtime, warn_of_time_zones
+from lgm_pipeline.settings import secret
 from lgm_pipeline.tenants import TenantConfigError, load_tenants
 from lgm_pipeline.tenants.config import get_tenant
 
@@ -300,7 +300,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         tenant = get_tenant(args.tenant)
         locations = args.location or []
         check_locations(tenant, locations)  # before asking for a password
-        password = os.environ.get(args.password_env) if args.password_env else getpass.getpass("Password: ")
+        password = secret(args.password_env) if args.password_env else getpass.getpass("Password: ")
         if not password:
             raise SetupError("an empty password is not accepted")
         for change in grant_reader(postgres.engine(), tenant, args.login, password, locations, replace=args.replace):
