@@ -84,9 +84,20 @@ def _server_url() -> str:
     return embedded_database_url()
 
 
+def migrate_tenants_of(url: str) -> None:
+    """Migrate the configured tenants into ``url``: runs only check the schema (the CLI migrates at start-up)."""
+    from lgm_pipeline.storage.resources import PostgresDatabase, PostgresResource
+    from lgm_pipeline.tenants import load_tenants
+
+    postgres = PostgresResource(database=PostgresDatabase(url=url))
+    for tenant in load_tenants():
+        postgres.migrate(tenant)
+
+
 @contextmanager
 def fresh_database(tag: str, keep: bool = False) -> Iterator[str]:
-    """A new, empty database ``lgm_bench_<tag>`` (and its ``_dagster`` sibling), exported as LGM_DATABASE_URL."""
+    """A new database ``lgm_bench_<tag>`` (and its ``_dagster`` sibling), the configured tenants migrated into it,
+    exported as LGM_DATABASE_URL."""
     from lgm_pipeline.storage.database import create_engine, shared_engine
 
     server = _server_url()
@@ -105,6 +116,7 @@ def fresh_database(tag: str, keep: bool = False) -> Iterator[str]:
     previous = os.environ.get(DATABASE_URL_ENV)
     os.environ[DATABASE_URL_ENV] = url
     try:
+        migrate_tenants_of(url)
         yield url
     finally:
         shared_engine.cache_clear()

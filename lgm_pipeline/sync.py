@@ -4,8 +4,8 @@
 2-hour schedule what to run at "now" (``build_schedule_context``), executes those raw runs, asks the
 declarative automation what it requests afterwards (``evaluate_automation_conditions`` with a cursor of its
 own, taken before the raw runs so that their writes count as updates), and executes exactly those
-``journeys`` partitions, one run per key range of the requested subset (Dagster's own ranges: one per date
-over its neighbouring branches). Runs go through the instance, so the UI shows them like the daemon's.
+``journeys`` partitions, one run per key range of the requested subset (Dagster's own ranges: a date's
+neighbouring branches, or with one branch its dates). Runs go through the instance: the UI shows them.
 
 What an operator names explicitly (``--date``, ``--catch-up``) is a rematerialization, as from the UI: the
 dates are pulled in one run per block of consecutive dates and every (date, branch) partition asked for is
@@ -47,6 +47,7 @@ from lgm_pipeline.sync_report import (
     add_calls,
     branch_result,
     count_quarantine,
+    date_label,
     failure,
     format_report,
     leads_outcome,
@@ -77,12 +78,20 @@ def consecutive_blocks(dates: Sequence[dt.date]) -> list[list[dt.date]]:
 
 def journeys_runs(partitions_def: dg.PartitionsDefinition, keys: Sequence[str]) -> list[list[str]]:
     """The runs that rebuild ``keys``: one per key range of their subset, as Dagster's single-run backfill makes
-    them (for a 2-D subset, a range never spans two dates)."""
+    them (a 2-D subset is ranged over its dimension with fewer keys: a date's branches, or one branch's dates)."""
     subset = partitions_def.subset_with_partition_keys(keys)
     return [
         [str(k) for k in partitions_def.get_partition_keys_in_range(key_range)]
         for key_range in subset.get_partition_key_ranges(partitions_def)
     ]
+
+
+def _merged(scheduled: Mapping[str, Any] | None, given: Mapping[str, Any]) -> dict[str, Any]:
+    """A run request's config with the operator's on top, op by op (``--refresh-details`` keeps a schedule's
+    own op config)."""
+    merged = {**(scheduled or {}), **given}
+    ops = {**(scheduled or {}).get("ops", {}), **given.get("ops", {})}
+    return {**merged, "ops": ops} if ops else merged
 
 
 def quiet_console(level: str) -> dict[str, Any]:
@@ -105,17 +114,23 @@ class _Automation:
         self.defs, self.instance, self.now = defs, instance, now
         self.key = tenant.names.asset_key("journeys")
         self.cursor = None
+        self.error: str | None = None
         # The first evaluation records the state the raw runs then change (and requests what is already due).
         self.requested = self.evaluate()
 
     def evaluate(self) -> set[str]:
-        result = dg.evaluate_automation_conditions(
-            defs=self.defs,
-            instance=self.instance,
-            asset_selection=dg.AssetSelection.assets(self.key),
-            evaluation_time=self.now,
-            cursor=self.cursor,
-        )
+        """The partitions requested; none when the evaluation fails (``error`` says why; the pulls stand)."""
+        try:
+            result = dg.evaluate_automation_conditions(
+                defs=self.defs,
+                instance=self.instance,
+                asset_selection=dg.AssetSelection.assets(self.key),
+                evaluation_time=self.now,
+                cursor=self.cursor,
+            )
+        except Exception as error:  # a database blip, a bug in a condition: reported, not a traceback
+            self.error = self.error or f"the journeys automation could not be evaluated: {error}".splitlines()[0]
+            return set()
         self.cursor = result.cursor
         return {str(k) for k in result.get_requested_partitions(self.key)}
 
@@ -141,6 +156,8 @@ class _Tick:
         self.tags = dict(run_tags or {})
         self.in_flight = ""  # what the run being executed is ("2026-11-27 raw pull")
         self.unpulled: list[dt.date] = []
+        self.pulled: list[dt.date] = []
+        self.branches = list(tenant.location_ids)  # whose journeys this sync rebuilds
 
     @property
     def interrupted(self) -> bool:
@@ -159,7 +176,7 @@ class _Tick:
 
     def pull(self, requests: Sequence[dg.RunRequest], with_leads: bool, with_branches: bool) -> list[dt.date]:
         """The raw runs; returns the dates pulled. A cycle-stopping error (settings, key, quota) ends the pull."""
-        tenant, report, pulled = self.tenant, self.report, []
+        tenant, report, pulled = self.tenant, self.report, self.pulled
         self.unpulled = list(report.dates)
         if with_branches and not self._branches():
             return []
@@ -172,10 +189,10 @@ class _Tick:
 
         for index, request in enumerate(requests):
             block = range_dates(request.tags)
-            label = block[0].isoformat() if len(block) == 1 else f"{block[0]}..{block[-1]}"
+            label = date_label(block)
             self.progress(f"{tenant.key} {label}: pulling customers and opportunity details from SmartMoving")
             leads_here = with_leads and index == 0  # the leads ride in the first pull, as in the daemon's runs
-            config = {**(request.run_config or {}), **self.run_config}
+            config = _merged(request.run_config, self.run_config)
             selection = None if leads_here else raw_only
             raw = self._run(raw_job.name, f"{label} raw pull", config, request.tags, asset_selection=selection)
             raw_ok = succeeded_apart_from(raw.result, steps)
@@ -229,7 +246,7 @@ class _Tick:
         for run_keys in journeys_runs(job.partitions_def, keys):
             partitions = [parse_journey_partition_key(k) for k in run_keys]
             days = sorted({day for day, _ in partitions})
-            label = days[0].isoformat() if len(days) == 1 else f"{days[0]}..{days[-1]}"
+            label = date_label(days)
             what = f"{label} " + (
                 partitions[0][1] if len({b for _, b in partitions}) == 1 else f"({len(run_keys)} partitions)"
             )
@@ -250,11 +267,16 @@ class _Tick:
             )
 
     def stopped(self, stopped: Stopped) -> None:
-        """The sync was interrupted: the run given up on, and the dates never pulled."""
+        """The sync was interrupted: the run given up on, the dates never pulled, the partitions never rebuilt."""
+        report = self.report
+        add_calls(report, stopped.api_calls)
         if stopped.run_id:
-            self.report.failed_runs[stopped.run_id] = self.in_flight
+            report.failed_runs[stopped.run_id] = self.in_flight
         for day in self.unpulled:
-            self.report.raw_failures.setdefault(day, "not pulled: interrupted")
+            report.raw_failures.setdefault(day, "not pulled: interrupted")
+        rebuilt = {(b.service_date, b.location_id) for b in report.branches}
+        if not report.not_started and not rebuilt:  # stopped before the journeys runs began
+            report.not_started = [(day, branch) for day in self.pulled for branch in self.branches]
 
 
 def run_sync(
@@ -294,16 +316,18 @@ def run_sync(
         requests = scheduled_raw_requests(defs, tenant, instance, now)
     report = SyncReport(tenant, sorted({d for r in requests for d in range_dates(r.tags)}))
     tick = _Tick(defs, tenant, instance, report, progress, interruption, run_config, console_level, run_tags)
+    tick.branches = list(location_ids or tenant.location_ids)
     try:
         pulled = tick.pull(
             requests, with_leads=not dates if with_leads is None else with_leads, with_branches=with_branches
         )
         if automation is not None:
             wanted = automation.requested | automation.evaluate()
+            report.journeys_failure = automation.error
+            progress(f"{tenant.key}: the journeys automation requests {len(wanted)} partition(s)")
         else:
             wanted = {str(journey_partition_key(d.isoformat(), b)) for d in pulled for b in tenant.location_ids}
-        branches = set(location_ids or tenant.location_ids)
-        tick.rebuild(sorted(k for k in wanted if parse_journey_partition_key(k)[1] in branches))
+        tick.rebuild(sorted(k for k in wanted if parse_journey_partition_key(k)[1] in tick.branches))
     except Stopped as stopped:
         tick.stopped(stopped)
     finally:

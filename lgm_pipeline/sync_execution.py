@@ -13,8 +13,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import dagster as dg
@@ -35,6 +36,8 @@ class Interruption:
         self.reason: str | None = None
         self._lock = threading.Lock()
         self._current: tuple[dg.DagsterInstance, str] | None = None
+        self._settling = threading.Lock()  # one status write at a time, each after re-reading the status
+        self._canceling: threading.Thread | None = None
 
     @property
     def requested(self) -> bool:
@@ -53,7 +56,8 @@ class Interruption:
         if current is not None:
             # On a thread of its own: the signal watcher must stay free for a second Ctrl-C even if the
             # instance's database does not answer.
-            threading.Thread(target=self.settle, args=(*current, False), daemon=True).start()
+            self._canceling = threading.Thread(target=self._mark_canceling, args=current, daemon=True)
+            self._canceling.start()
 
     @contextmanager
     def running(self, instance: dg.DagsterInstance, run_id: str) -> Iterator[None]:
@@ -65,26 +69,36 @@ class Interruption:
             with self._lock:
                 self._current = None
 
-    def settle(self, instance: dg.DagsterInstance, run_id: str, canceled: bool) -> None:
-        """Mark the run CANCELING (its steps then make no call), or CANCELED once it is given up on."""
-        try:
+    def _mark_canceling(self, instance: dg.DagsterInstance, run_id: str) -> None:
+        """CANCELING: the run's steps make no further call (``assets/raw.py::open_client``)."""
+        with self._settling, suppress(Exception):  # best effort: settle_given_up or the next sync corrects it
             run = instance.get_run_by_id(run_id)
-            if run is None:
-                return
-            if canceled and run.status in (*_ACTIVE, dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.FAILURE):
-                instance.report_run_canceled(run, message=self.message)
-            elif not canceled and run.status in _ACTIVE:
+            if run is not None and run.status in _ACTIVE:
                 instance.report_run_canceling(run, message=self.message)
-        except Exception:  # best effort: the next sync settles what is left (cli/dead_syncs.py)
-            pass
+
+    def settle(self, instance: dg.DagsterInstance, run_id: str, result: dg.ExecuteInProcessResult | None) -> None:
+        """After an interruption: a run that did not succeed ends CANCELED, and one given up on (``result``
+        None) gives its pool slot back, which nothing else would free once this process exits."""
+        if self._canceling is not None:
+            self._canceling.join(timeout=CANCEL_GRACE_S)  # its write must not land after this one
+        if result is not None and result.success:
+            return
+        with self._settling, suppress(Exception):  # best effort: cli/dead_syncs.py settles what is left
+            run = instance.get_run_by_id(run_id)
+            settled = (dg.DagsterRunStatus.CANCELING, dg.DagsterRunStatus.FAILURE, *_ACTIVE)
+            if run is not None and run.status in settled:
+                instance.report_run_canceled(run, message=self.message)
+            if result is None:
+                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
 
 
 class Stopped(Exception):
     """The sync was interrupted: before this run started, or while it ran and it did not end in time."""
 
-    def __init__(self, run_id: str | None = None) -> None:
+    def __init__(self, run_id: str | None = None, api_calls: Counter[str] | None = None) -> None:
         super().__init__(run_id)
         self.run_id = run_id
+        self.api_calls = api_calls or Counter()
 
 
 def execute_run(
@@ -125,14 +139,11 @@ def execute_run(
                 pass
             worker.join(CANCEL_GRACE_S)
         if interruption.requested:
-            interruption.settle(instance, run_id, canceled=True)
-            if "result" not in outcome:
-                # The step given up on still holds the tenant's pool slot: nothing else would free it once
-                # this process exits (the run is CANCELED, so cli/dead_syncs.py does not look at it).
-                instance.event_log_storage.free_concurrency_slots_for_run(run_id)
-                raise Stopped(run_id)
-    if "error" in outcome:
-        raise outcome["error"]
+            interruption.settle(instance, run_id, outcome.get("result"))
     spent = calls_in_process()
     spent.subtract(before)
+    if "error" in outcome:
+        raise outcome["error"]
+    if "result" not in outcome:
+        raise Stopped(run_id, +spent)
     return RunOutcome(outcome["result"], run_id, +spent, time.monotonic() - started)

@@ -11,19 +11,25 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
 
-from lgm_pipeline.assets.raw import BRANCH_MAPPING_CHECK, CONFIGURATION_ERROR, RECORDS_READ_CHECK, STOP_CYCLE
-from lgm_pipeline.naming import BY_PARTITION_METADATA
+from lgm_pipeline.assets.raw import BRANCH_MAPPING_CHECK, RECORDS_READ_CHECK
+from lgm_pipeline.naming import BY_PARTITION_METADATA, CONFIGURATION_ERROR, STOP_CYCLE
 from lgm_pipeline.tenants import Tenant
 
 #: Where a run's events are in the Dagster UI (``lgm up`` serves it; any webserver on the instance does).
 UI_RUN_PATH = "/runs/{run_id}"
+
+
+def date_label(dates: Sequence[dt.date]) -> str:
+    """``2026-11-27``, or ``2026-11-27..2026-11-28`` for consecutive dates."""
+    first, last = min(dates), max(dates)
+    return first.isoformat() if first == last else f"{first}..{last}"
 
 
 @dataclass
@@ -66,7 +72,7 @@ class RawPull:
 
     @property
     def label(self) -> str:
-        return self.dates[0].isoformat() if len(self.dates) == 1 else f"{self.dates[0]}..{self.dates[-1]}"
+        return date_label(self.dates)
 
 
 @dataclass
@@ -94,6 +100,8 @@ class SyncReport:
     #: (date, branch) partitions never started because the sync was interrupted.
     not_started: list[tuple[dt.date, str]] = field(default_factory=list)
     branches_failure: str | None = None
+    #: The automation could not be asked what to rebuild (the raw pulls stand; the daemon's next tick rebuilds).
+    journeys_failure: str | None = None
     #: Why the cycle stopped early (wrong settings, exhausted quota): later runs would fail the same way.
     cycle_stopped: str | None = None
 
@@ -103,6 +111,7 @@ class SyncReport:
             not self.raw_failures
             and not self.leads_failure
             and not self.branches_failure
+            and not self.journeys_failure
             and not self.interrupted
             and all(b.success for b in self.branches)
         )
@@ -117,6 +126,7 @@ class SyncReport:
             and not self.interrupted
             and not self.raw_failures
             and all(b.success for b in self.branches)
+            and not self.journeys_failure
             and bool(self.leads_failure or self.branches_failure)
         )
 
@@ -433,6 +443,8 @@ def format_report(report: SyncReport, ui_url: str | None = None) -> str:
         lines.append(f"leads (yesterday and today): {report.leads}, quarantined {report.leads_quarantined}  {state}")
     if report.branches_failure and not report.cycle_stopped:  # a stopped cycle says it on the dates' lines
         lines.append(f"branches (SmartMoving's, dispatch addresses): FAILED: {report.branches_failure}")
+    if report.journeys_failure:
+        lines.append(f"journeys not rebuilt (the daemon's next tick does): FAILED: {report.journeys_failure}")
     calls = ", ".join(f"{k}={v}" for k, v in sorted(report.api_calls.items())) or "none"
     lines.append(
         f"journeys {sum(b.rows for b in report.branches)}, quarantined jobs {report.quarantined_jobs}, "
@@ -496,6 +508,7 @@ def report_dict(report: SyncReport) -> dict[str, Any]:
         "quarantined_jobs": report.quarantined_jobs,
         "leads": {"rows": report.leads, "quarantined": report.leads_quarantined, "error": report.leads_failure},
         "smartmoving_branches_error": report.branches_failure,
+        "journeys_error": report.journeys_failure,
         "api_calls": report.total_api_calls,
         "api_calls_by_endpoint": dict(sorted(report.api_calls.items())),
         "failed_runs": [{"run_id": r, "what": w} for r, w in report.failed_runs.items()],

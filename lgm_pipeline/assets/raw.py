@@ -286,7 +286,10 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         **api_asset(tenant, "smartmoving_customers"),
         **common,
     )
-    def smartmoving_customers(context: dg.AssetExecutionContext, smartmoving: SmartMovingResource) -> Any:
+    def smartmoving_customers(
+        context: dg.AssetExecutionContext, smartmoving: SmartMovingResource, postgres: PostgresResource
+    ) -> Any:
+        postgres.ensure_tenant(tenant)  # a schema behind the code fails the pull here, before its first call
         dates = service_dates(context)
         started = time.monotonic()
         with open_client(smartmoving, tenant, context) as client:
@@ -541,7 +544,10 @@ def build_branches_asset(tenant: Tenant) -> dg.AssetsDefinition:
         check_specs=[records_read_spec(tenant.names.asset_key("smartmoving_branches"))],
         **api_asset(tenant, "smartmoving_branches"),
     )
-    def smartmoving_branches(context: dg.AssetExecutionContext, smartmoving: SmartMovingResource) -> Any:
+    def smartmoving_branches(
+        context: dg.AssetExecutionContext, smartmoving: SmartMovingResource, postgres: PostgresResource
+    ) -> Any:
+        postgres.ensure_tenant(tenant)  # as the customers: no call for a table that cannot take the rows
         with open_client(smartmoving, tenant, context) as client:
             branches = call_api(client.list_branches, tenant=tenant)
             calls = Counter(client.calls)

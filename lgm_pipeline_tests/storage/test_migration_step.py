@@ -16,10 +16,12 @@ from lgm_pipeline.assets.factory import tenant_assets
 from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.naming import IO_MANAGER_KEY, POSTGRES_RESOURCE_KEY
 from lgm_pipeline.settings import DATABASE_URL_ENV
+from lgm_pipeline.simulator import RunningSimulator
 from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.storage.migrations import SCHEMA_VERSION, schema_version
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.tenants import Tenant, load_tenants
+from lgm_pipeline_tests.assets.conftest import simulator  # noqa: F401
 from lgm_pipeline_tests.conftest import migrate_database
 from lgm_pipeline_tests.storage.conftest import DAILY, DAY, raw_job_row
 
@@ -182,3 +184,18 @@ def test_lgm_db_migrate_is_the_step_before_runs(database_url: str, tenant: Tenan
     assert main(["db", "migrate"]) == 0
     assert f"{tenant.key}: schema {tenant.schema} up to date" in capsys.readouterr().out
     assert schema_version(PostgresResource().engine(), tenant) == SCHEMA_VERSION
+
+
+def test_a_sync_on_an_unmigrated_database_spends_no_call_and_names_the_command(
+    database_url: str,
+    simulator: RunningSimulator,  # noqa: F811
+    tenant: Tenant,
+    instance: dg.DagsterInstance,
+) -> None:
+    from lgm_pipeline.sync import run_sync
+
+    report = run_sync(build_definitions(), tenant, instance)
+    assert report.outcome == "configuration_error"
+    assert "run `lgm db migrate`" in (report.configuration_error or "")
+    assert report.total_api_calls == 0 and simulator.stats().get("total", 0) == 0
+    assert not report.branches
