@@ -204,3 +204,19 @@ def test_quarantine_share_over_the_limit_turns_the_check_red(defs, tenant, insta
     assert not tolerated.passed and tolerated.severity == dg.AssetCheckSeverity.WARN
     assert not exceeded.passed and exceeded.severity == dg.AssetCheckSeverity.ERROR
     assert exceeded.metadata["partition"].value == f"{today.isoformat()} / loc_lgm_calgary_001"
+
+
+def test_an_automation_that_cannot_be_evaluated_is_reported_after_the_pull(
+    defs, tenant, instance, window, simulator, monkeypatch
+) -> None:
+    import lgm_pipeline.sync as sync
+
+    def broken(**_: object) -> None:
+        raise RuntimeError("could not reach the event log\nsecond line")
+
+    monkeypatch.setattr(sync.dg, "evaluate_automation_conditions", broken)
+    report = run_sync(defs, tenant, instance)
+    assert report.pulls and all(p.success for p in report.pulls)  # the pull stands
+    assert not report.branches and report.outcome == "failed"
+    assert report.journeys_failure == "the journeys automation could not be evaluated: could not reach the event log"
+    assert "journeys not rebuilt (the daemon's next tick does): FAILED" in sync.format_report(report)
