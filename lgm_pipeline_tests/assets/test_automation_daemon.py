@@ -53,7 +53,8 @@ class Daemon:
 
 
 @pytest.fixture
-def daemon(database_url: str, simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+def daemon(migrated_database_url: str, simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Daemon]:
+    database_url = migrated_database_url  # the daemon's runs check the schema, as lgm serve's after its start-up
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(CLI_DIR / "dagster.yaml", home / "dagster.yaml")
