@@ -135,8 +135,8 @@ def execute_run(
         worker = threading.Thread(target=execute, name=f"lgm-run-{run_id[:8]}", daemon=True)
         with interruption.running(instance, run_id):
             worker.start()
-            while worker.is_alive() and not interruption.event.wait(0.2):
-                pass
+            while worker.is_alive() and not interruption.requested:
+                worker.join(0.1)  # returns as soon as the run ends; a Ctrl-C is seen within 0.1 s
             worker.join(CANCEL_GRACE_S)
         if interruption.requested:
             interruption.settle(instance, run_id, outcome.get("result"))
