@@ -41,8 +41,9 @@ REFRESH_CRON = DEFAULT_REFRESH_CRON  # the cycle's cadence at offset 0; a tenant
 #: The daily schedule's two ticks at offset 0, each moved by the tenant's offset (0 to 119 minutes):
 #: the morning's work from 03:15 to 05:14 (after the evening's jobs are closed in SmartMoving, before
 #: the day starts; 04:15 on average, the catch-up's time before the stagger), tomorrow's arrival
-#: windows from 14:15 to 16:14 (dispatch plans tomorrow in the afternoon). Both 15 and 75 minutes
-#: past a tick of the tenant's cycle (when the cycle is not overridden): never at the same minute.
+#: windows from 14:15 to 16:14 (dispatch plans tomorrow in the afternoon). The morning's tick falls 75
+#: minutes past a tick of the tenant's cycle, the afternoon's 15 (unless LGM_REFRESH_CRON overrides the
+#: cycle): never at the same minute.
 DAILY_TICKS = (dt.time(3, 15), dt.time(14, 15))
 #: Ticks before this hour (tenant time) are the morning's; after it, the afternoon's.
 AFTERNOON_FROM_HOUR = 12
