@@ -68,19 +68,31 @@ REFRESH_CRON_ENV = "LGM_REFRESH_CRON"
 DEFAULT_REFRESH_CRON = "0 */2 * * *"
 
 
-def refresh_cron() -> str:
-    """The cycle's cron (raw refresh and leads): ``LGM_REFRESH_CRON`` over every 2 hours.
+#: The default cycle's period: each tenant's cycle starts at its own minute of it (``cycle_offset_minutes``).
+CYCLE_PERIOD_MINUTES = 120
+
+
+def refresh_cron_override() -> str | None:
+    """``LGM_REFRESH_CRON`` when set (validated): every tenant's cycle then follows it verbatim, unstaggered.
 
     For tests and demos that want a tick within a minute (``* * * * *``); a production change of
     cadence changes the API budget too (docs/performance.md)."""
     value = (os.environ.get(REFRESH_CRON_ENV) or "").strip()
     if not value:
-        return DEFAULT_REFRESH_CRON
+        return None
     from dagster._utils.schedules import is_valid_cron_string  # late: most commands never need it
 
     if not is_valid_cron_string(value):
         raise ValueError(f"{REFRESH_CRON_ENV} is not a cron expression: {value!r} (e.g. '0 */2 * * *')")
     return value
+
+
+def refresh_cron() -> str:
+    """The cycle's cron before staggering: ``LGM_REFRESH_CRON`` over every 2 hours.
+
+    A tenant's own cron is :func:`lgm_pipeline.assets.automation.cycle_cron`: the default shifted by
+    the tenant's offset, or the override verbatim."""
+    return refresh_cron_override() or DEFAULT_REFRESH_CRON
 
 
 DAGSTER_HISTORY_DAYS_ENV = "LGM_DAGSTER_HISTORY_DAYS"

@@ -97,6 +97,17 @@ def format_webhooks(counts: InboxCounts) -> str:
     )
 
 
+def format_next_tick(tenant: Tenant, now: dt.datetime) -> str:
+    """``next cycle tick: 2026-11-26 01:14 EST (in 1h 2m; cron 14 1-23/2 * * *, America/Toronto)``."""
+    from lgm_pipeline.assets.automation import cycle_cron, next_cycle_tick  # late: loads Dagster's schedules
+
+    tick = next_cycle_tick(tenant, now)
+    return (
+        f"next cycle tick: {tick:%Y-%m-%d %H:%M %Z} (in {format_age(tick - now)}; "
+        f"cron {cycle_cron(tenant)}, {tenant.timezone})"
+    )
+
+
 def _check_counts(row: dict[str, Any]) -> str:
     warned, failed = row.get("checks_warned"), row.get("checks_failed")
     return "-" if warned is None and failed is None else f"{warned or 0}/{failed or 0}"
@@ -105,7 +116,7 @@ def _check_counts(row: dict[str, Any]) -> str:
 def format_status(status: TenantStatus) -> str:
     tenant = status.tenant
     quota = tenant.smartmoving.monthly_call_quota
-    lines = [f"{tenant.name} ({tenant.key}, schema {tenant.schema})"]
+    lines = [f"{tenant.name} ({tenant.key}, schema {tenant.schema})", f"  {format_next_tick(tenant, status.now)}"]
     if not status.branches:
         lines.append("  never synced: run `lgm sync`")
     else:

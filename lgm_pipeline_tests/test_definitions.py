@@ -95,13 +95,7 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
     two = build_definitions()
     keys = {k.to_user_string() for k in two.resolve_all_asset_keys()}
     assert {"acme/journeys", "lgm/journeys"} <= keys
-    daily = (
-        "every_2_hours",
-        "daily_catch_up",
-        "daily_branches",
-        "daily_arrival_windows",
-        "daily_retention",
-    )
+    daily = ("every_2_hours", "daily")  # two a tenant: the cycle, and the daily work
     # plus the code location's own (its tenants together), not per tenant
     assert {s.name for s in two.schedules} == {f"{key}_{name}" for key in ("lgm", "acme") for name in daily} | {
         "dagster_history_retention_daily",

@@ -1,9 +1,13 @@
-"""What runs without anyone clicking: the 2-hour refresh, the daily catch-up, and journeys after each pull.
+"""What runs without anyone clicking: the 2-hour refresh, the daily work, and journeys after each pull.
 
-The schedule pulls the raw assets for every branch's today and tomorrow (each on its own clock: two
-dates, three around midnight) and the leads of yesterday and today in one run (one date-range list
-call each). Once a day the catch-up pulls the tenant's last ``catch_up_days`` service dates the same
-way, so past jobs reach Completed and Closed.
+Two schedules a tenant. The cycle's (:func:`build_refresh_schedule`) pulls the raw assets for every
+branch's today and tomorrow (each on its own clock: two dates, three around midnight) and the leads of
+yesterday and today in one run (one date-range list call each). It ticks at the tenant's own minute of
+the 2 hours (:func:`cycle_cron`: ``Tenant.cycle_offset_minutes``, from a hash of the key or
+tenants.yaml), so a location's tenants do not all start at once. The daily one
+(:func:`build_daily_schedule`), staggered by the same offset, requests in the early morning the
+retention, the branches and the catch-up (the tenant's last ``catch_up_days`` service dates, pulled the
+same way, so past jobs reach Completed and Closed), and in the afternoon tomorrow's arrival windows.
 
 ``journeys`` follows by declarative automation (:func:`journeys_automation_condition`): Dagster's
 ``eager`` condition with its time window widened from the latest date to the catch-up dates plus the
@@ -18,19 +22,68 @@ condition: the schedules drive the raw assets, leads and the rest. The code loca
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import Mapping, Sequence
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from lgm_pipeline.naming import parse_journey_partition_key
-from lgm_pipeline.settings import DEFAULT_REFRESH_CRON, automation_interval_s, refresh_cron
+from lgm_pipeline.settings import (
+    CYCLE_PERIOD_MINUTES,
+    DEFAULT_REFRESH_CRON,
+    automation_interval_s,
+    refresh_cron_override,
+)
 from lgm_pipeline.tenants import Tenant
 
-REFRESH_CRON = DEFAULT_REFRESH_CRON  # the cycle's cadence; both its schedules read refresh_cron() (the override)
-RETENTION_CRON = "30 3 * * *"
-CATCH_UP_CRON = "15 4 * * *"  # after the evening's jobs are closed in SmartMoving, before the day starts
-ARRIVAL_WINDOWS_CRON = "0 15 * * *"  # dispatch plans tomorrow in the afternoon
+REFRESH_CRON = DEFAULT_REFRESH_CRON  # the cycle's cadence at offset 0; a tenant's own cron is cycle_cron(tenant)
+#: The daily schedule's two ticks at offset 0, each moved by the tenant's offset (0 to 119 minutes):
+#: the morning's work from 03:15 to 05:14 (after the evening's jobs are closed in SmartMoving, before
+#: the day starts; 04:15 on average, the catch-up's time before the stagger), tomorrow's arrival
+#: windows from 14:15 to 16:14 (dispatch plans tomorrow in the afternoon). The morning's tick falls 75
+#: minutes past a tick of the tenant's cycle, the afternoon's 15 (unless LGM_REFRESH_CRON overrides the
+#: cycle): never at the same minute.
+DAILY_TICKS = (dt.time(3, 15), dt.time(14, 15))
+#: Ticks before this hour (tenant time) are the morning's; after it, the afternoon's.
+AFTERNOON_FROM_HOUR = 12
+#: Which daily work a run of the daily job is (its job name is the same for all of them).
+DAILY_WORK_TAG = "lgm/daily_work"
+
+# The daily job holds the raw pull and the leads (single-run backfill policy: a run covers a range of
+# dates) with the arrival windows (one date a run); Dagster warns at every load of the definitions that
+# the job's own backfill policy is then one date a run. That policy only matters for a backfill of that
+# job, which nothing launches (its runs are the schedule's, each over one kind of work; a range run's
+# tags work whatever the job's policy): the warning says nothing here, so it is silenced for this job only.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Asset job \w+_daily_work materializes assets with varying BackfillPolicies",
+    category=UserWarning,
+)
+
+
+def cycle_cron(tenant: Tenant) -> str:
+    """The tenant's cycle schedule's cron (tenant time): every 2 hours from its ``cycle_offset_minutes``.
+
+    ``LGM_REFRESH_CRON``, when set, is kept verbatim for every tenant, unstaggered: tests, demos and
+    benchmarks set it to tick now (``* * * * *``, a given minute), and an operator's explicit cron means
+    that cron. The stagger applies to the default 2-hour period only.
+    """
+    override = refresh_cron_override()
+    if override:
+        return override
+    step = CYCLE_PERIOD_MINUTES // 60
+    first_hour, minute = divmod(tenant.cycle_offset_minutes, 60)
+    hours = f"{first_hour}-23/{step}" if first_hour else f"*/{step}"
+    return f"{minute} {hours} * * *"
+
+
+def daily_cron(tenant: Tenant) -> str:
+    """The daily schedule's cron (tenant time): :data:`DAILY_TICKS` moved by the tenant's offset, e.g.
+    ``29 4,15 * * *`` for an offset of 74 minutes (the morning's and the afternoon's tick share a minute)."""
+    starts = [t.hour * 60 + t.minute + tenant.cycle_offset_minutes for t in DAILY_TICKS]
+    assert len({start % 60 for start in starts}) == 1, "the daily ticks must share their minute"
+    return f"{starts[0] % 60} {','.join(str(start // 60) for start in starts)} * * *"
 
 
 def raw_job_name(tenant: Tenant) -> str:
@@ -126,51 +179,26 @@ def catch_up_dates(tenant: Tenant, today: dt.date) -> list[dt.date]:
     return [d for d in days if d >= tenant.first_service_date]
 
 
-def build_catch_up_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    @dg.schedule(
-        name=tenant.names.schedule("daily_catch_up"),
-        cron_schedule=CATCH_UP_CRON,
-        job=raw_job,
-        execution_timezone=tenant.timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=(
-            f"Refresh the last {tenant.catch_up_days} service dates once a day, so jobs whose date has passed "
-            "reach Completed and Closed (details refetched only where the customers list shows a change)."
-        ),
-    )
-    def catch_up(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
-        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        dates = catch_up_dates(tenant, tenant.today(now))
-        if not dates:
-            return dg.SkipReason(f"catch_up_days is {tenant.catch_up_days} or no past date is a partition yet")
-        return [
-            dg.RunRequest(
-                run_key=f"catch-up@{now.isoformat()}", tags=range_tags(dates), run_config=catch_up_run_config(tenant)
-            )
-        ]
-
-    return catch_up
-
-
 def branches_job_name(tenant: Tenant) -> str:
     return tenant.names.job("smartmoving_branches")
 
 
-def build_branches_schedule(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
-    job = dg.define_asset_job(
+def build_branches_job(tenant: Tenant) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
         branches_job_name(tenant),
         selection=dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_branches")),
         description="Pull SmartMoving's branches (dispatch addresses): one API call.",
         tags=tenant.names.tags,
     )
-    schedule = dg.ScheduleDefinition(
-        name=tenant.names.schedule("daily_branches"),
-        cron_schedule=CATCH_UP_CRON,
-        job=job,
-        execution_timezone=tenant.timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
+
+
+def build_arrival_windows_job(tenant: Tenant) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        tenant.names.job("arrival_windows"),
+        selection=dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_arrival_windows")),
+        description="Fetch tomorrow's arrival windows: one call per booked opportunity, when the quota allows.",
+        tags=tenant.names.tags,
     )
-    return job, schedule
 
 
 def refresh_schedule_name(tenant: Tenant) -> str:
@@ -180,11 +208,14 @@ def refresh_schedule_name(tenant: Tenant) -> str:
 def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=refresh_schedule_name(tenant),
-        cron_schedule=refresh_cron(),
+        cron_schedule=cycle_cron(tenant),
         job=raw_job,
         execution_timezone=tenant.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Refresh every branch's today and tomorrow (its own time zone) from SmartMoving every 2 hours.",
+        description=(
+            "Refresh every branch's today and tomorrow (its own time zone) from SmartMoving every 2 hours, "
+            f"{tenant.cycle_offset_minutes} minutes into the period (the tenant's stagger)."
+        ),
     )
     def refresh(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
@@ -193,14 +224,116 @@ def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinit
     return refresh
 
 
-def build_retention_schedule(tenant: Tenant, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(
-        name=tenant.names.schedule("daily_retention"),
-        cron_schedule=RETENTION_CRON,
+def daily_schedule_name(tenant: Tenant) -> str:
+    return tenant.names.schedule("daily")
+
+
+def daily_job_name(tenant: Tenant) -> str:
+    return tenant.names.job("daily_work")
+
+
+def build_daily_job(tenant: Tenant) -> dg.UnresolvedAssetJobDefinition:
+    """Every asset the daily schedule materializes; each of its runs selects the part that is due.
+
+    A schedule launches every run of a tick under its own job (the daemon ignores a RunRequest's
+    ``job_name``, which only sensors honour), so one schedule for four kinds of daily work needs one job
+    over all of them, narrowed per run by ``asset_selection``. The per-kind jobs stay for ``lgm sync``
+    and the UI.
+    """
+    names = tenant.names
+    return dg.define_asset_job(
+        daily_job_name(tenant),
+        selection=(
+            dg.AssetSelection.groups(names.group("raw"), names.group("leads"))
+            | dg.AssetSelection.assets(
+                names.asset_key("smartmoving_branches"),
+                names.asset_key("history_retention"),
+                names.asset_key("smartmoving_arrival_windows"),
+            )
+        ),
+        description=(
+            "The daily schedule's runs: retention, branches and the catch-up in the morning, tomorrow's arrival "
+            "windows in the afternoon (each run one of them, tag lgm/daily_work)."
+        ),
+        tags=tenant.names.tags,
+    )
+
+
+def daily_run_requests(tenant: Tenant, now: dt.datetime, catch_up_keys: Sequence[dg.AssetKey]) -> list[dg.RunRequest]:
+    """What the daily schedule launches at ``now``, a tick of :func:`daily_cron`, by the tick's local hour.
+
+    In the morning: the retention, the branches (one call) and the catch-up of ``catch_up_keys`` (the
+    raw job's assets: the raw pull and the leads) over the last ``catch_up_days`` dates (no catch-up when
+    it is 0 or no past date is a partition yet). In the afternoon: tomorrow's arrival windows (the asset
+    itself skips the calls when the month's projected calls pass 90 % of the quota).
+    """
+    names = tenant.names
+    stamp = now.isoformat()
+    if now.astimezone(tenant.tz).hour >= AFTERNOON_FROM_HOUR:
+        tomorrow = tenant.today(now) + dt.timedelta(days=1)
+        return [
+            dg.RunRequest(
+                run_key=f"arrival-windows@{stamp}",
+                asset_selection=[names.asset_key("smartmoving_arrival_windows")],
+                partition_key=tomorrow.isoformat(),
+                tags={DAILY_WORK_TAG: "arrival_windows"},
+            )
+        ]
+    requests = [
+        dg.RunRequest(
+            run_key=f"retention@{stamp}",
+            asset_selection=[names.asset_key("history_retention")],
+            tags={DAILY_WORK_TAG: "retention"},
+        ),
+        dg.RunRequest(
+            run_key=f"branches@{stamp}",
+            asset_selection=[names.asset_key("smartmoving_branches")],
+            tags={DAILY_WORK_TAG: "branches"},
+        ),
+    ]
+    dates = catch_up_dates(tenant, tenant.today(now))
+    if dates:
+        requests.append(
+            dg.RunRequest(
+                run_key=f"catch-up@{stamp}",
+                asset_selection=list(catch_up_keys),
+                tags={**range_tags(dates), DAILY_WORK_TAG: "catch_up"},
+                run_config=catch_up_run_config(tenant),
+            )
+        )
+    return requests
+
+
+def build_daily_schedule(
+    tenant: Tenant, job: dg.UnresolvedAssetJobDefinition, catch_up_keys: Sequence[dg.AssetKey]
+) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=daily_schedule_name(tenant),
+        cron_schedule=daily_cron(tenant),
         job=job,
         execution_timezone=tenant.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=(
+            f"Morning: prune old history, pull the branches and refresh the last {tenant.catch_up_days} service "
+            "dates, so jobs whose date has passed reach Completed and Closed (details refetched only where the "
+            "customers list shows a change). Afternoon: tomorrow's arrival windows (skipped by the asset when "
+            "the month's quota has no room)."
+        ),
     )
+    def daily(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
+        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+        return daily_run_requests(tenant, now, catch_up_keys)
+
+    return daily
+
+
+def next_cycle_tick(tenant: Tenant, now: dt.datetime | None = None) -> dt.datetime:
+    """The tenant's first cycle tick after ``now``, in its time zone (Dagster's cron iterator, as the daemon's)."""
+    from dagster._utils.schedules import cron_string_iterator
+
+    now = now or dt.datetime.now(dt.UTC)
+    ticks = cron_string_iterator(now.timestamp(), cycle_cron(tenant), tenant.timezone)
+    return next(tick for tick in ticks if tick > now).astimezone(tenant.tz)
 
 
 #: The code location's one automation sensor: every tenant's ``journeys`` (a location is a tenant group).
@@ -314,29 +447,3 @@ def build_automation_sensor(tenants: Sequence[Tenant]) -> dg.AutomationCondition
         run_tags=AUTOMATION_RUN_TAGS,
         description="Rebuild each (date, branch) partition of every tenant's journeys once after a raw pull of it.",
     )
-
-
-def build_arrival_windows_schedule(
-    tenant: Tenant,
-) -> tuple[dg.UnresolvedAssetJobDefinition, dg.ScheduleDefinition]:
-    job = dg.define_asset_job(
-        tenant.names.job("arrival_windows"),
-        selection=dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_arrival_windows")),
-        description="Fetch tomorrow's arrival windows: one call per booked opportunity, when the quota allows.",
-        tags=tenant.names.tags,
-    )
-
-    @dg.schedule(
-        name=tenant.names.schedule("daily_arrival_windows"),
-        cron_schedule=ARRIVAL_WINDOWS_CRON,
-        job=job,
-        execution_timezone=tenant.timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Once a day, tomorrow's arrival windows (skipped by the asset when the month's quota has no room).",
-    )
-    def arrival_windows(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        tomorrow = tenant.today(now) + dt.timedelta(days=1)
-        return dg.RunRequest(run_key=f"arrival-windows@{now.isoformat()}", partition_key=tomorrow.isoformat())
-
-    return job, arrival_windows

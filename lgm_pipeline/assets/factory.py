@@ -8,12 +8,12 @@ import dagster as dg
 
 from lgm_pipeline.assets.arrival_windows import build_arrival_windows_asset
 from lgm_pipeline.assets.automation import (
-    build_arrival_windows_schedule,
-    build_branches_schedule,
-    build_catch_up_schedule,
+    build_arrival_windows_job,
+    build_branches_job,
+    build_daily_job,
+    build_daily_schedule,
     build_jobs,
     build_refresh_schedule,
-    build_retention_schedule,
 )
 from lgm_pipeline.assets.freshness import build_freshness_check
 from lgm_pipeline.assets.journeys import build_journeys_asset
@@ -58,27 +58,32 @@ def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
     ]
 
 
+def catch_up_asset_keys(tenant: Tenant, assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetKey]:
+    """The raw job's assets (its groups: the raw pull and the leads), which the daily catch-up run selects."""
+    groups = {tenant.names.group("raw"), tenant.names.group("leads")}
+    return [key for a in assets for key in a.keys if a.group_names_by_key.get(key) in groups]
+
+
 def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
+    """The tenant's assets, jobs and its two schedules: the 2-hour cycle and the daily work (staggered)."""
     raw_job, journeys_job, retention_job = build_jobs(tenant)
     freshness_check = build_freshness_check(tenant)
-    branches_job, branches_schedule = build_branches_schedule(tenant)
-    windows_job, windows_schedule = build_arrival_windows_schedule(tenant)
+    assets = tenant_assets(tenant)
+    daily_job = build_daily_job(tenant)
     return dg.Definitions(
-        assets=tenant_assets(tenant),
+        assets=assets,
         asset_checks=[freshness_check],
         jobs=[
             raw_job,
             journeys_job,
             retention_job,
-            branches_job,
-            windows_job,
+            build_branches_job(tenant),
+            build_arrival_windows_job(tenant),
+            daily_job,
             *([build_webhook_refresh_job(tenant)] if takes_webhooks(tenant) else []),
         ],
         schedules=[
             build_refresh_schedule(tenant, raw_job),
-            build_catch_up_schedule(tenant, raw_job),
-            branches_schedule,
-            windows_schedule,
-            build_retention_schedule(tenant, retention_job),
+            build_daily_schedule(tenant, daily_job, catch_up_asset_keys(tenant, assets)),
         ],
     )

@@ -7,6 +7,7 @@ the loader refuses anything that is not a plain lowercase identifier rather than
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from lgm_pipeline.naming import TenantNames, role_name_problem
-from lgm_pipeline.settings import tenants_file_override
+from lgm_pipeline.settings import CYCLE_PERIOD_MINUTES, tenants_file_override
 from lgm_pipeline.tenants.timezones import zone
 
 DEFAULT_TENANTS_FILE = Path(__file__).with_name("tenants.yaml")
@@ -95,6 +96,13 @@ class Tenant:
     currency: str = "CAD"
     catch_up_days: int = 7  # past service dates refreshed once a day so jobs reach their final status
     job_types: tuple[CustomJobType, ...] = ()
+    #: tenants.yaml's ``cycle_offset_minutes``; None: derived from the key (:func:`default_cycle_offset`).
+    cycle_offset: int | None = None
+
+    @property
+    def cycle_offset_minutes(self) -> int:
+        """Where in the 2-hour period the tenant's cycle starts (0 to 119): its daily work moves with it."""
+        return default_cycle_offset(self.key) if self.cycle_offset is None else self.cycle_offset
 
     @property
     def names(self) -> TenantNames:
@@ -171,6 +179,14 @@ class Tenant:
     def max_days_ahead(self) -> int:
         """How many days a branch's tomorrow can be past the tenant's today (1, or 2 with a branch east of it)."""
         return 1 + any(_ahead_of(b.tz, self.tz) for b in self.branches)
+
+
+def default_cycle_offset(key: str) -> int:
+    """A tenant's minute in the cycle's period, from a stable hash of its key (sha256, not ``hash()``,
+    which changes with every process): the same on every machine and start-up, spread evenly over the
+    period across tenants, so a code location's tenants do not all tick at the same minute."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % CYCLE_PERIOD_MINUTES
 
 
 def _two_days(today: dt.date) -> list[dt.date]:
@@ -261,6 +277,17 @@ def _parse_tenant(block: Any, index: int) -> Tenant:
     if isinstance(catch_up_days, bool) or not isinstance(catch_up_days, int) or not 0 <= catch_up_days <= 60:
         raise TenantConfigError(f"{where}: catch_up_days={catch_up_days!r} must be a whole number from 0 to 60")
 
+    cycle_offset = block.get("cycle_offset_minutes")
+    if cycle_offset is not None and (
+        isinstance(cycle_offset, bool)
+        or not isinstance(cycle_offset, int)
+        or not 0 <= cycle_offset < CYCLE_PERIOD_MINUTES
+    ):
+        raise TenantConfigError(
+            f"{where}: cycle_offset_minutes={cycle_offset!r} must be a whole number from 0 to "
+            f"{CYCLE_PERIOD_MINUTES - 1} (minutes into the {CYCLE_PERIOD_MINUTES}-minute cycle)"
+        )
+
     return Tenant(
         key=key,
         client_id=str(_require(block, "client_id", where)),
@@ -272,6 +299,7 @@ def _parse_tenant(block: Any, index: int) -> Tenant:
         currency=currency,
         catch_up_days=catch_up_days,
         job_types=_parse_job_types(block.get("job_types") or {}, where),
+        cycle_offset=cycle_offset,
     )
 
 

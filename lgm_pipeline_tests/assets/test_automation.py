@@ -11,8 +11,12 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from lgm_pipeline.assets.automation import (
     AUTOMATION_SENSOR,
+    DAILY_WORK_TAG,
     catch_up_dates,
     catch_up_run_config,
+    cycle_cron,
+    daily_cron,
+    daily_schedule_name,
     journeys_automation_condition,
     journeys_job_name,
     range_tags,
@@ -32,7 +36,8 @@ from lgm_pipeline_tests.assets.conftest import journeys_partitions_of
 def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
     defs = build_definitions()
     schedule = defs.resolve_schedule_def("lgm_every_2_hours")
-    assert schedule.cron_schedule == "0 */2 * * *"
+    tenant = load_tenants()[0]
+    assert schedule.cron_schedule == cycle_cron(tenant)  # every 2 hours from the tenant's offset
     assert schedule.execution_timezone == "America/Toronto"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
     # 04:00 UTC on the 26th is 23:00 on the 25th in Toronto: the window is the 25th and the 26th
@@ -48,11 +53,16 @@ def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
 
 def test_daily_catch_up_refreshes_the_last_seven_service_dates_without_refetching_for_age() -> None:
     defs = build_definitions()
-    schedule = defs.resolve_schedule_def("lgm_daily_catch_up")
+    tenant = load_tenants()[0]
+    schedule = defs.resolve_schedule_def(daily_schedule_name(tenant))
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
-    tick = dt.datetime(2026, 11, 26, 9, 15, tzinfo=dt.UTC)  # 04:15 in Toronto
+    assert schedule.cron_schedule == daily_cron(tenant)
+    minute = tenant.cycle_offset_minutes
+    # the morning tick of the 26th in Toronto (EST, UTC-5): 03:15 moved by the tenant's offset
+    tick = dt.datetime(2026, 11, 26, 8, 15, tzinfo=dt.UTC) + dt.timedelta(minutes=minute)
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
-        [request] = schedule.evaluate_tick(context).run_requests
+        requests = schedule.evaluate_tick(context).run_requests
+    [request] = [r for r in requests if r.tags[DAILY_WORK_TAG] == "catch_up"]
     assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
         "2026-11-19",
         "2026-11-25",
@@ -183,7 +193,19 @@ def test_raw_pull_requests_every_branch_partition_of_its_dates_once(defs, tenant
 def test_catch_up_pull_rebuilds_the_past_dates_it_refreshed(defs, tenant, instance) -> None:
     automation = Automation(defs, instance, tenant)
     dates = catch_up_dates(tenant, tenant.today())
-    _scheduled_raw_pull(defs, instance, tenant, range_tags(dates), catch_up_run_config(tenant))
+    # the daily schedule's catch-up run, as the daemon launches it: the daily job narrowed to the raw pull
+    schedule = defs.resolve_schedule_def(daily_schedule_name(tenant))
+    morning = dt.datetime.combine(tenant.today(), dt.time(4), tenant.tz)
+    with dg.build_schedule_context(scheduled_execution_time=morning, repository_def=defs.get_repository_def()) as ctx:
+        [request] = [r for r in schedule.evaluate_tick(ctx).run_requests if r.tags[DAILY_WORK_TAG] == "catch_up"]
+    assert request.run_config == catch_up_run_config(tenant)
+    assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == tuple(
+        range_tags(dates).values()
+    )
+    job = defs.resolve_job_def(schedule.job_name)
+    assert job.execute_in_process(
+        instance=instance, tags=request.tags, run_config=request.run_config, asset_selection=request.asset_selection
+    ).success
     assert automation.tick() == _partitions(tenant, dates)
     assert automation.tick() == set()
 

@@ -84,6 +84,13 @@ def _tenant(**overrides: object) -> dict:
         ({"job_types": {101: {"name": "Piano", "addresses": "anywhere"}}}, "addresses='anywhere'"),
         ({"job_types": {101: {"name": "Piano", "needs_truck": "yes"}}}, "needs_truck"),
         ({"job_types": {101: {"needs_truck": True}}}, "name"),
+        (
+            {"cycle_offset_minutes": 120},
+            r"tenant 'acme': cycle_offset_minutes=120 must be a whole number from 0 to 119",
+        ),
+        ({"cycle_offset_minutes": -1}, "cycle_offset_minutes=-1"),
+        ({"cycle_offset_minutes": "15"}, "cycle_offset_minutes='15'"),
+        ({"cycle_offset_minutes": True}, "cycle_offset_minutes=True"),
     ],
 )
 def test_invalid_config_gives_a_clear_error(overrides: dict, message: str) -> None:
