@@ -45,7 +45,6 @@ from multi_tenant import child_process, percentile, tick_cron
 from lgm_pipeline.settings import REFRESH_CRON_ENV
 from lgm_pipeline.simulator import SimulatorConfig, start_simulator
 from lgm_pipeline.storage.database import create_engine
-from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.webhooks.receiver import webhook_url
 
 POLL_S = 0.2
@@ -114,7 +113,6 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     token = secrets.token_urlsafe(32)
     with ExitStack() as stack:
         database_url = stack.enter_context(fresh_database("webhook_latency"))
-        PostgresResource().migrate(tenant)  # the schema before anyone polls it (lgm serve migrates too)
         sim = stack.enter_context(start_simulator(SimulatorConfig(churn=0.0, customers_per_day=185)))
         port, code_port, webhook_port = free_port(), free_port(), free_port()
         launched = dt.datetime.now(dt.UTC)
