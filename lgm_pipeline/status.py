@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from lgm_pipeline.assets.freshness import STALE_AFTER, is_stale
-from lgm_pipeline.assets.metadata import CYCLES_PER_DAY
+from lgm_pipeline.assets.metadata import cycles_per_day
 from lgm_pipeline.storage.resources import PostgresResource
 from lgm_pipeline.storage.tables import sync_runs, tenant_options
 from lgm_pipeline.tenants import Tenant
@@ -49,7 +49,7 @@ def tenant_status(tenant: Tenant, postgres: PostgresResource | None = None) -> T
     webhooks = None
     if tenant.smartmoving.webhook_token_env:
         webhooks = inbox_counts(postgres.ensure_tenant(tenant), tenant, now)
-    elapsed_share = max((now - day_start).total_seconds() / 86400, 1 / CYCLES_PER_DAY)
+    elapsed_share = max((now - day_start).total_seconds() / 86400, 1 / cycles_per_day())
     projected = int(calls_today / elapsed_share * 30) if calls_today else 0
     return TenantStatus(
         tenant,

@@ -4,7 +4,8 @@ Two schedules a tenant. The cycle's (:func:`build_refresh_schedule`) pulls the r
 branch's today and tomorrow (each on its own clock: two dates, three around midnight) and the leads of
 yesterday and today in one run (one date-range list call each). It ticks at the tenant's own minute of
 the 2 hours (:func:`cycle_cron`: ``Tenant.cycle_offset_minutes``, from a hash of the key or
-tenants.yaml), so a location's tenants do not all start at once. The daily one
+tenants.yaml), so a location's tenants do not all start at once; load tests shorten the period
+(``LGM_CYCLE_PERIOD_MINUTES``), staggered alike. The daily one
 (:func:`build_daily_schedule`), staggered by the same offset, requests in the early morning the
 retention, the branches and the catch-up (the tenant's last ``catch_up_days`` service dates, pulled the
 same way, so past jobs reach Completed and Closed), and in the afternoon tomorrow's arrival windows.
@@ -30,9 +31,9 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from lgm_pipeline.naming import parse_journey_partition_key
 from lgm_pipeline.settings import (
-    CYCLE_PERIOD_MINUTES,
     DEFAULT_REFRESH_CRON,
     automation_interval_s,
+    cycle_period_minutes,
     refresh_cron_override,
 )
 from lgm_pipeline.tenants import Tenant
@@ -62,8 +63,14 @@ warnings.filterwarnings(
 )
 
 
+def cycle_offset(tenant: Tenant) -> int:
+    """The tenant's minute in the cycle's period: ``cycle_offset_minutes`` (a minute of 2 hours) modulo the period."""
+    return tenant.cycle_offset_minutes % cycle_period_minutes()
+
+
 def cycle_cron(tenant: Tenant) -> str:
-    """The tenant's cycle schedule's cron (tenant time): every 2 hours from its ``cycle_offset_minutes``.
+    """The tenant's cycle schedule's cron (tenant time): every period (2 hours by default,
+    ``LGM_CYCLE_PERIOD_MINUTES``) from its :func:`cycle_offset`, e.g. ``14 1-23/2 * * *`` or ``4-59/10 * * * *``.
 
     ``LGM_REFRESH_CRON``, when set, is kept verbatim for every tenant, unstaggered: tests, demos and
     benchmarks set it to tick now (``* * * * *``, a given minute), and an operator's explicit cron means
@@ -72,9 +79,12 @@ def cycle_cron(tenant: Tenant) -> str:
     override = refresh_cron_override()
     if override:
         return override
-    step = CYCLE_PERIOD_MINUTES // 60
-    first_hour, minute = divmod(tenant.cycle_offset_minutes, 60)
-    hours = f"{first_hour}-23/{step}" if first_hour else f"*/{step}"
+    period, offset = cycle_period_minutes(), cycle_offset(tenant)
+    if period <= 60:
+        minutes = f"{offset}-59/{period}" if period < 60 else str(offset)
+        return f"{minutes} * * * *"
+    first_hour, minute = divmod(offset, 60)
+    hours = f"{first_hour}-23/{period // 60}" if first_hour else f"*/{period // 60}"
     return f"{minute} {hours} * * *"
 
 
@@ -213,8 +223,8 @@ def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinit
         execution_timezone=tenant.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
-            "Refresh every branch's today and tomorrow (its own time zone) from SmartMoving every 2 hours, "
-            f"{tenant.cycle_offset_minutes} minutes into the period (the tenant's stagger)."
+            "Refresh every branch's today and tomorrow (its own time zone) from SmartMoving every "
+            f"{cycle_period_minutes()} minutes, {cycle_offset(tenant)} minutes into the period (the tenant's stagger)."
         ),
     )
     def refresh(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:

@@ -17,7 +17,7 @@ import dagster as dg
 import pandas as pd
 
 from lgm_pipeline.assets.journeys import rule_check
-from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, preview
+from lgm_pipeline.assets.metadata import api_cost_metadata, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.assets.raw import (
     account_metadata,
@@ -27,6 +27,7 @@ from lgm_pipeline.assets.raw import (
     open_client,
     records_read_check,
     records_read_spec,
+    runs_per_day,
     service_dates,
 )
 from lgm_pipeline.naming import ALSO_REWRITES_METADATA, IO_MANAGER_KEY, OWNERS
@@ -103,7 +104,6 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
                 duplicates = client.duplicates["leads"]
         fetched_at = dt.datetime.now(dt.UTC)
         frame, account = read_leads(tenant, pulled, created or dates, fetched_at, context.run.run_id, duplicates)
-        runs_per_day = CYCLES_PER_DAY if tenant.today() in dates else 1
         yield dg.Output(
             attach_account(frame, account, fetched_at, context.run.run_id),
             metadata={
@@ -112,7 +112,7 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
                 "pulled": dg.MetadataValue.int(len(pulled)),
                 "dates": dg.MetadataValue.json([d.isoformat() for d in created]),
                 **_also_rewrites(created, dates),
-                **api_cost_metadata(tenant, calls, runs_per_day),
+                **api_cost_metadata(tenant, calls, runs_per_day(tenant, dates)),
             },
         )
         yield records_read_check(account)

@@ -8,9 +8,12 @@ from collections.abc import Mapping
 import dagster as dg
 import pandas as pd
 
+from lgm_pipeline.settings import cycle_period_minutes
 from lgm_pipeline.tenants import Tenant
 
-CYCLES_PER_DAY = 12  # the schedule runs every 2 hours
+def cycles_per_day() -> int:
+    """How many cycles a day each tenant runs (12 at the default 2-hour period): API budgets project with it."""
+    return 24 * 60 // cycle_period_minutes()
 
 
 def api_cost_metadata(tenant: Tenant, calls: Mapping[str, int], runs_per_day: int = 1) -> dict[str, dg.MetadataValue]:

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from lgm_pipeline.assets.metadata import CYCLES_PER_DAY, api_cost_metadata, per_branch, preview
+from lgm_pipeline.assets.metadata import api_cost_metadata, cycles_per_day, per_branch, preview
 from lgm_pipeline.assets.partitions import TenantPartitions
 from lgm_pipeline.naming import CONFIGURATION_ERROR, IO_MANAGER_KEY, OWNERS, STOP_CYCLE
 from lgm_pipeline.quality.rules import MAX_QUARANTINE_SHARE
@@ -121,7 +121,7 @@ MULTI_DAY_LOOKBACK = dt.timedelta(days=31)
 
 def runs_per_day(tenant: Tenant, dates: list[dt.date]) -> int:
     """How often a run like this one happens: the window every cycle, a catch-up or a backfill once."""
-    return CYCLES_PER_DAY if tenant.today() in dates else 1
+    return cycles_per_day() if tenant.today() in dates else 1
 
 
 def began_before(opportunity: dict[str, Any], dates: list[dt.date]) -> bool:

@@ -32,6 +32,7 @@ from lgm_pipeline.tenants.config import DEFAULT_TENANTS_FILE, default_cycle_offs
 @pytest.fixture(autouse=True)
 def _default_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(settings.REFRESH_CRON_ENV, raising=False)
+    monkeypatch.delenv(settings.CYCLE_PERIOD_ENV, raising=False)
 
 
 def _block(key: str, **overrides: object) -> dict:
@@ -99,6 +100,30 @@ def test_an_explicit_refresh_cron_is_kept_verbatim(monkeypatch: pytest.MonkeyPat
     assert cycle_cron(_tenant("other")) == "*/3 * * * *"
     # the daily work keeps its stagger
     assert daily_cron(_tenant(cycle_offset_minutes=74)) == "29 4,15 * * *"
+
+
+@pytest.mark.parametrize(("period", "cron"), [(10, "4-59/10 * * * *"), (30, "14-59/30 * * * *"), (60, "14 * * * *")])
+def test_a_shorter_period_keeps_each_tenant_on_its_own_minute(
+    period: int, cron: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(settings.CYCLE_PERIOD_ENV, str(period))
+    tenant = _tenant(cycle_offset_minutes=74)
+    assert cycle_cron(tenant) == cron
+    ticks = _ticks(cron, tenant.timezone, dt.date(2026, 11, 26), tenant.tz)
+    assert len(ticks) == 24 * 60 // period
+    assert {b - a for a, b in itertools.pairwise(ticks)} == {dt.timedelta(minutes=period)}
+    assert ticks[0].minute == 74 % period
+    # 25 tenants every 30 minutes: spread over the half hour as 100 are over the 2 hours
+    if period == 30:
+        offsets = Counter(default_cycle_offset(f"t{i:03d}") % period for i in range(1, 26))
+        assert max(offsets.values()) <= 5 and len({o // 10 for o in offsets}) == 3
+
+
+@pytest.mark.parametrize("value", ["45", "7", "0", "every 30", "-10"])
+def test_a_period_a_cron_cannot_repeat_evenly_names_the_setting(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(settings.CYCLE_PERIOD_ENV, value)
+    with pytest.raises(ValueError, match=f"^{settings.CYCLE_PERIOD_ENV} must be one of 1, 2, .*, 120, not '{value}'$"):
+        cycle_cron(_tenant())
 
 
 @pytest.mark.parametrize(

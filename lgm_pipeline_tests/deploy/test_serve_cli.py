@@ -9,7 +9,7 @@ import pytest
 
 from lgm_pipeline.cli.main import main
 from lgm_pipeline.cli.serve import describe_exit
-from lgm_pipeline.settings import REFRESH_CRON_ENV
+from lgm_pipeline.settings import CYCLE_PERIOD_ENV, REFRESH_CRON_ENV
 
 
 def test_a_port_in_use_is_a_configuration_error(database_url: str, capsys) -> None:
@@ -39,6 +39,16 @@ def test_a_bad_refresh_cron_is_a_configuration_error(monkeypatch: pytest.MonkeyP
         capsys.readouterr().err.strip()
         == f"lgm: {REFRESH_CRON_ENV} is not a cron expression: 'every minute' (e.g. '0 */2 * * *')"
     )
+
+
+def test_a_cycle_period_no_cron_repeats_evenly_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.delenv(REFRESH_CRON_ENV, raising=False)
+    monkeypatch.setenv(CYCLE_PERIOD_ENV, "45")
+    assert main(["serve"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"lgm: {CYCLE_PERIOD_ENV} must be one of 1, 2, 3,") and line.endswith("not '45'")
 
 
 def test_a_death_is_told_by_signal_or_exit_code() -> None:
