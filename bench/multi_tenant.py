@@ -109,6 +109,25 @@ query AssetCatalogTableQuery($cursor: String, $limit: Int!) {
 }
 """
 CATALOG_PAGE_SIZE = 1000
+#: One tenant's assets page: the same fields for the tenant's asset keys only (``assetNodes`` filters in the
+#: webserver, as the UI's asset group pages do with ``assetNodes(group:)``).
+TENANT_ASSETS_QUERY = """
+query TenantAssetsQuery($keys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $keys) {
+    id
+    assetKey { path }
+    groupName
+    isPartitioned
+    isObservable
+    isExecutable
+    computeKind
+    description
+    repository { id name location { id name } }
+    assetMaterializations(limit: 1) { timestamp runId }
+    partitionStats { numMaterialized numMaterializing numPartitions numFailed }
+  }
+}
+"""
 
 
 # --- the tenants file ----------------------------------------------------------------------
@@ -305,10 +324,21 @@ class CatalogPoller:
 
     graphql_url: str
     interval_s: float
+    #: One tenant's asset keys: time its assets page instead of the whole catalog.
+    asset_keys: list[list[str]] | None = None
     timings: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+
+    def load_tenant_view(self, client: httpx.Client) -> int:
+        variables = {"keys": [{"path": path} for path in self.asset_keys or []]}
+        response = client.post(self.graphql_url, json={"query": TENANT_ASSETS_QUERY, "variables": variables})
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise RuntimeError(f"GraphQL errors: {body['errors'][:1]}")
+        return len(body["data"]["assetNodes"])
 
     def load_catalog(self, client: httpx.Client) -> int:
         cursor: str | None = None
@@ -344,7 +374,10 @@ class CatalogPoller:
             while not self._stop.is_set():
                 started = time.perf_counter()
                 try:
-                    self.load_catalog(client)
+                    if self.asset_keys:
+                        self.load_tenant_view(client)
+                    else:
+                        self.load_catalog(client)
                     self.timings.append(time.perf_counter() - started)
                 except (httpx.HTTPError, RuntimeError, KeyError) as error:
                     self.errors.append(str(error)[:300])
@@ -507,72 +540,129 @@ def graphql_ready(url: str) -> bool:
         return False
 
 
-def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    import dagster as dg
+@dataclass
+class Topology:
+    """The production topology's processes on a fresh database, with N simulated tenants."""
 
-    from lgm_pipeline.cli.runtime import lgm_runtime
-    from lgm_pipeline.storage.database import dagster_storage_url
+    sim: Any
+    dagster_home: Path
+    dagster_db_url: sa.URL
+    databases: tuple[str, ...]
+    code_servers: list[Child]
+    daemon: Child
+    webserver: Child
+    graphql_url: str
+    locations: int
+
+    @property
+    def children(self) -> list[Child]:
+        return [*self.code_servers, self.daemon, self.webserver]
+
+
+def bench_tenants(work: Path, count: int) -> tuple[Any, ...]:
+    """N copies of the LGM tenant in ``work``'s tenants file, which this process and its children load."""
     from lgm_pipeline.tenants import load_tenants
 
     tenants_file = work / "tenants.yaml"
-    write_tenants_file(tenants_file, args.tenants)
+    write_tenants_file(tenants_file, count)
     os.environ[TENANTS_FILE_ENV] = str(tenants_file)
     os.environ["LGM_HOME"] = str(work / "lgm_home")
     os.environ.pop("DAGSTER_HOME", None)  # lgm_runtime writes the packaged instance into LGM_HOME
-    tenants = load_tenants()
+    os.environ[RATE_LIMIT_OVERRIDE_ENV] = "off"
+    return tuple(load_tenants())
+
+
+def start_topology(
+    stack: ExitStack, work: Path, tenants: tuple[Any, ...], per_location: int | None, keep_database: bool
+) -> Topology:
+    """A simulator serving every tenant, the schemas, then code servers (one per ``per_location`` tenants, each
+    with its tenants file, as a deployment gives each tenant group), the daemon and the webserver."""
+    from lgm_pipeline.cli.runtime import lgm_runtime
+    from lgm_pipeline.storage.database import dagster_storage_url
+
+    count = len(tenants)
+    url = stack.enter_context(fresh_database(f"multi_{count}_{os.getpid()}", keep=keep_database))
+    sim = stack.enter_context(simulator_process(CUSTOMERS_PER_DAY, rate_limit=None, tenants=count))
+    for index, tenant in enumerate(tenants, start=1):
+        os.environ[tenant.smartmoving.base_url_env] = sim.base_url
+        os.environ[tenant.smartmoving.api_key_env] = sim.api_keys[index - 1]
+    dagster_home = stack.enter_context(lgm_runtime(smartmoving=False, say=False))  # schemas, instance
+    dagster_db_url = sa.make_url(dagster_storage_url(url)).set(drivername="postgresql+psycopg")
+    databases = (str(sa.make_url(url).database), str(dagster_db_url.database))
+
+    per_location = per_location or count
+    firsts = list(range(1, count + 1, per_location))
+    grpc_ports, web_port = [free_port() for _ in firsts], free_port()
+    workspace = workspace_file(work, grpc_ports)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAGSTER_HOME": str(dagster_home)}
+    bin_dir = Path(sys.executable).parent
+    code_servers = []
+    for index, (first, port) in enumerate(zip(firsts, grpc_ports, strict=True), start=1):
+        # A tenant group: its own tenants file, as a deployment gives each code location.
+        group_file = work / f"tenants_{index:02d}.yaml"
+        write_tenants_file(group_file, min(per_location, count - first + 1), first)
+        name = location_name(index, len(firsts))
+        code_servers.append(
+            stack.enter_context(
+                child_process(
+                    "code_server",
+                    [str(bin_dir / "dagster"), "api", "grpc", "-m", "lgm_pipeline.definitions", "-h", "127.0.0.1",
+                     "-p", str(port), "--location-name", name],
+                    {**env, TENANTS_FILE_ENV: str(group_file)},
+                    work,
+                    name=name,
+                )
+            )
+        )  # fmt: skip
+    daemon = stack.enter_context(
+        child_process("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)], env, work)
+    )
+    webserver = stack.enter_context(
+        child_process(
+            "webserver",
+            [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port)],
+            env,
+            work,
+        )
+    )
+    return Topology(
+        sim,
+        dagster_home,
+        dagster_db_url,
+        databases,
+        code_servers,
+        daemon,
+        webserver,
+        f"http://127.0.0.1:{web_port}/graphql",
+        len(firsts),
+    )
+
+
+def wait_for_topology(topology: Topology, instance: Any, tenants: tuple[Any, ...], timeout_s: float) -> None:
+    """Until the webserver answers and the daemon has each tenant's schedule state and each sensor's first tick."""
+    wait_until("webserver", lambda: graphql_ready(topology.graphql_url), timeout_s, topology.children)
+    wait_until(
+        "daemon's schedules and sensors",
+        lambda: schedules_ready(instance, tenants, topology.locations),
+        timeout_s,
+        topology.children,
+    )
+
+
+def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    import dagster as dg
+
+    tenants = bench_tenants(work, args.tenants)
     # The tick: a whole minute far enough out for the code server, the daemon's first scheduler
     # iteration (it only counts ticks after it) and the automation sensors' first ticks.
     launched = dt.datetime.now(dt.UTC)
     tick = (launched + dt.timedelta(seconds=args.lead_s + 59)).replace(second=0, microsecond=0)
     os.environ[REFRESH_CRON_ENV] = tick_cron(tick, tenants[0].timezone)
-    os.environ[RATE_LIMIT_OVERRIDE_ENV] = "off"
 
     with ExitStack() as stack:
-        url = stack.enter_context(fresh_database(f"multi_{args.tenants}_{os.getpid()}", keep=args.keep_database))
-        sim = stack.enter_context(simulator_process(CUSTOMERS_PER_DAY, rate_limit=None, tenants=args.tenants))
-        for index, tenant in enumerate(tenants, start=1):
-            os.environ[tenant.smartmoving.base_url_env] = sim.base_url
-            os.environ[tenant.smartmoving.api_key_env] = sim.api_keys[index - 1]
-        dagster_home = stack.enter_context(lgm_runtime(smartmoving=False, say=False))  # schemas, instance
-        dagster_db_url = sa.make_url(dagster_storage_url(url)).set(drivername="postgresql+psycopg")
-        databases = (sa.make_url(url).database, dagster_db_url.database)
-
-        per_location = args.tenants_per_location or args.tenants
-        firsts = list(range(1, args.tenants + 1, per_location))
-        grpc_ports, web_port = [free_port() for _ in firsts], free_port()
-        workspace = workspace_file(work, grpc_ports)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "DAGSTER_HOME": str(dagster_home)}
-        bin_dir = Path(sys.executable).parent
-        code_servers = []
-        for index, (first, port) in enumerate(zip(firsts, grpc_ports, strict=True), start=1):
-            # A tenant group: its own tenants file, as a deployment gives each code location.
-            group_file = work / f"tenants_{index:02d}.yaml"
-            write_tenants_file(group_file, min(per_location, args.tenants - first + 1), first)
-            name = location_name(index, len(firsts))
-            code_servers.append(
-                stack.enter_context(
-                    child_process(
-                        "code_server",
-                        [str(bin_dir / "dagster"), "api", "grpc", "-m", "lgm_pipeline.definitions", "-h", "127.0.0.1",
-                         "-p", str(port), "--location-name", name],
-                        {**env, TENANTS_FILE_ENV: str(group_file)},
-                        work,
-                        name=name,
-                    )
-                )
-            )  # fmt: skip
-        daemon = stack.enter_context(
-            child_process("daemon", [str(bin_dir / "dagster-daemon"), "run", "-w", str(workspace)], env, work)
-        )
-        webserver = stack.enter_context(
-            child_process(
-                "webserver",
-                [str(bin_dir / "dagster-webserver"), "-w", str(workspace), "-h", "127.0.0.1", "-p", str(web_port)],
-                env,
-                work,
-            )
-        )
-        children = [*code_servers, daemon, webserver]
+        topology = start_topology(stack, work, tenants, args.tenants_per_location, args.keep_database)
+        sim, children, daemon = topology.sim, topology.children, topology.daemon
+        dagster_db_url, databases = topology.dagster_db_url, topology.databases
         print(f"tick at {tick:%H:%M} UTC (cron {os.environ[REFRESH_CRON_ENV]!r}); logs in {work}", file=sys.stderr)
 
         # Worlds up front: generating them is the simulator's cost, not the cycle's.
@@ -580,17 +670,10 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         for index, tenant in enumerate(tenants, start=1):
             sim.generate(windows[tenant.key], tenant=index)
 
-        instance = dg.DagsterInstance.from_config(str(dagster_home))
+        instance = dg.DagsterInstance.from_config(str(topology.dagster_home))
         stack.callback(instance.dispose)
-        graphql_url = f"http://127.0.0.1:{web_port}/graphql"
-        seconds_left = (tick - dt.datetime.now(dt.UTC)).total_seconds()
-        wait_until("webserver", lambda: graphql_ready(graphql_url), seconds_left, children)
-        wait_until(
-            "daemon's schedules and sensors",
-            lambda: schedules_ready(instance, tenants, len(firsts)),
-            seconds_left,
-            children,
-        )
+        graphql_url = topology.graphql_url
+        wait_for_topology(topology, instance, tenants, (tick - dt.datetime.now(dt.UTC)).total_seconds())
         ready_s = (dt.datetime.now(dt.UTC) - launched).total_seconds()
         if dt.datetime.now(dt.UTC) >= tick - dt.timedelta(seconds=2):
             raise RuntimeError(f"ready after {ready_s:.0f} s, past the tick: rerun with a larger --lead-s")
@@ -662,7 +745,7 @@ def run_cycle(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     growth = {name: (sizes_after.get(name, 0) - sizes_before.get(name, 0)) / MIB for name in sizes_after}
     return {
         "tenants": args.tenants,
-        "code_locations": len(firsts),
+        "code_locations": topology.locations,
         "standing_cost": standing,
         "cycle_complete": complete,
         # An incomplete cycle: how far it got when the measurement stopped (its CPU and storage are up to then).
