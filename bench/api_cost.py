@@ -35,7 +35,7 @@ from _common import (
     write_result,
 )
 
-from lgm_pipeline.assets.metadata import CYCLES_PER_DAY
+from lgm_pipeline.assets.metadata import cycles_per_day
 
 LIMIT_PER_MINUTE = 120
 CUSTOMERS_PER_DAY = 185
@@ -74,7 +74,7 @@ def _cycles(limited: bool) -> list[dict[str, Any]]:
                     "floor_s": floor,
                     "wall_over_floor": timed.wall_s / floor if limited and floor else None,
                     "target_wall_s": 1.5 * floor + 10 if limited else None,
-                    "projected_monthly_calls": calls * CYCLES_PER_DAY * 30,
+                    "projected_monthly_calls": calls * cycles_per_day() * 30,
                     "journeys": sum(b.rows for b in report.branches),
                 }
             )
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(headers, rows))
     print(
         f"floor = calls / {LIMIT_PER_MINUTE} per minute; target = 1.5 x floor + 10 s (warm, at the limit); "
-        f"monthly = calls x {CYCLES_PER_DAY} cycles/day x 30; warm target <= {WARM_CALLS_TARGET} calls"
+        f"monthly = calls x {cycles_per_day()} cycles/day x 30; warm target <= {WARM_CALLS_TARGET} calls"
     )
     path = write_result("api_cost", {"results": results})
     print(f"written {path}", file=sys.__stdout__)

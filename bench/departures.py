@@ -23,7 +23,7 @@ import dagster as dg
 import sqlalchemy as sa
 from _common import fresh_database, lgm_tenant, simulator_process, smartmoving_env, table, write_result
 
-from lgm_pipeline.assets.metadata import CYCLES_PER_DAY
+from lgm_pipeline.assets.metadata import cycles_per_day
 from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.sync import run_sync
@@ -33,7 +33,7 @@ CUSTOMERS_PER_DAY = 185  # as bench/api_cost.py: LGM's volume
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--cycles", type=int, default=CYCLES_PER_DAY, help="warm cycles after the cold one")
+    parser.add_argument("--cycles", type=int, default=cycles_per_day(), help="warm cycles after the cold one")
     args = parser.parse_args(argv)
     tenant = lgm_tenant()
     rows: list[dict[str, Any]] = []
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "warm_api_calls": sum(r["api_calls"] for r in warm),
         "warm_departure_calls": departure_calls,
         "departure_calls_per_cycle": departure_calls / len(warm) if warm else 0,
-        "projected_departure_calls_per_month": departure_calls / len(warm) * CYCLES_PER_DAY * 30 if warm else 0,
+        "projected_departure_calls_per_month": departure_calls / len(warm) * cycles_per_day() * 30 if warm else 0,
     }
     print(
         table(

@@ -64,7 +64,7 @@ def smartmoving_rate_limit(tenant_default: int) -> int | None:
 
 
 REFRESH_CRON_ENV = "LGM_REFRESH_CRON"
-#: Every 2 hours: 12 cycles a day (assets.metadata.CYCLES_PER_DAY and the API budget assume it).
+#: Every 2 hours: 12 cycles a day (assets.metadata.cycles_per_day() follows LGM_CYCLE_PERIOD_MINUTES).
 DEFAULT_REFRESH_CRON = "0 */2 * * *"
 
 
