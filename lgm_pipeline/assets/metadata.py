@@ -11,6 +11,7 @@ import pandas as pd
 from lgm_pipeline.settings import cycle_period_minutes
 from lgm_pipeline.tenants import Tenant
 
+
 def cycles_per_day() -> int:
     """How many cycles a day each tenant runs (12 at the default 2-hour period): API budgets project with it."""
     return 24 * 60 // cycle_period_minutes()
