@@ -80,9 +80,24 @@ CUSTOMERS_PER_DAY = 185
 LOCATION_NAME = "lgm_pipeline"
 MIB = 1024 * 1024
 
+#: What the catalog shows of each asset (latest materialization, partition counts), on both pages.
+CATALOG_ROW_FRAGMENT = """
+fragment CatalogRow on AssetNode {
+  groupName
+  isPartitioned
+  isObservable
+  isExecutable
+  computeKind
+  description
+  repository { id name location { id name } }
+  assetMaterializations(limit: 1) { timestamp runId }
+  partitionStats { numMaterialized numMaterializing numPartitions numFailed }
+}
+"""
 #: The asset catalog page: the UI's AssetCatalogTableQuery (assetsOrError, paged) with what the
 #: catalog's rows show of each asset (latest materialization, partition counts).
-ASSET_CATALOG_QUERY = """
+ASSET_CATALOG_QUERY = (
+    """
 query AssetCatalogTableQuery($cursor: String, $limit: Int!) {
   assetsOrError(cursor: $cursor, limit: $limit) {
     ... on AssetConnection {
@@ -91,15 +106,7 @@ query AssetCatalogTableQuery($cursor: String, $limit: Int!) {
         key { path }
         definition {
           id
-          groupName
-          isPartitioned
-          isObservable
-          isExecutable
-          computeKind
-          description
-          repository { id name location { id name } }
-          assetMaterializations(limit: 1) { timestamp runId }
-          partitionStats { numMaterialized numMaterializing numPartitions numFailed }
+          ...CatalogRow
         }
       }
       cursor
@@ -108,26 +115,23 @@ query AssetCatalogTableQuery($cursor: String, $limit: Int!) {
   }
 }
 """
+    + CATALOG_ROW_FRAGMENT
+)
 CATALOG_PAGE_SIZE = 1000
 #: One tenant's assets page: the same fields for the tenant's asset keys only (``assetNodes`` filters in the
 #: webserver, as the UI's asset group pages do with ``assetNodes(group:)``).
-TENANT_ASSETS_QUERY = """
+TENANT_ASSETS_QUERY = (
+    """
 query TenantAssetsQuery($keys: [AssetKeyInput!]) {
   assetNodes(assetKeys: $keys) {
     id
     assetKey { path }
-    groupName
-    isPartitioned
-    isObservable
-    isExecutable
-    computeKind
-    description
-    repository { id name location { id name } }
-    assetMaterializations(limit: 1) { timestamp runId }
-    partitionStats { numMaterialized numMaterializing numPartitions numFailed }
+    ...CatalogRow
   }
 }
 """
+    + CATALOG_ROW_FRAGMENT
+)
 
 
 # --- the tenants file ----------------------------------------------------------------------
