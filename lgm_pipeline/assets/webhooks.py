@@ -55,6 +55,10 @@ WEBHOOK_INTERVAL_S = 5
 RETRY_AFTER = dt.timedelta(seconds=60)
 #: Tags of the runs the webhook sensor launches: ahead of queued cycle pulls, like the automation's.
 WEBHOOK_RUN_TAGS = {"lgm/launched_by": WEBHOOK_SENSOR, "dagster/priority": "2"}
+#: On every run of a refresh job, however launched: the sensor finds all tenants' refresh runs in one query.
+REFRESH_JOB_TAGS = {"lgm/webhook": "refresh"}
+#: A refresh run is in the run storage with its final update time well within this of ending.
+SETTLED = dt.timedelta(seconds=60)
 #: On a journeys run the sensor launches: the refresh run whose changes it rebuilds.
 REFRESH_RUN_TAG = "lgm/webhook_refresh_run"
 WEBHOOK_ASSET = REFRESH_ASSET
@@ -152,36 +156,52 @@ def build_webhook_refresh_job(tenant: Tenant) -> "dg.UnresolvedAssetJobDefinitio
         refresh_job_name(tenant),
         selection=dg.AssetSelection.assets(tenant.names.asset_key(WEBHOOK_ASSET)),
         description="Serve the webhook inbox: refresh the opportunities its pending events name.",
-        tags=tenant.names.tags,
+        tags={**tenant.names.tags, **REFRESH_JOB_TAGS},
     )
+
+
+def _served_by(records: Sequence[dg.RunRecord], tenants: Sequence[Tenant]) -> dict[str, list[dg.RunRecord]]:
+    """``records`` of refresh runs by the key of the tenant whose refresh job ran them."""
+    tenant_of_job = {refresh_job_name(t): t.key for t in tenants}
+    by_tenant: dict[str, list[dg.RunRecord]] = {}
+    for record in records:
+        key = tenant_of_job.get(record.dagster_run.job_name)
+        if key is not None:
+            by_tenant.setdefault(key, []).append(record)
+    return by_tenant
 
 
 def _refresh_requests(
-    context: dg.SensorEvaluationContext, tenant: Tenant, postgres: PostgresResource
+    context: dg.SensorEvaluationContext, tenants: Sequence[Tenant], postgres: PostgresResource
 ) -> list[dg.RunRequest]:
-    """A refresh run when events wait and none is queued or running (nor failed just now)."""
-    name = refresh_job_name(tenant)
-    in_flight = context.instance.get_run_records(dg.RunsFilter(job_name=name, statuses=list(_IN_FLIGHT)), limit=1)
-    if in_flight:
+    """A refresh run for each tenant whose events wait, with none queued or running (nor failed just now).
+
+    The inboxes first (one query each on the shared connection pool): the run storage, which opens a
+    connection per query, is asked only when some event waits, and then once for all tenants."""
+    backlogs = {t.key: inbox_backlog(postgres.ensure_tenant(t), t) for t in tenants}
+    waiting = [t for t in tenants if backlogs[t.key].pending]
+    if not waiting:
         return []
-    backlog = inbox_backlog(postgres.ensure_tenant(tenant), tenant)
-    if not backlog.pending:
-        return []
-    failed = context.instance.get_run_records(
-        dg.RunsFilter(
-            job_name=name,
-            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
-            updated_after=dt.datetime.now(dt.UTC) - RETRY_AFTER,
-        ),
-        limit=1,
+    busy = _served_by(
+        context.instance.get_run_records(dg.RunsFilter(tags=REFRESH_JOB_TAGS, statuses=list(_IN_FLIGHT))), waiting
     )
-    if failed:
-        return []
+    failed_just_now = _served_by(
+        context.instance.get_run_records(
+            dg.RunsFilter(
+                tags=REFRESH_JOB_TAGS,
+                statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+                updated_after=dt.datetime.now(dt.UTC) - RETRY_AFTER,
+            )
+        ),
+        waiting,
+    )
     return [
         dg.RunRequest(
-            job_name=name,
-            tags={**WEBHOOK_RUN_TAGS, "lgm/webhook_events_pending": str(backlog.pending)},
+            job_name=refresh_job_name(tenant),
+            tags={**WEBHOOK_RUN_TAGS, "lgm/webhook_events_pending": str(backlogs[tenant.key].pending)},
         )
+        for tenant in waiting
+        if tenant.key not in busy and tenant.key not in failed_just_now
     ]
 
 
@@ -195,33 +215,45 @@ _IN_FLIGHT = (
 
 
 def _rebuild_requests(
-    context: dg.SensorEvaluationContext, tenant: Tenant, postgres: PostgresResource, after: float
-) -> tuple[list[dg.RunRequest], float]:
-    """The journeys partitions of each refresh that succeeded since ``after`` (an update timestamp)."""
+    context: dg.SensorEvaluationContext,
+    tenants: Sequence[Tenant],
+    postgres: PostgresResource,
+    cursors: dict[str, float],
+) -> list[dg.RunRequest]:
+    """The journeys partitions of each refresh that ended since its tenant's cursor (an update timestamp).
+
+    One query for every tenant, from the oldest cursor; ``cursors`` is updated in place. A tenant's
+    cursor is the update time of its last refresh run seen (one refresh at a time per tenant, so its runs
+    end in order); an idle tenant's moves up to :data:`SETTLED` ago, which keeps the query's range short."""
+    now = time.time()
     records = context.instance.get_run_records(
         dg.RunsFilter(
-            job_name=refresh_job_name(tenant),
+            tags=REFRESH_JOB_TAGS,
             # A refresh that committed and failed after (its materialization not recorded) still changed rows.
             statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
-            updated_after=dt.datetime.fromtimestamp(after, dt.UTC),
+            updated_after=dt.datetime.fromtimestamp(min(cursors[t.key] for t in tenants), dt.UTC),
         ),
         ascending=True,
     )
+    by_tenant = _served_by(records, tenants)
     requests = []
-    latest = after
-    for record in records:
-        latest = max(latest, record.update_timestamp.timestamp())
-        run_id = record.dagster_run.run_id
-        for key in refreshed_partitions(postgres.ensure_tenant(tenant), tenant, run_id):
-            requests.append(
-                dg.RunRequest(
-                    job_name=journeys_job_name(tenant),
-                    partition_key=key,
-                    run_key=f"{run_id}:{key}",
-                    tags={**WEBHOOK_RUN_TAGS, REFRESH_RUN_TAG: run_id},
+    for tenant in tenants:
+        after = cursors[tenant.key]
+        new = [r for r in by_tenant.get(tenant.key, []) if r.update_timestamp.timestamp() > after]
+        ended = [r.update_timestamp.timestamp() for r in new]
+        cursors[tenant.key] = max([after, now - SETTLED.total_seconds(), *ended])
+        for record in new:
+            run_id = record.dagster_run.run_id
+            for key in refreshed_partitions(postgres.ensure_tenant(tenant), tenant, run_id):
+                requests.append(
+                    dg.RunRequest(
+                        job_name=journeys_job_name(tenant),
+                        partition_key=key,
+                        run_key=f"{run_id}:{key}",
+                        tags={**WEBHOOK_RUN_TAGS, REFRESH_RUN_TAG: run_id},
+                    )
                 )
-            )
-    return requests, latest
+    return requests
 
 
 def build_webhook_sensor(
@@ -244,15 +276,12 @@ def build_webhook_sensor(
         ),
     )
     def webhook_inbox(context: dg.SensorEvaluationContext, postgres: PostgresResource) -> dg.SensorResult:
-        # Per tenant: the update time of the last refresh run whose partitions were requested. One cursor for
-        # all would skip a tenant's run that ended while a later tenant was being read.
+        # Per tenant: the update time of the last refresh run whose partitions were requested (_rebuild_requests).
         cursors: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
         start = time.time() - 3600
-        requests: list[dg.RunRequest] = []
         for tenant in served:
-            rebuilds, cursors[tenant.key] = _rebuild_requests(context, tenant, postgres, cursors.get(tenant.key, start))
-            requests += rebuilds
-            requests += _refresh_requests(context, tenant, postgres)
+            cursors.setdefault(tenant.key, start)
+        requests = _rebuild_requests(context, served, postgres, cursors) + _refresh_requests(context, served, postgres)
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursors, sort_keys=True))
 
     return webhook_inbox

@@ -293,3 +293,35 @@ def test_a_rejected_key_settles_the_events_as_failed_naming_the_setting(
     assert event["state"] == "failed" and tenant.smartmoving.api_key_env in event["reason"]
     assert "not-the-key" not in event["reason"]
     assert not _tick(defs, instance).run_requests
+
+
+def test_one_tick_serves_every_tenants_inbox_and_a_busy_tenant_does_not_hold_up_another(
+    database_url: str, tmp_path, monkeypatch: pytest.MonkeyPatch, instance: dg.DagsterInstance, db: sa.Engine
+) -> None:
+    import yaml
+
+    from lgm_pipeline import settings
+    from lgm_pipeline.definitions import build_definitions
+    from lgm_pipeline.tenants import config as tenants_config
+    from lgm_pipeline.tenants import load_tenants
+    from lgm_pipeline_tests.conftest import migrate_database
+
+    lgm = yaml.safe_load(tenants_config.DEFAULT_TENANTS_FILE.read_text())["tenants"][0]
+    acme = {**lgm, "key": "acme", "client_id": "clm_acme", "name": "Acme Movers"}
+    path = tmp_path / "tenants.yaml"
+    path.write_text(yaml.safe_dump({"tenants": [lgm, acme]}))
+    monkeypatch.setenv(settings.TENANTS_FILE_ENV, str(path))
+    tenants = load_tenants()
+    migrate_database(tenants)
+    defs = build_definitions()
+    for tenant in tenants:
+        _post(db, tenant, "opportunity-changed", f"opp-of-{tenant.key}")
+
+    tick = _tick(defs, instance)
+    assert sorted(r.job_name for r in tick.run_requests or []) == sorted(refresh_job_name(t) for t in tenants)
+
+    # lgm's refresh is running (the sensor's or one launched by hand): acme's inbox is still served
+    lgm_refresh = defs.resolve_job_def(refresh_job_name(tenants[0]))
+    instance.create_run_for_job(lgm_refresh, status=dg.DagsterRunStatus.STARTED, tags=lgm_refresh.tags)
+    [request] = _tick(defs, instance, cursor=tick.cursor).run_requests or []
+    assert request.job_name == refresh_job_name(tenants[1])
