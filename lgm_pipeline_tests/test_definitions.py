@@ -108,3 +108,9 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
         ("acme", "journeys_freshness"),
     }
     assert parse_tenants({"tenants": [acme]})[0].schema == "tenant_acme"
+    # A tenant's jobs do not grow with the tenants beside it: the daemon reloads every job's snapshot each
+    # minute, so anything per tenant in them (the resources' run config defaults) would cost N x N.
+    monkeypatch.delenv(settings.TENANTS_FILE_ENV)
+    alone = build_definitions()
+    for job in ("lgm_smartmoving_refresh", "lgm_journeys", "lgm_daily_work"):
+        assert two.resolve_job_def(job).get_job_snapshot_id() == alone.resolve_job_def(job).get_job_snapshot_id()

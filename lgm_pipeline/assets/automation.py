@@ -405,13 +405,17 @@ def journeys_automation_condition(tenant: Tenant) -> dg.AutomationCondition:
     True for a (date, branch) partition when ``smartmoving_jobs`` of its date was written (or the
     partition went missing) while the date was in the branch's window (:class:`InBranchWindow`), since
     the partition was last requested or materialized, no raw input is missing or in progress, and it
-    is not in progress itself. Three changes to ``eager()``:
+    is not in progress itself. Four changes to ``eager()``:
 
     - its time window, the latest date by default, spans :func:`journeys_lookback`, so the catch-up's
       past dates are rebuilt too. A raw pull of an older date (a backfill) rebuilds nothing: backfill
       journeys with it (or use ``lgm sync --date``).
     - only ``smartmoving_jobs``, the last step of a raw run, counts as an update: a run that wrote
       the customers but failed on the opportunities leaves journeys alone, as ``lgm sync`` does.
+    - a missing or in-progress input is judged by ``smartmoving_jobs`` alone: the raw run writes it last, so
+      it is present only after its run wrote the others, and in progress while any of them is. One input
+      instead of four is a quarter of that part of each tick's work and of the cursor the sensor rewrites
+      (docs/performance.md, section 12).
     - an update counts for a branch only inside its window: around midnight the cycle pulls a third
       date for the branches still (or already) living it, and the other branches' partitions of that
       date wait for their own window or the catch-up. The filter sits on the trigger, not on the
@@ -427,6 +431,8 @@ def journeys_automation_condition(tenant: Tenant) -> dg.AutomationCondition:
         .replace("in_latest_time_window", dg.AutomationCondition.in_latest_time_window(journeys_lookback(tenant)))
         .replace("newly_missing", dg.AutomationCondition.missing().newly_true() & in_window)
         .replace("any_deps_updated", dg.AutomationCondition.any_deps_updated().allow(jobs) & in_window)
+        .replace("any_deps_missing", dg.AutomationCondition.any_deps_missing().allow(jobs))
+        .replace("any_deps_in_progress", dg.AutomationCondition.any_deps_in_progress().allow(jobs))
         .with_label(f"eager after a raw pull, each branch's window and the last {tenant.catch_up_days} dates")
     )
 

@@ -92,23 +92,30 @@ class SmartMovingAccount(SmartMovingSettings):
 class SmartMovingResource(dg.ConfigurableResource):
     """Every tenant's SmartMoving account, by tenant key: one resource, reached typed by the assets.
 
-    ``credentials`` is a nested resource dependency, not a config field: Dagster leaves it out of the run
-    config schema and hands the run the mapping bound here (built from ``tenants.yaml`` by
-    :func:`lgm_pipeline.assets.factory.smartmoving_resource`). Only ``accounts`` (the knobs) is run config.
-    Build it with :meth:`for_accounts`.
+    ``credentials`` and ``settings`` are nested resource dependencies, not config fields: Dagster leaves them
+    out of the run config schema and hands the run the mappings bound here (built from ``tenants.yaml`` by
+    :func:`lgm_pipeline.assets.factory.smartmoving_resource`). Only ``accounts`` is run config: a tenant's
+    knobs for one run, in place of its ``tenants.yaml`` ones. Why not every tenant's settings as the config's
+    default: the default is part of every job's snapshot, which the daemon reloads every minute, so it would
+    grow every job with the number of tenants (docs/performance.md, section 12). Build it with :meth:`for_accounts`.
     """
 
     credentials: dg.ResourceDependency[Mapping[str, SmartMovingCredentials]]
+    settings: dg.ResourceDependency[Mapping[str, SmartMovingSettings]]
     accounts: dict[str, SmartMovingSettings] = Field(
-        default_factory=dict, description="Tenant key -> the client's knobs for that tenant (credentials are not here)"
+        default_factory=dict,
+        description=(
+            "Tenant key -> the client's knobs for that tenant in this run, in place of its tenants.yaml settings "
+            "(credentials are not here)"
+        ),
     )
 
     @classmethod
     def for_accounts(cls, accounts: Mapping[str, SmartMovingAccount]) -> "SmartMovingResource":
-        """The resource of these accounts: their credentials bound, their knobs the run config's defaults."""
+        """The resource of these accounts: their credentials and settings bound; run config may tune the knobs."""
         return cls(
             credentials={key: account.credentials for key, account in accounts.items()},
-            accounts={key: account.settings for key, account in accounts.items()},
+            settings={key: account.settings for key, account in accounts.items()},
         )
 
     def account(self, tenant_key: str) -> SmartMovingAccount:
@@ -122,7 +129,7 @@ class SmartMovingResource(dg.ConfigurableResource):
         if not isinstance(credentials, SmartMovingCredentials):
             # Only code can bind credentials; anything else here is a wiring mistake, not something to run with.
             raise dg.DagsterInvariantViolationError(f"tenant {tenant_key!r}: SmartMoving credentials not bound in code")
-        settings = self.accounts.get(tenant_key) or SmartMovingSettings()
+        settings = self.accounts.get(tenant_key) or self.settings.get(tenant_key) or SmartMovingSettings()
         return SmartMovingAccount(
             **settings.model_dump(), base_url_env=credentials.base_url_env, api_key_env=credentials.api_key_env
         )
