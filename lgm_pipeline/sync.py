@@ -28,7 +28,7 @@ from typing import Any
 import dagster as dg
 
 from lgm_pipeline.assets.automation import (
-    branches_job_name,
+    daily_job_name,
     journeys_job_name,
     partition_range_tags,
     range_dates,
@@ -225,7 +225,8 @@ class _Tick:
     def _branches(self) -> bool:
         """SmartMoving's branches (dispatch addresses); False when their failure stops the cycle."""
         report = self.report
-        run = self._run(branches_job_name(self.tenant), "branches")
+        branches = [self.tenant.names.asset_key("smartmoving_branches")]
+        run = self._run(daily_job_name(self.tenant), "branches", asset_selection=branches)
         if run.result.success:
             return True
         report.branches_failure = record_failure(report, run, "branches")

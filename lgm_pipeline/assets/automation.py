@@ -104,7 +104,12 @@ def journeys_job_name(tenant: Tenant) -> str:
     return tenant.names.job("journeys")
 
 
-def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
+def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, dg.UnresolvedAssetJobDefinition]:
+    """The cycle's two jobs: the raw pull (with the leads) and the journeys rebuild.
+
+    The daily work (retention, branches, catch-up, arrival windows) runs in :func:`build_daily_job`'s one job,
+    each run narrowed to its assets; no job of its own each: every job's snapshot is reloaded by the daemon
+    every minute (docs/performance.md, section 12), and a single asset is materialized from the UI without one."""
     raw = dg.define_asset_job(
         raw_job_name(tenant),
         # The leads ride along: one run pulls the window's jobs and the leads (yesterday's and today's).
@@ -125,13 +130,7 @@ def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, ...]:
         ),
         tags=tenant.names.tags,
     )
-    retention = dg.define_asset_job(
-        tenant.names.job("retention"),
-        selection=dg.AssetSelection.assets(tenant.names.asset_key("history_retention")),
-        description="Prune raw payloads and sync history older than the retention period.",
-        tags=tenant.names.tags,
-    )
-    return raw, journeys, retention
+    return raw, journeys
 
 
 def range_tags(dates: list[dt.date]) -> dict[str, str]:
@@ -189,28 +188,6 @@ def catch_up_dates(tenant: Tenant, today: dt.date) -> list[dt.date]:
     return [d for d in days if d >= tenant.first_service_date]
 
 
-def branches_job_name(tenant: Tenant) -> str:
-    return tenant.names.job("smartmoving_branches")
-
-
-def build_branches_job(tenant: Tenant) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        branches_job_name(tenant),
-        selection=dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_branches")),
-        description="Pull SmartMoving's branches (dispatch addresses): one API call.",
-        tags=tenant.names.tags,
-    )
-
-
-def build_arrival_windows_job(tenant: Tenant) -> dg.UnresolvedAssetJobDefinition:
-    return dg.define_asset_job(
-        tenant.names.job("arrival_windows"),
-        selection=dg.AssetSelection.assets(tenant.names.asset_key("smartmoving_arrival_windows")),
-        description="Fetch tomorrow's arrival windows: one call per booked opportunity, when the quota allows.",
-        tags=tenant.names.tags,
-    )
-
-
 def refresh_schedule_name(tenant: Tenant) -> str:
     return tenant.names.schedule("every_2_hours")
 
@@ -247,8 +224,7 @@ def build_daily_job(tenant: Tenant) -> dg.UnresolvedAssetJobDefinition:
 
     A schedule launches every run of a tick under its own job (the daemon ignores a RunRequest's
     ``job_name``, which only sensors honour), so one schedule for four kinds of daily work needs one job
-    over all of them, narrowed per run by ``asset_selection``. The per-kind jobs stay for ``lgm sync``
-    and the UI.
+    over all of them, narrowed per run by ``asset_selection`` (``lgm sync`` pulls the branches through it too).
     """
     names = tenant.names
     return dg.define_asset_job(

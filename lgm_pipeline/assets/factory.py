@@ -8,8 +8,6 @@ import dagster as dg
 
 from lgm_pipeline.assets.arrival_windows import build_arrival_windows_asset
 from lgm_pipeline.assets.automation import (
-    build_arrival_windows_job,
-    build_branches_job,
     build_daily_job,
     build_daily_schedule,
     build_jobs,
@@ -66,7 +64,7 @@ def catch_up_asset_keys(tenant: Tenant, assets: Iterable[dg.AssetsDefinition]) -
 
 def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
     """The tenant's assets, jobs and its two schedules: the 2-hour cycle and the daily work (staggered)."""
-    raw_job, journeys_job, retention_job = build_jobs(tenant)
+    raw_job, journeys_job = build_jobs(tenant)
     freshness_check = build_freshness_check(tenant)
     assets = tenant_assets(tenant)
     daily_job = build_daily_job(tenant)
@@ -76,9 +74,6 @@ def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
         jobs=[
             raw_job,
             journeys_job,
-            retention_job,
-            build_branches_job(tenant),
-            build_arrival_windows_job(tenant),
             daily_job,
             *([build_webhook_refresh_job(tenant)] if takes_webhooks(tenant) else []),
         ],
