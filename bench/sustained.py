@@ -10,6 +10,8 @@ every 2 hours (25 every 30 minutes are 100 every 2 hours). On this machine's Pos
    as separate processes) for N tenants whose cycles do not tick (LGM_REFRESH_CRON on the 1st of
    January): the CPU of every process we started and of the bench databases' PostgreSQL backends, while
    the daemon loops over the schedules and the automation sensor ticks with nothing to do.
+   Then, with the CPU no longer counted, the UI at rest: the whole catalog loaded 5 times and one tenant's
+   assets page 20 times, one after the other (``standing_cost.ui_at_rest``).
    ``--standing-only`` stops there (N = 100's figure without an hour of cycles).
 2. **Sustained**: a new topology on a new database, with LGM_CYCLE_PERIOD_MINUTES = P: every tenant's
    schedule ticks every P minutes at its own offset (the stagger, from the key). After the first whole
@@ -123,17 +125,48 @@ def standing_cost(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             say(f"standing cost: topology up in {startup_s:.0f} s; measuring {args.idle_s:.0f} s with nothing due")
             time.sleep(SETTLE_S)
             measured = measure_cpu(topology, args.idle_s)
+            ui = ui_loads(topology, tenants[0])  # after the CPU's measurement: the engineer is not standing cost
     finally:
         os.environ.pop(REFRESH_CRON_ENV, None)
     cores = measured["cores"]
     result = {
         **measured,
+        "ui_at_rest": ui,
         "code_locations": topology.locations,
         "startup_s": round(startup_s, 1),
         "cpu_s_per_tenant_per_2h": round(cores * 7200 / args.tenants, 2),
     }
     say(f"standing cost: {cores:.3f} cores {json.dumps(measured['cpu_s_by_role'])}")
     return result
+
+
+def ui_loads(topology: Topology, tenant: Any, catalog_loads: int = 5, tenant_page_loads: int = 20) -> dict[str, Any]:
+    """The whole catalog and one tenant's assets page, each loaded one after the other with nothing running."""
+    keys = [list(node.path) for node in sorted(_tenant_asset_keys(tenant), key=str)]
+    poller = CatalogPoller(topology.graphql_url, 0, asset_keys=keys)
+    timings: dict[str, list[float]] = {"catalog": [], "tenant_page": []}
+    assets = 0
+    with httpx.Client(timeout=300) as client:
+        for name, load, count in (
+            ("catalog", poller.load_catalog, catalog_loads),
+            ("tenant_page", poller.load_tenant_view, tenant_page_loads),
+        ):
+            for _ in range(count):
+                started = time.perf_counter()
+                loaded = load(client)
+                timings[name].append(time.perf_counter() - started)
+                assets = loaded if name == "catalog" else assets
+    ui = {
+        "catalog_assets": assets,
+        "tenant_page_assets": len(keys),
+        **{
+            f"{name}_{q}_s": round(percentile(t, p) or 0.0, 3)
+            for name, t in timings.items()
+            for q, p in (("p50", 0.5), ("p95", 0.95))
+        },
+    }
+    say(f"at rest: catalog ({assets} assets) p95 {ui['catalog_p95_s']} s, tenant page p95 {ui['tenant_page_p95_s']} s")
+    return ui
 
 
 # --- phase 2: the sustained run ------------------------------------------------------------
