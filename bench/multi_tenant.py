@@ -497,7 +497,7 @@ def measure_standing_cost(children: list[Child], args: argparse.Namespace, tenan
     cores = sum(spent.values()) / idle_s
     result = {
         "idle_s": round(idle_s, 1),
-        "automation_interval_s": automation_interval_s(),
+        "automation_interval_s": automation_interval_s(args.tenants_per_location or len(tenants)),
         "cpu_s_by_role": spent,
         "cores": round(cores, 4),
         "cpu_s_per_tenant_per_2h": round(cores * 7200 / len(tenants), 2),

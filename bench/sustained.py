@@ -349,7 +349,7 @@ def sustained(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "period_min": args.period_min,
         "density_tenants_per_2h": args.tenants * 120 / args.period_min,
         "code_locations": topology.locations,
-        "automation_interval_s": automation_interval_s(),
+        "automation_interval_s": automation_interval_s(args.tenants_per_location or args.tenants),
         "ticks": len(ticks),
         "ticks_fresh": len(fresh),
         "ticks_not_fresh": [asdict(t) for t in ticks if t.tick_to_fresh_s is None],

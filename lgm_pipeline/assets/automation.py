@@ -432,7 +432,7 @@ def build_automation_sensor(tenants: Sequence[Tenant]) -> dg.AutomationCondition
         AUTOMATION_SENSOR,
         target=dg.AssetSelection.assets(*(t.names.asset_key("journeys") for t in tenants)),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        minimum_interval_seconds=automation_interval_s(),
+        minimum_interval_seconds=automation_interval_s(len(tenants)),
         emit_backfills=True,
         # InBranchWindow is Python of ours: the daemon alone could not evaluate it.
         use_user_code_server=True,

@@ -295,3 +295,16 @@ def test_the_automation_interval_is_a_setting_and_a_bad_value_names_it(monkeypat
     monkeypatch.setenv(AUTOMATION_INTERVAL_ENV, "2 minutes")
     with pytest.raises(ValueError, match=AUTOMATION_INTERVAL_ENV):
         build_definitions()
+
+
+def test_the_default_interval_grows_with_the_code_locations_tenants_up_to_two_minutes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lgm_pipeline.settings import automation_interval_s
+
+    monkeypatch.delenv(AUTOMATION_INTERVAL_ENV, raising=False)
+    # an idle tick costs per tenant: a bigger location ticks less often, never more than 2 minutes apart
+    assert [automation_interval_s(n) for n in (1, 25, 26, 50, 75, 100, 1000)] == [30, 30, 60, 60, 90, 120, 120]
+    assert build_definitions().resolve_sensor_def(AUTOMATION_SENSOR).minimum_interval_seconds == 30  # LGM alone
+    monkeypatch.setenv(AUTOMATION_INTERVAL_ENV, "45")
+    assert automation_interval_s(100) == 45  # an operator's setting wins
