@@ -145,7 +145,7 @@ def ui_loads(topology: Topology, tenant: Any, catalog_loads: int = 5, tenant_pag
     keys = [list(node.path) for node in sorted(_tenant_asset_keys(tenant), key=str)]
     poller = CatalogPoller(topology.graphql_url, 0, asset_keys=keys)
     timings: dict[str, list[float]] = {"catalog": [], "tenant_page": []}
-    assets = 0
+    assets_loaded: dict[str, int] = {}
     with httpx.Client(timeout=300) as client:
         for name, load, count in (
             ("catalog", poller.load_catalog, catalog_loads),
@@ -155,7 +155,8 @@ def ui_loads(topology: Topology, tenant: Any, catalog_loads: int = 5, tenant_pag
                 started = time.perf_counter()
                 loaded = load(client)
                 timings[name].append(time.perf_counter() - started)
-                assets = loaded if name == "catalog" else assets
+                assets_loaded[name] = loaded
+    assets = assets_loaded.get("catalog", 0)
     ui = {
         "catalog_assets": assets,
         "tenant_page_assets": len(keys),
