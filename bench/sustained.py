@@ -53,12 +53,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import RESULTS_DIR, machine, table
 from multi_tenant import (
+    CATALOG_ROW_FRAGMENT,
     CatalogPoller,
     Sampler,
     Topology,
     bench_tenants,
     cpu_by_role,
     expected_journeys_partitions,
+    location_name,
     percentile,
     start_topology,
     wait_for_topology,
@@ -72,6 +74,20 @@ NEVER_CRON = "0 0 1 1 *"
 #: webserver's first loads of the code locations are start-up, not standing cost.
 SETTLE_S = 30
 STARTUP_TIMEOUT_S = 900
+#: The UI's asset group page (``/locations/<location>/asset-groups/<group>``): the webserver filters by group,
+#: whereas the catalog loads every asset of the workspace and filters in the browser (its selection syntax).
+GROUP_PAGE_QUERY = (
+    """
+query AssetCatalogGroupTableQuery($group: AssetGroupSelector) {
+  assetNodes(group: $group) {
+    id
+    assetKey { path }
+    ...CatalogRow
+  }
+}
+"""
+    + CATALOG_ROW_FRAGMENT
+)
 
 
 # --- phase 1: standing cost ----------------------------------------------------------------
@@ -141,32 +157,55 @@ def standing_cost(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def ui_loads(topology: Topology, tenant: Any, catalog_loads: int = 5, tenant_page_loads: int = 20) -> dict[str, Any]:
-    """The whole catalog and one tenant's assets page, each loaded one after the other with nothing running."""
-    keys = [list(node.path) for node in sorted(_tenant_asset_keys(tenant), key=str)]
+    """The whole catalog, one tenant's assets page and its asset group pages, each loaded one after the other
+    with nothing running."""
+    assets_of_tenant = _tenant_assets(tenant)
+    keys = [list(key.path) for key in sorted(assets_of_tenant, key=str)]
+    groups = sorted(set(assets_of_tenant.values()))
     poller = CatalogPoller(topology.graphql_url, 0, asset_keys=keys)
-    timings: dict[str, list[float]] = {"catalog": [], "tenant_page": []}
+    location = location_name(1, topology.locations)  # tenants[0] is in the first tenant group
+
+    def load_group_pages(client: httpx.Client) -> int:
+        loaded = 0
+        for group in groups:
+            selector = {"groupName": group, "repositoryName": "__repository__", "repositoryLocationName": location}
+            response = client.post(
+                topology.graphql_url, json={"query": GROUP_PAGE_QUERY, "variables": {"group": selector}}
+            )
+            response.raise_for_status()
+            body = response.json()
+            if body.get("errors"):
+                raise RuntimeError(f"GraphQL errors: {body['errors'][:1]}")
+            loaded += len(body["data"]["assetNodes"])
+        return loaded
+
+    timings: dict[str, list[float]] = {"catalog": [], "tenant_page": [], "group_pages": []}
     assets_loaded: dict[str, int] = {}
     with httpx.Client(timeout=300) as client:
         for name, load, count in (
             ("catalog", poller.load_catalog, catalog_loads),
             ("tenant_page", poller.load_tenant_view, tenant_page_loads),
+            ("group_pages", load_group_pages, tenant_page_loads),
         ):
             for _ in range(count):
                 started = time.perf_counter()
-                loaded = load(client)
+                assets_loaded[name] = load(client)
                 timings[name].append(time.perf_counter() - started)
-                assets_loaded[name] = loaded
-    assets = assets_loaded.get("catalog", 0)
     ui = {
-        "catalog_assets": assets,
+        "catalog_assets": assets_loaded["catalog"],
         "tenant_page_assets": len(keys),
+        "tenant_groups": len(groups),
+        "group_pages_assets": assets_loaded["group_pages"],
         **{
             f"{name}_{q}_s": round(percentile(t, p) or 0.0, 3)
             for name, t in timings.items()
             for q, p in (("p50", 0.5), ("p95", 0.95))
         },
     }
-    say(f"at rest: catalog ({assets} assets) p95 {ui['catalog_p95_s']} s, tenant page p95 {ui['tenant_page_p95_s']} s")
+    say(
+        f"at rest: catalog ({ui['catalog_assets']} assets) p95 {ui['catalog_p95_s']} s, tenant page p95 "
+        f"{ui['tenant_page_p95_s']} s, its {len(groups)} group pages (all of them) p95 {ui['group_pages_p95_s']} s"
+    )
     return ui
 
 
@@ -305,7 +344,7 @@ def sustained(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         startup_s = time.monotonic() - launched
         catalog = CatalogPoller(topology.graphql_url, args.graphql_interval_s)
         assets = catalog.load_catalog(httpx.Client(timeout=120))
-        keys = [list(node.path) for node in sorted(_tenant_asset_keys(tenants[0]), key=str)]
+        keys = [list(key.path) for key in sorted(_tenant_assets(tenants[0]), key=str)]
         tenant_view = CatalogPoller(topology.graphql_url, args.graphql_interval_s, asset_keys=keys)
 
         start = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=60)).replace(second=0, microsecond=0)
@@ -380,14 +419,14 @@ def sustained(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
-def _tenant_asset_keys(tenant: Any) -> list[Any]:
-    """The tenant's asset keys as its code location defines them (every asset under its key prefix)."""
+def _tenant_assets(tenant: Any) -> dict[Any, str]:
+    """The tenant's asset keys and their groups as its code location defines them."""
     from lgm_pipeline.assets.factory import build_tenant_definitions
 
     with warnings.catch_warnings():  # the definitions' beta warnings, already shown by the code servers
         warnings.simplefilter("ignore")
         defs = build_tenant_definitions(tenant)
-    return [key for asset in defs.assets or () for key in asset.keys]  # type: ignore[union-attr]
+    return {key: group for asset in defs.assets or () for key, group in asset.group_names_by_key.items()}  # type: ignore[union-attr]
 
 
 def _round(value: float | None) -> float | None:
