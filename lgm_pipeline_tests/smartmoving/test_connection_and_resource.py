@@ -93,3 +93,25 @@ def test_resource_resolves_env_var_and_hides_it(monkeypatch: pytest.MonkeyPatch)
     assert seen["client"] == "SmartMovingClient(base_url='https://sm.example.test/v1')"
     for text in (seen["repr"], seen["str"], repr(resource)):
         assert TEST_KEY not in str(text)
+
+
+def test_run_config_tunes_the_tenants_it_names_and_the_others_keep_their_tenants_file_settings() -> None:
+    bound = {
+        key: SmartMovingAccount(base_url_env=f"{key}_URL", api_key_env=f"{key}_KEY", page_size=250, max_retries=1)
+        for key in ("lgm", "acme")
+    }
+    seen: dict[str, SmartMovingAccount] = {}
+
+    @dg.asset
+    def probe(smartmoving: SmartMovingResource) -> None:
+        seen.update({key: smartmoving.account(key) for key in bound})
+
+    tuned = {"resources": {"smartmoving": {"config": {"accounts": {"acme": {"page_size": 7}}}}}}
+    result = dg.materialize(
+        [probe], resources={"smartmoving": SmartMovingResource.for_accounts(bound)}, run_config=tuned
+    )
+    assert result.success
+    assert (seen["lgm"].page_size, seen["lgm"].max_retries) == (250, 1)
+    # a named tenant runs with exactly the knobs given: the others are the client's defaults, not the file's
+    assert (seen["acme"].page_size, seen["acme"].max_retries) == (7, 5)
+    assert seen["acme"].api_key_env == "acme_KEY"  # credentials stay the bound ones
