@@ -41,7 +41,7 @@ from lgm_pipeline.webhooks.processing import (
     REFRESH_ASSET,
     apply_refresh,
     count_attempt,
-    inbox_backlog,
+    inbox_backlogs,
     mark_failed,
     pending_events,
     refreshed_partitions,
@@ -176,9 +176,11 @@ def _refresh_requests(
 ) -> list[dg.RunRequest]:
     """A refresh run for each tenant whose events wait, with none queued or running (nor failed just now).
 
-    The inboxes first (one query each on the shared connection pool): the run storage, which opens a
+    The inboxes first (one query for all, on the shared connection pool): the run storage, which opens a
     connection per query, is asked only when some event waits, and then once for all tenants."""
-    backlogs = {t.key: inbox_backlog(postgres.ensure_tenant(t), t) for t in tenants}
+    # The location's tenants share its one database: one engine, each schema's version checked once a process.
+    engine = [postgres.ensure_tenant(t) for t in tenants][-1]
+    backlogs = inbox_backlogs(engine, tenants)
     waiting = [t for t in tenants if backlogs[t.key].pending]
     if not waiting:
         return []

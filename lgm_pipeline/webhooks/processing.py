@@ -14,8 +14,9 @@ Everything one refresh writes (raw rows, departures, unreadable jobs, the events
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,12 +99,26 @@ def _scoped(conn: Connection, tenant: Tenant) -> Connection:
     return conn.execution_options(**tenant_options(tenant))
 
 
-def inbox_backlog(engine: Engine, tenant: Tenant) -> InboxBacklog:
-    e = webhook_events
-    stmt = sa.select(sa.func.count(), sa.func.max(e.c.event_id)).where(e.c.state == "pending")
+def inbox_backlogs(engine: Engine, tenants: Sequence[Tenant]) -> dict[str, InboxBacklog]:
+    """What waits in each tenant's inbox (tenant key -> backlog), in one query for all of them: the webhook
+    sensor asks every few seconds, and a query a tenant was most of its cost at rest (docs/performance.md,
+    section 12)."""
+    schemas = {t.schema: t.key for t in tenants}
     with engine.connect() as conn:
-        count, newest = _scoped(conn, tenant).execute(stmt).one()
-    return InboxBacklog(int(count), newest)
+        rows = conn.execute(_backlog_query(tuple(schemas))).all()
+    return {schemas[schema]: InboxBacklog(int(count), newest) for schema, count, newest in rows}
+
+
+@functools.lru_cache(maxsize=8)
+def _backlog_query(schemas: tuple[str, ...]) -> sa.Select[Any] | sa.CompoundSelect:
+    """Each schema's pending count and newest event id, one row a schema (built once per set of tenants)."""
+    parts = []
+    for schema in schemas:
+        state, event_id = webhook_events.c.state.name, webhook_events.c.event_id.name
+        e = sa.table(webhook_events.name, sa.column(state), sa.column(event_id), schema=schema)
+        count, newest = sa.func.count(), sa.func.max(e.c[event_id])
+        parts.append(sa.select(sa.literal(schema), count, newest).where(e.c[state] == "pending"))
+    return parts[0] if len(parts) == 1 else sa.union_all(*parts)
 
 
 def pending_events(engine: Engine, tenant: Tenant, limit: int = MAX_EVENTS_PER_REFRESH) -> list[PendingEvent]:
