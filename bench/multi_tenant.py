@@ -461,13 +461,13 @@ def tenant_progress(instance: Any, tenant: Any, records: list[Any], expected: se
     location's automation sensor launches those, with its own tags: they are told apart by asset key)."""
     import dagster as dg
 
-    from lgm_pipeline.assets.automation import raw_job_name
+    from lgm_pipeline.assets.automation import WORK_TAG, raw_job_name
 
     progress = TenantProgress(tenant.key, expected)
     journeys_key = tenant.names.asset_key("journeys")
     for record in records:
         run = record.dagster_run
-        if run.job_name == raw_job_name(tenant):
+        if run.job_name == raw_job_name(tenant) and run.tags.get(WORK_TAG) == "cycle":
             kind = "raw"
         elif run.asset_selection and journeys_key in run.asset_selection:
             kind = "journeys"

@@ -28,7 +28,7 @@ from typing import Any
 import dagster as dg
 
 from lgm_pipeline.assets.automation import (
-    daily_job_name,
+    cycle_asset_keys,
     journeys_job_name,
     partition_range_tags,
     range_dates,
@@ -181,8 +181,8 @@ class _Tick:
         if with_branches and not self._branches():
             return []
         steps = leads_steps(tenant)
-        raw_job = self.defs.resolve_job_def(raw_job_name(tenant))
-        raw_only = [k for k in raw_job.asset_layer.executable_asset_keys if not steps(k.to_python_identifier())]
+        cycle_keys = cycle_asset_keys(tenant, self.defs.assets or ())
+        raw_only = [k for k in cycle_keys if not steps(k.to_python_identifier())]
 
         def not_leads(step: str) -> bool:
             return not steps(step)
@@ -193,8 +193,8 @@ class _Tick:
             self.progress(f"{tenant.key} {label}: pulling customers and opportunity details from SmartMoving")
             leads_here = with_leads and index == 0  # the leads ride in the first pull, as in the daemon's runs
             config = _merged(request.run_config, self.run_config)
-            selection = None if leads_here else raw_only
-            raw = self._run(raw_job.name, f"{label} raw pull", config, request.tags, asset_selection=selection)
+            selection = cycle_keys if leads_here else raw_only
+            raw = self._run(raw_job_name(tenant), f"{label} raw pull", config, request.tags, asset_selection=selection)
             raw_ok = succeeded_apart_from(raw.result, steps)
             pull = raw_pull(block, raw, raw_ok)
             report.pulls.append(pull)
@@ -226,7 +226,7 @@ class _Tick:
         """SmartMoving's branches (dispatch addresses); False when their failure stops the cycle."""
         report = self.report
         branches = [self.tenant.names.asset_key("smartmoving_branches")]
-        run = self._run(daily_job_name(self.tenant), "branches", asset_selection=branches)
+        run = self._run(raw_job_name(self.tenant), "branches", asset_selection=branches)
         if run.result.success:
             return True
         report.branches_failure = record_failure(report, run, "branches")

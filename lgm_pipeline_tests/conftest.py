@@ -15,10 +15,12 @@ import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from lgm_pipeline.assets.automation import cycle_asset_keys, raw_job_name
 from lgm_pipeline.settings import DATABASE_URL_ENV, HOME_ENV, TEST_DATABASE_URL_ENV
 from lgm_pipeline.storage.database import create_engine
 from lgm_pipeline.storage.resources import PostgresResource
@@ -61,6 +63,16 @@ def migrate_database(tenants: Iterable[Tenant] | None = None) -> PostgresResourc
 def migrated_engine(tenant: Tenant) -> Engine:
     """The test database's engine, the tenant's schema migrated."""
     return migrate_database([tenant]).engine()
+
+
+def pull_cycle(
+    defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, **kwargs: object
+) -> dg.ExecuteInJobResult:
+    """A run of the 2-hour cycle's pull (the tenant's SmartMoving job narrowed to the raw pull and the leads, as
+    the schedule's runs are), executed in process; ``kwargs`` as ``execute_in_process``'s (tags, partition_key…)."""
+    job = defs.resolve_job_def(raw_job_name(tenant))
+    kwargs.setdefault("asset_selection", cycle_asset_keys(tenant, defs.assets or ()))
+    return job.execute_in_process(instance=instance, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

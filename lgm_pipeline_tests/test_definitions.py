@@ -112,5 +112,5 @@ def test_adding_a_tenant_adds_its_assets_and_nothing_else(tmp_path, monkeypatch)
     # minute, so anything per tenant in them (the resources' run config defaults) would cost N x N.
     monkeypatch.delenv(settings.TENANTS_FILE_ENV)
     alone = build_definitions()
-    for job in ("lgm_smartmoving_refresh", "lgm_journeys", "lgm_daily_work"):
+    for job in ("lgm_smartmoving_refresh", "lgm_journeys"):
         assert two.resolve_job_def(job).get_job_snapshot_id() == alone.resolve_job_def(job).get_job_snapshot_id()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
@@ -48,17 +48,19 @@ REFRESH_CRON = DEFAULT_REFRESH_CRON  # the cycle's cadence at offset 0; a tenant
 DAILY_TICKS = (dt.time(3, 15), dt.time(14, 15))
 #: Ticks before this hour (tenant time) are the morning's; after it, the afternoon's.
 AFTERNOON_FROM_HOUR = 12
-#: Which daily work a run of the daily job is (its job name is the same for all of them).
-DAILY_WORK_TAG = "lgm/daily_work"
+#: Which work a run of a tenant's SmartMoving job is (the job is the same for all of them): ``cycle``,
+#: ``retention``, ``branches``, ``catch_up``, ``arrival_windows`` or ``webhook_refresh``.
+WORK_TAG = "lgm/work"
 
-# The daily job holds the raw pull and the leads (single-run backfill policy: a run covers a range of
+# The SmartMoving job holds the raw pull and the leads (single-run backfill policy: a run covers a range of
 # dates) with the arrival windows (one date a run); Dagster warns at every load of the definitions that
 # the job's own backfill policy is then one date a run. That policy only matters for a backfill of that
-# job, which nothing launches (its runs are the schedule's, each over one kind of work; a range run's
-# tags work whatever the job's policy): the warning says nothing here, so it is silenced for this job only.
+# job, which nothing launches (its runs are the schedules' and the sensor's, each over one kind of work; a
+# range run's tags work whatever the job's policy): the warning says nothing here, so it is silenced for
+# this job only.
 warnings.filterwarnings(
     "ignore",
-    message=r"Asset job \w+_daily_work materializes assets with varying BackfillPolicies",
+    message=r"Asset job \w+_smartmoving_refresh materializes assets with varying BackfillPolicies",
     category=UserWarning,
 )
 
@@ -97,6 +99,7 @@ def daily_cron(tenant: Tenant) -> str:
 
 
 def raw_job_name(tenant: Tenant) -> str:
+    """The tenant's SmartMoving job: every run that pulls (or prunes) its raw data, each narrowed to its assets."""
     return tenant.names.job("smartmoving_refresh")
 
 
@@ -104,33 +107,51 @@ def journeys_job_name(tenant: Tenant) -> str:
     return tenant.names.job("journeys")
 
 
-def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, dg.UnresolvedAssetJobDefinition]:
-    """The cycle's two jobs: the raw pull (with the leads) and the journeys rebuild.
+def cycle_asset_keys(tenant: Tenant, assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetKey]:
+    """The cycle's assets (its groups: the raw pull and the leads), which the cycle and the catch-up runs select."""
+    groups = {tenant.names.group("raw"), tenant.names.group("leads")}
+    return [key for a in assets for key in a.keys if a.group_names_by_key.get(key) in groups]
 
-    The daily work (retention, branches, catch-up, arrival windows) runs in :func:`build_daily_job`'s one job,
-    each run narrowed to its assets; no job of its own each: every job's snapshot is reloaded by the daemon
-    every minute (docs/performance.md, section 12), and a single asset is materialized from the UI without one."""
-    raw = dg.define_asset_job(
+
+def build_jobs(tenant: Tenant) -> tuple[dg.UnresolvedAssetJobDefinition, dg.UnresolvedAssetJobDefinition]:
+    """The tenant's two jobs: everything that calls SmartMoving (or prunes history), and the journeys rebuild.
+
+    Each run of the first is narrowed to its assets (``asset_selection``): the cycle's raw pull with the
+    leads, the daily work (retention, branches, catch-up, arrival windows), a webhook refresh. One job, not
+    one per kind of run: the daemon reloads every job's snapshot from every code location every minute, and
+    the code server builds each anew for it, most of the standing cost with many tenants
+    (docs/performance.md, section 12). A schedule launches its runs under its own job (the daemon ignores a
+    ``RunRequest``'s ``job_name``, which only sensors honour), so both schedules target this one.
+    ``journeys`` cannot join it: a job's assets share one partitions definition (its is date x branch)."""
+    names = tenant.names
+    smartmoving = dg.define_asset_job(
         raw_job_name(tenant),
-        # The leads ride along: one run pulls the window's jobs and the leads (yesterday's and today's).
-        selection=dg.AssetSelection.groups(tenant.names.group("raw"), tenant.names.group("leads")),
-        description=(
-            "Pull service dates from SmartMoving into the raw tables, and the leads created from the day before "
-            "the first date up to today."
+        selection=(
+            dg.AssetSelection.groups(names.group("raw"), names.group("leads"), names.group("webhooks"))
+            | dg.AssetSelection.assets(
+                names.asset_key("smartmoving_branches"),
+                names.asset_key("history_retention"),
+                names.asset_key("smartmoving_arrival_windows"),
+            )
         ),
-        tags=tenant.names.tags,
+        description=(
+            "Every pull from SmartMoving, each run narrowed to one kind (tag lgm/work): the 2-hour cycle's service "
+            "dates with the leads, the morning's retention, branches and catch-up, the afternoon's arrival windows, "
+            "a webhook refresh."
+        ),
+        tags=names.tags,
     )
     journeys = dg.define_asset_job(
         journeys_job_name(tenant),
         # Every check of journeys, the freshness check too: the automation's backfill runs all of them (Dagster
         # gives a backfill run every check of its assets), and lgm sync makes the same runs.
-        selection=dg.AssetSelection.assets(tenant.names.asset_key("journeys")),
+        selection=dg.AssetSelection.assets(names.asset_key("journeys")),
         description=(
             "Rebuild journeys partitions from the raw tables (no API call): one date x branch, or a date's branches."
         ),
-        tags=tenant.names.tags,
+        tags=names.tags,
     )
-    return raw, journeys
+    return smartmoving, journeys
 
 
 def range_tags(dates: list[dt.date]) -> dict[str, str]:
@@ -153,9 +174,15 @@ def partition_range_tags(keys: Sequence[str]) -> dict[str, str]:
     return {ASSET_PARTITION_RANGE_START_TAG: str(keys[0]), ASSET_PARTITION_RANGE_END_TAG: str(keys[-1])}
 
 
-def window_run_requests(tenant: Tenant, now: dt.datetime) -> list[dg.RunRequest]:
-    window = tenant.sync_window(now)
-    return [dg.RunRequest(run_key=f"window@{now.isoformat()}", tags=range_tags(window))]
+def window_run_requests(tenant: Tenant, now: dt.datetime, cycle_keys: Sequence[dg.AssetKey]) -> list[dg.RunRequest]:
+    """The cycle's one run at ``now``: ``cycle_keys`` (:func:`cycle_asset_keys`) over every branch's window."""
+    return [
+        dg.RunRequest(
+            run_key=f"window@{now.isoformat()}",
+            asset_selection=list(cycle_keys),
+            tags={**range_tags(tenant.sync_window(now)), WORK_TAG: "cycle"},
+        )
+    ]
 
 
 def catch_up_run_config(tenant: Tenant) -> dict:
@@ -192,11 +219,13 @@ def refresh_schedule_name(tenant: Tenant) -> str:
     return tenant.names.schedule("every_2_hours")
 
 
-def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_refresh_schedule(
+    tenant: Tenant, job: dg.UnresolvedAssetJobDefinition, cycle_keys: Sequence[dg.AssetKey]
+) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=refresh_schedule_name(tenant),
         cron_schedule=cycle_cron(tenant),
-        job=raw_job,
+        job=job,
         execution_timezone=tenant.timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=(
@@ -206,7 +235,7 @@ def build_refresh_schedule(tenant: Tenant, raw_job: dg.UnresolvedAssetJobDefinit
     )
     def refresh(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        return window_run_requests(tenant, now)
+        return window_run_requests(tenant, now, cycle_keys)
 
     return refresh
 
@@ -215,41 +244,11 @@ def daily_schedule_name(tenant: Tenant) -> str:
     return tenant.names.schedule("daily")
 
 
-def daily_job_name(tenant: Tenant) -> str:
-    return tenant.names.job("daily_work")
-
-
-def build_daily_job(tenant: Tenant) -> dg.UnresolvedAssetJobDefinition:
-    """Every asset the daily schedule materializes; each of its runs selects the part that is due.
-
-    A schedule launches every run of a tick under its own job (the daemon ignores a RunRequest's
-    ``job_name``, which only sensors honour), so one schedule for four kinds of daily work needs one job
-    over all of them, narrowed per run by ``asset_selection`` (``lgm sync`` pulls the branches through it too).
-    """
-    names = tenant.names
-    return dg.define_asset_job(
-        daily_job_name(tenant),
-        selection=(
-            dg.AssetSelection.groups(names.group("raw"), names.group("leads"))
-            | dg.AssetSelection.assets(
-                names.asset_key("smartmoving_branches"),
-                names.asset_key("history_retention"),
-                names.asset_key("smartmoving_arrival_windows"),
-            )
-        ),
-        description=(
-            "The daily schedule's runs: retention, branches and the catch-up in the morning, tomorrow's arrival "
-            "windows in the afternoon (each run one of them, tag lgm/daily_work)."
-        ),
-        tags=tenant.names.tags,
-    )
-
-
-def daily_run_requests(tenant: Tenant, now: dt.datetime, catch_up_keys: Sequence[dg.AssetKey]) -> list[dg.RunRequest]:
+def daily_run_requests(tenant: Tenant, now: dt.datetime, cycle_keys: Sequence[dg.AssetKey]) -> list[dg.RunRequest]:
     """What the daily schedule launches at ``now``, a tick of :func:`daily_cron`, by the tick's local hour.
 
-    In the morning: the retention, the branches (one call) and the catch-up of ``catch_up_keys`` (the
-    raw job's assets: the raw pull and the leads) over the last ``catch_up_days`` dates (no catch-up when
+    In the morning: the retention, the branches (one call) and the catch-up of ``cycle_keys`` (the
+    cycle's assets: the raw pull and the leads) over the last ``catch_up_days`` dates (no catch-up when
     it is 0 or no past date is a partition yet). In the afternoon: tomorrow's arrival windows (the asset
     itself skips the calls when the month's projected calls pass 90 % of the quota).
     """
@@ -262,19 +261,19 @@ def daily_run_requests(tenant: Tenant, now: dt.datetime, catch_up_keys: Sequence
                 run_key=f"arrival-windows@{stamp}",
                 asset_selection=[names.asset_key("smartmoving_arrival_windows")],
                 partition_key=tomorrow.isoformat(),
-                tags={DAILY_WORK_TAG: "arrival_windows"},
+                tags={WORK_TAG: "arrival_windows"},
             )
         ]
     requests = [
         dg.RunRequest(
             run_key=f"retention@{stamp}",
             asset_selection=[names.asset_key("history_retention")],
-            tags={DAILY_WORK_TAG: "retention"},
+            tags={WORK_TAG: "retention"},
         ),
         dg.RunRequest(
             run_key=f"branches@{stamp}",
             asset_selection=[names.asset_key("smartmoving_branches")],
-            tags={DAILY_WORK_TAG: "branches"},
+            tags={WORK_TAG: "branches"},
         ),
     ]
     dates = catch_up_dates(tenant, tenant.today(now))
@@ -282,8 +281,8 @@ def daily_run_requests(tenant: Tenant, now: dt.datetime, catch_up_keys: Sequence
         requests.append(
             dg.RunRequest(
                 run_key=f"catch-up@{stamp}",
-                asset_selection=list(catch_up_keys),
-                tags={**range_tags(dates), DAILY_WORK_TAG: "catch_up"},
+                asset_selection=list(cycle_keys),
+                tags={**range_tags(dates), WORK_TAG: "catch_up"},
                 run_config=catch_up_run_config(tenant),
             )
         )
@@ -291,7 +290,7 @@ def daily_run_requests(tenant: Tenant, now: dt.datetime, catch_up_keys: Sequence
 
 
 def build_daily_schedule(
-    tenant: Tenant, job: dg.UnresolvedAssetJobDefinition, catch_up_keys: Sequence[dg.AssetKey]
+    tenant: Tenant, job: dg.UnresolvedAssetJobDefinition, cycle_keys: Sequence[dg.AssetKey]
 ) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=daily_schedule_name(tenant),
@@ -308,7 +307,7 @@ def build_daily_schedule(
     )
     def daily(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest]:
         now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
-        return daily_run_requests(tenant, now, catch_up_keys)
+        return daily_run_requests(tenant, now, cycle_keys)
 
     return daily
 

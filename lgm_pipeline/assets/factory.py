@@ -7,19 +7,14 @@ from collections.abc import Iterable
 import dagster as dg
 
 from lgm_pipeline.assets.arrival_windows import build_arrival_windows_asset
-from lgm_pipeline.assets.automation import (
-    build_daily_job,
-    build_daily_schedule,
-    build_jobs,
-    build_refresh_schedule,
-)
+from lgm_pipeline.assets.automation import build_daily_schedule, build_jobs, build_refresh_schedule, cycle_asset_keys
 from lgm_pipeline.assets.freshness import build_freshness_check
 from lgm_pipeline.assets.journeys import build_journeys_asset
 from lgm_pipeline.assets.leads import build_leads_assets
 from lgm_pipeline.assets.maintenance import build_retention_asset
 from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.assets.raw import build_branches_asset, build_raw_assets
-from lgm_pipeline.assets.webhooks import build_webhook_refresh_asset, build_webhook_refresh_job, takes_webhooks
+from lgm_pipeline.assets.webhooks import build_webhook_refresh_asset, takes_webhooks
 from lgm_pipeline.settings import smartmoving_rate_limit
 from lgm_pipeline.smartmoving.resource import SmartMovingAccount, SmartMovingResource
 from lgm_pipeline.tenants import Tenant
@@ -56,29 +51,17 @@ def tenant_assets(tenant: Tenant) -> list[dg.AssetsDefinition]:
     ]
 
 
-def catch_up_asset_keys(tenant: Tenant, assets: Iterable[dg.AssetsDefinition]) -> list[dg.AssetKey]:
-    """The raw job's assets (its groups: the raw pull and the leads), which the daily catch-up run selects."""
-    groups = {tenant.names.group("raw"), tenant.names.group("leads")}
-    return [key for a in assets for key in a.keys if a.group_names_by_key.get(key) in groups]
-
-
 def build_tenant_definitions(tenant: Tenant) -> dg.Definitions:
-    """The tenant's assets, jobs and its two schedules: the 2-hour cycle and the daily work (staggered)."""
-    raw_job, journeys_job = build_jobs(tenant)
-    freshness_check = build_freshness_check(tenant)
+    """The tenant's assets, its two jobs and its two schedules: the 2-hour cycle and the daily work (staggered)."""
+    smartmoving_job, journeys_job = build_jobs(tenant)
     assets = tenant_assets(tenant)
-    daily_job = build_daily_job(tenant)
+    cycle_keys = cycle_asset_keys(tenant, assets)
     return dg.Definitions(
         assets=assets,
-        asset_checks=[freshness_check],
-        jobs=[
-            raw_job,
-            journeys_job,
-            daily_job,
-            *([build_webhook_refresh_job(tenant)] if takes_webhooks(tenant) else []),
-        ],
+        asset_checks=[build_freshness_check(tenant)],
+        jobs=[smartmoving_job, journeys_job],
         schedules=[
-            build_refresh_schedule(tenant, raw_job),
-            build_daily_schedule(tenant, daily_job, catch_up_asset_keys(tenant, assets)),
+            build_refresh_schedule(tenant, smartmoving_job, cycle_keys),
+            build_daily_schedule(tenant, smartmoving_job, cycle_keys),
         ],
     )

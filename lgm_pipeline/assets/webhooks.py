@@ -11,7 +11,8 @@ One sensor for the code location (a tenant group), as for the automation: per ti
 
 1. requests the journeys partitions of each refresh run that succeeded since its cursor (one run per
    partition, run key = refresh run + partition, so a tick evaluated twice launches nothing twice);
-2. requests a refresh run for each tenant with pending events and no refresh queued or running; the
+2. requests a refresh run (the tenant's SmartMoving job narrowed to ``webhook_updates``, tagged
+   :data:`REFRESH_RUN_TAGS`) for each tenant with pending events and no refresh queued or running; the
    events arriving meanwhile wait and are served together (a burst on one opportunity is one call).
 
 A refresh runs in the tenant's API pool, so it shares the scheduled cycle's rate budget and never
@@ -27,10 +28,10 @@ from typing import Any
 
 import dagster as dg
 
-from lgm_pipeline.assets.automation import journeys_job_name
+from lgm_pipeline.assets.automation import WORK_TAG, journeys_job_name, raw_job_name
 from lgm_pipeline.assets.metadata import api_cost_metadata
 from lgm_pipeline.assets.raw import STOP_CYCLE, call_api, open_client
-from lgm_pipeline.naming import OWNERS
+from lgm_pipeline.naming import OWNERS, TENANT_TAG
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.io_manager import column_schema
 from lgm_pipeline.storage.resources import PostgresResource
@@ -55,8 +56,9 @@ WEBHOOK_INTERVAL_S = 5
 RETRY_AFTER = dt.timedelta(seconds=60)
 #: Tags of the runs the webhook sensor launches: ahead of queued cycle pulls, like the automation's.
 WEBHOOK_RUN_TAGS = {"lgm/launched_by": WEBHOOK_SENSOR, "dagster/priority": "2"}
-#: On every run of a refresh job, however launched: the sensor finds all tenants' refresh runs in one query.
-REFRESH_JOB_TAGS = {"lgm/webhook": "refresh"}
+#: On every refresh run, however launched (the sensor's carry it, the asset adds it to the others with its
+#: tenant's tag): the sensor finds all tenants' refresh runs in one query.
+REFRESH_RUN_TAGS = {WORK_TAG: "webhook_refresh"}
 #: A refresh run is in the run storage with its final update time well within this of ending.
 SETTLED = dt.timedelta(seconds=60)
 #: On a journeys run the sensor launches: the refresh run whose changes it rebuilds.
@@ -66,10 +68,6 @@ WEBHOOK_ASSET = REFRESH_ASSET
 #: A step failing as a whole (the API down for minutes) is retried once soon; after that the events wait for
 #: the sensor's next refresh (RETRY_AFTER) and, at worst, the 2-hour cycle reconciles them.
 REFRESH_RETRY_POLICY = dg.RetryPolicy(max_retries=1, delay=10)
-
-
-def refresh_job_name(tenant: Tenant) -> str:
-    return tenant.names.job("webhook_refresh")
 
 
 def takes_webhooks(tenant: Tenant) -> bool:
@@ -102,6 +100,9 @@ def build_webhook_refresh_asset(tenant: Tenant) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         started_at = dt.datetime.now(dt.UTC)
         started = time.monotonic()
+        run_tags = {**REFRESH_RUN_TAGS, **names.tags}
+        if any(context.run.tags.get(k) != v for k, v in run_tags.items()):  # launched from the UI or by hand
+            context.instance.add_run_tags(context.run.run_id, run_tags)
         engine = postgres.ensure_tenant(tenant)
         events = pending_events(engine, tenant)
         exhausted = [e for e in events if e.attempts >= MAX_REFRESH_ATTEMPTS]
@@ -151,22 +152,13 @@ def build_webhook_refresh_asset(tenant: Tenant) -> dg.AssetsDefinition:
     return webhook_updates
 
 
-def build_webhook_refresh_job(tenant: Tenant) -> "dg.UnresolvedAssetJobDefinition":
-    return dg.define_asset_job(
-        refresh_job_name(tenant),
-        selection=dg.AssetSelection.assets(tenant.names.asset_key(WEBHOOK_ASSET)),
-        description="Serve the webhook inbox: refresh the opportunities its pending events name.",
-        tags={**tenant.names.tags, **REFRESH_JOB_TAGS},
-    )
-
-
 def _served_by(records: Sequence[dg.RunRecord], tenants: Sequence[Tenant]) -> dict[str, list[dg.RunRecord]]:
-    """``records`` of refresh runs by the key of the tenant whose refresh job ran them."""
-    tenant_of_job = {refresh_job_name(t): t.key for t in tenants}
+    """``records`` of refresh runs by the key of the tenant they refreshed (its tag)."""
+    keys = {t.key for t in tenants}
     by_tenant: dict[str, list[dg.RunRecord]] = {}
     for record in records:
-        key = tenant_of_job.get(record.dagster_run.job_name)
-        if key is not None:
+        key = record.dagster_run.tags.get(TENANT_TAG)
+        if key in keys:
             by_tenant.setdefault(key, []).append(record)
     return by_tenant
 
@@ -185,12 +177,12 @@ def _refresh_requests(
     if not waiting:
         return []
     busy = _served_by(
-        context.instance.get_run_records(dg.RunsFilter(tags=REFRESH_JOB_TAGS, statuses=list(_IN_FLIGHT))), waiting
+        context.instance.get_run_records(dg.RunsFilter(tags=REFRESH_RUN_TAGS, statuses=list(_IN_FLIGHT))), waiting
     )
     failed_just_now = _served_by(
         context.instance.get_run_records(
             dg.RunsFilter(
-                tags=REFRESH_JOB_TAGS,
+                tags=REFRESH_RUN_TAGS,
                 statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
                 updated_after=dt.datetime.now(dt.UTC) - RETRY_AFTER,
             )
@@ -199,8 +191,13 @@ def _refresh_requests(
     )
     return [
         dg.RunRequest(
-            job_name=refresh_job_name(tenant),
-            tags={**WEBHOOK_RUN_TAGS, "lgm/webhook_events_pending": str(backlogs[tenant.key].pending)},
+            job_name=raw_job_name(tenant),
+            asset_selection=[tenant.names.asset_key(WEBHOOK_ASSET)],
+            tags={
+                **WEBHOOK_RUN_TAGS,
+                **REFRESH_RUN_TAGS,
+                "lgm/webhook_events_pending": str(backlogs[tenant.key].pending),
+            },
         )
         for tenant in waiting
         if tenant.key not in busy and tenant.key not in failed_just_now
@@ -230,7 +227,7 @@ def _rebuild_requests(
     now = time.time()
     records = context.instance.get_run_records(
         dg.RunsFilter(
-            tags=REFRESH_JOB_TAGS,
+            tags=REFRESH_RUN_TAGS,
             # A refresh that committed and failed after (its materialization not recorded) still changed rows.
             statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
             updated_after=dt.datetime.fromtimestamp(min(cursors[t.key] for t in tenants), dt.UTC),
@@ -265,7 +262,7 @@ def build_webhook_sensor(
     served = [t for t in tenants if takes_webhooks(t)]
     if not served:
         return None
-    wanted = {name for t in served for name in (refresh_job_name(t), journeys_job_name(t))}
+    wanted = {name for t in served for name in (raw_job_name(t), journeys_job_name(t))}
 
     @dg.sensor(
         name=WEBHOOK_SENSOR,

@@ -8,7 +8,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from lgm_pipeline.assets.arrival_windows import booked_opportunity_ids, month_allows
-from lgm_pipeline.assets.automation import daily_job_name
+from lgm_pipeline.assets.automation import raw_job_name
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.transform.raw import timelines_frame
 
@@ -54,7 +54,7 @@ def test_arrival_windows_reach_the_board_and_are_skipped_without_quota_room(
 ) -> None:
     tomorrow = window[1]
     assert run_sync(defs, tenant, instance).ok
-    job = defs.resolve_job_def(daily_job_name(tenant))  # the daily schedule's afternoon run
+    job = defs.resolve_job_def(raw_job_name(tenant))  # the daily schedule's afternoon run
     only = [tenant.names.asset_key("smartmoving_arrival_windows")]
     config = {"ops": {f"{tenant.key}__smartmoving_arrival_windows": {"config": {"quota_share": 0.000001}}}}
     skipped = job.execute_in_process(

@@ -11,9 +11,10 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from lgm_pipeline.assets.automation import (
     AUTOMATION_SENSOR,
-    DAILY_WORK_TAG,
+    WORK_TAG,
     catch_up_dates,
     catch_up_run_config,
+    cycle_asset_keys,
     cycle_cron,
     daily_cron,
     daily_schedule_name,
@@ -31,6 +32,7 @@ from lgm_pipeline.settings import AUTOMATION_INTERVAL_ENV
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant, load_tenants
 from lgm_pipeline_tests.assets.conftest import journeys_partitions_of
+from lgm_pipeline_tests.conftest import pull_cycle
 
 
 def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
@@ -62,7 +64,7 @@ def test_daily_catch_up_refreshes_the_last_seven_service_dates_without_refetchin
     tick = dt.datetime(2026, 11, 26, 8, 15, tzinfo=dt.UTC) + dt.timedelta(minutes=minute)
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         requests = schedule.evaluate_tick(context).run_requests
-    [request] = [r for r in requests if r.tags[DAILY_WORK_TAG] == "catch_up"]
+    [request] = [r for r in requests if r.tags[WORK_TAG] == "catch_up"]
     assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
         "2026-11-19",
         "2026-11-25",
@@ -159,8 +161,7 @@ class Automation:
 def _scheduled_raw_pull(
     defs: dg.Definitions, instance: dg.DagsterInstance, tenant: Tenant, tags: dict, run_config: dict | None = None
 ) -> None:
-    job = defs.resolve_job_def(raw_job_name(tenant))
-    assert job.execute_in_process(instance=instance, tags=tags, run_config=run_config).success
+    assert pull_cycle(defs, tenant, instance, tags=tags, run_config=run_config).success
 
 
 def _rebuild(defs: dg.Definitions, instance: dg.DagsterInstance, tenant: Tenant, keys: set[str]) -> None:
@@ -173,7 +174,7 @@ def test_raw_pull_requests_every_branch_partition_of_its_dates_once(defs, tenant
     automation = Automation(defs, instance, tenant)
 
     # the 2-hour schedule's run: today and tomorrow in one run
-    [request] = window_run_requests(tenant, dt.datetime.now(dt.UTC))
+    [request] = window_run_requests(tenant, dt.datetime.now(dt.UTC), cycle_asset_keys(tenant, defs.assets or ()))
     _scheduled_raw_pull(defs, instance, tenant, request.tags)
     requested = automation.tick()
     assert requested == _in_own_window(tenant, window)
@@ -197,7 +198,7 @@ def test_catch_up_pull_rebuilds_the_past_dates_it_refreshed(defs, tenant, instan
     schedule = defs.resolve_schedule_def(daily_schedule_name(tenant))
     morning = dt.datetime.combine(tenant.today(), dt.time(4), tenant.tz)
     with dg.build_schedule_context(scheduled_execution_time=morning, repository_def=defs.get_repository_def()) as ctx:
-        [request] = [r for r in schedule.evaluate_tick(ctx).run_requests if r.tags[DAILY_WORK_TAG] == "catch_up"]
+        [request] = [r for r in schedule.evaluate_tick(ctx).run_requests if r.tags[WORK_TAG] == "catch_up"]
     assert request.run_config == catch_up_run_config(tenant)
     assert (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) == tuple(
         range_tags(dates).values()

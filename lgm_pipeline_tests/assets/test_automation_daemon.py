@@ -25,7 +25,7 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 from dagster._core.storage.tags import BACKFILL_ID_TAG
 
-from lgm_pipeline.assets.automation import AUTOMATION_RUN_TAGS, AUTOMATION_SENSOR, range_tags, raw_job_name
+from lgm_pipeline.assets.automation import AUTOMATION_RUN_TAGS, AUTOMATION_SENSOR, range_tags
 from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.naming import journey_partition_key
@@ -34,6 +34,7 @@ from lgm_pipeline.storage.database import dagster_database_name, dagster_storage
 from lgm_pipeline.sync import journeys_runs
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline_tests.assets.conftest import journeys_partitions_of
+from lgm_pipeline_tests.conftest import pull_cycle
 
 CLI_DIR = Path(__file__).resolve().parents[2] / "lgm_pipeline" / "cli"
 #: From the raw pull to the 12th partition: up to a sensor interval, the backfill daemon's next
@@ -124,8 +125,7 @@ def test_daemon_rebuilds_each_branch_partition_of_a_pulled_window_once(daemon: D
 
     # the 2-hour schedule's run: today and tomorrow, in one run, recorded in the daemon's instance
     defs = build_definitions()
-    raw = defs.resolve_job_def(raw_job_name(tenant))
-    assert raw.execute_in_process(instance=daemon.instance, tags=range_tags(window)).success
+    assert pull_cycle(defs, tenant, daemon.instance, tags=range_tags(window)).success
     pulled = time.monotonic()
 
     expected = {str(journey_partition_key(d.isoformat(), b)) for d in window for b in tenant.location_ids}

@@ -17,7 +17,13 @@ import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._utils.schedules import schedule_execution_time_iterator
 
-from lgm_pipeline.assets.automation import REFRESH_CRON, journeys_job_name, raw_job_name, window_run_requests
+from lgm_pipeline.assets.automation import (
+    REFRESH_CRON,
+    cycle_asset_keys,
+    journeys_job_name,
+    raw_job_name,
+    window_run_requests,
+)
 from lgm_pipeline.assets.freshness import STALE_AFTER, stale_branches
 from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.definitions import build_definitions
@@ -80,7 +86,7 @@ def _three_date_ticks(tenant: Tenant, day: dt.date) -> list[str]:
         local = tick.astimezone(tenant.tz)
         if local.date() != day:
             break
-        [request] = window_run_requests(tenant, tick)
+        [request] = window_run_requests(tenant, tick, [])
         if (request.tags[ASSET_PARTITION_RANGE_START_TAG], request.tags[ASSET_PARTITION_RANGE_END_TAG]) != (
             day.isoformat(),
             (day + dt.timedelta(days=1)).isoformat(),
@@ -143,8 +149,9 @@ def test_window_pull_at_2330_in_vancouver_rebuilds_each_branch_in_its_own_window
     result = dg.evaluate_automation_conditions(defs=defs, instance=instance, evaluation_time=VANCOUVER_2330)
     assert result.total_requested == 0
 
-    [request] = window_run_requests(tenant, VANCOUVER_2330)
-    assert defs.resolve_job_def(raw_job_name(tenant)).execute_in_process(instance=instance, tags=request.tags).success
+    [request] = window_run_requests(tenant, VANCOUVER_2330, cycle_asset_keys(tenant, defs.assets or ()))
+    job = defs.resolve_job_def(raw_job_name(tenant))
+    assert job.execute_in_process(instance=instance, tags=request.tags, asset_selection=request.asset_selection).success
     result = dg.evaluate_automation_conditions(
         defs=defs, instance=instance, cursor=result.cursor, evaluation_time=VANCOUVER_2330 + dt.timedelta(seconds=30)
     )

@@ -8,9 +8,10 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from lgm_pipeline.assets.automation import journeys_job_name, raw_job_name
+from lgm_pipeline.assets.automation import journeys_job_name
 from lgm_pipeline.naming import JOURNEY_KEY_FORM, journey_partition_key, parse_journey_partition_key
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline_tests.conftest import pull_cycle
 
 PARTITION_TAG = "dagster/partition"
 
@@ -43,8 +44,7 @@ def test_a_run_tagged_only_with_the_partition_rebuilds_that_branch(
     defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, db: sa.Engine
 ) -> None:
     today = tenant.today()
-    raw = defs.resolve_job_def(raw_job_name(tenant))
-    assert raw.execute_in_process(partition_key=today.isoformat(), instance=instance).success
+    assert pull_cycle(defs, tenant, instance, partition_key=today.isoformat()).success
 
     key = f"loc_lgm_calgary_001|{today.isoformat()}"
     journeys = defs.resolve_job_def(journeys_job_name(tenant))
@@ -70,8 +70,7 @@ def test_a_run_with_a_wrong_partition_fails_naming_the_form_and_writes_nothing(
     defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, db: sa.Engine, key: str, says: str
 ) -> None:
     today = tenant.today()
-    raw = defs.resolve_job_def(raw_job_name(tenant))
-    assert raw.execute_in_process(partition_key=today.isoformat(), instance=instance).success
+    assert pull_cycle(defs, tenant, instance, partition_key=today.isoformat()).success
 
     journeys = defs.resolve_job_def(journeys_job_name(tenant))
     tags = {PARTITION_TAG: key.format(today=today.isoformat())}

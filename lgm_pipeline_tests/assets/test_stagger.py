@@ -14,8 +14,8 @@ from dagster._utils.schedules import schedule_execution_time_iterator
 
 from lgm_pipeline import settings
 from lgm_pipeline.assets.automation import (
-    DAILY_WORK_TAG,
     REFRESH_CRON,
+    WORK_TAG,
     cycle_cron,
     daily_cron,
     daily_schedule_name,
@@ -164,7 +164,7 @@ def _daily_requests(defs: dg.Definitions, tenant: Tenant, local: dt.datetime) ->
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=defs.get_repository_def()) as context:
         requests = schedule.evaluate_tick(context).run_requests
     assert all(r.job_name is None for r in requests)  # all under the schedule's job, narrowed by asset_selection
-    return {r.tags[DAILY_WORK_TAG]: r for r in requests}
+    return {r.tags[WORK_TAG]: r for r in requests}
 
 
 def test_the_daily_schedule_requests_the_mornings_work_then_the_arrival_windows() -> None:

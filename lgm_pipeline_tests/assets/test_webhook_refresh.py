@@ -13,8 +13,8 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from lgm_pipeline.assets.automation import journeys_job_name
-from lgm_pipeline.assets.webhooks import REFRESH_RUN_TAG, WEBHOOK_SENSOR, refresh_job_name
+from lgm_pipeline.assets.automation import journeys_job_name, raw_job_name
+from lgm_pipeline.assets.webhooks import REFRESH_RUN_TAG, REFRESH_RUN_TAGS, WEBHOOK_ASSET, WEBHOOK_SENSOR
 from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.simulator import FaultConfig, RunningSimulator
 from lgm_pipeline.storage.resources import PostgresResource
@@ -78,7 +78,10 @@ def _tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None
 
 
 def _refresh(defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
-    return defs.resolve_job_def(refresh_job_name(tenant)).execute_in_process(instance=instance, raise_on_error=False)
+    """A refresh run as launched by hand (the Launchpad, the asset's page): untagged, the asset tags it."""
+    job = defs.resolve_job_def(raw_job_name(tenant))
+    only = [tenant.names.asset_key(WEBHOOK_ASSET)]
+    return job.execute_in_process(instance=instance, asset_selection=only, raise_on_error=False)
 
 
 def _rebuild(defs: dg.Definitions, tenant: Tenant, instance: dg.DagsterInstance, requests: list[dg.RunRequest]) -> None:
@@ -132,7 +135,9 @@ def test_events_refresh_only_their_opportunities_and_the_board_ends_as_a_clean_s
     _post(db, tenant, "opportunity-changed", opp[deleted["id"]])
 
     [request] = _tick(defs, instance).run_requests or []
-    assert request.job_name == refresh_job_name(tenant)
+    assert request.job_name == raw_job_name(tenant)
+    assert request.asset_selection == [tenant.names.asset_key(WEBHOOK_ASSET)]
+    assert request.tags.items() >= REFRESH_RUN_TAGS.items()
     simulator.reset_stats()
     result = _refresh(defs, tenant, instance)
     assert result.success
@@ -318,10 +323,10 @@ def test_one_tick_serves_every_tenants_inbox_and_a_busy_tenant_does_not_hold_up_
         _post(db, tenant, "opportunity-changed", f"opp-of-{tenant.key}")
 
     tick = _tick(defs, instance)
-    assert sorted(r.job_name for r in tick.run_requests or []) == sorted(refresh_job_name(t) for t in tenants)
+    assert sorted(r.job_name for r in tick.run_requests or []) == sorted(raw_job_name(t) for t in tenants)
 
     # lgm's refresh is running (the sensor's or one launched by hand): acme's inbox is still served
-    lgm_refresh = defs.resolve_job_def(refresh_job_name(tenants[0]))
-    instance.create_run_for_job(lgm_refresh, status=dg.DagsterRunStatus.STARTED, tags=lgm_refresh.tags)
+    lgm_job = defs.resolve_job_def(raw_job_name(tenants[0]))
+    instance.create_run_for_job(lgm_job, status=dg.DagsterRunStatus.STARTED, tags={**lgm_job.tags, **REFRESH_RUN_TAGS})
     [request] = _tick(defs, instance, cursor=tick.cursor).run_requests or []
-    assert request.job_name == refresh_job_name(tenants[1])
+    assert request.job_name == raw_job_name(tenants[1])

@@ -17,7 +17,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from lgm_pipeline.assets.webhooks import REFRESH_RUN_TAG, WEBHOOK_SENSOR, refresh_job_name
+from lgm_pipeline.assets.automation import raw_job_name
+from lgm_pipeline.assets.webhooks import REFRESH_RUN_TAG, WEBHOOK_ASSET, WEBHOOK_SENSOR
 from lgm_pipeline.simulator import RunningSimulator, SimulatorConfig, start_simulator
 from lgm_pipeline.simulator.config import WebhookFaults
 from lgm_pipeline.storage.database import create_engine
@@ -118,7 +119,8 @@ def test_a_change_in_smartmoving_reaches_the_board_through_the_daemon_and_a_lost
             "done",
         )
         refresh = serve.instance.get_run_by_id(event.run_id)
-        assert refresh is not None and refresh.job_name == refresh_job_name(tenant)
+        assert refresh is not None and refresh.job_name == raw_job_name(tenant)
+        assert refresh.asset_selection == {tenant.names.asset_key(WEBHOOK_ASSET)}
         assert refresh.tags.get("dagster/sensor_name") == WEBHOOK_SENSOR
         rebuilt = serve.instance.get_run_records(dg.RunsFilter(tags={REFRESH_RUN_TAG: event.run_id}))
         assert {r.dagster_run.tags["dagster/partition"] for r in rebuilt} == set(event.partitions)

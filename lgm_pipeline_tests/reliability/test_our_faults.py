@@ -22,12 +22,13 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
-from lgm_pipeline.assets.automation import journeys_job_name, raw_job_name
+from lgm_pipeline.assets.automation import journeys_job_name
 from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.settings import DATABASE_URL_ENV, HOME_ENV
 from lgm_pipeline.storage import merge, write
 from lgm_pipeline.storage.tables import journeys
 from lgm_pipeline.tenants import Tenant
+from lgm_pipeline_tests.conftest import pull_cycle
 from lgm_pipeline_tests.reliability.conftest import CALGARY, journeys_rows, snapshot, sync
 
 pytestmark = pytest.mark.e2e
@@ -159,9 +160,7 @@ def test_database_connection_killed_mid_cycle_fails_clearly_and_reruns(
 def test_overlapping_runs_of_one_partition_are_serialized(
     defs, tenant, instance, db, simulator, today, monkeypatch
 ) -> None:
-    raw = defs.resolve_job_def(raw_job_name(tenant)).execute_in_process(
-        partition_key=today.isoformat(), instance=instance
-    )
+    raw = pull_cycle(defs, tenant, instance, partition_key=today.isoformat())
     assert raw.success
     original_lock, original_record = merge.lock_partition, write._record_sync_run
     holding: list[tuple[str, float, float]] = []
