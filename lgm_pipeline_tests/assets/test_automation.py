@@ -51,6 +51,19 @@ def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
     [request] = result.run_requests
     assert request.tags[ASSET_PARTITION_RANGE_START_TAG] == "2026-11-25"
     assert request.tags[ASSET_PARTITION_RANGE_END_TAG] == "2026-11-26"
+    # the tenant's SmartMoving job, narrowed to the raw pull and the leads: no branches, arrival windows, retention
+    # or webhook refresh ride along every 2 hours
+    pulled = {key.path[-1] for key in request.asset_selection or ()}
+    assert pulled == {
+        "smartmoving_customers",
+        "smartmoving_opportunities",
+        "smartmoving_job_departures",
+        "smartmoving_jobs",
+        "smartmoving_leads",
+        "leads",
+    }
+    assert request.tags[WORK_TAG] == "cycle"
+    assert schedule.job_name == raw_job_name(tenant)
 
 
 def test_daily_catch_up_refreshes_the_last_seven_service_dates_without_refetching_for_age() -> None:
