@@ -57,6 +57,20 @@ def window(tenant: Tenant) -> list[dt.date]:
     return tenant.sync_window()
 
 
+#: What the two-hour cycle pulls (the raw SmartMoving assets and the leads), by the asset's last key part: the
+#: tenant's other SmartMoving assets (branches, arrival windows, retention, webhook refresh) stay out of it.
+CYCLE_ASSETS = frozenset(
+    {
+        "smartmoving_customers",
+        "smartmoving_opportunities",
+        "smartmoving_job_departures",
+        "smartmoving_jobs",
+        "smartmoving_leads",
+        "leads",
+    }
+)
+
+
 def journeys_partitions_of(run: dg.DagsterRun, tenant: Tenant) -> list[str]:
     """The journeys partitions a run rebuilt: its one partition, or every key of its range."""
     if "dagster/partition" in run.tags:

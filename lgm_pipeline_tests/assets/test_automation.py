@@ -31,7 +31,7 @@ from lgm_pipeline.naming import journey_partition_key, parse_journey_partition_k
 from lgm_pipeline.settings import AUTOMATION_INTERVAL_ENV
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant, load_tenants
-from lgm_pipeline_tests.assets.conftest import journeys_partitions_of
+from lgm_pipeline_tests.assets.conftest import CYCLE_ASSETS, journeys_partitions_of
 from lgm_pipeline_tests.conftest import pull_cycle
 
 
@@ -54,14 +54,7 @@ def test_schedule_tick_requests_today_and_tomorrow_in_toronto() -> None:
     # the tenant's SmartMoving job, narrowed to the raw pull and the leads: no branches, arrival windows, retention
     # or webhook refresh ride along every 2 hours
     pulled = {key.path[-1] for key in request.asset_selection or ()}
-    assert pulled == {
-        "smartmoving_customers",
-        "smartmoving_opportunities",
-        "smartmoving_job_departures",
-        "smartmoving_jobs",
-        "smartmoving_leads",
-        "leads",
-    }
+    assert pulled == CYCLE_ASSETS
     assert request.tags[WORK_TAG] == "cycle"
     assert schedule.job_name == raw_job_name(tenant)
 

@@ -27,6 +27,7 @@ from lgm_pipeline.settings import CYCLE_PERIOD_MINUTES
 from lgm_pipeline.status import TenantStatus, format_status
 from lgm_pipeline.tenants import Tenant, load_tenants
 from lgm_pipeline.tenants.config import DEFAULT_TENANTS_FILE, default_cycle_offset, parse_tenants
+from lgm_pipeline_tests.assets.conftest import CYCLE_ASSETS
 
 
 @pytest.fixture(autouse=True)
@@ -178,17 +179,7 @@ def test_the_daily_schedule_requests_the_mornings_work_then_the_arrival_windows(
     assert morning["retention"].asset_selection == [names.asset_key("history_retention")]
     assert morning["branches"].asset_selection == [names.asset_key("smartmoving_branches")]
     catch_up = morning["catch_up"]
-    assert set(catch_up.asset_selection or []) == {
-        names.asset_key(name)
-        for name in (
-            "smartmoving_customers",
-            "smartmoving_opportunities",
-            "smartmoving_job_departures",
-            "smartmoving_jobs",
-            "smartmoving_leads",
-            "leads",
-        )
-    }
+    assert set(catch_up.asset_selection or []) == {names.asset_key(name) for name in CYCLE_ASSETS}
     assert (catch_up.tags[ASSET_PARTITION_RANGE_START_TAG], catch_up.tags[ASSET_PARTITION_RANGE_END_TAG]) == (
         "2026-11-19",
         "2026-11-25",
