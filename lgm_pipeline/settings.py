@@ -158,3 +158,15 @@ def automation_interval_s(tenants_in_location: int = 1) -> int:
     steps = -(-max(tenants_in_location, 1) // AUTOMATION_TENANTS_PER_STEP)
     default = min(DEFAULT_AUTOMATION_INTERVAL_S * steps, MAX_DEFAULT_AUTOMATION_INTERVAL_S)
     return _whole_number(AUTOMATION_INTERVAL_ENV, default, 5, 3600, "seconds from 5 to 3600")
+
+
+WEBHOOK_INTERVAL_ENV = "LGM_WEBHOOK_INTERVAL_S"
+#: How often a code location's webhook sensor looks at its tenants' inboxes, by default.
+DEFAULT_WEBHOOK_INTERVAL_S = 10
+
+
+def webhook_interval_s() -> int:
+    """``LGM_WEBHOOK_INTERVAL_S``, or 10 s: the floor of a webhook event's latency (half of it on average), and
+    the price of an idle code location, whose every tick the daemon books and the code server evaluates
+    whether or not an event waits (docs/performance.md, section 12)."""
+    return _whole_number(WEBHOOK_INTERVAL_ENV, DEFAULT_WEBHOOK_INTERVAL_S, 1, 600, "seconds from 1 to 600")

@@ -32,6 +32,7 @@ from lgm_pipeline.assets.automation import WORK_TAG, journeys_job_name, raw_job_
 from lgm_pipeline.assets.metadata import api_cost_metadata
 from lgm_pipeline.assets.raw import STOP_CYCLE, call_api, open_client
 from lgm_pipeline.naming import OWNERS, TENANT_TAG
+from lgm_pipeline.settings import webhook_interval_s
 from lgm_pipeline.smartmoving.resource import SmartMovingResource
 from lgm_pipeline.storage.io_manager import column_schema
 from lgm_pipeline.storage.resources import PostgresResource
@@ -50,8 +51,6 @@ from lgm_pipeline.webhooks.processing import (
 
 #: The code location's one webhook sensor.
 WEBHOOK_SENSOR = "webhook_inbox"
-#: How often it looks at the inboxes: the floor of an event's latency, and the cost of an idle tenant group.
-WEBHOOK_INTERVAL_S = 5
 #: After a failed refresh (SmartMoving down, say) the tenant's next one waits this long; the events stay pending.
 RETRY_AFTER = dt.timedelta(seconds=60)
 #: Tags of the runs the webhook sensor launches: ahead of queued cycle pulls, like the automation's.
@@ -267,7 +266,7 @@ def build_webhook_sensor(
     @dg.sensor(
         name=WEBHOOK_SENSOR,
         jobs=[j for j in jobs if j.name in wanted],
-        minimum_interval_seconds=WEBHOOK_INTERVAL_S,
+        minimum_interval_seconds=webhook_interval_s(),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
             "Serve SmartMoving's webhook events: a refresh run per tenant with pending events, then a journeys run "

@@ -176,12 +176,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from lgm_pipeline.cli.serve import serve
-    from lgm_pipeline.settings import automation_interval_s, cycle_period_minutes, refresh_cron
+    from lgm_pipeline.settings import automation_interval_s, cycle_period_minutes, refresh_cron, webhook_interval_s
 
     # A bad override is a configuration error now, not a code server that never loads.
     refresh_cron()
     cycle_period_minutes()
     automation_interval_s()
+    webhook_interval_s()
     receiver = (_reachable(args.host), args.webhook_port) if args.simulator else None
     runtime = lgm_runtime(smartmoving=args.simulator, webhook_receiver=receiver)
     with hide_dagster_warnings(args.verbose), runtime as dagster_home:

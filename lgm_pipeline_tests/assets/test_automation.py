@@ -28,7 +28,7 @@ from lgm_pipeline.assets.partitions import tenant_partitions
 from lgm_pipeline.assets.webhooks import WEBHOOK_SENSOR
 from lgm_pipeline.definitions import build_definitions
 from lgm_pipeline.naming import journey_partition_key, parse_journey_partition_key
-from lgm_pipeline.settings import AUTOMATION_INTERVAL_ENV
+from lgm_pipeline.settings import AUTOMATION_INTERVAL_ENV, WEBHOOK_INTERVAL_ENV
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant, load_tenants
 from lgm_pipeline_tests.assets.conftest import CYCLE_ASSETS, journeys_partitions_of
@@ -301,6 +301,16 @@ def test_the_automation_interval_is_a_setting_and_a_bad_value_names_it(monkeypat
     assert build_definitions().resolve_sensor_def(AUTOMATION_SENSOR).minimum_interval_seconds == 120
     monkeypatch.setenv(AUTOMATION_INTERVAL_ENV, "2 minutes")
     with pytest.raises(ValueError, match=AUTOMATION_INTERVAL_ENV):
+        build_definitions()
+
+
+def test_the_webhook_sensors_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(WEBHOOK_INTERVAL_ENV, raising=False)
+    assert build_definitions().resolve_sensor_def(WEBHOOK_SENSOR).minimum_interval_seconds == 10
+    monkeypatch.setenv(WEBHOOK_INTERVAL_ENV, "3")  # a demo's, or a location that wants every second back
+    assert build_definitions().resolve_sensor_def(WEBHOOK_SENSOR).minimum_interval_seconds == 3
+    monkeypatch.setenv(WEBHOOK_INTERVAL_ENV, "0")
+    with pytest.raises(ValueError, match=WEBHOOK_INTERVAL_ENV):
         build_definitions()
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from lgm_pipeline.cli.main import main
 from lgm_pipeline.cli.serve import describe_exit
-from lgm_pipeline.settings import CYCLE_PERIOD_ENV, REFRESH_CRON_ENV
+from lgm_pipeline.settings import CYCLE_PERIOD_ENV, REFRESH_CRON_ENV, WEBHOOK_INTERVAL_ENV
 
 
 def test_a_port_in_use_is_a_configuration_error(database_url: str, capsys) -> None:
@@ -49,6 +49,17 @@ def test_a_cycle_period_no_cron_repeats_evenly_is_a_configuration_error(
     assert main(["serve"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"lgm: {CYCLE_PERIOD_ENV} must be one of 1, 2, 3,") and line.endswith("not '45'")
+
+
+def test_a_webhook_interval_that_is_not_whole_seconds_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.delenv(REFRESH_CRON_ENV, raising=False)
+    monkeypatch.delenv(CYCLE_PERIOD_ENV, raising=False)
+    monkeypatch.setenv(WEBHOOK_INTERVAL_ENV, "5s")
+    assert main(["serve"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line == f"lgm: {WEBHOOK_INTERVAL_ENV} must be a whole number of seconds from 1 to 600, not '5s'"
 
 
 def test_a_death_is_told_by_signal_or_exit_code() -> None:
