@@ -259,7 +259,7 @@ def build_journeys_asset(tenant: Tenant, partitions: TenantPartitions) -> dg.Ass
         kinds={"pandas", "postgres"},
         owners=OWNERS,
         tags=names.tags,
-        metadata=table_metadata(tenant, "journeys"),
+        metadata=table_metadata(tenant, "journeys", definition=True),
         freshness_policy=JOURNEYS_FRESHNESS_POLICY,
         automation_condition=journeys_automation_condition(tenant),
     )

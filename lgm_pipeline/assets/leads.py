@@ -144,7 +144,7 @@ def build_leads_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.
         kinds={"pandas", "postgres"},
         owners=OWNERS,
         tags=names.tags,
-        metadata=table_metadata(tenant, "leads"),
+        metadata=table_metadata(tenant, "leads", definition=True),
     )
     def leads(
         context: dg.AssetExecutionContext,

@@ -142,7 +142,7 @@ def same_but_status(summary: OpportunitySummary, cached: dict[str, Any]) -> bool
 def api_asset(tenant: Tenant, asset: str) -> dict[str, Any]:
     """What every asset calling SmartMoving shares: storage, the tenant's API pool and tag, retries."""
     return {
-        "metadata": table_metadata(tenant, asset),
+        "metadata": table_metadata(tenant, asset, definition=True),
         "io_manager_key": IO_MANAGER_KEY,
         "kinds": {"smartmoving", "pandas", "postgres"},
         "owners": OWNERS,
@@ -322,7 +322,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
             description=description,
             group_name=common["group_name"],
             io_manager_key=IO_MANAGER_KEY,
-            metadata=table_metadata(tenant, asset),
+            metadata=table_metadata(tenant, asset, definition=True),
             kinds=opportunities_asset["kinds"],
             owners=OWNERS,
             tags=names.tags,
@@ -468,7 +468,7 @@ def build_raw_assets(tenant: Tenant, partitions: TenantPartitions) -> list[dg.As
         kinds={"pandas", "postgres"},
         owners=OWNERS,
         tags=names.tags,
-        metadata=table_metadata(tenant, "smartmoving_jobs"),
+        metadata=table_metadata(tenant, "smartmoving_jobs", definition=True),
         check_specs=[
             records_read_spec(jobs_key),
             dg.AssetCheckSpec(

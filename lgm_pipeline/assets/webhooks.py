@@ -85,10 +85,7 @@ def build_webhook_refresh_asset(tenant: Tenant) -> dg.AssetsDefinition:
             "on, its events marked done in webhook_events with this run's id and the journeys partitions to rebuild."
         ),
         kinds={"smartmoving", "postgres"},
-        metadata={
-            "dagster/table_name": dg.MetadataValue.text(f"{tenant.schema}.{webhook_events.name}"),
-            "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(webhook_events)),
-        },
+        metadata={"dagster/table_name": dg.MetadataValue.text(f"{tenant.schema}.{webhook_events.name}")},
         owners=OWNERS,
         tags=names.tags,
         pool=names.api_pool,
@@ -145,6 +142,7 @@ def build_webhook_refresh_asset(tenant: Tenant) -> dg.AssetsDefinition:
                 "jobs_unreadable": dg.MetadataValue.int(outcome.jobs_unreadable),
                 "duration_s": dg.MetadataValue.float(round(time.monotonic() - started, 2)),
                 **api_cost_metadata(tenant, calls),
+                "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(webhook_events)),
             }
         )
 

@@ -128,14 +128,20 @@ def column_schema(table: sa.Table) -> dg.TableSchema:
     return dg.TableSchema(columns=columns, constraints=constraints)
 
 
-def table_metadata(tenant: Tenant, asset: str) -> dict[str, dg.MetadataValue]:
-    """Where an asset's rows live and their columns: on the definition (the UI shows them before any run)
-    and on every materialization."""
+#: The assets whose tables the company's CRM reads: their definitions carry the columns, shown before any run.
+READ_BY_THE_CRM = frozenset({"journeys", "leads"})
+
+
+def table_metadata(tenant: Tenant, asset: str, *, definition: bool = False) -> dict[str, dg.MetadataValue]:
+    """Where an asset's rows live and their columns, for every materialization. For a ``definition``, the
+    columns of the tables the CRM reads only: every workspace reload (each minute) serializes the definitions'
+    metadata, and the raw tables' columns were a sixth of it (docs/performance.md, section 12); theirs show
+    from their first materialization on."""
     table = ASSET_TABLES[asset]
-    return {
-        "dagster/table_name": dg.MetadataValue.text(f"{tenant.schema}.{table.name}"),
-        "dagster/column_schema": dg.MetadataValue.table_schema(column_schema(table)),
-    }
+    metadata = {"dagster/table_name": dg.MetadataValue.text(f"{tenant.schema}.{table.name}")}
+    if not definition or asset in READ_BY_THE_CRM:
+        metadata["dagster/column_schema"] = dg.MetadataValue.table_schema(column_schema(table))
+    return metadata
 
 
 class PostgresIOManager(dg.ConfigurableIOManager):

@@ -18,6 +18,7 @@ from lgm_pipeline.assets.webhooks import REFRESH_RUN_TAG, REFRESH_RUN_TAGS, WEBH
 from lgm_pipeline.naming import journey_partition_key
 from lgm_pipeline.simulator import FaultConfig, RunningSimulator
 from lgm_pipeline.storage.resources import PostgresResource
+from lgm_pipeline.storage.tables import webhook_events
 from lgm_pipeline.sync import run_sync
 from lgm_pipeline.tenants import Tenant
 from lgm_pipeline.webhooks.events import read_event
@@ -142,6 +143,11 @@ def test_events_refresh_only_their_opportunities_and_the_board_ends_as_a_clean_s
     result = _refresh(defs, tenant, instance)
     assert result.success
     assert simulator.stats()["opportunity"] == 4  # one call per opportunity, 104 events
+    # the inbox's columns show in the UI from the materialization (the definition names the table only)
+    event = instance.get_latest_materialization_event(tenant.names.asset_key(WEBHOOK_ASSET))
+    assert event is not None and event.asset_materialization is not None
+    columns = event.asset_materialization.metadata["dagster/column_schema"].value.columns  # type: ignore[union-attr]
+    assert [c.name for c in columns] == [c.name for c in webhook_events.columns]
     events = _events(db, tenant)
     assert {e["state"] for e in events} == {"done"} and {e["run_id"] for e in events} == {result.run_id}
     [gone] = {e["reason"] for e in events if e["opportunity_id"] == opp[deleted["id"]]}
