@@ -9,7 +9,9 @@ import sqlalchemy as sa
 
 from lgm_pipeline.assets.automation import raw_job_name
 from lgm_pipeline.assets.leads import lead_pull_dates
+from lgm_pipeline.simulator import RunningSimulator
 from lgm_pipeline.sync import run_sync
+from lgm_pipeline.tenants import Tenant
 from lgm_pipeline_tests.assets.conftest import db, defs, instance, simulator, tenant, window  # noqa: F401
 
 SQL = "Robert'); DROP TABLE leads;--"
@@ -20,12 +22,12 @@ def _count(db: sa.Engine, sql: str, **params: object) -> int:  # noqa: F811
         return int(conn.execute(sa.text(sql), params).scalar_one())
 
 
-def _leads_created_on(simulator, tenant, dates: list[dt.date]) -> set[str]:  # noqa: F811
+def _leads_created_on(simulator: RunningSimulator, tenant: Tenant, dates: list[dt.date]) -> set[str]:  # noqa: F811
     """The simulator's leads created on ``dates`` in the tenant's time (the API files them by UTC date, so
     the UTC days around them are searched too)."""
     world = simulator.world
     around = [dates[0] - dt.timedelta(days=1), *dates, dates[-1] + dt.timedelta(days=1)]
-    found = set()
+    found: set[str] = set()
     for lead_id in {i for day in around for i in world.lead_ids_on(day)}:
         created = dt.datetime.fromisoformat(str(world.leads[lead_id]["createdAtUtc"]).replace("Z", "+00:00"))
         if created.astimezone(tenant.tz).date() in dates:
